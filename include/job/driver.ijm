@@ -1,0 +1,43 @@
+// SciOps driver macro: runs the user's macro once per image inside ONE JVM.
+//
+// Argument: the path of a job file written by sciops_task.py:
+//   line 1: macro=<absolute path of the user's macro>
+//   line 2: args=<key=value pairs separated by TAB>   (user macro arguments)
+//   line 3+: <absolute input image path> TAB <absolute per-image output folder>
+//
+// The user's macro receives, through getArgument(), newline-separated key=value
+// lines: input=..., output=..., then the user's arguments.
+//
+// Bookkeeping lines on stdout (read by the task runner; tab-separated):
+//   SCIOPS_VERSION <ImageJ version>
+//   SCIOPS_BEGIN   <input>
+//   SCIOPS_END     <input> <milliseconds> <macro return value>
+//   SCIOPS_DONE
+// The runner, not this macro, decides success: ImageJ 1 pops a modal dialog on a
+// macro error (and hangs), so an image without an END line is a failure.
+setBatchMode(true);
+job = getArgument();
+text = File.openAsString(job);
+lines = split(text, "\n");
+userMacro = substring(lines[0], lengthOf("macro="));
+extra = replace(substring(lines[1], lengthOf("args=")), "\t", "\n");
+print("SCIOPS_VERSION\t" + getVersion());
+for (i = 2; i < lines.length; i++) {
+    if (lengthOf(lines[i]) == 0)
+        continue;
+    parts = split(lines[i], "\t");
+    input = parts[0];
+    output = parts[1];
+    print("SCIOPS_BEGIN\t" + input);
+    t0 = getTime();
+    ret = runMacro(userMacro, "input=" + input + "\noutput=" + output + "\n" + extra);
+    elapsed = getTime() - t0;
+    // Leave nothing behind for the next image: images, the Results table, ROIs.
+    run("Close All");
+    run("Clear Results");
+    if (isOpen("ROI Manager")) {
+        roiManager("reset");
+    }
+    print("SCIOPS_END\t" + input + "\t" + elapsed + "\t" + ret);
+}
+print("SCIOPS_DONE");

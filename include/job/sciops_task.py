@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""SciOps task runner: process one chunk of images in one ImageJ JVM.
+
+Runs ON the compute node (or the Airflow worker for the ``local`` backend), so it
+uses the Python 3 standard library only: compute nodes have no Airflow.
+
+One array task = one chunk = one JVM that calls the user's macro once per image
+(through ``driver.ijm``). The runner, not ImageJ's exit code, decides what
+happened to each image:
+
+* ``ok``       the driver printed the image's END line, the expected outputs exist
+               and the log between BEGIN and END holds no error;
+* ``failed``   an error in the log, missing outputs, or a stalled JVM (ImageJ 1
+               pops a modal dialog on any macro error and waits forever: no
+               output and an idle CPU for ``stall_seconds`` means exactly that);
+* ``timeout``  the image ran longer than ``image_timeout_s``.
+
+After a stall, a timeout or a crash the JVM is killed and restarted on the
+images that remain. Each final status is appended as one JSON line to
+``status/task-NNNN.jsonl``; a resubmitted task skips images that already have
+one, so a killed task loses at most the image it was working on.
+
+Usage::
+
+    sciops_task.py --manifest WORK/manifest.json [--task N] [--attempt K]
+    sciops_task.py --smoke --manifest ... --images a.tif b.tif   # validate's smoke run
+
+The task number comes from ``--task`` or the scheduler's environment
+(``SCIOPS_TASK_ID``, ``SGE_TASK_ID``, ``SLURM_ARRAY_TASK_ID``).
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import queue
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+#: Lines that mean "this image went wrong" even when ImageJ carries on.
+ERROR_RE = re.compile(
+    r"(Exception|Error:|File not found|Unsupported format|not supported|Unrecognized command"
+    r"|Macro Error|FileInfo parameter error|OutOfMemory|not a valid|Cannot open)",
+    re.IGNORECASE,
+)
+#: A JVM that uses less CPU than this share of one core counts as idle.
+IDLE_CPU_SHARE = 0.03
+#: After an error line, how long an idle JVM may sit before we call it stuck.
+ERROR_GRACE_S = 2.0
+#: JVM start failures in a row before the task gives up (exit code 3).
+MAX_START_FAILURES = 2
+EXIT_IMAGEJ_BROKEN = 3
+
+TASK_ENV_VARS = ("SCIOPS_TASK_ID", "SGE_TASK_ID", "SLURM_ARRAY_TASK_ID")
+
+
+def task_id_from_env(environ=None):
+    """The 1-based array index the scheduler gave this task, or None."""
+    environ = os.environ if environ is None else environ
+    for var in TASK_ENV_VARS:
+        value = environ.get(var, "")
+        if value.isdigit():  # SGE sets "undefined" outside arrays
+            return int(value)
+    return None
+
+
+def heap_mb(granted_mb):
+    """``-Xmx`` for a task granted ``granted_mb`` of memory.
+
+    The JVM needs room beyond its heap (metaspace, threads, AWT, native buffers):
+    keep at least 300 MB or 20 % of the grant outside the heap, never go below 128 MB.
+    """
+    return max(128, min(granted_mb - 300, int(granted_mb * 0.8)))
+
+
+def status_path(work, task_id):
+    return os.path.join(work, "status", "task-%04d.jsonl" % task_id)
+
+
+def image_output_dir(work, image):
+    return os.path.join(work, "images", image)
+
+
+def read_statuses(path):
+    """Final status per image from a status file (the last line for an image wins)."""
+    out = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill: the image will be redone
+                out[rec["image"]] = rec
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def append_status(path, rec):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    line = json.dumps(rec, sort_keys=True) + "\n"
+    # One write with O_APPEND: a line is either whole or absent after a kill.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def outputs_missing(outdir, expected):
+    """Names from ``expected`` (file names or glob patterns) with no file in outdir."""
+    try:
+        present = os.listdir(outdir)
+    except FileNotFoundError:
+        present = []
+    return [pat for pat in expected if not fnmatch.filter(present, pat)]
+
+
+def cpu_ticks(pid):
+    """User+system CPU ticks of a process, or None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Xvfb:
+    """A private X server for one task: ImageJ 1 needs a display even in batch mode.
+
+    ``-displayfd`` lets Xvfb pick a free display number itself, so concurrent
+    tasks on one node never race for the same one (``xvfb-run -a`` does race).
+    """
+
+    def __init__(self, binary="Xvfb"):
+        self.binary = binary
+        self.proc = None
+        self.display = None
+
+    def start(self):
+        rfd, wfd = os.pipe()
+        self.proc = subprocess.Popen(
+            [self.binary, "-displayfd", str(wfd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+            pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        os.close(wfd)
+        data = b""
+        deadline = time.time() + 20
+        while not data.endswith(b"\n") and time.time() < deadline:
+            ready, _, _ = select.select([rfd], [], [], 0.5)
+            if ready:
+                chunk = os.read(rfd, 64)
+                if not chunk:
+                    break
+                data += chunk
+        os.close(rfd)
+        if not data.strip():
+            self.stop()
+            raise RuntimeError("Xvfb did not start (is the xvfb package installed?)")
+        self.display = ":" + data.decode().strip()
+        return self.display
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
+    """The command that starts one JVM running ``driver`` over ``jobfile``.
+
+    ``-port0`` turns off ImageJ's single-instance listener, and a private
+    ``user.home`` / ``java.io.tmpdir`` per task keeps IJ_Prefs and temp files apart,
+    so several tasks can share a node.
+    """
+    props = ["-Duser.home=" + home, "-Djava.io.tmpdir=" + tmp]
+    kind = launcher.get("kind", "imagej1")
+    if kind == "fiji":
+        return [launcher["fiji"], "--headless", "--console", "--mem=%dm" % xmx] + props + [
+            "--", "-port0", "-batch", driver, jobfile]
+    if kind == "imagej1":
+        return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + props + [
+            "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
+    raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)
+
+
+class ChunkRunner:
+    """Run images through JVMs until each has a final status.
+
+    :param manifest: the run manifest (see ``sciops.project.write_manifest``).
+    :param task_id: 1-based array index; ``manifest['chunks'][task_id - 1]`` is the chunk.
+    :param attempt: the scheduler-level attempt number (1 for the first submission).
+    :param log: a writable text file for the JVM output and runner notes.
+    """
+
+    def __init__(self, manifest, task_id, attempt, log, images=None, status_file=None):
+        self.m = manifest
+        self.task_id = task_id
+        self.attempt = attempt
+        self.log = log
+        self.work = manifest["work_dir"]
+        self.images = list(images if images is not None else manifest["chunks"][task_id - 1])
+        self.status_file = status_file or status_path(self.work, task_id)
+        self.expected = manifest.get("expected_outputs") or ["*.csv"]
+        self.timeout = float(manifest.get("image_timeout_s", 600))
+        self.stall = float(manifest.get("stall_seconds", 60))
+        self.version = None
+        self.jvm_starts = 0
+        self.host = socket.gethostname()
+        self.scratch = None
+
+    # -- bookkeeping -------------------------------------------------------------
+    def note(self, msg, *args):
+        self.log.write("[sciops %s] %s\n" % (time.strftime("%H:%M:%S"), msg % args))
+        self.log.flush()
+
+    def record(self, image, status, seconds, error=""):
+        rec = {"image": image, "status": status, "seconds": round(seconds, 3), "error": error,
+               "task": self.task_id, "attempt": self.attempt, "host": self.host, "jvm": self.jvm_starts}
+        append_status(self.status_file, rec)
+        # The status line on stdout is what a person tailing the scheduler log sees.
+        print("%s\t%s\t%.2f\t%s" % (image, status, seconds, error), flush=True)
+        return rec
+
+    # -- main loop ---------------------------------------------------------------
+    def run(self):
+        done = read_statuses(self.status_file)
+        remaining = [img for img in self.images if img not in done]
+        if len(remaining) < len(self.images):
+            self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
+                      len(self.images))
+        start_failures = 0
+        self.scratch = tempfile.mkdtemp(prefix="sciops-task%d-" % self.task_id, dir=self.m.get("scratch_dir"))
+        xvfb = None
+        try:
+            env = dict(os.environ)
+            if self.m["launcher"].get("kind", "imagej1") == "imagej1":
+                xvfb = Xvfb(self.m["launcher"].get("xvfb", "Xvfb"))
+                env["DISPLAY"] = xvfb.start()
+            while remaining:
+                finished = self.run_jvm(remaining, env)
+                if not finished:
+                    start_failures += 1
+                    if start_failures >= MAX_START_FAILURES:
+                        self.note("ImageJ failed to start %d times in a row: giving up on this task", start_failures)
+                        return EXIT_IMAGEJ_BROKEN
+                    continue
+                start_failures = 0
+                remaining = [img for img in remaining if img not in finished]
+        finally:
+            if xvfb:
+                xvfb.stop()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        return 0
+
+    def run_jvm(self, images, env):
+        """Start one JVM on ``images``; return {image: status record} of those it finished."""
+        self.jvm_starts += 1
+        home = os.path.join(self.scratch, "home")
+        tmp = os.path.join(self.scratch, "tmp")
+        # A killed JVM leaves prefs locks and temp files: start each JVM from clean dirs.
+        for d in (home, tmp):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        jobfile = os.path.join(self.scratch, "job-%d.txt" % self.jvm_starts)
+        with open(jobfile, "w", encoding="utf-8") as fh:
+            fh.write("macro=%s\n" % self.m["macro_path"])
+            fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.get("macro_args", {}).items())))
+            for img in images:
+                out = image_output_dir(self.work, img)
+                shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
+                os.makedirs(out)
+                fh.write("%s\t%s\n" % (os.path.join(self.m["input_dir"], img), out))
+        xmx = heap_mb(int(self.m.get("memory_mb", 2048)))
+        argv = launcher_argv(self.m["launcher"], xmx, home, tmp, self.m["driver_path"], jobfile)
+        self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        lines = queue.Queue()
+
+        def pump():
+            for raw in proc.stdout:
+                lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        by_path = {os.path.join(self.m["input_dir"], img): img for img in images}
+        finished = {}
+        current = None          # image being processed
+        t_begin = 0.0
+        errors = []             # error lines seen since BEGIN
+        last_activity = time.time()
+        last_error_at = None
+        ticks = cpu_ticks(proc.pid) or 0
+        tick_hz = os.sysconf("SC_CLK_TCK")
+        last_sample = time.time()
+        eof = False
+        kill_reason = None
+        while not eof:
+            try:
+                line = lines.get(timeout=0.25)
+            except queue.Empty:
+                line = ""
+            now = time.time()
+            if line is None:
+                eof = True
+            elif line:
+                last_activity = now
+                self.log.write(line + "\n")
+                parts = line.split("\t")
+                tag = parts[0]
+                if tag == "SCIOPS_VERSION" and len(parts) > 1:
+                    self.version = parts[1]
+                elif tag == "SCIOPS_BEGIN" and len(parts) > 1:
+                    current = by_path.get(parts[1], parts[1])
+                    t_begin, errors, last_error_at = now, [], None
+                elif tag == "SCIOPS_END" and current is not None:
+                    finished[current] = self.judge(current, now - t_begin, errors)
+                    current = None
+                elif current is not None and ERROR_RE.search(line):
+                    errors.append(line.strip())
+                    last_error_at = now
+            if eof:
+                break
+            # CPU sample once a second: a JVM busy computing is not stalled.
+            if now - last_sample >= 1.0:
+                t = cpu_ticks(proc.pid)
+                if t is not None:
+                    if (t - ticks) / tick_hz > IDLE_CPU_SHARE * (now - last_sample):
+                        last_activity = now
+                    ticks = t
+                last_sample = now
+            if current is not None and now - t_begin > self.timeout:
+                kill_reason = ("timeout", "no result after %.0f s (image_timeout_s)" % self.timeout)
+            elif current is not None and last_error_at and now - last_activity > ERROR_GRACE_S:
+                kill_reason = ("failed", errors[0])
+            elif now - last_activity > self.stall:
+                kill_reason = ("failed", "ImageJ stalled: no output and an idle CPU for %.0f s "
+                               "(a macro error opens a modal dialog in ImageJ 1)" % self.stall)
+            if kill_reason:
+                self.note("killing JVM: %s", kill_reason[1])
+                self.kill(proc)
+                break
+        self.log.flush()
+        rc = proc.wait()
+        if current is not None:
+            if kill_reason:
+                status, error = kill_reason
+            else:
+                status = "failed"
+                error = errors[0] if errors else "ImageJ exited (code %s) while processing this image" % rc
+            finished[current] = self.record(current, status, time.time() - t_begin, error)
+        elif kill_reason and not finished:
+            # Stalled before the first image began: a broken macro or launcher.
+            self.note("JVM stalled before starting any image")
+            return None
+        if not finished and rc is not None and not kill_reason:
+            self.note("JVM exited with code %s before finishing any image", rc)
+            return None
+        return finished
+
+    def judge(self, image, seconds, errors):
+        missing = outputs_missing(image_output_dir(self.work, image), self.expected)
+        if errors:
+            return self.record(image, "failed", seconds, errors[0])
+        if missing:
+            return self.record(image, "failed", seconds, "expected output(s) not written: %s" % ", ".join(missing))
+        return self.record(image, "ok", seconds)
+
+    @staticmethod
+    def kill(proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended on its own meanwhile
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--task", type=int)
+    ap.add_argument("--attempt", type=int, default=int(os.environ.get("SCIOPS_ATTEMPT", "1")))
+    ap.add_argument("--images", nargs="*", help="process these images instead of a chunk (smoke run)")
+    ap.add_argument("--status-file")
+    args = ap.parse_args(argv)
+    with open(args.manifest, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    task_id = args.task or task_id_from_env() or 1
+    log_dir = os.path.join(manifest["run_dir"], "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, "task-%04d.attempt-%d.log" % (task_id, args.attempt))
+    if args.images is not None:
+        log_path = os.path.join(log_dir, "smoke.log")
+    started = time.time()
+    with open(log_path, "a", encoding="utf-8") as log:
+        runner = ChunkRunner(manifest, task_id, args.attempt, log, images=args.images,
+                             status_file=args.status_file)
+        rc = runner.run()
+    summary = {"task": task_id, "attempt": args.attempt, "host": runner.host, "start": started,
+               "end": time.time(), "exit": rc, "imagej_version": runner.version, "jvm_starts": runner.jvm_starts,
+               "images": len(runner.images), "log": os.path.relpath(log_path, manifest["run_dir"])}
+    if args.images is None:
+        path = os.path.join(manifest["work_dir"], "status", "task-%04d.attempt-%d.json" % (task_id, args.attempt))
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh)
+    else:
+        print(json.dumps(summary))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+"""SciOps: run Fiji/ImageJ macros over microscope images on HPC clusters, from Airflow.
+
+The library behind the ``fiji_project`` DAG. ``plugins/`` is on ``sys.path`` for the
+scheduler, the workers and the triggerer, so everything here imports as ``sciops.*``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The repository's ``include/`` folder (shipped macros and the compute-node job files).
+INCLUDE_DIR = Path(__file__).resolve().parents[2] / "include"
+JOB_DIR = INCLUDE_DIR / "job"
+MACRO_DIR = INCLUDE_DIR / "fiji_macros"

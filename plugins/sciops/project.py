@@ -1,0 +1,148 @@
+"""The project convention, and what a run writes into it.
+
+```
+<project>/
+  project.yaml        optional run defaults (any RunConfig field except project)
+  bin/  input/  src/
+  output/<run_id>/    everything one run produced; never shared between runs
+      results.csv results.parquet summary.csv failures.csv run.json logs/
+      work/           manifest, job files, per-image outputs, status lines
+```
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sciops import JOB_DIR, MACRO_DIR
+from sciops.errors import ConfigError
+
+OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
+
+
+def safe_run_id(run_id: str) -> str:
+    """An Airflow run id (``manual__2026-11-26T22:50:00.123+00:00``) as a folder and job name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")[:120] or "run"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    root: Path
+
+    @property
+    def input_dir(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def src_dir(self) -> Path:
+        return self.root / "src"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.output_dir / safe_run_id(run_id)
+
+    def defaults(self) -> dict[str, Any]:
+        """Run defaults from ``project.yaml`` ({} when there is none)."""
+        path = self.root / "project.yaml"
+        if not path.exists():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError([("project.yaml", f"is not valid YAML ({exc}); fix the file or remove it")]) from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ConfigError([("project.yaml", "must be a mapping of run defaults (key: value lines)")])
+        return data
+
+    def list_images(self, patterns: list[str]) -> list[str]:
+        """Images under ``input/`` matching any pattern, as sorted relative POSIX paths.
+
+        Hidden files and folders are skipped; symlinks that leave ``input/`` are ignored.
+        """
+        base = self.input_dir.resolve()
+        pats = [p.lower() for p in patterns]
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath, name)
+                rel = full.relative_to(base).as_posix()
+                if not any(fnmatch.fnmatchcase(rel.lower(), p) for p in pats):
+                    continue
+                real = full.resolve()
+                if base not in real.parents:
+                    continue
+                found.append(rel)
+        return sorted(found)
+
+    def resolve_macro(self, macro: str) -> Path:
+        """A shipped macro by name, or a file inside the project (``src/x.ijm``)."""
+        if "/" not in macro:
+            shipped = MACRO_DIR / (macro if macro.endswith(".ijm") else macro + ".ijm")
+            if shipped.is_file():
+                return shipped
+        candidate = (self.root / macro).resolve()
+        if self.root.resolve() in candidate.parents and candidate.is_file():
+            return candidate
+        shipped_names = sorted(p.stem for p in MACRO_DIR.glob("*.ijm"))
+        raise ConfigError([("macro", f"{macro!r} is neither a shipped macro ({', '.join(shipped_names)}) nor a file "
+                                     f"in project {self.name!r} (e.g. 'src/{macro.split('/')[-1]}')")])
+
+
+def expected_outputs(macro: Path) -> list[str]:
+    """Per-image files a macro promises (``// @sciops outputs: a.csv b.csv``); default any CSV."""
+    m = OUTPUTS_TAG.search(macro.read_text(encoding="utf-8", errors="replace"))
+    return m.group(1).split() if m else ["*.csv"]
+
+
+def chunk(images: list[str], size: int) -> list[list[str]]:
+    return [images[i:i + size] for i in range(0, len(images), size)]
+
+
+def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
+    """Copy the runner, the driver and the macro into the run: a run is self-contained."""
+    job = work / "job"
+    job.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, src in (("runner", JOB_DIR / "sciops_task.py"), ("driver", JOB_DIR / "driver.ijm"),
+                     ("localq", JOB_DIR / "localq.py"), ("macro", macro)):
+        dest = job / src.name
+        shutil.copyfile(src, dest)
+        paths[key] = dest
+    return paths
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: Path | str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,119 @@
+"""Collation: per-image outputs → ``results.csv`` (+ parquet), ``summary.csv``, ``failures.csv``.
+
+Every image of the manifest ends in exactly one of ``summary.csv`` (processed) or
+``failures.csv`` (with the reason): nothing is lost silently.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sciops import JOB_DIR
+from sciops.errors import SciOpsError
+
+log = logging.getLogger(__name__)
+
+FAILURE_COLUMNS = ["image", "task", "attempt", "status", "error"]
+
+
+def _runner_module():
+    # The runner is stdlib-only and lives with the job files; its status-file reader is the
+    # one definition of that format.
+    if str(JOB_DIR) not in sys.path:
+        sys.path.insert(0, str(JOB_DIR))
+    import sciops_task
+
+    return sciops_task
+
+
+@dataclass
+class Collated:
+    images: int
+    ok: int
+    failed: int
+    result_rows: int
+    files: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """An ImageJ CSV (its unnamed row-number column dropped); empty when the file has no rows."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, FileNotFoundError):
+        return pd.DataFrame()
+    drop = [c for c in df.columns if not str(c).strip() or str(c).startswith("Unnamed:")]
+    return df.drop(columns=drop)
+
+
+def task_outcomes(work: Path) -> dict[int, str]:
+    """Why a task never finished, from the array attempts record (``work/attempts.json``)."""
+    path = work / "attempts.json"
+    if not path.exists():
+        return {}
+    reasons: dict[int, str] = {}
+    for attempt in json.loads(path.read_text()):
+        for t, acct in attempt.get("accounting", {}).items():
+            if acct["state"] != "done":
+                reasons[int(t)] = f"task {t} attempt {attempt['attempt']}: {acct['state']} {acct.get('reason', '')}".strip()
+    return reasons
+
+
+def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
+    work = Path(manifest["work_dir"])
+    st = _runner_module()
+    statuses: dict[str, dict] = {}
+    for i in range(1, len(manifest["chunks"]) + 1):
+        statuses.update(st.read_statuses(st.status_path(str(work), i)))
+    reasons = task_outcomes(work)
+    summary_rows, failures, tables = [], [], []
+    for task, chunk in enumerate(manifest["chunks"], start=1):
+        for image in chunk:
+            rec = statuses.get(image)
+            if rec is None:
+                failures.append({"image": image, "task": task, "attempt": None, "status": "not_run",
+                                 "error": reasons.get(task, f"task {task} never reported this image")})
+                continue
+            if rec["status"] != "ok":
+                failures.append({k: rec.get(k) for k in FAILURE_COLUMNS})
+                continue
+            outdir = Path(st.image_output_dir(str(work), image))
+            table = read_table(outdir / "results.csv")
+            row = {"image": image, "task": rec["task"], "attempt": rec["attempt"], "seconds": rec["seconds"],
+                   "n_results": len(table)}
+            macro_summary = read_table(outdir / "summary.csv")
+            if len(macro_summary):
+                row.update({k: v for k, v in macro_summary.iloc[0].to_dict().items() if k not in row})
+            summary_rows.append(row)
+            if len(table):
+                table.insert(0, "attempt", rec["attempt"])
+                table.insert(0, "task", rec["task"])
+                table.insert(0, "image", image)
+                tables.append(table)
+    results = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "task", "attempt"])
+    summary = pd.DataFrame(summary_rows, columns=None if summary_rows else
+                           ["image", "task", "attempt", "seconds", "n_results"])
+    failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    files = {
+        "results_csv": run_dir / "results.csv",
+        "results_parquet": run_dir / "results.parquet",
+        "summary_csv": run_dir / "summary.csv",
+        "failures_csv": run_dir / "failures.csv",
+    }
+    results.to_csv(files["results_csv"], index=False)
+    results.to_parquet(files["results_parquet"], index=False)
+    summary.to_csv(files["summary_csv"], index=False)
+    failed.to_csv(files["failures_csv"], index=False)
+    n_images = sum(len(c) for c in manifest["chunks"])
+    if len(summary) + len(failed) != n_images:
+        raise SciOpsError(f"collation accounted for {len(summary) + len(failed)} of {n_images} images")
+    log.info("collated %d images: %d ok, %d failed, %d result rows", n_images, len(summary), len(failed), len(results))
+    return Collated(n_images, len(summary), len(failed), len(results), {k: str(v) for k, v in files.items()})

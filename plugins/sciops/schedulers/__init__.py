@@ -1,0 +1,16 @@
+"""Schedulers: pure, table-driven. Build argv, parse output. No SSH, no Airflow."""
+from __future__ import annotations
+
+from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting
+
+
+def get_scheduler(name: str, **options) -> Scheduler:
+    """The scheduler called ``name`` (``local`` now; ``sge`` and ``slurm`` come with their issues)."""
+    if name == "local":
+        from sciops.schedulers.local import LocalScheduler
+
+        return LocalScheduler(**options)
+    raise ValueError(f"unknown scheduler {name!r}")
+
+
+__all__ = ["ArraySpec", "JobState", "Scheduler", "TaskAccounting", "get_scheduler"]
