@@ -43,6 +43,12 @@ def read_json(path):
 
 
 def alive(pid):
+    """Is the process there (and not a zombie nobody reaped yet)?"""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -75,7 +81,9 @@ def submit(args):
 
 def serve(job_dir):
     job = read_json(os.path.join(job_dir, "job.json"))
-    running = {}  # pid -> (task, start)
+    # pid -> (task, start, Popen). The Popen object must stay referenced: a collected one
+    # is reaped by subprocess's own cleanup, and its exit status would be lost to wait4.
+    running = {}
     queue = list(job["tasks"])
     cancelled = []
 
@@ -104,7 +112,7 @@ def serve(job_dir):
                 proc = subprocess.Popen(job["command"], cwd=job["workdir"], env=env, stdin=subprocess.DEVNULL,
                                         stdout=out, stderr=err, start_new_session=True)
             start = time.time()
-            running[proc.pid] = (t, start)
+            running[proc.pid] = (t, start, proc)
             write_json(task_file(t), {"state": RUNNING, "pid": proc.pid, "start": start})
         try:
             pid, status, usage = os.wait4(-1, 0)
@@ -114,8 +122,9 @@ def serve(job_dir):
             continue
         if pid not in running:
             continue
-        t, start = running.pop(pid)
+        t, start, proc = running.pop(pid)
         code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code  # reaped here; keep subprocess from waiting on it again
         state = CANCELLED if cancelled else (DONE if code == 0 else FAILED)
         rec = {"state": state, "pid": pid, "start": start, "end": time.time(),
                "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None,

@@ -421,6 +421,7 @@ def main(argv=None):
                "images": len(runner.images), "log": os.path.relpath(log_path, manifest["run_dir"])}
     if args.images is None:
         path = os.path.join(manifest["work_dir"], "status", "task-%04d.attempt-%d.json" % (task_id, args.attempt))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(summary, fh)
     else:

@@ -1,0 +1,10 @@
+# Conveniences over scripts/ (the README's two commands work without make).
+.PHONY: setup demo test bench
+setup:
+	bash scripts/setup.sh
+demo:
+	bash scripts/demo.sh
+test:
+	bash scripts/test.sh
+bench:
+	bash scripts/setup.sh && . scripts/env.sh && python bench/bench_chunking.py

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what SciOps needs on Debian/Ubuntu: system packages (ImageJ, a headless JRE,
+# Xvfb, docker-compose for validating the compose file) and the Python venv (.venv)
+# pinned by requirements.txt. Idempotent: a second run only checks.
+# Run as root, or as a user with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+SYSTEM_PACKAGES=(imagej default-jre-headless xvfb python3 python3-venv docker-compose procps)
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing system packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing Python dependencies (requirements.txt)"
+    # uv resolves nothing here (requirements.txt is fully pinned); it just installs fast.
+    .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
+    .venv/bin/python -m uv pip sync -q -p .venv/bin/python requirements.txt
+    echo "$want" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import airflow; print("Airflow", airflow.__version__)'))"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (scripts/setup.sh), then runs pytest.
+# Services the tests need are started by the tests' fixtures or scripts here; one that
+# cannot start fails the run, it is never skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+for tool in java Xvfb docker-compose; do
+    command -v "$tool" >/dev/null || { echo "test: $tool is missing after setup" >&2; exit 1; }
+done
+exec python -m pytest "$@"

@@ -1,0 +1,150 @@
+"""The task runner and the driver macro with the real ImageJ 1 under Xvfb."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sciops_task as st
+
+from sciops import JOB_DIR, MACRO_DIR
+from sciops.synthetic import make_images
+
+pytestmark = pytest.mark.imagej
+
+ECHO_MACRO = """// @sciops outputs: results.csv
+args = getArgument();
+lines = split(args, "\\n");
+f = File.open(substring(lines[1], 7) + "/results.csv");
+print(f, "key,value");
+for (i = 0; i < lines.length; i++) {
+    kv = split(lines[i], "=");
+    print(f, kv[0] + "," + substring(lines[i], lengthOf(kv[0]) + 1));
+}
+File.close(f);
+"""
+
+MISBEHAVING_MACRO = """// @sciops outputs: results.csv
+input = "";
+output = "";
+lines = split(getArgument(), "\\n");
+for (i = 0; i < lines.length; i++) {
+    if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
+    if (startsWith(lines[i], "output=")) output = substring(lines[i], 7);
+}
+if (indexOf(input, "_undef.") >= 0) x = notDefinedAnywhere + 1;   // macro error: modal dialog
+if (indexOf(input, "_spin.") >= 0) { n = 0; while (true) n = n + 1; }  // never ends, CPU busy
+if (indexOf(input, "_slow.") >= 0) wait(4000);
+f = File.open(output + "/results.csv");
+print(f, "ok");
+File.close(f);
+"""
+
+
+def manifest_for(tmp_path: Path, launcher: dict, macro_text: str, images: list[str], **kw) -> Path:
+    macro = tmp_path / "macro.ijm"
+    macro.write_text(macro_text)
+    manifest = {"run_id": "t", "work_dir": str(tmp_path / "work"), "run_dir": str(tmp_path),
+                "input_dir": str(tmp_path / "input"), "macro_path": str(macro),
+                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["results.csv"],
+                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30,
+                "macro_args": {"threshold": "Otsu", "label": "a b c"}}
+    manifest.update(kw)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def statuses(tmp_path):
+    return st.read_statuses(st.status_path(str(tmp_path / "work"), 1))
+
+
+def test_driver_passes_arguments_and_reports_version(tmp_path, imagej):
+    make_images(tmp_path / "input", {"dir with space/ü 1.tif": 2, "b.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, ECHO_MACRO, ["b.tif", "dir with space/ü 1.tif"])
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = statuses(tmp_path)
+    assert {k: v["status"] for k, v in got.items()} == {"b.tif": "ok", "dir with space/ü 1.tif": "ok"}
+    table = (Path(st.image_output_dir(str(tmp_path / "work"), "dir with space/ü 1.tif")) / "results.csv").read_text()
+    assert f"input,{tmp_path}/input/dir with space/ü 1.tif" in table
+    assert "label,a b c" in table and "threshold,Otsu" in table
+    summary = json.loads((tmp_path / "work/status/task-0001.attempt-1.json").read_text())
+    assert summary["imagej_version"].startswith("1.") and summary["jvm_starts"] == 1
+
+
+def test_stall_on_macro_error_is_caught_fast_and_the_rest_processed(tmp_path, imagej):
+    make_images(tmp_path / "input", {"a.tif": 1, "b_undef.tif": 1, "c.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_undef.tif", "c.tif"],
+                         stall_seconds=5, image_timeout_s=120)
+    t0 = time.time()
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    elapsed = time.time() - t0
+    got = statuses(tmp_path)
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_undef.tif": "failed", "c.tif": "ok"}
+    assert "stalled" in got["b_undef.tif"]["error"]
+    assert got["c.tif"]["jvm"] == 2          # restarted on the rest
+    assert elapsed < 100, "a stall must be caught long before the image timeout"
+
+
+def test_timeout_kills_busy_image_and_restarts(tmp_path, imagej):
+    make_images(tmp_path / "input", {"a_spin.tif": 1, "b.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a_spin.tif", "b.tif"], image_timeout_s=4,
+                         stall_seconds=30)
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = statuses(tmp_path)
+    assert got["a_spin.tif"]["status"] == "timeout" and got["b.tif"]["status"] == "ok"
+    assert "image_timeout_s" in got["a_spin.tif"]["error"]
+
+
+def test_killed_task_resumes_where_it_stopped(tmp_path, imagej):
+    make_images(tmp_path / "input", {"a.tif": 1, "b_slow.tif": 1, "c.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_slow.tif", "c.tif"])
+    proc = subprocess.Popen([sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath), "--task", "1"],
+                            start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while "a.tif" not in statuses(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the task and its JVM, as kill -9 / qdel would
+    proc.wait()
+    assert set(statuses(tmp_path)) == {"a.tif"}
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    got = statuses(tmp_path)
+    assert {k: (v["status"], v["attempt"]) for k, v in got.items()} == {
+        "a.tif": ("ok", 1), "b_slow.tif": ("ok", 2), "c.tif": ("ok", 2)}
+
+
+def test_count_nuclei_counts_synthetic_nuclei_exactly(tmp_path, imagej):
+    counts = {"n03.tif": 3, "n11.tif": 11, "n25.tif": 25}
+    make_images(tmp_path / "input", counts, size=256)
+    macro = (MACRO_DIR / "count_nuclei.ijm").read_text()
+    mpath = manifest_for(tmp_path, imagej, macro, sorted(counts), expected_outputs=["results.csv", "summary.csv"],
+                         macro_args={})
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    for name, n in counts.items():
+        out = Path(st.image_output_dir(str(tmp_path / "work"), name))
+        summary = (out / "summary.csv").read_text().splitlines()
+        assert summary[0] == "count,mean_area,mean_intensity"
+        assert int(summary[1].split(",")[0]) == n, name
+        assert len((out / "results.csv").read_text().strip().splitlines()) == n + 1
+
+
+def test_several_tasks_share_a_node(tmp_path, imagej):
+    """Private prefs/temp dirs, -port0 and one Xvfb per task: concurrent JVMs do not clash."""
+    names = [f"i{k}.tif" for k in range(6)]
+    make_images(tmp_path / "input", {n: 2 for n in names}, size=64)
+    mpath = manifest_for(tmp_path, imagej, ECHO_MACRO, [])
+    manifest = json.loads(mpath.read_text())
+    manifest["chunks"] = [names[0:2], names[2:4], names[4:6]]
+    mpath.write_text(json.dumps(manifest))
+    procs = [subprocess.Popen([sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath),
+                               "--task", str(t)], stdout=subprocess.DEVNULL) for t in (1, 2, 3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    done = {}
+    for t in (1, 2, 3):
+        done.update(st.read_statuses(st.status_path(str(tmp_path / "work"), t)))
+    assert sorted(done) == names and {v["status"] for v in done.values()} == {"ok"}

@@ -1,0 +1,110 @@
+"""The task runner's pure parts: no ImageJ needed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import sciops_task as st
+
+
+def test_task_id_from_env():
+    assert st.task_id_from_env({"SGE_TASK_ID": "undefined", "SLURM_ARRAY_TASK_ID": "7"}) == 7
+    assert st.task_id_from_env({"SCIOPS_TASK_ID": "3", "SGE_TASK_ID": "9"}) == 3
+    assert st.task_id_from_env({}) is None
+
+
+@pytest.mark.parametrize("granted,heap", [(512, 212), (1024, 724), (2048, 1638), (8192, 6553), (300, 128)])
+def test_heap_leaves_room_for_the_jvm(granted, heap):
+    assert st.heap_mb(granted) == heap
+    assert st.heap_mb(granted) <= max(128, granted - 300)
+
+
+def test_status_file_last_line_wins_and_torn_lines_are_ignored(tmp_path):
+    path = tmp_path / "status" / "task-0001.jsonl"
+    st.append_status(str(path), {"image": "a.tif", "status": "failed"})
+    st.append_status(str(path), {"image": "a.tif", "status": "ok"})
+    st.append_status(str(path), {"image": "b.tif", "status": "timeout"})
+    with open(path, "a") as fh:
+        fh.write('{"image": "c.tif", "sta')  # a write cut short by kill -9
+    got = st.read_statuses(str(path))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "timeout"}
+    assert st.read_statuses(str(tmp_path / "missing.jsonl")) == {}
+
+
+def test_outputs_missing(tmp_path):
+    (tmp_path / "results.csv").write_text("x")
+    assert st.outputs_missing(str(tmp_path), ["results.csv", "summary.csv"]) == ["summary.csv"]
+    assert st.outputs_missing(str(tmp_path), ["*.csv"]) == []
+    assert st.outputs_missing(str(tmp_path / "nope"), ["*.csv"]) == ["*.csv"]
+
+
+def test_launcher_argv_imagej1_and_fiji():
+    ij = st.launcher_argv({"kind": "imagej1", "java": "/usr/bin/java", "ij_jar": "/ij.jar"}, 700, "/h", "/t", "/d.ijm",
+                          "/job.txt")
+    assert ij == ["/usr/bin/java", "-Xmx700m", "-Duser.home=/h", "-Djava.io.tmpdir=/t", "-jar", "/ij.jar", "-port0",
+                  "-batch", "/d.ijm", "/job.txt"]
+    fiji = st.launcher_argv({"kind": "fiji", "fiji": "/opt/Fiji.app/ImageJ-linux64"}, 700, "/h", "/t", "/d.ijm", "/j")
+    assert fiji[:4] == ["/opt/Fiji.app/ImageJ-linux64", "--headless", "--console", "--mem=700m"]
+    assert fiji[-4:] == ["-port0", "-batch", "/d.ijm", "/j"]
+    with pytest.raises(ValueError, match="unknown launcher"):
+        st.launcher_argv({"kind": "napari"}, 1, "", "", "", "")
+
+
+def test_cpu_ticks_of_self_and_of_nobody():
+    import os
+
+    assert st.cpu_ticks(os.getpid()) >= 0
+    assert st.cpu_ticks(2 ** 22 + 12345) is None
+
+
+def test_runner_with_a_fake_imagej(tmp_path):
+    """The bookkeeping against a stand-in JVM (a shell script speaking the driver's protocol)."""
+    fake = tmp_path / "fake-imagej"
+    # prints the driver protocol for every image in the job file; image 'bad' logs an error
+    fake.write_text("""#!/bin/sh
+job="$6"
+echo "SCIOPS_VERSION\t9.99z"
+tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out; do
+  echo "SCIOPS_BEGIN\t$input"
+  case "$input" in
+    *bad*) echo "Exception in thread: boom" ;;
+    *noout*) ;;
+    *) echo "count" > "$out/results.csv" ;;
+  esac
+  echo "SCIOPS_END\t$input\t5\t"
+done
+echo SCIOPS_DONE
+""")
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    manifest = {"work_dir": str(work), "run_dir": str(tmp_path), "input_dir": str(tmp_path / "in"),
+                "macro_path": "/m.ijm", "driver_path": "/d.ijm", "chunks": [["a.tif", "bad.tif", "noout.tif"]],
+                "expected_outputs": ["results.csv"], "launcher": {"kind": "fiji", "fiji": str(fake)},
+                "memory_mb": 1024, "image_timeout_s": 30, "stall_seconds": 10}
+    # argv for fiji: fake --headless --console --mem -Duser.home -Djava.io.tmpdir -- -port0 -batch driver job
+    # so the job file is $10; adapt the stand-in by shifting
+    fake.write_text(fake.read_text().replace('job="$6"', 'job="${10}"'))
+    mpath = tmp_path / "manifest.json"
+    mpath.write_text(json.dumps(manifest))
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = st.read_statuses(st.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "bad.tif": "failed", "noout.tif": "failed"}
+    assert got["bad.tif"]["error"] == "Exception in thread: boom"
+    assert "not written: results.csv" in got["noout.tif"]["error"]
+    summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
+    assert summary["imagej_version"] == "9.99z" and summary["exit"] == 0 and summary["jvm_starts"] == 1
+    # a second attempt finds everything done and starts no JVM
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    summary2 = json.loads((work / "status" / "task-0001.attempt-2.json").read_text())
+    assert summary2["jvm_starts"] == 0
+
+
+def test_runner_gives_up_when_imagej_cannot_start(tmp_path):
+    manifest = {"work_dir": str(tmp_path / "w"), "run_dir": str(tmp_path), "input_dir": str(tmp_path),
+                "macro_path": "/m.ijm", "driver_path": "/d.ijm", "chunks": [["a.tif"]],
+                "launcher": {"kind": "fiji", "fiji": "/bin/false"}, "memory_mb": 1024,
+                "image_timeout_s": 30, "stall_seconds": 10}
+    mpath = tmp_path / "manifest.json"
+    mpath.write_text(json.dumps(manifest))
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == st.EXIT_IMAGEJ_BROKEN
+    assert st.read_statuses(st.status_path(manifest["work_dir"], 1)) == {}  # no image blamed

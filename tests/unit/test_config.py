@@ -1,0 +1,109 @@
+"""Bad input is refused in validate's checks, naming the field and the fix."""
+from __future__ import annotations
+
+import pytest
+
+from sciops import config
+from sciops.errors import ConfigError
+from sciops.pipeline import check
+
+BAD = [
+    # (conf overrides, field named, words the message must hold)
+    ({"project": ""}, "project", "required"),
+    ({"project": "no/slash"}, "project", "safe project name"),
+    ({"project": ".."}, "project", "safe project name"),
+    ({"project": "has space"}, "project", "safe project name"),
+    ({"project": "x;rm -rf ~"}, "project", "safe project name"),
+    ({"project": "$(reboot)"}, "project", "safe project name"),
+    ({"project": "missing"}, "project", "no project folder"),
+    ({"macro": "no_such_macro"}, "macro", "neither a shipped macro"),
+    ({"macro": "/etc/passwd"}, "macro", "no absolute paths"),
+    ({"macro": "../other/src/x.ijm"}, "macro", "no absolute paths"),
+    ({"macro": "src/missing.ijm"}, "macro", "neither a shipped macro"),
+    ({"file_pattern": "/abs/*.tif"}, "file_pattern", "inside input/"),
+    ({"file_pattern": "../*.tif"}, "file_pattern", "inside input/"),
+    ({"file_pattern": "*.png"}, "file_pattern", "no file in"),
+    ({"file_pattern": " , "}, "file_pattern", "is empty"),
+    ({"images_per_task": 0}, "images_per_task", "at least 1"),
+    ({"images_per_task": -3}, "images_per_task", "at least 1"),
+    ({"images_per_task": "many"}, "images_per_task", "valid integer"),
+    ({"max_attempts": 0}, "max_attempts", "at least 1"),
+    ({"image_timeout_s": 0}, "image_timeout_s", "at least 1"),
+    ({"stall_seconds": -1}, "stall_seconds", "at least 1"),
+    ({"memory": "lots"}, "memory", "not a memory size"),
+    ({"memory": "12"}, "memory", "at least '512M'"),
+    ({"backend": "kubernetes"}, "backend", "unknown backend"),
+    ({"launcher": "napari"}, "launcher", "unknown launcher"),
+    ({"slots": -2}, "slots", "0 (one per CPU)"),
+    ({"macro_args": {"bad key": 1}}, "macro_args", "must be a word"),
+    ({"macro_args": {"k": "a\tb"}}, "macro_args", "tabs or newlines"),
+    ({"images_per_tsk": 5}, "images_per_tsk", "unknown parameter"),
+]
+
+
+@pytest.mark.parametrize("overrides,field,words", BAD, ids=[f"{b[1]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_config_names_field(make_project, overrides, field, words):
+    make_project("proj")
+    conf = {"project": "proj", **overrides}
+    with pytest.raises(ConfigError) as err:
+        check(conf)
+    assert field in err.value.fields, err.value
+    assert words in str(err.value), err.value
+
+
+def test_empty_input_is_refused(make_project):
+    make_project("proj", counts={})
+    with pytest.raises(ConfigError) as err:
+        check({"project": "proj"})
+    assert err.value.fields == ["file_pattern"]
+
+
+def test_missing_input_folder_is_refused(storage):
+    (storage / "proj").mkdir()
+    with pytest.raises(ConfigError) as err:
+        check({"project": "proj"})
+    assert "no input/ folder" in str(err.value)
+
+
+def test_bad_project_yaml(make_project):
+    make_project("proj", project_yaml="images_per_task: [unclosed")
+    with pytest.raises(ConfigError) as err:
+        check({"project": "proj"})
+    assert err.value.fields == ["project.yaml"]
+
+
+def test_unknown_key_in_project_yaml(make_project):
+    make_project("proj", project_yaml="budget: 3\n")
+    with pytest.raises(ConfigError) as err:
+        check({"project": "proj"})
+    assert err.value.fields == ["project.yaml:budget"]
+
+
+def test_every_problem_reported_at_once(make_project):
+    make_project("proj")
+    with pytest.raises(ConfigError) as err:
+        check({"project": "proj", "images_per_task": 0, "memory": "x", "backend": "nope"})
+    assert set(err.value.fields) == {"images_per_task", "memory", "backend"}
+
+
+def test_precedence_conf_over_project_yaml_over_defaults(make_project):
+    make_project("proj", project_yaml="images_per_task: 7\nmemory: 1G\n")
+    cfg, project, images, macro = check({"project": "proj", "memory": "3G", "max_attempts": None})
+    assert cfg.images_per_task == 7          # project.yaml
+    assert cfg.memory_mb == 3072             # conf
+    assert cfg.max_attempts == config.DEFAULTS["max_attempts"]  # None = not given
+    assert images == ["a.tif", "b.tif"]
+    assert macro.name == "count_nuclei.ijm"
+
+
+def test_project_macro_and_nested_images(make_project):
+    root = make_project("proj", counts={"A.TIF": 1, "plate 1/w ü.tif": 2, ".hidden.tif": 1})
+    (root / "src" / "mine.ijm").write_text("// @sciops outputs: results.csv\n")
+    cfg, project, images, macro = check({"project": "proj", "macro": "src/mine.ijm"})
+    assert images == ["A.TIF", "plate 1/w ü.tif"]   # case-insensitive pattern, hidden skipped
+    assert macro == (root / "src" / "mine.ijm").resolve()
+
+
+@pytest.mark.parametrize("text,mb", [("2G", 2048), ("512M", 512), ("1.5GB", 1536), ("4096", 4096), ("1T", 1048576)])
+def test_parse_memory(text, mb):
+    assert config.parse_memory_mb(text) == mb
