@@ -56,7 +56,8 @@ def fiji_project():
 
         ctx = get_current_context()
         conf = {**ctx["params"], **(ctx["dag_run"].conf or {})}
-        return run_validate(conf, ctx["run_id"])
+        # published early so that record finds the run folder even if the smoke run fails
+        return run_validate(conf, ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
 
     @task
     def plan(info: dict) -> dict:
@@ -76,7 +77,7 @@ def fiji_project():
 
         ctx = get_current_context()
         ti = ctx["ti"]
-        return run_record(ti.xcom_pull(task_ids="validate"), ti.xcom_pull(task_ids="collate"),
+        return run_record(ti.xcom_pull(task_ids="validate", key="run_info"), ti.xcom_pull(task_ids="collate"),
                           ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None))
 
     info = validate()

@@ -12,7 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sciops import config as config_mod
 from sciops.errors import ConfigError, SciOpsError, StorageError
@@ -80,8 +80,13 @@ def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str
     return cfg, project, images, macro
 
 
-def validate(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
-    """Check everything before anything is spent; returns what later tasks need (an XCom)."""
+def validate(conf: dict[str, Any], airflow_run_id: str,
+             publish: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Check everything before anything is spent; returns what later tasks need (an XCom).
+
+    ``publish`` receives the run info as soon as the run folder exists, before the smoke
+    run, so that ``record`` can write ``run.json`` even when the smoke run fails.
+    """
     started = time.time()
     cfg, project, images, macro = check(conf)
     launcher = require_launcher(cfg.launcher)
@@ -92,13 +97,13 @@ def validate(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
             "images": len(images), "macro_path": str(macro), "macro_sha256": sha256(macro), "launcher": launcher,
             "imagej_version": None}
     with phase(run_dir, "validate", start=started):
-        _write_json(run_dir / "work" / "validate.json", info)
+        if publish:
+            publish(info)
         if cfg.smoke_test:
             job = stage_job_files(run_dir / "work", macro)
             manifest = _manifest(info, cfg, project, job, chunks=[], expected=expected_outputs(macro))
             summary = smoke_run(manifest, smoke_candidates(project.input_dir, images))
             info["imagej_version"] = summary.get("imagej_version")
-            _write_json(run_dir / "work" / "validate.json", info)
     log.info("run %s of project %s: %d image(s), macro %s (sha256 %s), ImageJ %s", run_id, project.name,
              len(images), cfg.macro, info["macro_sha256"][:12], info["imagej_version"] or "not smoke-tested")
     return info

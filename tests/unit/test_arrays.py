@@ -1,0 +1,85 @@
+"""ArrayRun with the real local scheduler: resubmission of failed chunks, re-attach, progress."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sciops.arrays import ArrayRun, ArrayState, _ranges
+from sciops.errors import JobFailedError
+from sciops.runners import LocalRunner
+from sciops.schedulers.local import LocalScheduler
+
+# A stand-in task runner: fails while its chunk is listed in FAIL (per attempt), else writes statuses.
+FAKE_RUNNER = """
+import json, os, sys
+m = json.load(open(sys.argv[sys.argv.index("--manifest") + 1]))
+attempt = int(sys.argv[sys.argv.index("--attempt") + 1])
+t = int(os.environ["SCIOPS_TASK_ID"])
+rule = m["fail"].get(str(t))
+if rule == "always" or (rule == "first" and attempt == 1):
+    sys.exit(3)
+os.makedirs(m["work_dir"] + "/status", exist_ok=True)
+with open(m["work_dir"] + "/status/task-%04d.jsonl" % t, "a") as fh:
+    for img in m["chunks"][t - 1]:
+        fh.write(json.dumps({"image": img, "status": "ok"}) + "\\n")
+"""
+
+
+def make_manifest(tmp_path: Path, n_tasks: int, fail: dict, max_attempts: int = 3) -> dict:
+    work = tmp_path / "work"
+    (work / "job").mkdir(parents=True)
+    (work / "job" / "sciops_task.py").write_text(FAKE_RUNNER)
+    m = {"run_id": "r1", "run_dir": str(tmp_path), "work_dir": str(work), "memory_mb": 1024,
+         "chunks": [[f"img{t}_{i}.tif" for i in range(2)] for t in range(1, n_tasks + 1)],
+         "max_attempts": max_attempts, "fail": fail}
+    (work / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
+def array_run(tmp_path, m, saved):
+    sched = LocalScheduler(spool=str(tmp_path / "spool"), slots=2)
+    return ArrayRun(sched, LocalRunner(), m, saved.append, poll_seconds=0.2)
+
+
+def test_only_failed_chunks_are_resubmitted(tmp_path):
+    m = make_manifest(tmp_path, 4, {"2": "first", "4": "always"}, max_attempts=3)
+    saved = []
+    result = array_run(tmp_path, m, saved).run()
+    assert result["attempts"] == 3 and result["failed_tasks"] == [4]
+    history = json.loads((tmp_path / "work" / "attempts.json").read_text())
+    assert [h["tasks"] for h in history] == [[1, 2, 3, 4], [2, 4], [4]]
+    assert history[0]["accounting"]["2"]["reason"] == "exit code 3"
+    assert [s["attempt"] for s in saved] == [1, 2, 3]   # state saved after every submit
+    assert len(list((tmp_path / "spool").iterdir())) == 3
+
+
+def test_every_task_failing_raises_with_a_summary(tmp_path):
+    m = make_manifest(tmp_path, 2, {"1": "always", "2": "always"}, max_attempts=2)
+    with pytest.raises(JobFailedError, match=r"every one of 2 task\(s\) failed after 2 attempt\(s\).*exit code 3"):
+        array_run(tmp_path, m, []).run()
+
+
+def test_reattach_does_not_submit_again(tmp_path):
+    m = make_manifest(tmp_path, 3, {})
+    saved = []
+    first = array_run(tmp_path, m, saved)
+    state = first.submit([1, 2, 3], 1)          # ... and then the Airflow task died
+    again = array_run(tmp_path, m, saved)       # the retry
+    result = again.run(ArrayState.from_dict(json.loads(json.dumps(saved[-1]))))
+    assert result["job_ids"] == [state.job_id] and result["failed_tasks"] == []
+    assert len(list((tmp_path / "spool").iterdir())) == 1   # one job, never two
+
+
+def test_progress_line(tmp_path):
+    m = make_manifest(tmp_path, 2, {})
+    run = array_run(tmp_path, m, [])
+    from sciops.schedulers.base import JobState
+
+    line = run.progress({1: JobState.DONE, 2: JobState.RUNNING}, started=0)
+    assert line.startswith("tasks: 1 done, 1 running, 0 waiting, 0 failed of 2; images 0/4")
+
+
+def test_ranges():
+    assert _ranges([7, 1, 2, 3, 5]) == "1-3,5,7"
