@@ -30,6 +30,7 @@ want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing Python dependencies (requirements.txt)"
     # uv resolves nothing here (requirements.txt is fully pinned); it just installs fast.
+    .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
     .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
     .venv/bin/python -m uv pip sync -q -p .venv/bin/python requirements.txt
     echo "$want" > "$stamp"

@@ -69,3 +69,12 @@ def imagej():
     launcher = detect_launcher("imagej1")
     assert launcher, "ImageJ 1 is not installed: run scripts/setup.sh (Debian packages imagej, xvfb, a JRE)"
     return launcher
+
+
+#: Numbers worth seeing in every run's output (printed at the end by pytest_terminal_summary).
+REPORT: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    for key, value in REPORT.items():
+        terminalreporter.write_line(f"sciops: {key}: {value}")

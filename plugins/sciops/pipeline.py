@@ -208,5 +208,7 @@ def summary_table(run_dir: Path | str, limit: int = 20) -> str:
 
     path = Path(run_dir, "summary.csv")
     df = pd.read_csv(path)
+    if "count" in df.columns:
+        df["count"] = df["count"].astype("Int64")
     cols = [c for c in ("image", "count", "mean_area", "mean_intensity", "seconds") if c in df.columns]
     return df[cols].head(limit).to_string(index=False)

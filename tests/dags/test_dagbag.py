@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, REPORT
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def dagbag():
 
     t0 = time.perf_counter()
     bag = DagBag(dag_folder=str(REPO / "dags"))
-    print(f"\nDAG folder parse time: {time.perf_counter() - t0:.3f} s for {len(bag.dags)} DAG(s)")
+    REPORT["DAG folder parse time"] = f"{time.perf_counter() - t0:.3f} s for {len(bag.dags)} DAG(s)"
     return bag
 
 
