@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, REPORT
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="sciops-test-airflow-"))
 os.environ.update({
     "AIRFLOW_HOME": str(_AIRFLOW_HOME),
@@ -69,10 +69,6 @@ def imagej():
     launcher = detect_launcher("imagej1")
     assert launcher, "ImageJ 1 is not installed: run scripts/setup.sh (Debian packages imagej, xvfb, a JRE)"
     return launcher
-
-
-#: Numbers worth seeing in every run's output (printed at the end by pytest_terminal_summary).
-REPORT: dict[str, str] = {}
 
 
 def pytest_terminal_summary(terminalreporter):

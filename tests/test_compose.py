@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_compose_file_validates_and_has_the_airflow3_services():

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import REPO, REPORT
+from helpers import REPO, REPORT
 
 
 @pytest.fixture(scope="module")
