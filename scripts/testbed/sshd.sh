@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Testbed: OpenSSH's sshd on 127.0.0.1:${SCIOPS_SSH_PORT:-2222}, with a generated host key
+# and a generated client key for the job user (the "head node" of the existing backend).
+# Idempotent; run as root.   bash scripts/testbed/sshd.sh start|stop|conn
+#   conn prints the Airflow connection (JSON) for AIRFLOW_CONN_<ID>.
+set -euo pipefail
+ACTION="${1:-start}"
+STATE=/var/lib/sciops-testbed/ssh
+PORT="${SCIOPS_SSH_PORT:-2222}"
+JOB_USER="${SCIOPS_TESTBED_USER:-sciops}"
+
+log() { echo "testbed/sshd: $*"; }
+running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d')' -f2 "/proc/$1/stat" | awk '{print $1}')" != Z ]; }
+pid() { cat "$STATE/sshd.pid" 2>/dev/null || true; }
+
+setup() {
+    command -v /usr/sbin/sshd >/dev/null || {
+        log "installing openssh-server"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+    }
+    id "$JOB_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$JOB_USER"
+    # A new user's password is "!" (locked), and sshd without PAM refuses locked accounts
+    # even for key logins: "*" means no password, not locked.
+    usermod -p '*' "$JOB_USER"
+    mkdir -p "$STATE/authorized_keys" /run/sshd
+    chmod 755 /var/lib/sciops-testbed "$STATE" "$STATE/authorized_keys"
+    [ -f "$STATE/host_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -f "$STATE/host_ed25519"
+    [ -f "$STATE/client_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C "sciops-testbed" -f "$STATE/client_ed25519"
+    install -m 644 "$STATE/client_ed25519.pub" "$STATE/authorized_keys/$JOB_USER"
+    cat > "$STATE/sshd_config" <<CONF
+ListenAddress 127.0.0.1
+Port $PORT
+HostKey $STATE/host_ed25519
+PidFile $STATE/sshd.pid
+AuthorizedKeysFile $STATE/authorized_keys/%u
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UsePAM no
+AllowUsers $JOB_USER
+# Tests poll and fan out: let many sessions start at once (the default 10:30:100 drops them).
+MaxStartups 100:30:200
+MaxSessions 50
+# What a cluster's login profile would set for Grid Engine.
+SetEnv SGE_ROOT=/var/lib/gridengine SGE_CELL=default
+CONF
+}
+
+start() {
+    setup
+    if ! running "$(pid)"; then
+        /usr/sbin/sshd -f "$STATE/sshd_config"
+    fi
+    for _ in $(seq 1 40); do
+        ssh -q -i "$STATE/client_ed25519" -p "$PORT" -o BatchMode=yes -o StrictHostKeyChecking=no \
+            -o UserKnownHostsFile=/dev/null "$JOB_USER@127.0.0.1" true 2>/dev/null && {
+            log "ready: $JOB_USER@127.0.0.1:$PORT"; return 0; }
+        sleep 0.25
+    done
+    log "sshd does not accept the test key"; exit 1
+}
+
+conn() {
+    # Host key pinned (no blind trust); the private key is referenced by path, never printed.
+    python3 - "$STATE" "$PORT" "$JOB_USER" <<'PY'
+import json, sys
+state, port, user = sys.argv[1:]
+host_key = open(f"{state}/host_ed25519.pub").read().split()[:2]
+print(json.dumps({"conn_type": "ssh", "host": "127.0.0.1", "port": int(port), "login": user,
+                  "extra": {"key_file": f"{state}/client_ed25519", "host_key": " ".join(host_key)}}))
+PY
+}
+
+case "$ACTION" in
+    start) start ;;
+    stop) p=$(pid); running "$p" && kill "$p"; log "stopped" ;;
+    restart) p=$(pid); running "$p" && kill "$p"; sleep 0.5; start ;;
+    conn) conn ;;
+    *) echo "usage: $0 start|stop|restart|conn" >&2; exit 2 ;;
+esac
