@@ -59,17 +59,29 @@ ERROR_GRACE_S = 2.0
 #: JVM start failures in a row before the task gives up (exit code 3).
 MAX_START_FAILURES = 2
 EXIT_IMAGEJ_BROKEN = 3
+#: The JVM was killed from outside (kill -9, the OOM killer): stop, let the scheduler resubmit.
+EXIT_INTERRUPTED = 137
+#: Final statuses; "interrupted" lines only count how often an image's JVM was killed under it.
+FINAL = ("ok", "failed", "timeout")
 
 TASK_ENV_VARS = ("SCIOPS_TASK_ID", "SGE_TASK_ID", "SLURM_ARRAY_TASK_ID")
 
 
 def task_id_from_env(environ=None):
-    """The 1-based array index the scheduler gave this task, or None."""
+    """The chunk this task runs, from the scheduler's array index, or None.
+
+    ``SCIOPS_TASK_MAP=2,5,9`` (a resubmission of scattered chunks as array 1-3) maps
+    array index i to the i-th chunk listed.
+    """
     environ = os.environ if environ is None else environ
     for var in TASK_ENV_VARS:
         value = environ.get(var, "")
         if value.isdigit():  # SGE sets "undefined" outside arrays
-            return int(value)
+            index = int(value)
+            mapping = environ.get("SCIOPS_TASK_MAP", "")
+            if mapping and var != "SCIOPS_TASK_ID":
+                return int(mapping.split(",")[index - 1])
+            return index
     return None
 
 
@@ -90,9 +102,13 @@ def image_output_dir(work, image):
     return os.path.join(work, "images", image)
 
 
-def read_statuses(path):
-    """Final status per image from a status file (the last line for an image wins)."""
+def read_statuses(path, final_only=True):
+    """Final status per image from a status file (the last final line for an image wins).
+
+    With ``final_only=False``, the count of "interrupted" lines per image instead.
+    """
     out = {}
+    interrupted = {}
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -103,10 +119,13 @@ def read_statuses(path):
                     rec = json.loads(line)
                 except ValueError:
                     continue  # a line cut short by a kill: the image will be redone
-                out[rec["image"]] = rec
+                if rec.get("status") in FINAL:
+                    out[rec["image"]] = rec
+                else:
+                    interrupted[rec["image"]] = interrupted.get(rec["image"], 0) + 1
     except FileNotFoundError:
         pass
-    return out
+    return out if final_only else interrupted
 
 
 def append_status(path, rec):
@@ -228,6 +247,8 @@ class ChunkRunner:
         self.jvm_starts = 0
         self.host = socket.gethostname()
         self.scratch = None
+        self.error = ""            # why the task ended early, for the attempt summary
+        self.interrupted = False
 
     # -- bookkeeping -------------------------------------------------------------
     def note(self, msg, *args):
@@ -259,10 +280,13 @@ class ChunkRunner:
                 env["DISPLAY"] = xvfb.start()
             while remaining:
                 finished = self.run_jvm(remaining, env)
+                if self.interrupted:
+                    return EXIT_INTERRUPTED
                 if not finished:
                     start_failures += 1
                     if start_failures >= MAX_START_FAILURES:
-                        self.note("ImageJ failed to start %d times in a row: giving up on this task", start_failures)
+                        self.error = "ImageJ failed to start %d times in a row: %s" % (start_failures, self.error)
+                        self.note("%s", self.error)
                         return EXIT_IMAGEJ_BROKEN
                     continue
                 start_failures = 0
@@ -314,6 +338,7 @@ class ChunkRunner:
         ticks = cpu_ticks(proc.pid) or 0
         tick_hz = os.sysconf("SC_CLK_TCK")
         last_sample = time.time()
+        tail = []              # last lines, to say why a JVM that never began an image stopped
         eof = False
         kill_reason = None
         while not eof:
@@ -327,6 +352,7 @@ class ChunkRunner:
             elif line:
                 last_activity = now
                 self.log.write(line + "\n")
+                tail = (tail + [line.strip()])[-5:]
                 parts = line.split("\t")
                 tag = parts[0]
                 if tag == "SCIOPS_VERSION" and len(parts) > 1:
@@ -363,6 +389,17 @@ class ChunkRunner:
                 break
         self.log.flush()
         rc = proc.wait()
+        if current is not None and rc == -signal.SIGKILL and not kill_reason:
+            # Killed from outside (kill -9, the OOM killer, a node going down): not this
+            # image's fault the first time. Stop here and let the scheduler resubmit the
+            # chunk; a second kill under the same image marks it failed.
+            before = read_statuses(self.status_file, final_only=False).get(current, 0)
+            if before == 0:
+                self.record(current, "interrupted", time.time() - t_begin, "JVM killed (SIGKILL) from outside")
+                self.error = "JVM killed (SIGKILL) from outside while processing %s" % current
+                self.interrupted = True
+                return finished
+            kill_reason = ("failed", "JVM killed (SIGKILL) twice while processing this image (out of memory?)")
         if current is not None:
             if kill_reason:
                 status, error = kill_reason
@@ -372,10 +409,12 @@ class ChunkRunner:
             finished[current] = self.record(current, status, time.time() - t_begin, error)
         elif kill_reason and not finished:
             # Stalled before the first image began: a broken macro or launcher.
-            self.note("JVM stalled before starting any image")
+            self.error = "JVM stalled before starting any image; last output: %s" % " | ".join(tail)
+            self.note("%s", self.error)
             return None
         if not finished and rc is not None and not kill_reason:
-            self.note("JVM exited with code %s before finishing any image", rc)
+            self.error = "JVM exited with code %s before finishing any image; last output: %s" % (rc, " | ".join(tail))
+            self.note("%s", self.error)
             return None
         return finished
 
@@ -418,7 +457,8 @@ def main(argv=None):
         rc = runner.run()
     summary = {"task": task_id, "attempt": args.attempt, "host": runner.host, "start": started,
                "end": time.time(), "exit": rc, "imagej_version": runner.version, "jvm_starts": runner.jvm_starts,
-               "images": len(runner.images), "log": os.path.relpath(log_path, manifest["run_dir"])}
+               "images": len(runner.images), "log": os.path.relpath(log_path, manifest["run_dir"]),
+               "error": runner.error}
     if args.images is None:
         path = os.path.join(manifest["work_dir"], "status", "task-%04d.attempt-%d.json" % (task_id, args.attempt))
         os.makedirs(os.path.dirname(path), exist_ok=True)

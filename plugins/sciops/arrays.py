@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sciops import runner_module
 from sciops.errors import JobFailedError, SchedulerQueryError
 from sciops.runners import CommandRunner
 from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting
@@ -63,13 +64,9 @@ def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, pyth
 
 
 def images_done(manifest: dict[str, Any]) -> int:
-    """Images with a final status so far (status files are local for the local backend)."""
-    status_dir = Path(manifest["work_dir"], "status")
-    n = 0
-    for path in status_dir.glob("task-*.jsonl"):
-        with open(path, encoding="utf-8") as fh:
-            n += len({json.loads(x)["image"] for x in fh if x.strip().endswith("}")})
-    return n
+    """Images with a final status so far, when the work dir is readable from here (shared FS)."""
+    st = runner_module()
+    return sum(len(st.read_statuses(str(p))) for p in Path(manifest["work_dir"], "status").glob("task-*.jsonl"))
 
 
 class ArrayRun:
@@ -156,14 +153,15 @@ class ArrayRun:
                     return acct
                 grace += 1
                 if grace > ACCOUNTING_GRACE_POLLS:
+                    state_, reason = self.scheduler.missing_record
                     for t in missing:
-                        acct[t] = TaskAccounting(t, JobState.FAILED, reason="no accounting record (task lost)")
+                        acct[t] = TaskAccounting(t, state_, reason=reason)
                     return acct
             time.sleep(self.poll_seconds)
 
     def accounting(self, state: ArrayState) -> dict[int, TaskAccounting]:
         try:
-            return self.scheduler.accounting(self.runner, state.job_id)
+            return self.scheduler.accounting(self.runner, state.job_id, state.task_ids)
         except SchedulerQueryError as exc:
             log.warning("%s", exc)
             return {}

@@ -7,29 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from sciops import JOB_DIR
+from sciops import runner_module
 from sciops.errors import SciOpsError
 
 log = logging.getLogger(__name__)
 
 FAILURE_COLUMNS = ["image", "task", "attempt", "status", "error"]
-
-
-def _runner_module():
-    # The runner is stdlib-only and lives with the job files; its status-file reader is the
-    # one definition of that format.
-    if str(JOB_DIR) not in sys.path:
-        sys.path.insert(0, str(JOB_DIR))
-    import sciops_task
-
-    return sciops_task
 
 
 @dataclass
@@ -55,7 +44,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def task_outcomes(work: Path) -> dict[int, str]:
-    """Why a task never finished, from the array attempts record (``work/attempts.json``)."""
+    """Why a task never finished: the scheduler's accounting (``work/attempts.json``) plus
+    the runner's own words from its last attempt summary, when it wrote one."""
     path = work / "attempts.json"
     if not path.exists():
         return {}
@@ -63,13 +53,19 @@ def task_outcomes(work: Path) -> dict[int, str]:
     for attempt in json.loads(path.read_text()):
         for t, acct in attempt.get("accounting", {}).items():
             if acct["state"] != "done":
-                reasons[int(t)] = f"task {t} attempt {attempt['attempt']}: {acct['state']} {acct.get('reason', '')}".strip()
+                reason = f"task {t} attempt {attempt['attempt']}: {acct['state']} {acct.get('reason', '')}".strip()
+                summary = work / "status" / f"task-{int(t):04d}.attempt-{attempt['attempt']}.json"
+                if summary.exists():
+                    said = json.loads(summary.read_text()).get("error")
+                    if said:
+                        reason += f"; runner: {said}"
+                reasons[int(t)] = reason
     return reasons
 
 
 def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
     work = Path(manifest["work_dir"])
-    st = _runner_module()
+    st = runner_module()
     statuses: dict[str, dict] = {}
     for i in range(1, len(manifest["chunks"]) + 1):
         statuses.update(st.read_statuses(st.status_path(str(work), i)))

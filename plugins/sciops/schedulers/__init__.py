@@ -5,11 +5,15 @@ from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccountin
 
 
 def get_scheduler(name: str, **options) -> Scheduler:
-    """The scheduler called ``name`` (``local`` now; ``sge`` and ``slurm`` come with their issues)."""
+    """The scheduler called ``name`` (``local``, ``sge``; ``slurm`` comes with its issue)."""
     if name == "local":
         from sciops.schedulers.local import LocalScheduler
 
         return LocalScheduler(**options)
+    if name == "sge":
+        from sciops.schedulers.sge import SGEScheduler
+
+        return SGEScheduler(**options)
     raise ValueError(f"unknown scheduler {name!r}")
 
 

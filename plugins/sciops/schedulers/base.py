@@ -80,10 +80,28 @@ class TaskAccounting:
     reason: str = ""
 
 
+def task_map_env(task_ids: list[int]) -> dict[str, str]:
+    """Array index i runs chunk ``task_ids[i-1]``: say so when that is not the identity.
+
+    Grid Engine arrays are one range (``-t 1-N``), so a resubmission of chunks 2, 5, 9
+    is submitted as ``-t 1-3`` with ``SCIOPS_TASK_MAP=2,5,9`` (the task runner reads it).
+    """
+    if task_ids == list(range(1, len(task_ids) + 1)):
+        return {}
+    return {"SCIOPS_TASK_MAP": ",".join(map(str, task_ids))}
+
+
+def index_to_task(index: int, task_ids: list[int]) -> int | None:
+    """The chunk that array index ``index`` (1-based) ran, or None if out of range."""
+    return task_ids[index - 1] if 1 <= index <= len(task_ids) else None
+
+
 class Scheduler(ABC):
     """Build argv and parse output for one batch system."""
 
     name: str = "base"
+    #: How a task that left the queue but never reached accounting ended (after a grace period).
+    missing_record = (JobState.FAILED, "no accounting record (task lost)")
 
     @abstractmethod
     def submit_argv(self, spec: ArraySpec) -> list[str]: ...
@@ -95,13 +113,13 @@ class Scheduler(ABC):
     def status_argv(self, job_id: str) -> list[str]: ...
 
     @abstractmethod
-    def parse_status(self, stdout: str, task_ids: list[int]) -> dict[int, JobState]: ...
+    def parse_status(self, stdout: str, task_ids: list[int], job_id: str) -> dict[int, JobState]: ...
 
     @abstractmethod
     def accounting_argv(self, job_id: str) -> list[str]: ...
 
     @abstractmethod
-    def parse_accounting(self, stdout: str) -> dict[int, TaskAccounting]: ...
+    def parse_accounting(self, stdout: str, task_ids: list[int]) -> dict[int, TaskAccounting]: ...
 
     @abstractmethod
     def cancel_argv(self, job_id: str) -> list[str]: ...
@@ -122,14 +140,19 @@ class Scheduler(ABC):
             result = runner.run(self.status_argv(job_id))
         except CommandError as exc:
             raise SchedulerQueryError(f"{self.name}: status of job {job_id} unknown: {exc}") from exc
-        return self.parse_status(result.stdout, task_ids)
+        return self.parse_status(result.stdout, task_ids, job_id)
 
-    def accounting(self, runner: CommandRunner, job_id: str) -> dict[int, TaskAccounting]:
-        try:
-            result = runner.run(self.accounting_argv(job_id))
-        except CommandError as exc:
-            raise SchedulerQueryError(f"{self.name}: accounting of job {job_id} unavailable: {exc}") from exc
-        return self.parse_accounting(result.stdout)
+    def accounting(self, runner: CommandRunner, job_id: str, task_ids: list[int]) -> dict[int, TaskAccounting]:
+        """Per-task accounting; tasks not (yet) recorded are absent: ask again later."""
+        result = runner.run(self.accounting_argv(job_id), check=False)
+        if result.returncode != 0 and not self.no_records_yet(result):
+            raise SchedulerQueryError(f"{self.name}: accounting of job {job_id} unavailable: exit "
+                                      f"{result.returncode}: {result.stderr.strip()[-500:]}")
+        return self.parse_accounting(result.stdout, task_ids)
+
+    def no_records_yet(self, result) -> bool:
+        """Whether a non-zero accounting exit just means "nothing recorded for this job yet"."""
+        return False
 
     def cancel(self, runner: CommandRunner, job_id: str) -> None:
         # Cancelling a job that already ended is not an error (STYLE 10).

@@ -60,7 +60,7 @@ class LocalScheduler(Scheduler):
     def status_argv(self, job_id: str) -> list[str]:
         return self._cmd("status", "--spool", self.spool, job_id)
 
-    def parse_status(self, stdout: str, task_ids: list[int]) -> dict[int, JobState]:
+    def parse_status(self, stdout: str, task_ids: list[int], job_id: str = "") -> dict[int, JobState]:
         try:
             raw = json.loads(stdout)
         except ValueError as exc:
@@ -71,7 +71,7 @@ class LocalScheduler(Scheduler):
     def accounting_argv(self, job_id: str) -> list[str]:
         return self._cmd("acct", "--spool", self.spool, job_id)
 
-    def parse_accounting(self, stdout: str) -> dict[int, TaskAccounting]:
+    def parse_accounting(self, stdout: str, task_ids: list[int]) -> dict[int, TaskAccounting]:
         try:
             raw = json.loads(stdout)
         except ValueError as exc:

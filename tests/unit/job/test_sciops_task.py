@@ -108,3 +108,39 @@ def test_runner_gives_up_when_imagej_cannot_start(tmp_path):
     mpath.write_text(json.dumps(manifest))
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == st.EXIT_IMAGEJ_BROKEN
     assert st.read_statuses(st.status_path(manifest["work_dir"], 1)) == {}  # no image blamed
+
+
+def test_task_map_for_resubmitted_scattered_chunks():
+    env = {"SGE_TASK_ID": "2", "SCIOPS_TASK_MAP": "4,7,9"}
+    assert st.task_id_from_env(env) == 7
+    assert st.task_id_from_env({"SCIOPS_TASK_ID": "2", "SCIOPS_TASK_MAP": "4,7,9"}) == 2  # localq: already a chunk
+
+
+def test_jvm_killed_from_outside_stops_the_task_then_fails_the_image_the_second_time(tmp_path):
+    fake = tmp_path / "fake-imagej"
+    fake.write_text("""#!/bin/sh
+job="${10}"
+echo "SCIOPS_VERSION\t9.99z"
+tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out; do
+  echo "SCIOPS_BEGIN\t$input"
+  case "$input" in *killme*) kill -9 0 ;; esac
+  echo "x" > "$out/results.csv"
+  echo "SCIOPS_END\t$input\t5\t"
+done
+""")
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    manifest = {"work_dir": str(work), "run_dir": str(tmp_path), "input_dir": str(tmp_path / "in"),
+                "macro_path": "/m.ijm", "driver_path": "/d.ijm", "chunks": [["a.tif", "b_killme.tif", "c.tif"]],
+                "expected_outputs": ["results.csv"], "launcher": {"kind": "fiji", "fiji": str(fake)},
+                "memory_mb": 1024, "image_timeout_s": 30, "stall_seconds": 10}
+    mpath = tmp_path / "manifest.json"
+    mpath.write_text(json.dumps(manifest))
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == st.EXIT_INTERRUPTED
+    assert set(st.read_statuses(st.status_path(str(work), 1))) == {"a.tif"}
+    summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
+    assert "SIGKILL" in summary["error"]
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    got = st.read_statuses(st.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_killme.tif": "failed", "c.tif": "ok"}
+    assert "twice" in got["b_killme.tif"]["error"]

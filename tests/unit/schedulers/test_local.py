@@ -39,7 +39,7 @@ def test_submit_status_accounting(tmp_path, sched):
     assert job_id.startswith("local-")
     states = wait_finished(sched, runner, job_id, [1, 2, 3, 4])
     assert states == {1: JobState.FAILED, 2: JobState.DONE, 3: JobState.FAILED, 4: JobState.FAILED}
-    acct = sched.accounting(runner, job_id)
+    acct = sched.accounting(runner, job_id, [1, 2, 3, 4])
     assert acct[1].exit_code == 1 and acct[1].reason == "exit code 1"
     assert acct[2].exit_code == 0 and acct[2].state == JobState.DONE
     assert acct[4].reason == "killed by signal 9"
