@@ -43,7 +43,17 @@ def _nullable(kind: str, description: str, **schema) -> Param:
         "image_timeout_s": _nullable("integer", "Seconds one image may take before it is killed"),
         "stall_seconds": _nullable("integer", "Idle seconds after which a JVM counts as hung on a dialog"),
         "memory": _nullable("string", "Memory per task, e.g. 2G (the JVM heap is derived from it)"),
-        "backend": _nullable("string", "Where the array runs", enum=[None, "local"]),
+        "backend": _nullable("string", "Where the array runs: local (this machine) or existing (a cluster over SSH)",
+                             enum=[None, "local", "existing"]),
+        "scheduler": _nullable("string", "existing backend: the cluster's scheduler", enum=[None, "sge"]),
+        "ssh_conn_id": _nullable("string", "existing backend: Airflow SSH connection of the head node"),
+        "queue": _nullable("string", "existing backend: queue (-q)"),
+        "accounting_project": _nullable("string", "existing backend: accounting project (SGE -P)"),
+        "memory_resource": _nullable("string", "existing backend: memory complex to request, e.g. h_vmem"),
+        "exclusive": _nullable("boolean", "existing backend: one task per node (-l exclusive=true)"),
+        "one_per_host": _nullable("boolean", "existing backend: one ImageJ per node (-l fiji=1)"),
+        "cluster_python": _nullable("string", "existing backend: Python 3 on the compute nodes"),
+        "cluster_storage_root": _nullable("string", "existing backend: the storage root's path on the cluster"),
         "slots": _nullable("integer", "local backend: tasks at once (0 = one per CPU)"),
         "launcher": _nullable("string", "ImageJ launcher", enum=[None, "auto", "imagej1", "fiji"]),
         "smoke_test": _nullable("boolean", "Run the macro on a few images in validate first"),
@@ -65,10 +75,17 @@ def fiji_project():
 
         return run_plan(info)
 
-    @task(outlets=[COLLATED])
-    def collate(info: dict, planned: dict) -> dict:
+    # all_done: a run_array that failed (every chunk failed, job deleted outside) still has
+    # finished images on disk, and collate gathers them; record then marks the run failed.
+    @task(outlets=[COLLATED], trigger_rule="all_done")
+    def collate(info: dict) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
         from sciops.pipeline import collate as run_collate
 
+        planned = get_current_context()["ti"].xcom_pull(task_ids="plan")
+        if not planned:
+            raise AirflowSkipException("nothing was planned: nothing to collate")
         return run_collate(info, planned["manifest"])
 
     @task(trigger_rule="all_done", retries=0)
@@ -87,7 +104,7 @@ def fiji_project():
         manifest_path="{{ ti.xcom_pull(task_ids='plan')['manifest'] }}",
         execution_timeout=timedelta(hours=48),
     )
-    planned >> run_array >> collate(info, planned) >> record()
+    planned >> run_array >> collate(info) >> record()
 
 
 fiji_project()

@@ -63,10 +63,52 @@ def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, pyth
     )
 
 
-def images_done(manifest: dict[str, Any]) -> int:
-    """Images with a final status so far, when the work dir is readable from here (shared FS)."""
+def images_done(work_dir: str | Path) -> int | None:
+    """Images with a final status so far, or None when the work dir is not readable from here."""
+    status_dir = Path(work_dir, "status")
+    if not Path(work_dir).is_dir():
+        return None
     st = runner_module()
-    return sum(len(st.read_statuses(str(p))) for p in Path(manifest["work_dir"], "status").glob("task-*.jsonl"))
+    return sum(len(st.read_statuses(str(p))) for p in status_dir.glob("task-*.jsonl"))
+
+
+def ended(states: dict[int, JobState]) -> bool:
+    """Every task is out of the queue (finished or unknown) or stuck in an error state."""
+    return all(s.finished or s in (JobState.UNKNOWN, JobState.ERROR) for s in states.values())
+
+
+def complete_accounting(scheduler: Scheduler, acct: dict[int, TaskAccounting], task_ids: list[int],
+                        errored: list[int], give_up: bool) -> dict[int, TaskAccounting] | None:
+    """Accounting for every task, or None to ask again (accounting lags the queue).
+
+    ``errored`` tasks sat in an error state (SGE ``Eqw``) and were deleted by us; after
+    ``give_up``, tasks still without a record get the scheduler's ``missing_record`` verdict.
+    """
+    missing = [t for t in task_ids if t not in acct or not acct[t].state.finished]
+    if missing and not give_up:
+        return None
+    acct = dict(acct)
+    state_, reason = scheduler.missing_record
+    for t in missing:
+        if t in errored:
+            acct[t] = TaskAccounting(t, JobState.FAILED, reason="stuck in an error state (SGE Eqw: is the log "
+                                                                "folder writable on the nodes?); deleted")
+        else:
+            acct[t] = TaskAccounting(t, state_, reason=reason)
+    return acct
+
+
+def progress_line(states: dict[int, JobState], done: int | None, n_images: int, started: float) -> str:
+    counts = {s: 0 for s in JobState}
+    for s in states.values():
+        counts[s] += 1
+    elapsed = time.time() - started
+    eta = f"{elapsed / done * (n_images - done):.0f}s" if done else "?"
+    images = f"images {done}/{n_images}" if done is not None else f"images ?/{n_images}"
+    return (f"tasks: {counts[JobState.DONE]} done, {counts[JobState.RUNNING]} running, "
+            f"{counts[JobState.PENDING] + counts[JobState.HELD]} waiting, "
+            f"{counts[JobState.FAILED] + counts[JobState.CANCELLED] + counts[JobState.ERROR]} failed "
+            f"of {len(states)}; {images}; elapsed {elapsed:.0f}s; ETA {eta}")
 
 
 class ArrayRun:
@@ -77,18 +119,24 @@ class ArrayRun:
     :param manifest: the run manifest.
     :param save_state: called with the state dict after every submit, before waiting, so a
         retried task re-attaches instead of submitting again.
+    :param python: the Python that runs the task runner where the tasks run.
+    :param local_work_dir: the run's work dir as seen from here (it may be mounted under
+        another path on the cluster than ``manifest['work_dir']``).
     """
 
     def __init__(self, scheduler: Scheduler, runner: CommandRunner, manifest: dict[str, Any],
-                 save_state: Callable[[dict[str, Any]], None], poll_seconds: float = 5.0):
+                 save_state: Callable[[dict[str, Any]], None], poll_seconds: float = 5.0,
+                 python: str | None = None, local_work_dir: str | None = None):
         self.scheduler, self.runner, self.m = scheduler, runner, manifest
         self.save_state = save_state
         self.poll_seconds = poll_seconds
+        self.python = python
+        self.local_work_dir = Path(local_work_dir or manifest["work_dir"])
         self.n_tasks = len(manifest["chunks"])
         self.n_images = sum(len(c) for c in manifest["chunks"])
 
     def submit(self, task_ids: list[int], attempt: int, history: list | None = None) -> ArrayState:
-        spec = array_spec(self.m, task_ids, attempt)
+        spec = array_spec(self.m, task_ids, attempt, self.python)
         job_id = self.scheduler.submit(self.runner, spec)
         state = ArrayState(job_id, attempt, task_ids, time.time(), list(history or []))
         self.save_state(state.as_dict())
@@ -96,37 +144,54 @@ class ArrayRun:
                  len(task_ids), _ranges(task_ids))
         return state
 
+    def start(self) -> ArrayState:
+        return self.submit(list(range(1, self.n_tasks + 1)), 1)
+
     def run(self, state: ArrayState | None = None) -> dict[str, Any]:
-        """Run to the end; returns the attempts record. ``state`` re-attaches to a submitted job."""
+        """Run to the end, polling from here; ``state`` re-attaches to a submitted job."""
         if state is None:
-            state = self.submit(list(range(1, self.n_tasks + 1)), 1)
+            state = self.start()
         else:
             log.info("re-attaching to %s job %s (attempt %d)", self.scheduler.name, state.job_id, state.attempt)
         started = time.time()
         while True:
-            acct = self.wait(state, started)
-            failed = sorted(t for t in state.task_ids if acct[t].state != JobState.DONE)
-            state.history.append({"attempt": state.attempt, "job_id": state.job_id, "tasks": state.task_ids,
-                                  "submitted_at": state.submitted_at, "ended_at": time.time(),
-                                  "accounting": {str(t): _acct_dict(a) for t, a in acct.items()}})
-            self.write_attempts(state.history)
-            if not failed:
-                break
-            if state.attempt >= self.m["max_attempts"]:
-                log.warning("tasks %s still failed after %d attempt(s); their images go to failures.csv",
-                            _ranges(failed), state.attempt)
-                break
-            log.info("resubmitting %d failed task(s) %s: %s", len(failed), _ranges(failed),
-                     "; ".join(f"{t}: {acct[t].reason or acct[t].state.value}" for t in failed[:5]))
-            state = self.submit(failed, state.attempt + 1, state.history)
-        final_failed = sorted(int(t) for t, a in state.history[-1]["accounting"].items() if a["state"] != "done")
+            nxt = self.conclude(state, self.wait(state, started))
+            if nxt is None:
+                return self.result(state)
+            state = nxt
+
+    def conclude(self, state: ArrayState, acct: dict[int, TaskAccounting]) -> ArrayState | None:
+        """Record an ended attempt; resubmit the failed tasks (returns the new state) or end (None)."""
+        failed = sorted(t for t in state.task_ids if acct[t].state != JobState.DONE)
+        state.history.append({"attempt": state.attempt, "job_id": state.job_id, "tasks": state.task_ids,
+                              "submitted_at": state.submitted_at, "ended_at": time.time(),
+                              "accounting": {str(t): _acct_dict(acct[t]) for t in state.task_ids}})
+        self.write_attempts(state.history)
+        if not failed:
+            return None
+        if all(acct[t].state == JobState.CANCELLED for t in failed):
+            # Nobody in SciOps cancelled it: someone deleted the job (qdel/scancel). Do not fight them.
+            raise JobFailedError(
+                f"{self.scheduler.name} job {state.job_id} was cancelled outside SciOps: task(s) {_ranges(failed)} "
+                f"({acct[failed[0]].reason}); not resubmitting. Finished images are kept in {self.m['run_dir']}")
+        if state.attempt >= self.m["max_attempts"]:
+            log.warning("tasks %s still failed after %d attempt(s); their images go to failures.csv",
+                        _ranges(failed), state.attempt)
+            return None
+        log.info("resubmitting %d failed task(s) %s: %s", len(failed), _ranges(failed),
+                 "; ".join(f"{t}: {acct[t].reason or acct[t].state.value}" for t in failed[:5]))
+        return self.submit(failed, state.attempt + 1, state.history)
+
+    def result(self, state: ArrayState) -> dict[str, Any]:
+        last = state.history[-1]["accounting"]
+        final_failed = sorted(int(t) for t, a in last.items() if a["state"] != "done")
         result = {"attempts": len(state.history), "failed_tasks": final_failed, "tasks": self.n_tasks,
                   "job_ids": [h["job_id"] for h in state.history]}
         if len(final_failed) == self.n_tasks:
             raise JobFailedError(
                 f"every one of {self.n_tasks} task(s) failed after {state.attempt} attempt(s) "
                 f"(jobs {', '.join(result['job_ids'])}); last: "
-                + "; ".join(f"task {t}: {state.history[-1]['accounting'][str(t)]['reason']}" for t in final_failed[:3])
+                + "; ".join(f"task {t}: {last[str(t)]['reason']}" for t in final_failed[:3])
                 + f". See {self.m['run_dir']}/logs/")
         return result
 
@@ -134,6 +199,7 @@ class ArrayRun:
         """Poll until every task of ``state`` has ended; return accounting for each."""
         grace = 0
         last_line = ""
+        errored: list[int] = []
         while True:
             try:
                 states = self.scheduler.status(self.runner, state.job_id, state.task_ids)
@@ -141,22 +207,21 @@ class ArrayRun:
                 # Unknown is not done (STYLE 4): log and ask again next poll.
                 log.warning("%s", exc)
                 states = {t: JobState.UNKNOWN for t in state.task_ids}
-            line = self.progress(states, started)
+            line = progress_line(states, self.images_done(), self.n_images, started)
             if line != last_line:
                 log.info("%s", line)
                 last_line = line
-            # Out of the queue (finished or unknown): accounting decides how each task ended.
-            if all(s.finished or s == JobState.UNKNOWN for s in states.values()):
-                acct = self.accounting(state)
-                missing = [t for t in state.task_ids if t not in acct or not acct[t].state.finished]
-                if not missing:
+            if ended(states):
+                stuck = [t for t, s in states.items() if s == JobState.ERROR]
+                if stuck and not errored:
+                    log.warning("tasks %s stuck in an error state; deleting job %s", _ranges(stuck), state.job_id)
+                    self.scheduler.cancel(self.runner, state.job_id)
+                    errored = stuck
+                acct = complete_accounting(self.scheduler, self.accounting(state), state.task_ids, errored,
+                                           give_up=grace >= ACCOUNTING_GRACE_POLLS)
+                if acct is not None:
                     return acct
                 grace += 1
-                if grace > ACCOUNTING_GRACE_POLLS:
-                    state_, reason = self.scheduler.missing_record
-                    for t in missing:
-                        acct[t] = TaskAccounting(t, state_, reason=reason)
-                    return acct
             time.sleep(self.poll_seconds)
 
     def accounting(self, state: ArrayState) -> dict[int, TaskAccounting]:
@@ -166,23 +231,19 @@ class ArrayRun:
             log.warning("%s", exc)
             return {}
 
-    def progress(self, states: dict[int, JobState], started: float) -> str:
-        counts = {s: 0 for s in JobState}
-        for s in states.values():
-            counts[s] += 1
-        done = images_done(self.m)
-        elapsed = time.time() - started
-        eta = f"{elapsed / done * (self.n_images - done):.0f}s" if done else "?"
-        return (f"tasks: {counts[JobState.DONE]} done, {counts[JobState.RUNNING]} running, "
-                f"{counts[JobState.PENDING] + counts[JobState.HELD]} waiting, "
-                f"{counts[JobState.FAILED] + counts[JobState.CANCELLED] + counts[JobState.ERROR]} failed "
-                f"of {len(states)}; images {done}/{self.n_images}; elapsed {elapsed:.0f}s; ETA {eta}")
+    def images_done(self) -> int | None:
+        return images_done(self.local_work_dir)
 
     def write_attempts(self, history: list[dict[str, Any]]) -> None:
-        path = Path(self.m["work_dir"], "attempts.json")
+        path = self.local_work_dir / "attempts.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(history, indent=1))
         os.replace(tmp, path)
+
+
+def accounting_from_dict(t: int, a: dict[str, Any]) -> TaskAccounting:
+    return TaskAccounting(t, JobState(a["state"]), a.get("exit_code"), a.get("seconds"), a.get("max_rss_mb"),
+                          a.get("reason", ""))
 
 
 def _acct_dict(a: TaskAccounting) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, model_validator
 
 from sciops.errors import ConfigError
 
@@ -18,8 +18,13 @@ from sciops.errors import ConfigError
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-BACKENDS = ("local",)
+BACKENDS = ("local", "existing")
+#: Schedulers each backend can drive (the first is its default).
+SCHEDULERS = {"local": ("local",), "existing": ("sge",)}
 LAUNCHERS = ("auto", "imagej1", "fiji")
+WORD = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
+ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
 
 #: Built-in defaults; ``project.yaml`` and the run's conf override them.
 DEFAULTS: dict[str, Any] = {
@@ -35,6 +40,16 @@ DEFAULTS: dict[str, Any] = {
     "slots": 0,
     "launcher": "auto",
     "smoke_test": True,
+    # existing backend (a cluster reached over SSH)
+    "scheduler": None,
+    "ssh_conn_id": "sciops_cluster",
+    "queue": None,
+    "accounting_project": None,
+    "memory_resource": None,
+    "exclusive": False,
+    "one_per_host": False,
+    "cluster_python": "python3",
+    "cluster_storage_root": None,
 }
 FIELDS = ("project", *DEFAULTS)
 
@@ -80,6 +95,15 @@ class RunConfig(BaseModel):
     slots: int
     launcher: str
     smoke_test: bool
+    scheduler: str | None = None
+    ssh_conn_id: str
+    queue: str | None = None
+    accounting_project: str | None = None
+    memory_resource: str | None = None
+    exclusive: bool
+    one_per_host: bool
+    cluster_python: str
+    cluster_storage_root: str | None = None
 
     @field_validator("project")
     @classmethod
@@ -161,6 +185,44 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown launcher {v!r}; choose one of: {', '.join(LAUNCHERS)}")
         return v
 
+    @field_validator("ssh_conn_id", "queue", "accounting_project")
+    @classmethod
+    def _word(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} may hold only letters, digits and '_.@-' (it reaches a remote shell)")
+        return v
+
+    @field_validator("memory_resource")
+    @classmethod
+    def _resource(cls, v: str | None) -> str | None:
+        if v is not None and not SAFE_ARG_KEY.match(v):
+            raise ValueError(f"{v!r} is not a resource name; use the complex's name, e.g. 'h_vmem'")
+        return v
+
+    @field_validator("cluster_python")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if not COMMAND.match(v):
+            raise ValueError(f"{v!r}: give a command name or an absolute path (e.g. python3 or /usr/bin/python3)")
+        return v
+
+    @field_validator("cluster_storage_root")
+    @classmethod
+    def _cluster_root(cls, v: str | None) -> str | None:
+        if v is not None and (not ABS_PATH.match(v) or ".." in v.split("/")):
+            raise ValueError(f"{v!r}: give the storage root's absolute path on the cluster (no '..', no spaces)")
+        return v
+
+    @model_validator(mode="after")
+    def _scheduler_fits_backend(self) -> RunConfig:
+        allowed = SCHEDULERS[self.backend]
+        if self.scheduler is None:
+            object.__setattr__(self, "scheduler", allowed[0])
+        elif self.scheduler not in allowed:
+            raise ValueError(f"scheduler {self.scheduler!r} does not go with backend {self.backend!r}; "
+                             f"choose one of: {', '.join(allowed)}")
+        return self
+
     @property
     def memory_mb(self) -> int:
         return parse_memory_mb(self.memory)
@@ -199,6 +261,8 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
 
 def _field(err: dict) -> str:
     loc = [str(p) for p in err.get("loc", ())]
+    if not loc and "scheduler" in err.get("msg", ""):
+        return "scheduler"
     return ".".join(loc) if loc else "config"
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from sciops import config as config_mod
 from sciops.errors import ConfigError, SciOpsError, StorageError
-from sciops.imagej import require_launcher, smoke_candidates, smoke_run
+from sciops.imagej import detect_launcher, require_launcher, smoke_candidates, smoke_run
 from sciops.project import (Project, chunk, expected_outputs, read_manifest, safe_run_id, sha256, stage_job_files,
                             write_manifest)
 from sciops.storage import get_storage
@@ -31,21 +31,80 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-@contextmanager
-def phase(run_dir: Path | str, name: str, start: float | None = None) -> Iterator[dict[str, Any]]:
-    """Record one phase's start, end and outcome (rewritten on a retry: keyed by phase name)."""
-    path = Path(run_dir, "work", "phases", f"{name}.json")
-    rec: dict[str, Any] = {"phase": name, "start": start or time.time(), "status": "running"}
-    _write_json(path, rec)
-    try:
-        yield rec
-    except BaseException as exc:
-        rec.update(end=time.time(), status="failed", error=f"{type(exc).__name__}: {exc}"[:4000])
-        raise
+def _phase_path(run_dir: Path | str, name: str) -> Path:
+    return Path(run_dir, "work", "phases", f"{name}.json")
+
+
+def phase_start(run_dir: Path | str, name: str, start: float | None = None, keep_start: bool = False) -> None:
+    """Mark a phase as running. ``keep_start``: a re-attached task keeps the first start time."""
+    path = _phase_path(run_dir, name)
+    if keep_start and path.exists():
+        rec = json.loads(path.read_text())
+        if rec.get("status") == "running":
+            return
+    _write_json(path, {"phase": name, "start": start or time.time(), "status": "running"})
+
+
+def phase_end(run_dir: Path | str, name: str, error: BaseException | None = None) -> None:
+    path = _phase_path(run_dir, name)
+    rec = json.loads(path.read_text()) if path.exists() else {"phase": name, "start": time.time()}
+    rec["end"] = time.time()
+    rec["status"] = "failed" if error else "success"
+    if error:
+        rec["error"] = f"{type(error).__name__}: {error}"[:4000]
     else:
-        rec.update(end=time.time(), status="success")
+        rec.pop("error", None)
+    _write_json(path, rec)
+
+
+@contextmanager
+def phase(run_dir: Path | str, name: str, start: float | None = None) -> Iterator[None]:
+    """Record one phase's start, end and outcome (rewritten on a retry: keyed by phase name)."""
+    phase_start(run_dir, name, start)
+    try:
+        yield
+    except BaseException as exc:
+        phase_end(run_dir, name, exc)
+        raise
+    phase_end(run_dir, name)
+
+
+def backend_options(cfg: config_mod.RunConfig) -> dict[str, Any]:
+    """Constructor arguments of the run's cluster backend (JSON, kept in the manifest)."""
+    if cfg.backend == "local":
+        return {"slots": cfg.slots}
+    return {"ssh_conn_id": cfg.ssh_conn_id, "scheduler": cfg.scheduler, "python": cfg.cluster_python,
+            "scheduler_options": {"queue": cfg.queue, "project": cfg.accounting_project,
+                                  "memory_resource": cfg.memory_resource, "exclusive": cfg.exclusive,
+                                  "one_per_host": cfg.one_per_host}}
+
+
+def cluster_path(path: Path | str, cfg: config_mod.RunConfig) -> str:
+    """A path under the storage root as the cluster sees it (``cluster_storage_root``)."""
+    if not cfg.cluster_storage_root:
+        return str(path)
+    rel = Path(path).resolve().relative_to(get_storage().root)
+    return str(Path(cfg.cluster_storage_root, rel))
+
+
+def check_cluster(cfg: config_mod.RunConfig, project: Project) -> dict[str, Any]:
+    """For ``existing``: reach the head node, find its tools and ImageJ, see the project. Cheap."""
+    from sciops.clusters import get_backend
+    from sciops.errors import ClusterError
+
+    backend = get_backend(cfg.backend, **backend_options(cfg))
+    try:
+        found = backend.probe()
+        launcher = backend.launcher(cfg.launcher, found)
+        where = cluster_path(project.input_dir, cfg)
+        if backend.runner().run(["test", "-d", where], check=False).returncode != 0:
+            raise ConfigError([("cluster_storage_root", f"the head node does not see {where}: mount the storage "
+                                                        "root there, or set cluster_storage_root to where it is")])
+    except ClusterError as exc:
+        raise ConfigError([("ssh_conn_id", str(exc))]) from None
     finally:
-        _write_json(path, rec)
+        backend.close()
+    return launcher
 
 
 def open_project(name: Any) -> Project:
@@ -89,7 +148,12 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     """
     started = time.time()
     cfg, project, images, macro = check(conf)
-    launcher = require_launcher(cfg.launcher)
+    if cfg.backend == "local":
+        launcher = smoke_launcher = require_launcher(cfg.launcher)
+    else:
+        launcher = check_cluster(cfg, project)
+        # Smoke-run here when this worker has ImageJ too; else the first task on the cluster is the test.
+        smoke_launcher = detect_launcher(cfg.launcher)
     run_id = safe_run_id(airflow_run_id)
     run_dir = project.run_dir(run_id)
     info = {"run_id": run_id, "airflow_run_id": airflow_run_id, "project": project.name,
@@ -99,11 +163,15 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     with phase(run_dir, "validate", start=started):
         if publish:
             publish(info)
-        if cfg.smoke_test:
+        if cfg.smoke_test and smoke_launcher:
             job = stage_job_files(run_dir / "work", macro)
-            manifest = _manifest(info, cfg, project, job, chunks=[], expected=expected_outputs(macro))
+            manifest = dict(_manifest(info, cfg, project, job, chunks=[], expected=expected_outputs(macro)),
+                            launcher=smoke_launcher, input_dir=str(project.input_dir), macro_path=str(job["macro"]),
+                            driver_path=str(job["driver"]))
             summary = smoke_run(manifest, smoke_candidates(project.input_dir, images))
             info["imagej_version"] = summary.get("imagej_version")
+        elif cfg.smoke_test:
+            log.info("no ImageJ on this worker: the macro is first tried by the cluster's tasks")
     log.info("run %s of project %s: %d image(s), macro %s (sha256 %s), ImageJ %s", run_id, project.name,
              len(images), cfg.macro, info["macro_sha256"][:12], info["imagej_version"] or "not smoke-tested")
     return info
@@ -112,14 +180,16 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
 def _manifest(info: dict[str, Any], cfg: config_mod.RunConfig, project: Project, job: dict[str, Path],
               chunks: list[list[str]], expected: list[str]) -> dict[str, Any]:
     run_dir = Path(info["run_dir"])
+    on_cluster = lambda p: cluster_path(p, cfg)  # noqa: E731 - the paths the task runner will use
     return {
-        "run_id": info["run_id"], "project": project.name, "run_dir": str(run_dir),
-        "work_dir": str(run_dir / "work"), "input_dir": str(project.input_dir),
-        "macro_path": str(job["macro"]), "driver_path": str(job["driver"]),
+        "run_id": info["run_id"], "project": project.name, "run_dir": on_cluster(run_dir),
+        "work_dir": on_cluster(run_dir / "work"), "input_dir": on_cluster(project.input_dir),
+        "macro_path": on_cluster(job["macro"]), "driver_path": on_cluster(job["driver"]),
         "macro_args": {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.macro_args.items()},
         "expected_outputs": expected, "chunks": chunks, "memory_mb": cfg.memory_mb,
         "image_timeout_s": cfg.image_timeout_s, "stall_seconds": cfg.stall_seconds,
-        "max_attempts": cfg.max_attempts, "backend": cfg.backend, "slots": cfg.slots, "launcher": info["launcher"],
+        "max_attempts": cfg.max_attempts, "backend": cfg.backend, "backend_options": backend_options(cfg),
+        "launcher": info["launcher"],
     }
 
 
@@ -136,6 +206,10 @@ def plan(info: dict[str, Any]) -> dict[str, Any]:
         if sha256(job["macro"]) != info["macro_sha256"]:
             raise SciOpsError(f"macro {macro} changed between validate and plan; trigger the run again")
         chunks = chunk(images, cfg.images_per_task)
+        # The scheduler writes task logs here and the runners their statuses: both must exist
+        # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
+        for d in (run_dir / "logs", work / "status", work / "images"):
+            d.mkdir(parents=True, exist_ok=True)
         manifest = _manifest(info, cfg, project, job, chunks, expected_outputs(macro))
         path = write_manifest(work / "manifest.json", manifest)
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)

@@ -64,7 +64,7 @@ def task_outcomes(work: Path) -> dict[int, str]:
 
 
 def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
-    work = Path(manifest["work_dir"])
+    work = Path(run_dir) / "work"   # as seen from here (the manifest holds the cluster's paths)
     st = runner_module()
     statuses: dict[str, dict] = {}
     for i in range(1, len(manifest["chunks"]) + 1):

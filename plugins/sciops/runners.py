@@ -45,3 +45,96 @@ class LocalRunner:
         if check and proc.returncode != 0:
             raise CommandError(list(argv), proc.returncode, proc.stdout, proc.stderr)
         return result
+
+
+class SSHRunner:
+    """Runs argv on a head node through the SSH provider's ``SSHHook`` (paramiko).
+
+    The hook is made on first use, never at construction (STYLE 1), and its client is
+    kept for the following commands; a broken connection is reopened once per call.
+    Credentials stay in the Airflow connection: only the quoted command line is logged.
+
+    :param ssh_conn_id: the Airflow SSH connection of the head node.
+    :param cmd_timeout: seconds one command may take.
+    """
+
+    def __init__(self, ssh_conn_id: str, cmd_timeout: float = 300):
+        self.ssh_conn_id = ssh_conn_id
+        self.cmd_timeout = cmd_timeout
+        self._hook = None
+        self._client = None
+
+    def _connect(self):
+        from airflow.providers.ssh.hooks.ssh import SSHHook
+
+        if self._hook is None:
+            self._hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.cmd_timeout)
+        self._client = self._hook.get_conn()
+        return self._client
+
+    def run(self, argv: list[str], *, check: bool = True, timeout: float | None = None) -> CommandResult:
+        command = shell_join(argv)
+        for attempt in (1, 2):
+            client = self._client or self._connect()
+            try:
+                code, out, err = self._hook.exec_ssh_client_command(
+                    client, command, get_pty=False, environment=None, timeout=timeout or self.cmd_timeout)
+                break
+            except (OSError, EOFError) as exc:
+                # A dropped connection (sshd restarted, network blip): reconnect once.
+                self.close()
+                if attempt == 2:
+                    raise CommandError(list(argv), 255, "", f"SSH to {self.ssh_conn_id} failed: {exc}") from exc
+                log.warning("SSH connection %s lost (%s); reconnecting", self.ssh_conn_id, exc)
+        result = CommandResult(list(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        if check and code != 0:
+            raise CommandError(list(argv), code, result.stdout, result.stderr)
+        return result
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001 - closing a broken client has nothing to recover
+                pass
+        self._client = None
+
+
+class AsyncCommandRunner:
+    """The trigger's runner: the same argv, awaited. One SSH connection held across polls.
+
+    :param ssh_conn_id: run on this head node over asyncssh; None runs locally.
+    """
+
+    def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120):
+        self.ssh_conn_id = ssh_conn_id
+        self.cmd_timeout = cmd_timeout
+        self._conn = None
+
+    async def run(self, argv: list[str]) -> CommandResult:
+        import asyncio
+
+        if self.ssh_conn_id is None:
+            proc = await asyncio.create_subprocess_exec(*map(str, argv), stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), self.cmd_timeout)
+            return CommandResult(list(argv), proc.returncode or 0, out.decode("utf-8", "replace"),
+                                 err.decode("utf-8", "replace"))
+        if self._conn is None:
+            from airflow.providers.ssh.hooks.ssh import SSHHookAsync
+
+            self._conn = await SSHHookAsync(ssh_conn_id=self.ssh_conn_id).get_conn()
+        result = await self._conn.run(shell_join(argv), check=False, timeout=self.cmd_timeout)
+        out, err = result.stdout or "", result.stderr or ""
+        return CommandResult(list(argv), result.exit_status or 0,
+                             out.decode("utf-8", "replace") if isinstance(out, bytes) else out,
+                             err.decode("utf-8", "replace") if isinstance(err, bytes) else err)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+                await self._conn.wait_closed()
+            except Exception:  # noqa: BLE001 - teardown is best effort
+                pass
+        self._conn = None

@@ -1,4 +1,4 @@
-"""Cluster backends: where array jobs run. ``local`` now; ``existing`` and ``parallelcluster`` later."""
+"""Cluster backends: where array jobs run. ``local``, ``existing``; ``parallelcluster`` later."""
 from __future__ import annotations
 
 from sciops.clusters.base import ClusterBackend
@@ -9,6 +9,10 @@ def get_backend(name: str, **options) -> ClusterBackend:
         from sciops.clusters.local import LocalBackend
 
         return LocalBackend(**options)
+    if name == "existing":
+        from sciops.clusters.existing import ExistingBackend
+
+        return ExistingBackend(**options)
     raise ValueError(f"unknown backend {name!r}")
 
 

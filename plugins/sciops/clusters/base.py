@@ -9,6 +9,8 @@ from sciops.schedulers.base import Scheduler
 
 class ClusterBackend(ABC):
     name = "base"
+    #: Python 3 that runs the task runner on the compute nodes.
+    python = "python3"
 
     def create(self, cluster_name: str) -> dict:
         """Create (or find) the cluster; idempotent. Returns what later tasks need to reach it."""

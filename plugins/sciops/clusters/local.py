@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from sciops.clusters.base import ClusterBackend
 from sciops.runners import LocalRunner
@@ -17,6 +18,7 @@ class LocalBackend(ClusterBackend):
 
     def __init__(self, slots: int = 0):
         self.slots = slots or os.cpu_count() or 1
+        self.python = sys.executable
 
     def runner(self) -> LocalRunner:
         return LocalRunner()

@@ -1,50 +1,122 @@
 """``FijiArrayOperator``: run a planned project as one array job, resubmitting failed chunks.
 
-Thin over :class:`sciops.arrays.ArrayRun` (STYLE 1): the backend gives a scheduler and a
-runner; the job id and attempt are saved in ``task_state_store`` right after each
-submit, so an Airflow retry of this task re-attaches to the job instead of
-submitting a second one. (The Grid Engine issue makes this deferrable.)
+One deferrable sequence (STYLE 2): submit → save ``{job_id, attempt, task_ids}`` in
+``task_state_store`` → defer to :class:`~sciops.triggers.array.ArrayJobTrigger` →
+``execute_complete`` records the attempt and either resubmits the failed chunks and
+defers again, or ends (with a failures list, or raising with the job ids and reasons).
+A retried or restarted task finds the saved job and re-attaches: it never submits twice.
+The logic lives in :class:`sciops.arrays.ArrayRun`; this class only wires it to Airflow.
 """
 from __future__ import annotations
 
 import os
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 STATE_KEY = "sciops_array"
+PHASE = "run_array"
 
 
 class FijiArrayOperator(BaseOperator):
     """
     :param manifest_path: the run manifest written by ``plan`` (templated).
     :param poll_seconds: seconds between status polls (``SCIOPS_POLL_SECONDS`` overrides).
+    :param deferrable: wait in the triggerer (True) or poll from the worker (False).
     """
 
     template_fields = ("manifest_path",)
     ui_color = "#b7d7e8"
 
-    def __init__(self, *, manifest_path: str, poll_seconds: float = 5.0, **kwargs: Any):
+    def __init__(self, *, manifest_path: str, poll_seconds: float = 5.0, deferrable: bool = True,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.manifest_path = manifest_path
         self.poll_seconds = poll_seconds
+        self.deferrable = deferrable
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from sciops.arrays import ArrayRun, ArrayState
+    # -- the pieces, made in execute (never in __init__) --------------------------------
+    def _array_run(self, context: Any):
+        from sciops.arrays import ArrayRun
         from sciops.clusters import get_backend
-        from sciops.pipeline import phase
         from sciops.project import read_manifest
 
         manifest = read_manifest(self.manifest_path)
-        backend = get_backend(manifest["backend"], slots=manifest["slots"])
+        backend = get_backend(manifest["backend"], **manifest["backend_options"])
         store = context.get("task_state_store")
-        saved = store.get(STATE_KEY) if store is not None else None
 
         def save_state(state: dict[str, Any]) -> None:
             if store is not None:
                 store.set(STATE_KEY, state)
 
-        poll = float(os.environ.get("SCIOPS_POLL_SECONDS", self.poll_seconds))
-        run = ArrayRun(backend.scheduler(manifest["work_dir"]), backend.runner(), manifest, save_state, poll)
-        with phase(manifest["run_dir"], "run_array"):
-            return run.run(ArrayState.from_dict(saved) if saved else None)
+        work = Path(self.manifest_path).parent
+        run = ArrayRun(backend.scheduler(str(work)), backend.runner(), manifest, save_state, self._poll(),
+                       python=backend.python, local_work_dir=str(work))
+        saved = store.get(STATE_KEY) if store is not None else None
+        return run, backend, saved, work.parent
+
+    def _poll(self) -> float:
+        return float(os.environ.get("SCIOPS_POLL_SECONDS", self.poll_seconds))
+
+    # -- Airflow ---------------------------------------------------------------------------
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        from sciops.arrays import ArrayState
+        from sciops.pipeline import phase, phase_start
+
+        run, backend, saved, run_dir = self._array_run(context)
+        state = ArrayState.from_dict(saved) if saved else None
+        if not self.deferrable:
+            with phase(run_dir, PHASE):
+                return run.run(state)
+        phase_start(run_dir, PHASE, keep_start=state is not None)
+        if state is None:
+            state = run.start()
+        else:
+            self.log.info("re-attaching to %s job %s (attempt %d)", run.scheduler.name, state.job_id, state.attempt)
+        self._defer(run, backend, state, run_dir)
+        return None
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any] | None:
+        from sciops.arrays import ArrayState, accounting_from_dict
+        from sciops.errors import SchedulerQueryError
+        from sciops.pipeline import phase_end
+
+        run, backend, saved, run_dir = self._array_run(context)
+        state = ArrayState.from_dict(saved or {"job_id": event["job_id"], "attempt": 1,
+                                               "task_ids": list(range(1, run.n_tasks + 1)), "submitted_at": 0})
+        try:
+            if event.get("status") != "ended":
+                # A watch that failed (cluster unreachable too long): the job may still run.
+                # Raising lets Airflow retry this task, which re-attaches to the same job.
+                raise SchedulerQueryError(f"lost track of {run.scheduler.name} job {state.job_id}: "
+                                          f"{event.get('message')}")
+            acct = {int(t): accounting_from_dict(int(t), a) for t, a in event["accounting"].items()}
+            nxt = run.conclude(state, acct)
+            if nxt is not None:
+                self._defer(run, backend, nxt, run_dir)
+                return None
+            result = run.result(state)
+        except Exception as exc:
+            phase_end(run_dir, PHASE, exc)
+            raise
+        phase_end(run_dir, PHASE)
+        return result
+
+    def _defer(self, run, backend, state, run_dir: Path) -> None:
+        from sciops.triggers.array import ArrayJobTrigger
+
+        trigger = ArrayJobTrigger(
+            job_id=state.job_id, task_ids=state.task_ids, scheduler=run.scheduler.name,
+            scheduler_options=_scheduler_options(run.m), ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
+            poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
+            started_at=state.submitted_at)
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(days=7))
+
+
+def _scheduler_options(manifest: dict[str, Any]) -> dict[str, Any]:
+    opts = manifest["backend_options"]
+    if manifest["backend"] == "local":
+        return {"spool": str(Path(manifest["work_dir"]) / "jobs"), "slots": opts.get("slots") or os.cpu_count()}
+    return dict(opts.get("scheduler_options") or {})

@@ -1,0 +1,145 @@
+"""``ArrayJobTrigger``: watch an array job from the triggerer, without holding a worker.
+
+Small and serializable (STYLE 3): JSON arguments only, ``serialize()`` in step with
+``__init__``. One connection is held for the whole wait (SSH through asyncssh, or local
+subprocesses); each poll is ONE status command whatever the array size; connection
+errors are retried with backoff and kept apart from job failures; exactly one final
+event; nothing raises out of ``run()``.
+
+Events: ``{"status": "ended", "job_id", "accounting": {task: {...}}}`` when every task has
+ended and is accounted for, or ``{"status": "error", "job_id", "message"}``.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any, AsyncIterator
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class ArrayJobTrigger(BaseTrigger):
+    """
+    :param job_id: the scheduler's job id.
+    :param task_ids: the chunks this job runs (array index i ↔ ``task_ids[i-1]``).
+    :param scheduler: scheduler name (``local``, ``sge``).
+    :param scheduler_options: its constructor arguments.
+    :param ssh_conn_id: head node connection; None runs the commands locally.
+    :param poll_seconds: seconds between polls.
+    :param n_images: images in the run (for the progress line).
+    :param work_dir: the run's work dir if readable from the triggerer (progress in images), else None.
+    :param started_at: when the run's array began (for elapsed/ETA).
+    """
+
+    def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
+                 ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
+                 work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
+                 accounting_grace_polls: int = 10):
+        super().__init__()
+        self.job_id = job_id
+        self.task_ids = list(task_ids)
+        self.scheduler = scheduler
+        self.scheduler_options = dict(scheduler_options)
+        self.ssh_conn_id = ssh_conn_id
+        self.poll_seconds = poll_seconds
+        self.n_images = n_images
+        self.work_dir = work_dir
+        self.started_at = started_at or time.time()
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.accounting_grace_polls = accounting_grace_polls
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("sciops.triggers.array.ArrayJobTrigger", {
+            "job_id": self.job_id, "task_ids": self.task_ids, "scheduler": self.scheduler,
+            "scheduler_options": self.scheduler_options, "ssh_conn_id": self.ssh_conn_id,
+            "poll_seconds": self.poll_seconds, "n_images": self.n_images, "work_dir": self.work_dir,
+            "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
+            "accounting_grace_polls": self.accounting_grace_polls,
+        })
+
+    def _runner(self):
+        from sciops.runners import AsyncCommandRunner
+
+        return AsyncCommandRunner(self.ssh_conn_id)
+
+    def _backoff(self, failures: int) -> float:
+        base = min(2 ** (failures - 1), 30)
+        return base + random.uniform(0, base)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from sciops.arrays import _acct_dict, complete_accounting, ended, images_done, progress_line
+        from sciops.schedulers import get_scheduler
+        from sciops.schedulers.base import JobState
+
+        try:
+            sched = get_scheduler(self.scheduler, **self.scheduler_options)
+            connection_errors = _connection_errors()
+        except Exception as exc:  # noqa: BLE001 - a trigger never raises: report and end
+            yield TriggerEvent({"status": "error", "job_id": self.job_id, "message": f"trigger setup: {exc}"})
+            return
+        runner = self._runner()
+        failures = 0
+        grace = 0
+        errored: list[int] = []
+        last_line = ""
+        try:
+            while True:
+                try:
+                    res = await runner.run(sched.status_argv(self.job_id))
+                    if res.returncode != 0:
+                        # A failed query is "don't know yet", never "done" (Nextflow issue 1045).
+                        self.log.warning("status query of job %s failed (exit %s): %s", self.job_id,
+                                         res.returncode, res.stderr.strip()[-300:])
+                        states = {t: JobState.UNKNOWN for t in self.task_ids}
+                        await asyncio.sleep(self.poll_seconds)
+                        continue
+                    states = sched.parse_status(res.stdout, self.task_ids, self.job_id)
+                    acct = None
+                    if ended(states):
+                        stuck = [t for t, s in states.items() if s == JobState.ERROR]
+                        if stuck and not errored:
+                            self.log.warning("tasks %s stuck in an error state: deleting job %s", stuck, self.job_id)
+                            await runner.run(sched.cancel_argv(self.job_id))
+                            errored = stuck
+                        res = await runner.run(sched.accounting_argv(self.job_id))
+                        raw = {} if res.returncode != 0 else sched.parse_accounting(res.stdout, self.task_ids)
+                        acct = complete_accounting(sched, raw, self.task_ids, errored,
+                                                   give_up=grace >= self.accounting_grace_polls)
+                        grace += 1
+                except connection_errors as exc:
+                    failures += 1
+                    await runner.close()
+                    if failures > self.max_reconnect_attempts:
+                        yield TriggerEvent({"status": "error", "job_id": self.job_id,
+                                            "message": f"lost the connection {failures} times in a row: {exc}"})
+                        return
+                    delay = self._backoff(failures)
+                    self.log.warning("connection to the cluster lost (%d/%d), retrying in %.1fs: %s", failures,
+                                     self.max_reconnect_attempts, delay, exc)
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
+                done = images_done(self.work_dir) if self.work_dir else None
+                line = progress_line(states, done, self.n_images, self.started_at)
+                if line != last_line:
+                    self.log.info("job %s: %s", self.job_id, line)
+                    last_line = line
+                if acct is not None:
+                    yield TriggerEvent({"status": "ended", "job_id": self.job_id,
+                                        "accounting": {str(t): _acct_dict(a) for t, a in acct.items()}})
+                    return
+                await asyncio.sleep(self.poll_seconds)
+        except Exception as exc:  # noqa: BLE001 - exactly one final event, never a raise
+            self.log.exception("ArrayJobTrigger failed")
+            yield TriggerEvent({"status": "error", "job_id": self.job_id, "message": f"trigger error: {exc}"})
+        finally:
+            await runner.close()
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import asyncssh
+
+    # asyncssh.Error: handshake/protocol/disconnect (e.g. sshd restarted or MaxStartups);
+    # OSError: refused TCP; TimeoutError: a wedged command or connection.
+    return (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError)
