@@ -74,3 +74,43 @@ def imagej():
 def pytest_terminal_summary(terminalreporter):
     for key, value in REPORT.items():
         terminalreporter.write_line(f"sciops: {key}: {value}")
+
+
+TESTBED = REPO / "scripts" / "testbed"
+
+
+def _run_testbed(script: str, *args: str) -> str:
+    proc = subprocess.run(["bash", str(TESTBED / script), *args], capture_output=True, text=True)
+    assert proc.returncode == 0, f"testbed {script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def gridengine():
+    """Grid Engine and sshd running (started by scripts/test.sh; started here if not). Never skipped."""
+    _run_testbed("gridengine.sh", "start")
+    _run_testbed("sshd.sh", "start")
+    conn = _run_testbed("sshd.sh", "conn").strip().splitlines()[-1]
+    os.environ["AIRFLOW_CONN_SCIOPS_CLUSTER"] = conn
+    os.environ.setdefault("SGE_ROOT", "/var/lib/gridengine")
+    return "sciops_cluster"
+
+
+@pytest.fixture
+def shared_storage(gridengine, monkeypatch):
+    """A storage root the cluster's job user can write to (group 'sciops', setgid, umask 002)."""
+    import grp
+    import uuid
+
+    base = Path("/srv/sciops-testbed")
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)
+    root = base / f"storage-{uuid.uuid4().hex[:8]}"
+    root.mkdir()
+    os.chown(root, 0, grp.getgrnam("sciops").gr_gid)
+    os.chmod(root, 0o2775)
+    old = os.umask(0o002)
+    monkeypatch.setenv("SCIOPS_STORAGE_ROOT", str(root))
+    yield root
+    os.umask(old)
+    shutil.rmtree(root, ignore_errors=True)

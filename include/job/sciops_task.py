@@ -70,7 +70,7 @@ TASK_ENV_VARS = ("SCIOPS_TASK_ID", "SGE_TASK_ID", "SLURM_ARRAY_TASK_ID")
 def task_id_from_env(environ=None):
     """The chunk this task runs, from the scheduler's array index, or None.
 
-    ``SCIOPS_TASK_MAP=2,5,9`` (a resubmission of scattered chunks as array 1-3) maps
+    ``SCIOPS_TASK_MAP=2:5:9`` (a resubmission of scattered chunks as array 1-3) maps
     array index i to the i-th chunk listed.
     """
     environ = os.environ if environ is None else environ
@@ -80,7 +80,7 @@ def task_id_from_env(environ=None):
             index = int(value)
             mapping = environ.get("SCIOPS_TASK_MAP", "")
             if mapping and var != "SCIOPS_TASK_ID":
-                return int(mapping.split(",")[index - 1])
+                return int(mapping.replace(",", ":").split(":")[index - 1])
             return index
     return None
 

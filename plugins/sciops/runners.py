@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,11 +75,11 @@ class SSHRunner:
 
     def run(self, argv: list[str], *, check: bool = True, timeout: float | None = None) -> CommandResult:
         command = shell_join(argv)
+        log.info("ssh %s: %s", self.ssh_conn_id, command)
         for attempt in (1, 2):
             client = self._client or self._connect()
             try:
-                code, out, err = self._hook.exec_ssh_client_command(
-                    client, command, get_pty=False, environment=None, timeout=timeout or self.cmd_timeout)
+                code, out, err = _exec(client, command, timeout or self.cmd_timeout)
                 break
             except (OSError, EOFError) as exc:
                 # A dropped connection (sshd restarted, network blip): reconnect once.
@@ -98,6 +99,35 @@ class SSHRunner:
             except Exception:  # noqa: BLE001 - closing a broken client has nothing to recover
                 pass
         self._client = None
+
+
+def _exec(client, command: str, timeout: float) -> tuple[int, bytes, bytes]:
+    """Run one command on a paramiko client; both streams drained together (no window deadlock).
+
+    Not the hook's ``exec_ssh_client_command``: that logs every output line at INFO, and a
+    ``qacct`` of a large array is thousands of lines per poll.
+    """
+    chan = client.get_transport().open_session(timeout=timeout)
+    chan.settimeout(timeout)
+    chan.exec_command(command)
+    chan.shutdown_write()
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+        elif chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            break
+        elif time.monotonic() > deadline:
+            chan.close()
+            raise TimeoutError(f"command did not finish in {timeout:.0f} s: {command[:200]}")
+        else:
+            time.sleep(0.01)
+    code = chan.recv_exit_status()
+    chan.close()
+    return code, bytes(out), bytes(err)
 
 
 class AsyncCommandRunner:

@@ -75,7 +75,8 @@ PY
 case "$ACTION" in
     start) start ;;
     stop) p=$(pid); running "$p" && kill "$p"; log "stopped" ;;
-    restart) p=$(pid); running "$p" && kill "$p"; sleep 0.5; start ;;
+    # restart drops every open session too, as a real sshd restart or a reboot of the head node does
+    restart) p=$(pid); running "$p" && kill "$p"; pkill -f "^sshd: $JOB_USER" || true; sleep 1; start ;;
     conn) conn ;;
     *) echo "usage: $0 start|stop|restart|conn" >&2; exit 2 ;;
 esac

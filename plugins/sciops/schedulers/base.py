@@ -84,11 +84,12 @@ def task_map_env(task_ids: list[int]) -> dict[str, str]:
     """Array index i runs chunk ``task_ids[i-1]``: say so when that is not the identity.
 
     Grid Engine arrays are one range (``-t 1-N``), so a resubmission of chunks 2, 5, 9
-    is submitted as ``-t 1-3`` with ``SCIOPS_TASK_MAP=2,5,9`` (the task runner reads it).
+    is submitted as ``-t 1-3`` with ``SCIOPS_TASK_MAP=2:5:9`` (the task runner reads it;
+    colons, because ``qsub -v`` splits its value at commas).
     """
     if task_ids == list(range(1, len(task_ids) + 1)):
         return {}
-    return {"SCIOPS_TASK_MAP": ",".join(map(str, task_ids))}
+    return {"SCIOPS_TASK_MAP": ":".join(map(str, task_ids))}
 
 
 def index_to_task(index: int, task_ids: list[int]) -> int | None:

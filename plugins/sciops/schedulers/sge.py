@@ -4,7 +4,8 @@ Pure (STYLE 4, 5): argv builders, parsers and a state table; a runner executes t
 (locally, or on a head node over SSH). Facts it relies on, seen on gridengine 8.1.9:
 
 * ``qsub -terse -t 1-4`` prints ``2.1-4:1``; arrays are one range, so a resubmission of
-  scattered chunks goes out as ``-t 1-K`` with ``SCIOPS_TASK_MAP`` (see ``task_map_env``).
+  scattered chunks goes out as ``-t 1-K`` with ``SCIOPS_TASK_MAP`` (see ``task_map_env``);
+  ``-v`` splits values at commas.
 * ``-b y -shell no`` runs the command with its argv as given (no shell re-parsing).
 * ``qstat -xml -u '*'``: pending tasks are collapsed (``<tasks>3,4</tasks>`` or
   ``1-4:1``), running ones are one entry each; finished tasks are simply absent, which
@@ -105,11 +106,11 @@ class SGEScheduler(Scheduler):
         env = {**spec.env, **task_map_env(spec.task_ids)}
         argv = ["qsub", "-terse", "-N", spec.name, "-t", f"1-{len(spec.task_ids)}",
                 "-o", spec.log_dir.rstrip("/") + "/", "-e", spec.log_dir.rstrip("/") + "/", "-wd", spec.workdir]
-        if env:
-            # -v takes NAME=VALUE pairs separated by commas: values must not hold commas
-            # (ours are numbers and number lists joined by commas, so each goes separately).
-            for key, value in sorted(env.items()):
-                argv += ["-v", f"{key}={value}"]
+        for key, value in sorted(env.items()):
+            # -v splits at commas: a value holding one would become several variables.
+            if "," in value:
+                raise SubmitError(f"sge: environment value {key}={value!r} holds a comma, which qsub -v splits")
+            argv += ["-v", f"{key}={value}"]
         if spec.max_parallel:
             argv += ["-tc", str(spec.max_parallel)]
         if spec.cpus > 1:

@@ -6,7 +6,7 @@ subprocesses); each poll is ONE status command whatever the array size; connecti
 errors are retried with backoff and kept apart from job failures; exactly one final
 event; nothing raises out of ``run()``.
 
-Events: ``{"status": "ended", "job_id", "accounting": {task: {...}}}`` when every task has
+Events: ``{"status": "ended", "job_id", "reconnects", "accounting": {task: {...}}}`` when every task has
 ended and is accounted for, or ``{"status": "error", "job_id", "message"}``.
 """
 from __future__ import annotations
@@ -80,6 +80,7 @@ class ArrayJobTrigger(BaseTrigger):
             return
         runner = self._runner()
         failures = 0
+        reconnects = 0
         grace = 0
         errored: list[int] = []
         last_line = ""
@@ -109,6 +110,7 @@ class ArrayJobTrigger(BaseTrigger):
                         grace += 1
                 except connection_errors as exc:
                     failures += 1
+                    reconnects += 1
                     await runner.close()
                     if failures > self.max_reconnect_attempts:
                         yield TriggerEvent({"status": "error", "job_id": self.job_id,
@@ -126,7 +128,7 @@ class ArrayJobTrigger(BaseTrigger):
                     self.log.info("job %s: %s", self.job_id, line)
                     last_line = line
                 if acct is not None:
-                    yield TriggerEvent({"status": "ended", "job_id": self.job_id,
+                    yield TriggerEvent({"status": "ended", "job_id": self.job_id, "reconnects": reconnects,
                                         "accounting": {str(t): _acct_dict(a) for t, a in acct.items()}})
                     return
                 await asyncio.sleep(self.poll_seconds)

@@ -111,9 +111,9 @@ def test_runner_gives_up_when_imagej_cannot_start(tmp_path):
 
 
 def test_task_map_for_resubmitted_scattered_chunks():
-    env = {"SGE_TASK_ID": "2", "SCIOPS_TASK_MAP": "4,7,9"}
+    env = {"SGE_TASK_ID": "2", "SCIOPS_TASK_MAP": "4:7:9"}
     assert st.task_id_from_env(env) == 7
-    assert st.task_id_from_env({"SCIOPS_TASK_ID": "2", "SCIOPS_TASK_MAP": "4,7,9"}) == 2  # localq: already a chunk
+    assert st.task_id_from_env({"SCIOPS_TASK_ID": "2", "SCIOPS_TASK_MAP": "4:7:9"}) == 2  # localq: already a chunk
 
 
 def test_jvm_killed_from_outside_stops_the_task_then_fails_the_image_the_second_time(tmp_path):

@@ -1,0 +1,144 @@
+"""Grid Engine over real SSH: the sge scheduler, the SSH runners, the trigger, re-attach and sshd restarts."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import pytest
+
+from helpers import REPO
+from sciops.runners import SSHRunner
+from sciops.schedulers.base import ArraySpec, JobState
+from sciops.schedulers.sge import SGEScheduler
+from sciops.triggers.array import ArrayJobTrigger
+
+
+def qstat_jobs(name: str) -> list[str]:
+    out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
+    return sorted({line.split()[0] for line in out.splitlines() if name[:10] in line})  # a line per task
+
+
+def spec(tmp: str, name: str, command: list[str], tasks: list[int]) -> ArraySpec:
+    return ArraySpec(name=name, command=command, task_ids=tasks, log_dir=f"{tmp}/logs", workdir=tmp)
+
+
+@pytest.fixture
+def job_dir(shared_storage):
+    d = shared_storage / "jobs"
+    (d / "logs").mkdir(parents=True)
+    return str(d)
+
+
+def wait_ended(sched, runner, job_id, tasks, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = sched.status(runner, job_id, tasks)
+        if all(s == JobState.UNKNOWN or s.finished for s in states.values()):
+            return states
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not end: {states}")
+
+
+def test_submit_status_accounting_over_ssh(gridengine, job_dir):
+    runner, sched = SSHRunner(gridengine), SGEScheduler()
+    # a resubmission of scattered chunks 2, 5, 9: array 1-3 with SCIOPS_TASK_MAP
+    cmd = ["sh", "-c", 'test "$SGE_TASK_ID" != 2 || exit 3; echo "$SCIOPS_TASK_MAP" > "$PWD/map.txt"']
+    job_id = sched.submit(runner, spec(job_dir, "sciops-t1", cmd, [2, 5, 9]))
+    assert job_id.isdigit()
+    states = sched.status(runner, job_id, [2, 5, 9])
+    assert set(states.values()) <= {JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN}
+    wait_ended(sched, runner, job_id, [2, 5, 9])
+    deadline, acct = time.time() + 30, {}
+    while len(acct) < 3 and time.time() < deadline:   # qacct lags qstat
+        acct = sched.accounting(runner, job_id, [2, 5, 9])
+        time.sleep(1)
+    assert {t: a.state for t, a in acct.items()} == {2: JobState.DONE, 5: JobState.FAILED, 9: JobState.DONE}
+    assert acct[5].exit_code == 3 and acct[5].reason == "exit code 3"
+    assert open(f"{job_dir}/map.txt").read().strip() == "2:5:9"
+    sched.cancel(runner, job_id)   # gone already: harmless
+    runner.close()
+
+
+def test_trigger_round_trip_serialization():
+    trig = ArrayJobTrigger(job_id="12", task_ids=[1, 3], scheduler="sge", scheduler_options={"queue": "all.q"},
+                           ssh_conn_id="sciops_cluster", poll_seconds=2, n_images=40, work_dir="/w",
+                           started_at=1000.0)
+    path, kwargs = trig.serialize()
+    assert path == "sciops.triggers.array.ArrayJobTrigger"
+    rebuilt = ArrayJobTrigger(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs)
+    import json
+
+    json.dumps(kwargs)   # JSON-serializable arguments only
+
+
+def run_trigger(trigger, timeout=120):
+    async def go():
+        events = []
+        async for ev in trigger.run():
+            events.append(ev.payload)
+        return events
+
+    return asyncio.run(asyncio.wait_for(go(), timeout))
+
+
+def test_operator_reattaches_after_a_kill_and_trigger_survives_sshd_restart(gridengine, shared_storage):
+    """The Airflow task dies after submitting; its retry re-attaches (one job in qstat, never two).
+    Meanwhile sshd restarts under the polling trigger, which reconnects and ends with one event."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from sciops.operators.run_array import STATE_KEY, FijiArrayOperator
+    from sciops.project import write_manifest
+
+    run_dir = shared_storage / "proj" / "output" / "r1"
+    work = run_dir / "work"
+    for d in (work / "job", work / "status", run_dir / "logs"):
+        d.mkdir(parents=True)
+    # a stand-in runner: each task sleeps, then reports its chunk's images ok
+    (work / "job" / "sciops_task.py").write_text(
+        "import json, os, sys, time\n"
+        "m = json.load(open(sys.argv[sys.argv.index('--manifest') + 1]))\n"
+        "t = int(os.environ['SGE_TASK_ID'])\n"
+        "time.sleep(6)\n"
+        "with open(m['work_dir'] + '/status/task-%04d.jsonl' % t, 'a') as fh:\n"
+        "    [fh.write(json.dumps({'image': i, 'status': 'ok'}) + '\\n') for i in m['chunks'][t - 1]]\n")
+    manifest = {"run_id": "r1-reattach", "run_dir": str(run_dir), "work_dir": str(work), "memory_mb": 1024,
+                "chunks": [["a.tif"], ["b.tif"]], "max_attempts": 2, "backend": "existing",
+                "backend_options": {"ssh_conn_id": gridengine, "scheduler": "sge", "python": "python3",
+                                    "scheduler_options": {}}}
+    path = write_manifest(work / "manifest.json", manifest)
+
+    class Store(dict):   # the one seam: Airflow's task_state_store, kept across the "retry"
+        def set(self, key, value):
+            self[key] = value
+
+    store = Store()
+    context = {"task_state_store": store}
+    op = FijiArrayOperator(task_id="run_array", manifest_path=str(path))
+    with pytest.raises(TaskDeferred) as first:
+        op.execute(context)
+    job_id = store[STATE_KEY]["job_id"]
+    # ... the worker is killed here; Airflow retries the task:
+    retry = FijiArrayOperator(task_id="run_array", manifest_path=str(path))
+    with pytest.raises(TaskDeferred) as second:
+        retry.execute(context)
+    assert second.value.trigger.job_id == first.value.trigger.job_id == job_id
+    assert qstat_jobs("sciops-r1-reattach") == [job_id]      # one job, never two
+
+    trigger = second.value.trigger
+
+    def restart_sshd_soon():
+        time.sleep(2)
+        subprocess.run(["bash", str(REPO / "scripts" / "testbed" / "sshd.sh"), "restart"], check=True,
+                       capture_output=True)
+
+    import threading
+
+    threading.Thread(target=restart_sshd_soon, daemon=True).start()
+    events = run_trigger(trigger)
+    assert len(events) == 1 and events[0]["status"] == "ended", events
+    assert events[0]["reconnects"] >= 1          # the restart did cut the trigger's connection
+    assert {a["state"] for a in events[0]["accounting"].values()} == {"done"}
+    result = retry.execute_complete(context, events[0])
+    assert result == {"attempts": 1, "failed_tasks": [], "tasks": 2, "job_ids": [job_id]}
