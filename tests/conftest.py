@@ -36,8 +36,13 @@ def airflow_db():
 
 
 @pytest.fixture
-def storage(tmp_path, monkeypatch):
-    """An empty storage root (a local folder), set for the code under test."""
+def storage(request, tmp_path, monkeypatch):
+    """An empty storage root (a local folder), set for the code under test.
+
+    A test that also asks for ``shared_storage`` (a root the cluster user can write) gets that one.
+    """
+    if "shared_storage" in request.fixturenames:
+        return request.getfixturevalue("shared_storage")
     root = tmp_path / "storage"
     root.mkdir()
     monkeypatch.setenv("SCIOPS_STORAGE_ROOT", str(root))

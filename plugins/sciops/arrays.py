@@ -106,6 +106,7 @@ def progress_line(states: dict[int, JobState], done: int | None, n_images: int, 
     eta = f"{elapsed / done * (n_images - done):.0f}s" if done else "?"
     images = f"images {done}/{n_images}" if done is not None else f"images ?/{n_images}"
     return (f"tasks: {counts[JobState.DONE]} done, {counts[JobState.RUNNING]} running, "
+            f"{counts[JobState.UNKNOWN]} ended (awaiting accounting), "
             f"{counts[JobState.PENDING] + counts[JobState.HELD]} waiting, "
             f"{counts[JobState.FAILED] + counts[JobState.CANCELLED] + counts[JobState.ERROR]} failed "
             f"of {len(states)}; {images}; elapsed {elapsed:.0f}s; ETA {eta}")
@@ -169,7 +170,7 @@ class ArrayRun:
         self.write_attempts(state.history)
         if not failed:
             return None
-        if all(acct[t].state == JobState.CANCELLED for t in failed):
+        if self.cancelled_outside(state, acct, failed):
             # Nobody in SciOps cancelled it: someone deleted the job (qdel/scancel). Do not fight them.
             raise JobFailedError(
                 f"{self.scheduler.name} job {state.job_id} was cancelled outside SciOps: task(s) {_ranges(failed)} "
@@ -181,6 +182,20 @@ class ArrayRun:
         log.info("resubmitting %d failed task(s) %s: %s", len(failed), _ranges(failed),
                  "; ".join(f"{t}: {acct[t].reason or acct[t].state.value}" for t in failed[:5]))
         return self.submit(failed, state.attempt + 1, state.history)
+
+    def cancelled_outside(self, state: ArrayState, acct: dict[int, TaskAccounting], failed: list[int]) -> bool:
+        """Was the whole job deleted from outside, rather than some tasks killed?
+
+        Grid Engine records ``qdel`` of a running task exactly like ``kill -9`` of its shell
+        (failed 100, exit 137), and a deleted pending task not at all. So: every failed task
+        was cancelled, and either one was deleted before it started (no record) or the
+        attempt had several tasks and all of them were cancelled. A single killed task is
+        resubmitted like any failure.
+        """
+        if not failed or any(acct[t].state != JobState.CANCELLED for t in failed):
+            return False
+        never_ran = any(acct[t].reason == self.scheduler.missing_record[1] for t in failed)
+        return never_ran or (len(state.task_ids) > 1 and len(failed) == len(state.task_ids))
 
     def result(self, state: ArrayState) -> dict[str, Any]:
         last = state.history[-1]["accounting"]

@@ -9,6 +9,7 @@ import pytest
 from sciops.arrays import ArrayRun, ArrayState, _ranges
 from sciops.errors import JobFailedError
 from sciops.runners import LocalRunner
+from sciops.schedulers.base import JobState
 from sciops.schedulers.local import LocalScheduler
 
 # A stand-in task runner: fails while its chunk is listed in FAIL (per attempt), else writes statuses.
@@ -80,8 +81,30 @@ def test_progress_line(tmp_path):
     from sciops.arrays import progress_line
 
     line = progress_line({1: JobState.DONE, 2: JobState.RUNNING}, run.images_done(), run.n_images, 0)
-    assert line.startswith("tasks: 1 done, 1 running, 0 waiting, 0 failed of 2; images 0/4")
+    assert line.startswith("tasks: 1 done, 1 running, 0 ended (awaiting accounting), 0 waiting, 0 failed of 2; images 0/4")
 
 
 def test_ranges():
     assert _ranges([7, 1, 2, 3, 5]) == "1-3,5,7"
+
+
+@pytest.mark.parametrize("task_ids,acct,outside", [
+    # the whole job qdel'd while running: every task cancelled
+    ([1, 2], {1: ("cancelled", "killed"), 2: ("cancelled", "killed")}, True),
+    # a pending task deleted: no record at all
+    ([1, 2], {1: ("done", ""), 2: ("cancelled", "no accounting record: deleted before it started (qdel)")}, True),
+    # one task's shell killed while the other finished: resubmit, not "outside"
+    ([1, 2], {1: ("done", ""), 2: ("cancelled", "killed")}, False),
+    # a real failure among them
+    ([1, 2], {1: ("failed", "exit code 1"), 2: ("cancelled", "killed")}, False),
+])
+def test_cancelled_outside_heuristic(tmp_path, task_ids, acct, outside):
+    from sciops.schedulers.base import TaskAccounting
+    from sciops.schedulers.sge import SGEScheduler
+
+    m = make_manifest(tmp_path, 2, {})
+    run = ArrayRun(SGEScheduler(), LocalRunner(), m, [].append)
+    state = ArrayState("1", 1, task_ids, 0.0)
+    accounting = {t: TaskAccounting(t, JobState(s), reason=r) for t, (s, r) in acct.items()}
+    failed = [t for t, a in accounting.items() if a.state != JobState.DONE]
+    assert run.cancelled_outside(state, accounting, failed) is outside

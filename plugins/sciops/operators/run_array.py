@@ -79,8 +79,10 @@ class FijiArrayOperator(BaseOperator):
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any] | None:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from sciops.arrays import ArrayState, accounting_from_dict
-        from sciops.errors import SchedulerQueryError
+        from sciops.errors import JobFailedError, SchedulerQueryError
         from sciops.pipeline import phase_end
 
         run, backend, saved, run_dir = self._array_run(context)
@@ -98,6 +100,11 @@ class FijiArrayOperator(BaseOperator):
                 self._defer(run, backend, nxt, run_dir)
                 return None
             result = run.result(state)
+        except JobFailedError as exc:
+            phase_end(run_dir, PHASE, exc)
+            # Every attempt is spent (or someone deleted the job): an Airflow retry would only
+            # re-attach to the same ended job and fail again.
+            raise AirflowFailException(str(exc)) from exc
         except Exception as exc:
             phase_end(run_dir, PHASE, exc)
             raise

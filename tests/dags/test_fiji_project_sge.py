@@ -1,0 +1,153 @@
+"""fiji_project on Grid Engine over SSH (backend existing, scheduler sge), with faults injected."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.imagej
+
+FAULTY_MACRO = """// @sciops outputs: results.csv summary.csv
+lines = split(getArgument(), "\\n");
+input = "";
+for (i = 0; i < lines.length; i++) if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
+if (indexOf(input, "_slow.") >= 0) wait(5000);
+// kill the task runner (this JVM's parent) and this JVM: the whole task dies, every attempt
+if (indexOf(input, "_crash.") >= 0) exec("sh", "-c", "kill -9 $(ps -o ppid= $PPID) $PPID");
+runMacro("%s", getArgument());
+""" % (REPO / "include" / "fiji_macros" / "count_nuclei.ijm")
+
+
+@pytest.fixture
+def fiji_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
+
+
+def sge_conf(project: str, **kw):
+    return {"project": project, "backend": "existing", "scheduler": "sge", "ssh_conn_id": "sciops_cluster",
+            "memory": "1G", "stall_seconds": 10, **kw}
+
+
+def only_run(root: Path) -> Path:
+    runs = [p for p in (root / "output").iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    return runs[0]
+
+
+def states(dr):
+    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def test_sge_results_identical_to_local(airflow_db, fiji_dag, gridengine, shared_storage, make_project):
+    counts = {"n05.tif": 5, "n12.tif": 12, "sub dir/n17.tif": 17, "n26.tif": 26, "n33.tif": 33}
+    root = make_project("same", counts=counts, size=256)
+    dr = fiji_dag.test(run_conf={"project": "same", "images_per_task": 2, "memory": "1G"})
+    assert dr.state == "success", states(dr)
+    local_run = only_run(root)
+    import shutil
+
+    shutil.move(str(local_run), str(root / "local-run"))
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
+    dr = dag.test(run_conf=sge_conf("same", images_per_task=2))
+    assert dr.state == "success", states(dr)
+    sge_run = only_run(root)
+    volatile = ["task", "attempt", "seconds"]
+    a = pd.read_csv(root / "local-run" / "summary.csv").drop(columns=volatile).sort_values("image")
+    b = pd.read_csv(sge_run / "summary.csv").drop(columns=volatile).sort_values("image")
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    ra = pd.read_csv(root / "local-run" / "results.csv").drop(columns=["task", "attempt"])
+    rb = pd.read_csv(sge_run / "results.csv").drop(columns=["task", "attempt"])
+    pd.testing.assert_frame_equal(ra, rb)
+    assert dict(zip(b["image"], b["count"])) == counts
+    run = json.loads((sge_run / "run.json").read_text())
+    assert run["params"]["backend"] == "existing" and run["array"]["job_ids"][0].isdigit()
+
+
+def kill_jvm_of(image_part: str, stop: threading.Event, killed: list):
+    """kill -9 the JVM working on a job file that lists ``image_part`` (once)."""
+    while not stop.is_set() and not killed:
+        out = subprocess.run(["pgrep", "-u", "sciops", "-f", "ij.jar"], capture_output=True, text=True).stdout
+        for pid in out.split():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                job = Path(argv[-2].decode() if argv[-1] == b"" else argv[-1].decode())
+                if image_part in job.read_text():
+                    time.sleep(1.0)   # well inside the slow image
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            except (OSError, IndexError, ValueError):
+                continue
+        time.sleep(0.2)
+
+
+def test_sge_faults_killed_jvm_and_a_chunk_that_always_fails(airflow_db, fiji_dag, gridengine, shared_storage,
+                                                            make_project):
+    counts = {"a1_slow.tif": 4, "a2.tif": 6, "b1.tif": 8, "b2_crash.tif": 3, "c1.tif": 9, "c2.tif": 11}
+    root = make_project("faults", counts=counts, size=256)
+    (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=kill_jvm_of, args=("a1_slow.", stop, killed), daemon=True)
+    killer.start()
+    # smoke_test off: the smoke run would also meet the crash image's neighbours
+    dr = fiji_dag.test(run_conf=sge_conf("faults", macro="src/faulty.ijm", images_per_task=2, max_attempts=2,
+                                         smoke_test=False))
+    stop.set()
+    assert killed, "the test never found the JVM to kill"
+    assert dr.state == "success", states(dr)
+    run_dir = only_run(root)
+    attempts = json.loads((run_dir / "work" / "attempts.json").read_text())
+    assert [a["tasks"] for a in attempts] == [[1, 2, 3], [1, 2]]     # only the failed chunks, max 2 attempts
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("image")
+    failures = pd.read_csv(run_dir / "failures.csv").set_index("image")
+    assert sorted(summary.index) == ["a1_slow.tif", "a2.tif", "b1.tif", "c1.tif", "c2.tif"]
+    assert summary.loc["a1_slow.tif", "attempt"] == 2                # redone after the kill
+    assert summary["count"].astype(int).to_dict() == {k: v for k, v in counts.items() if "crash" not in k}
+    assert list(failures.index) == ["b2_crash.tif"]
+    assert failures.loc["b2_crash.tif", "status"] == "not_run"
+    assert "attempt 2" in failures.loc["b2_crash.tif", "error"]
+
+
+def test_sge_job_deleted_outside_is_reported_and_partial_results_kept(airflow_db, fiji_dag, gridengine,
+                                                                      shared_storage, make_project):
+    counts = {f"i{k}_slow.tif": 3 + k for k in range(6)}
+    root = make_project("deleted", counts=counts, size=128)
+    (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
+
+    def qdel_when_running():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status = list((root / "output").glob("*/work/status/task-*.jsonl"))
+            if status and any(p.read_text().strip() for p in status):
+                break
+            time.sleep(0.3)
+        out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
+        for job in {line.split()[0] for line in out.splitlines() if "sciops-" in line}:
+            subprocess.run(["su", "-", "sciops", "-c", f"qdel {job}"], capture_output=True)
+
+    threading.Thread(target=qdel_when_running, daemon=True).start()
+    dr = fiji_dag.test(run_conf=sge_conf("deleted", macro="src/faulty.ijm", images_per_task=3, smoke_test=False))
+    assert dr.state == "failed"
+    st = states(dr)
+    assert st["run_array"] == "failed" and st["collate"] == "success" and st["record"] == "failed"
+    run_dir = only_run(root)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["failed_phases"] == ["run_array"]
+    assert "cancelled outside SciOps" in run["phases"]["run_array"]["error"]
+    summary = pd.read_csv(run_dir / "summary.csv")
+    failures = pd.read_csv(run_dir / "failures.csv")
+    assert len(summary) >= 1                           # what finished before the qdel is kept
+    assert len(summary) + len(failures) == len(counts)
