@@ -9,8 +9,9 @@ source scripts/env.sh
 for tool in java Xvfb docker-compose; do
     command -v "$tool" >/dev/null || { echo "test: $tool is missing after setup" >&2; exit 1; }
 done
-# The real systems the tests talk to: Grid Engine and sshd on 127.0.0.1. If one cannot
+# The real systems the tests talk to: Grid Engine, Slurm and sshd on 127.0.0.1. If one cannot
 # start, the suite fails here (set -e), it is never skipped.
 bash scripts/testbed/gridengine.sh start
+bash scripts/testbed/slurm.sh start
 bash scripts/testbed/sshd.sh start
 exec python -m pytest "$@"

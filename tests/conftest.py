@@ -101,6 +101,13 @@ def gridengine():
     return "sciops_cluster"
 
 
+@pytest.fixture(scope="session")
+def slurm(gridengine):
+    """Slurm (munge, MariaDB + slurmdbd, slurmctld, slurmd) running too; the same sshd head node."""
+    _run_testbed("slurm.sh", "start")
+    return gridengine
+
+
 @pytest.fixture
 def shared_storage(gridengine, monkeypatch):
     """A storage root the cluster's job user can write to (group 'sciops', setgid, umask 002)."""

@@ -11,6 +11,8 @@
 //   threshold=Otsu        any ImageJ auto-threshold method
 //   min_size=30           smallest object kept, in pixels
 //   sigma=1               Gaussian blur before thresholding (0 = none)
+//   background=0          rolling-ball background subtraction radius in pixels (0 = none);
+//                         for uneven illumination, e.g. 50
 //   watershed=true        split touching nuclei
 function arg(key, dflt) {
     lines = split(getArgument(), "\n");
@@ -25,6 +27,7 @@ output = arg("output", "");
 method = arg("threshold", "Otsu");
 minSize = arg("min_size", "30");
 sigma = parseFloat(arg("sigma", "1"));
+background = parseFloat(arg("background", "0"));
 watershed = arg("watershed", "true");
 
 open(input);
@@ -38,6 +41,8 @@ if (is("Inverting LUT"))
     run("Invert LUT");
 orig = getTitle();
 run("Duplicate...", "title=mask");
+if (background > 0)
+    run("Subtract Background...", "rolling=" + background);
 if (sigma > 0)
     run("Gaussian Blur...", "sigma=" + sigma);
 setAutoThreshold(method + " dark");

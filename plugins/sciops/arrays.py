@@ -24,9 +24,12 @@ from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccountin
 
 log = logging.getLogger(__name__)
 
-#: Polls that may find a finished task missing from accounting before we give up on it
-#: (accounting lags the queue on real schedulers).
-ACCOUNTING_GRACE_POLLS = 10
+#: How long a task may be out of the queue but missing from accounting before we give up
+#: on it: accounting lags the queue (Grid Engine flushes every 15 s by default, Slurm's
+#: sacct lags squeue by seconds), and giving up too early would misreport a finished task.
+ACCOUNTING_GRACE_SECONDS = 120.0
+#: Once the queue is empty, how soon to ask accounting again.
+ACCOUNTING_RETRY_SECONDS = 0.5
 
 
 @dataclass
@@ -85,8 +88,8 @@ def complete_accounting(scheduler: Scheduler, acct: dict[int, TaskAccounting], t
     ``give_up``, tasks still without a record get the scheduler's ``missing_record`` verdict.
     """
     missing = [t for t in task_ids if t not in acct or not acct[t].state.finished]
-    if missing and not give_up:
-        return None
+    if any(t not in errored for t in missing) and not give_up:
+        return None   # a deleted Eqw task never gets a record: no need to wait for it
     acct = dict(acct)
     state_, reason = scheduler.missing_record
     for t in missing:
@@ -212,7 +215,7 @@ class ArrayRun:
 
     def wait(self, state: ArrayState, started: float) -> dict[int, TaskAccounting]:
         """Poll until every task of ``state`` has ended; return accounting for each."""
-        grace = 0
+        queue_empty_since: float | None = None
         last_line = ""
         errored: list[int] = []
         while True:
@@ -232,11 +235,15 @@ class ArrayRun:
                     log.warning("tasks %s stuck in an error state; deleting job %s", _ranges(stuck), state.job_id)
                     self.scheduler.cancel(self.runner, state.job_id)
                     errored = stuck
+                queue_empty_since = queue_empty_since or time.time()
                 acct = complete_accounting(self.scheduler, self.accounting(state), state.task_ids, errored,
-                                           give_up=grace >= ACCOUNTING_GRACE_POLLS)
+                                           give_up=time.time() - queue_empty_since > ACCOUNTING_GRACE_SECONDS)
                 if acct is not None:
                     return acct
-                grace += 1
+                # Accounting usually lands within a second of the queue emptying: ask again soon.
+                time.sleep(min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS))
+                continue
+            queue_empty_since = None
             time.sleep(self.poll_seconds)
 
     def accounting(self, state: ArrayState) -> dict[int, TaskAccounting]:

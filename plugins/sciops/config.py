@@ -20,7 +20,7 @@ SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 BACKENDS = ("local", "existing")
 #: Schedulers each backend can drive (the first is its default).
-SCHEDULERS = {"local": ("local",), "existing": ("sge",)}
+SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm")}
 LAUNCHERS = ("auto", "imagej1", "fiji")
 WORD = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
 COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")

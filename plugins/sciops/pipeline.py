@@ -73,10 +73,14 @@ def backend_options(cfg: config_mod.RunConfig) -> dict[str, Any]:
     """Constructor arguments of the run's cluster backend (JSON, kept in the manifest)."""
     if cfg.backend == "local":
         return {"slots": cfg.slots}
+    if cfg.scheduler == "slurm":
+        sched = {"partition": cfg.queue, "account": cfg.accounting_project, "exclusive": cfg.exclusive,
+                 "gres": "fiji:1" if cfg.one_per_host else None}
+    else:
+        sched = {"queue": cfg.queue, "project": cfg.accounting_project, "memory_resource": cfg.memory_resource,
+                 "exclusive": cfg.exclusive, "one_per_host": cfg.one_per_host}
     return {"ssh_conn_id": cfg.ssh_conn_id, "scheduler": cfg.scheduler, "python": cfg.cluster_python,
-            "scheduler_options": {"queue": cfg.queue, "project": cfg.accounting_project,
-                                  "memory_resource": cfg.memory_resource, "exclusive": cfg.exclusive,
-                                  "one_per_host": cfg.one_per_host}}
+            "scheduler_options": sched}
 
 
 def cluster_path(path: Path | str, cfg: config_mod.RunConfig) -> str:
@@ -210,6 +214,9 @@ def plan(info: dict[str, Any]) -> dict[str, Any]:
         # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
         for d in (run_dir / "logs", work / "status", work / "images"):
             d.mkdir(parents=True, exist_ok=True)
+            if cfg.backend != "local":
+                # Jobs run as the cluster user, who shares a group with Airflow's: let the group write.
+                d.chmod(0o2775)
         manifest = _manifest(info, cfg, project, job, chunks, expected_outputs(macro))
         path = write_manifest(work / "manifest.json", manifest)
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)

@@ -6,6 +6,7 @@ Every image of the manifest ends in exactly one of ``summary.csv`` (processed) o
 from __future__ import annotations
 
 import json
+import re
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,26 @@ def read_table(path: Path) -> pd.DataFrame:
     return df.drop(columns=drop)
 
 
+#: What batch systems write into a killed task's stderr, worth repeating in failures.csv.
+SCHEDULER_MESSAGES = re.compile(r"(exceeded memory limit|DUE TO TIME LIMIT|CANCELLED AT \S+ DUE TO \S+|"
+                                r"oom-kill|Out Of Memory)", re.IGNORECASE)
+
+
+def scheduler_says(log_dir: Path, job_id: str, task: int, task_ids: list[int]) -> str:
+    """The batch system's own words about a task, from its stderr file (Slurm ``%x.%A.%a.err``,
+    SGE ``<name>.e<job>.<index>``, localq ``<name>.<job>.<task>.err``)."""
+    index = task_ids.index(task) + 1 if task in task_ids else task
+    candidates = [*log_dir.glob(f"*.{job_id}.{task}.err"), *log_dir.glob(f"*.e{job_id}.{index}")]
+    for path in candidates:
+        try:
+            m = SCHEDULER_MESSAGES.search(path.read_text(errors="replace")[-20000:])
+        except OSError:
+            continue
+        if m:
+            return m.group(1)
+    return ""
+
+
 def task_outcomes(work: Path) -> dict[int, str]:
     """Why a task never finished: the scheduler's accounting (``work/attempts.json``) plus
     the runner's own words from its last attempt summary, when it wrote one."""
@@ -59,6 +80,9 @@ def task_outcomes(work: Path) -> dict[int, str]:
                     said = json.loads(summary.read_text()).get("error")
                     if said:
                         reason += f"; runner: {said}"
+                said = scheduler_says(work.parent / "logs", attempt["job_id"], int(t), attempt["tasks"])
+                if said:
+                    reason += f"; scheduler: {said}"
                 reasons[int(t)] = reason
     return reasons
 

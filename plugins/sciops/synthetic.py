@@ -33,15 +33,17 @@ def nuclei_image(count: int, size: int = 256, radius: int = 7, seed: int = 0) ->
     """``count`` bright disks on a dark, slightly noisy background, never touching."""
     rng = np.random.default_rng(seed)
     img = rng.normal(12, 3, (size, size))
-    yy, xx = np.mgrid[0:size, 0:size]
     centres: list[tuple[int, int]] = []
     margin = radius + 3
     while len(centres) < count:
-        c = tuple(rng.integers(margin, size - margin, 2))
+        c = tuple(int(v) for v in rng.integers(margin, size - margin, 2))
         if all((c[0] - o[0]) ** 2 + (c[1] - o[1]) ** 2 > (3 * radius) ** 2 for o in centres):
             centres.append(c)
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = yy ** 2 + xx ** 2 <= radius ** 2      # drawn in a small window: cheap on big images
     for cy, cx in centres:
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = rng.integers(150, 220)
+        window = img[cy - radius:cy + radius + 1, cx - radius:cx + radius + 1]
+        window[disk] = rng.integers(150, 220)
     return np.clip(img, 0, 255)
 
 

@@ -142,3 +142,21 @@ def test_operator_reattaches_after_a_kill_and_trigger_survives_sshd_restart(grid
     assert {a["state"] for a in events[0]["accounting"].values()} == {"done"}
     result = retry.execute_complete(context, events[0])
     assert result == {"attempts": 1, "failed_tasks": [], "tasks": 2, "job_ids": [job_id]}
+
+
+@pytest.mark.parametrize("options,cpus", [
+    ({"queue": "all.q", "one_per_host": True}, 1),
+    ({"memory_resource": "h_vmem", "exclusive": True}, 2),
+    ({"project": None, "parallel_env": "smp"}, 2),
+])
+def test_resource_requests_are_accepted_by_real_grid_engine(gridengine, job_dir, options, cpus):
+    runner, sched = SSHRunner(gridengine), SGEScheduler(**options)
+    job_id = sched.submit(runner, ArraySpec(name="sciops-res", command=["true"], task_ids=[1], log_dir=f"{job_dir}/logs",
+                                            workdir=job_dir, cpus=cpus, memory_mb=512, time_limit_s=60))
+    wait_ended(sched, runner, job_id, [1])
+    deadline, acct = time.time() + 30, {}
+    while not acct and time.time() < deadline:
+        acct = sched.accounting(runner, job_id, [1])
+        time.sleep(1)
+    assert acct[1].state == JobState.DONE, acct
+    runner.close()

@@ -33,7 +33,8 @@ def test_collate_ok_failed_and_not_run(tmp_path):
                   "c.tif": {"status": "timeout", "error": "no result"}, "sub/d.tif": {"status": "ok"}},
         outputs={"a.tif": {"results.csv": " ,Area,Mean\n1,10,5\n2,20,6\n", "summary.csv": "count,mean_area\n2,15\n"},
                  "sub/d.tif": {"results.csv": "", "summary.csv": "count,mean_area\n0,NaN\n"}},
-        attempts=[{"attempt": 3, "accounting": {"3": {"state": "failed", "reason": "killed by signal 9"}}}],
+        attempts=[{"attempt": 3, "job_id": "7", "tasks": [3],
+                   "accounting": {"3": {"state": "failed", "reason": "killed by signal 9"}}}],
     )
     c = collate(tmp_path, manifest)
     assert (c.images, c.ok, c.failed, c.result_rows) == (5, 2, 3, 2)
@@ -56,3 +57,14 @@ def test_collate_nothing_ok(tmp_path):
     assert (c.ok, c.failed) == (0, 1)
     assert pd.read_csv(tmp_path / "summary.csv").empty
     assert list(pd.read_csv(tmp_path / "results.csv").columns) == ["image", "task", "attempt"]
+
+
+def test_scheduler_words_reach_failures(tmp_path):
+    from sciops.results import scheduler_says
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "sciops-r1.42.3.err").write_text("slurmstepd: error: Job 42 exceeded memory limit (1200000 > 1048576)\n")
+    (logs / "sciops-r1.e43.2").write_text("nothing to see\n")
+    assert scheduler_says(logs, "42", 3, [1, 2, 3]) == "exceeded memory limit"
+    assert scheduler_says(logs, "43", 5, [4, 5]) == ""

@@ -17,7 +17,7 @@ from sciops.schedulers import get_scheduler
 from sciops.schedulers.base import Scheduler
 
 #: What a head node must have, per scheduler.
-SCHEDULER_COMMANDS = {"sge": ("qsub", "qstat", "qacct", "qdel")}
+SCHEDULER_COMMANDS = {"sge": ("qsub", "qstat", "qacct", "qdel"), "slurm": ("sbatch", "squeue", "sacct", "scancel")}
 
 # One fixed probe (no user input in it): which scheduler commands, python and ImageJ exist.
 PROBE = ("for c in {commands} {python} java Xvfb ImageJ-linux64; do printf '%s=' \"$c\"; "
@@ -28,7 +28,7 @@ PROBE = ("for c in {commands} {python} java Xvfb ImageJ-linux64; do printf '%s='
 class ExistingBackend(ClusterBackend):
     """
     :param ssh_conn_id: Airflow SSH connection of the head node.
-    :param scheduler: ``sge`` (``slurm`` with its issue).
+    :param scheduler: ``sge`` or ``slurm``.
     :param scheduler_options: passed to the scheduler (queue, project, resources).
     :param python: Python 3 on the compute nodes (the task runner is stdlib-only).
     """

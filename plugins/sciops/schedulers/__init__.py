@@ -5,7 +5,7 @@ from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccountin
 
 
 def get_scheduler(name: str, **options) -> Scheduler:
-    """The scheduler called ``name`` (``local``, ``sge``; ``slurm`` comes with its issue)."""
+    """The scheduler called ``name`` (``local``, ``sge``, ``slurm``)."""
     if name == "local":
         from sciops.schedulers.local import LocalScheduler
 
@@ -14,6 +14,10 @@ def get_scheduler(name: str, **options) -> Scheduler:
         from sciops.schedulers.sge import SGEScheduler
 
         return SGEScheduler(**options)
+    if name == "slurm":
+        from sciops.schedulers.slurm import SlurmScheduler
+
+        return SlurmScheduler(**options)
     raise ValueError(f"unknown scheduler {name!r}")
 
 

@@ -35,7 +35,7 @@ class ArrayJobTrigger(BaseTrigger):
     def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
                  ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
-                 accounting_grace_polls: int = 10):
+                 accounting_grace_seconds: float = 120.0):
         super().__init__()
         self.job_id = job_id
         self.task_ids = list(task_ids)
@@ -47,7 +47,7 @@ class ArrayJobTrigger(BaseTrigger):
         self.work_dir = work_dir
         self.started_at = started_at or time.time()
         self.max_reconnect_attempts = max_reconnect_attempts
-        self.accounting_grace_polls = accounting_grace_polls
+        self.accounting_grace_seconds = accounting_grace_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("sciops.triggers.array.ArrayJobTrigger", {
@@ -55,7 +55,7 @@ class ArrayJobTrigger(BaseTrigger):
             "scheduler_options": self.scheduler_options, "ssh_conn_id": self.ssh_conn_id,
             "poll_seconds": self.poll_seconds, "n_images": self.n_images, "work_dir": self.work_dir,
             "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
-            "accounting_grace_polls": self.accounting_grace_polls,
+            "accounting_grace_seconds": self.accounting_grace_seconds,
         })
 
     def _runner(self):
@@ -68,7 +68,8 @@ class ArrayJobTrigger(BaseTrigger):
         return base + random.uniform(0, base)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from sciops.arrays import _acct_dict, complete_accounting, ended, images_done, progress_line
+        from sciops.arrays import (ACCOUNTING_RETRY_SECONDS, _acct_dict, complete_accounting, ended, images_done,
+                                   progress_line)
         from sciops.schedulers import get_scheduler
         from sciops.schedulers.base import JobState
 
@@ -81,7 +82,7 @@ class ArrayJobTrigger(BaseTrigger):
         runner = self._runner()
         failures = 0
         reconnects = 0
-        grace = 0
+        queue_empty_since: float | None = None
         errored: list[int] = []
         last_line = ""
         try:
@@ -89,15 +90,18 @@ class ArrayJobTrigger(BaseTrigger):
                 try:
                     res = await runner.run(sched.status_argv(self.job_id))
                     if res.returncode != 0:
-                        # A failed query is "don't know yet", never "done" (Nextflow issue 1045).
+                        # A failed query is "don't know yet", never "done" (Nextflow issue 1045):
+                        # accounting decides whether the tasks ended.
                         self.log.warning("status query of job %s failed (exit %s): %s", self.job_id,
                                          res.returncode, res.stderr.strip()[-300:])
                         states = {t: JobState.UNKNOWN for t in self.task_ids}
-                        await asyncio.sleep(self.poll_seconds)
-                        continue
-                    states = sched.parse_status(res.stdout, self.task_ids, self.job_id)
+                    else:
+                        states = sched.parse_status(res.stdout, self.task_ids, self.job_id)
                     acct = None
-                    if ended(states):
+                    if not ended(states):
+                        queue_empty_since = None
+                    else:
+                        queue_empty_since = queue_empty_since or time.time()
                         stuck = [t for t, s in states.items() if s == JobState.ERROR]
                         if stuck and not errored:
                             self.log.warning("tasks %s stuck in an error state: deleting job %s", stuck, self.job_id)
@@ -105,9 +109,9 @@ class ArrayJobTrigger(BaseTrigger):
                             errored = stuck
                         res = await runner.run(sched.accounting_argv(self.job_id))
                         raw = {} if res.returncode != 0 else sched.parse_accounting(res.stdout, self.task_ids)
-                        acct = complete_accounting(sched, raw, self.task_ids, errored,
-                                                   give_up=grace >= self.accounting_grace_polls)
-                        grace += 1
+                        acct = complete_accounting(
+                            sched, raw, self.task_ids, errored,
+                            give_up=time.time() - queue_empty_since > self.accounting_grace_seconds)
                 except connection_errors as exc:
                     failures += 1
                     reconnects += 1
@@ -131,7 +135,9 @@ class ArrayJobTrigger(BaseTrigger):
                     yield TriggerEvent({"status": "ended", "job_id": self.job_id, "reconnects": reconnects,
                                         "accounting": {str(t): _acct_dict(a) for t, a in acct.items()}})
                     return
-                await asyncio.sleep(self.poll_seconds)
+                # Once the queue is empty, accounting usually lands within a second: ask again soon.
+                await asyncio.sleep(min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS) if queue_empty_since
+                                    else self.poll_seconds)
         except Exception as exc:  # noqa: BLE001 - exactly one final event, never a raise
             self.log.exception("ArrayJobTrigger failed")
             yield TriggerEvent({"status": "error", "job_id": self.job_id, "message": f"trigger error: {exc}"})
