@@ -79,7 +79,7 @@ def fiji_project():
     # finished images on disk, and collate gathers them; record then marks the run failed.
     @task(outlets=[COLLATED], trigger_rule="all_done")
     def collate(info: dict) -> dict:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from sciops.pipeline import collate as run_collate
 

@@ -7,3 +7,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Numbers worth seeing in every run's output; conftest prints them at the end.
 REPORT: dict[str, str] = {}
+
+
+def wrapping_macro(*clauses: str) -> str:
+    """A project macro that runs count_nuclei, after ``clauses`` that misbehave on chosen images.
+
+    Each clause is ImageJ macro code that may test ``input`` (the image's path), e.g.
+    ``if (indexOf(input, "_slow.") >= 0) wait(5000);``.
+    """
+    head = ('// @sciops outputs: results.csv summary.csv\n'
+            'lines = split(getArgument(), "\\n");\n'
+            'input = "";\n'
+            'for (i = 0; i < lines.length; i++) if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);\n')
+    count = REPO / "include" / "fiji_macros" / "count_nuclei.ijm"
+    return head + "".join(c + "\n" for c in clauses) + f'runMacro("{count}", getArgument());\n'
+
+
+def fresh_dag():
+    """A new fiji_project DAG object: in-process dag.test() leaves one run's conf in the DAG's params."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
+
+
+def task_states(dr) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dr.get_task_instances()}

@@ -2,31 +2,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import REPO
+from helpers import fresh_dag, task_states, wrapping_macro
 
 pytestmark = pytest.mark.imagej
 
-# count_nuclei, except that an image whose name holds "_hang." never finishes.
-HANG_MACRO = """// @sciops outputs: results.csv summary.csv
-lines = split(getArgument(), "\\n");
-input = "";
-for (i = 0; i < lines.length; i++) if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
-if (indexOf(input, "_hang.") >= 0) { n = 0; while (true) n = n + 1; }
-runMacro("%s", getArgument());
-""" % (REPO / "include" / "fiji_macros" / "count_nuclei.ijm")
+# count_nuclei, except that an image whose name holds "_hang." never finishes (CPU busy).
+HANG_MACRO = wrapping_macro('if (indexOf(input, "_hang.") >= 0) { n = 0; while (true) n = n + 1; }')
 
 
 @pytest.fixture
 def fiji_dag():
-    # A fresh DAG object per test: in-process dag.test() leaves one run's conf in the DAG's params.
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
+    return fresh_dag()
 
 
 def run_dag(dag, conf):
@@ -34,10 +24,6 @@ def run_dag(dag, conf):
 
     dr = dag.test(run_conf=conf)
     return dr, dr.state == DagRunState.SUCCESS
-
-
-def task_states(dr):
-    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
 
 
 def test_end_to_end_counts_failures_and_hang(airflow_db, fiji_dag, make_project):

@@ -12,26 +12,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO
+from helpers import fresh_dag, task_states, wrapping_macro
 
 pytestmark = pytest.mark.imagej
 
-FAULTY_MACRO = """// @sciops outputs: results.csv summary.csv
-lines = split(getArgument(), "\\n");
-input = "";
-for (i = 0; i < lines.length; i++) if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
-if (indexOf(input, "_slow.") >= 0) wait(5000);
-// kill the task runner (this JVM's parent) and this JVM: the whole task dies, every attempt
-if (indexOf(input, "_crash.") >= 0) exec("sh", "-c", "kill -9 $(ps -o ppid= $PPID) $PPID");
-runMacro("%s", getArgument());
-""" % (REPO / "include" / "fiji_macros" / "count_nuclei.ijm")
+FAULTY_MACRO = wrapping_macro(
+    'if (indexOf(input, "_slow.") >= 0) wait(5000);',
+    "// kill the task runner (this JVM's parent) and this JVM: the whole task dies, every attempt",
+    'if (indexOf(input, "_crash.") >= 0) exec("sh", "-c", "kill -9 $(ps -o ppid= $PPID) $PPID");',
+)
 
 
 @pytest.fixture
 def fiji_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
+    return fresh_dag()
 
 
 def sge_conf(project: str, **kw):
@@ -45,24 +39,17 @@ def only_run(root: Path) -> Path:
     return runs[0]
 
 
-def states(dr):
-    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
-
-
 def test_sge_results_identical_to_local(airflow_db, fiji_dag, gridengine, shared_storage, make_project):
     counts = {"n05.tif": 5, "n12.tif": 12, "sub dir/n17.tif": 17, "n26.tif": 26, "n33.tif": 33}
     root = make_project("same", counts=counts, size=256)
     dr = fiji_dag.test(run_conf={"project": "same", "images_per_task": 2, "memory": "1G"})
-    assert dr.state == "success", states(dr)
+    assert dr.state == "success", task_states(dr)
     local_run = only_run(root)
     import shutil
 
     shutil.move(str(local_run), str(root / "local-run"))
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
-    dr = dag.test(run_conf=sge_conf("same", images_per_task=2))
-    assert dr.state == "success", states(dr)
+    dr = fresh_dag().test(run_conf=sge_conf("same", images_per_task=2))
+    assert dr.state == "success", task_states(dr)
     sge_run = only_run(root)
     volatile = ["task", "attempt", "seconds"]
     a = pd.read_csv(root / "local-run" / "summary.csv").drop(columns=volatile).sort_values("image")
@@ -107,7 +94,7 @@ def test_sge_faults_killed_jvm_and_a_chunk_that_always_fails(airflow_db, fiji_da
                                          smoke_test=False))
     stop.set()
     assert killed, "the test never found the JVM to kill"
-    assert dr.state == "success", states(dr)
+    assert dr.state == "success", task_states(dr)
     run_dir = only_run(root)
     attempts = json.loads((run_dir / "work" / "attempts.json").read_text())
     assert [a["tasks"] for a in attempts] == [[1, 2, 3], [1, 2]]     # only the failed chunks, max 2 attempts
@@ -141,7 +128,7 @@ def test_sge_job_deleted_outside_is_reported_and_partial_results_kept(airflow_db
     threading.Thread(target=qdel_when_running, daemon=True).start()
     dr = fiji_dag.test(run_conf=sge_conf("deleted", macro="src/faulty.ijm", images_per_task=3, smoke_test=False))
     assert dr.state == "failed"
-    st = states(dr)
+    st = task_states(dr)
     assert st["run_array"] == "failed" and st["collate"] == "success" and st["record"] == "failed"
     run_dir = only_run(root)
     run = json.loads((run_dir / "run.json").read_text())

@@ -12,29 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO
+from helpers import fresh_dag, task_states, wrapping_macro
 
 pytestmark = pytest.mark.imagej
 
-MACRO = """// @sciops outputs: results.csv summary.csv
-lines = split(getArgument(), "\\n");
-input = "";
-for (i = 0; i < lines.length; i++) if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
-if (indexOf(input, "_slow.") >= 0) wait(5000);
-// a memory-hungry native helper (as a plugin calling out would be): 1.5 GB beyond the JVM
-if (indexOf(input, "_hog.") >= 0) exec("python3", "-c", "import time; x = bytearray(1536 * 1024 * 1024); time.sleep(20)");
-runMacro("%s", getArgument());
-""" % (REPO / "include" / "fiji_macros" / "count_nuclei.ijm")
-
-
-def fresh_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags")).dags["fiji_project"]
-
-
-def states(dr):
-    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
+MACRO = wrapping_macro(
+    'if (indexOf(input, "_slow.") >= 0) wait(5000);',
+    "// a memory-hungry native helper (as a plugin calling out would be): 1.5 GB beyond the JVM",
+    'if (indexOf(input, "_hog.") >= 0) exec("python3", "-c", "import time; x = bytearray(1536 * 1024 * 1024); '
+    'time.sleep(20)");',
+)
 
 
 def slurm_conf(project: str, **kw):
@@ -50,9 +37,9 @@ def test_slurm_results_identical_to_local(airflow_db, slurm, shared_storage, mak
     counts = {"n05.tif": 5, "n12.tif": 12, "sub dir/n17.tif": 17, "n26.tif": 26, "n33.tif": 33}
     root = make_project("same", counts=counts, size=256)
     dr = fresh_dag().test(run_conf={"project": "same", "images_per_task": 2, "memory": "1G"})
-    assert dr.state == "success", states(dr)
+    assert dr.state == "success", task_states(dr)
     dr = fresh_dag().test(run_conf=slurm_conf("same", images_per_task=2))
-    assert dr.state == "success", states(dr)
+    assert dr.state == "success", task_states(dr)
     local_run, slurm_run = runs(root)
     volatile = ["task", "attempt", "seconds"]
     a = pd.read_csv(local_run / "summary.csv").drop(columns=volatile).sort_values("image").reset_index(drop=True)
@@ -91,7 +78,7 @@ def test_slurm_killed_task_is_resubmitted_and_memory_limit_reported(airflow_db, 
                                               smoke_test=False))
     stop.set()
     assert killed, "the test never found the task to kill"
-    assert dr.state == "success", states(dr)
+    assert dr.state == "success", task_states(dr)
     run_dir = runs(root)[-1]
     attempts = json.loads((run_dir / "work" / "attempts.json").read_text())
     # Slurm reports the killed script as FAILED 0:9 or 9:0 depending on who saw it die
