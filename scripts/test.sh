@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/pcluster-venv.sh      # pcluster's own venv, for checking generated cluster configs
 source scripts/env.sh
 for tool in java Xvfb docker-compose; do
     command -v "$tool" >/dev/null || { echo "test: $tool is missing after setup" >&2; exit 1; }

@@ -1,0 +1,193 @@
+"""AWS ParallelCluster 3 (Slurm): the cluster config and the ``pcluster`` CLI boundary.
+
+Built so far (issue 5, in progress): the config YAML from a run's settings, the checks
+that must pass before anything is created, the cluster name derived from the run id (a
+retried create finds the same cluster), and the ``pcluster`` argv and JSON parsing of
+its lifecycle states. The deferrable create/delete tasks, the teardown wiring and the
+sweeper DAG are not built yet.
+
+``pcluster`` runs from its own virtualenv (``aws-parallelcluster`` pins versions that
+conflict with Airflow's): its path is a setting, never imported here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Instance types SciOps knows: vCPUs and memory (GiB), from the EC2 instance type pages.
+INSTANCE_TYPES: dict[str, tuple[int, float]] = {
+    "t3.medium": (2, 4), "t3.large": (2, 8), "t3.xlarge": (4, 16),
+    "m5.large": (2, 8), "m5.xlarge": (4, 16), "m5.2xlarge": (8, 32), "m5.4xlarge": (16, 64),
+    "c5.large": (2, 4), "c5.xlarge": (4, 8), "c5.2xlarge": (8, 16), "c5.4xlarge": (16, 32),
+    "c6i.xlarge": (4, 8), "c6i.2xlarge": (8, 16), "r5.large": (2, 16), "r5.xlarge": (4, 32),
+    "r5.2xlarge": (8, 64),
+}
+#: Memory the OS, Slurm and Xvfb keep on a compute node, beyond the tasks' grants.
+NODE_RESERVED_MB = 1024
+SUBNET = re.compile(r"^subnet-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
+AMI = re.compile(r"^ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
+KEY_NAME = re.compile(r"^[\w.@+=,-]{1,255}$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
+
+
+def cluster_name(run_id: str) -> str:
+    """A valid ParallelCluster name (letter first, [A-Za-z0-9-], at most 60), stable per run id."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9-]+", "-", run_id).strip("-")[:40].strip("-")
+    return f"sciops-{stem}-{digest}"
+
+
+@dataclass(frozen=True)
+class PClusterSettings:
+    """What a run asks of an ephemeral cluster."""
+
+    region: str
+    subnet_id: str
+    key_name: str
+    custom_ami: str
+    bucket: str
+    run_id: str
+    project: str
+    head_node_instance_type: str = "t3.medium"
+    compute_instance_type: str = "c5.xlarge"
+    min_count: int = 0
+    max_count: int = 4
+    spot: bool = False
+    spot_max_price: float | None = None
+    shared_storage_gb: int = 100
+    root_volume_gb: int = 60
+    os: str = "alinux2023"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def check_settings(s: PClusterSettings, task_memory_mb: int, task_cpus: int = 1) -> list[tuple[str, str]]:
+    """Every problem with ``s`` as ``(field, what to do)``: checked before anything is created."""
+    problems: list[tuple[str, str]] = []
+    for fld, value in (("head_node_instance_type", s.head_node_instance_type),
+                       ("compute_instance_type", s.compute_instance_type)):
+        if value not in INSTANCE_TYPES:
+            problems.append((fld, f"unknown instance type {value!r}; known: {', '.join(sorted(INSTANCE_TYPES))}"))
+    if s.compute_instance_type in INSTANCE_TYPES:
+        cpus, gib = INSTANCE_TYPES[s.compute_instance_type]
+        if task_memory_mb + NODE_RESERVED_MB > gib * 1024:
+            problems.append(("memory", f"{task_memory_mb} MB per task (the JVM's -Xmx plus overhead) does not fit a "
+                                       f"{s.compute_instance_type} ({gib:g} GiB, {NODE_RESERVED_MB} MB kept for the "
+                                       "node): lower memory or choose a larger compute_instance_type"))
+        if task_cpus > cpus:
+            problems.append(("compute_instance_type", f"{s.compute_instance_type} has {cpus} vCPUs, a task asks "
+                                                      f"{task_cpus}"))
+    if s.min_count < 0:
+        problems.append(("min_count", f"must be 0 or more (got {s.min_count})"))
+    if s.max_count < 1 or s.max_count < s.min_count:
+        problems.append(("max_count", f"must be at least 1 and at least min_count={s.min_count} "
+                                      f"(got {s.max_count})"))
+    if s.spot and s.spot_max_price is not None and s.spot_max_price <= 0:
+        problems.append(("spot_max_price", f"must be a positive price in USD per hour (got {s.spot_max_price})"))
+    if not s.spot and s.spot_max_price is not None:
+        problems.append(("spot_max_price", "is only for spot capacity: set spot=true or remove it"))
+    for fld, pattern, value, example in (("subnet_id", SUBNET, s.subnet_id, "subnet-0123456789abcdef0"),
+                                         ("custom_ami", AMI, s.custom_ami, "ami-0123456789abcdef0"),
+                                         ("key_name", KEY_NAME, s.key_name, "lab-key"),
+                                         ("bucket", BUCKET, s.bucket, "imaging-projects"),
+                                         ("region", REGION, s.region, "eu-west-1")):
+        if not pattern.match(value or ""):
+            problems.append((fld, f"{value!r} is not well-formed; it looks like {example!r}"))
+    if s.shared_storage_gb < 1 or s.root_volume_gb < 35:
+        problems.append(("shared_storage_gb" if s.shared_storage_gb < 1 else "root_volume_gb",
+                         "shared storage needs at least 1 GB and the root volume at least 35 GB"))
+    return problems
+
+
+def build_config(s: PClusterSettings) -> dict[str, Any]:
+    """The ParallelCluster 3 cluster configuration (as a dict; ``yaml.safe_dump`` it)."""
+    s3 = [{"BucketName": s.bucket, "EnableWriteAccess": True}]
+    resource: dict[str, Any] = {"Name": re.sub(r"[^a-z0-9]", "", s.compute_instance_type.lower())[:25],
+                                "InstanceType": s.compute_instance_type, "MinCount": s.min_count,
+                                "MaxCount": s.max_count}
+    if s.spot and s.spot_max_price is not None:
+        resource["SpotPrice"] = s.spot_max_price
+    tags = {"sciops:run-id": s.run_id, "sciops:project": s.project, **s.tags}
+    return {
+        "Region": s.region,
+        "Image": {"Os": s.os, "CustomAmi": s.custom_ami},
+        "HeadNode": {
+            "InstanceType": s.head_node_instance_type,
+            "Networking": {"SubnetId": s.subnet_id},
+            "Ssh": {"KeyName": s.key_name},
+            "LocalStorage": {"RootVolume": {"Size": s.root_volume_gb}},
+            "Iam": {"S3Access": s3},
+        },
+        "Scheduling": {
+            "Scheduler": "slurm",
+            "SlurmQueues": [{
+                "Name": "fiji",
+                "CapacityType": "SPOT" if s.spot else "ONDEMAND",
+                "ComputeResources": [resource],
+                "Networking": {"SubnetIds": [s.subnet_id]},
+                "Iam": {"S3Access": s3},
+            }],
+        },
+        "SharedStorage": [{"MountDir": "/shared", "Name": "shared", "StorageType": "Ebs",
+                           "EbsSettings": {"Size": s.shared_storage_gb}}],
+        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+    }
+
+
+# -- the pcluster command boundary -----------------------------------------------------------
+#: describe-cluster ``clusterStatus`` → what to do next.
+CREATING, READY, FAILED, DELETING, GONE = "creating", "ready", "failed", "deleting", "gone"
+CLUSTER_STATES = {
+    "CREATE_IN_PROGRESS": CREATING, "UPDATE_IN_PROGRESS": CREATING,
+    "CREATE_COMPLETE": READY, "UPDATE_COMPLETE": READY,
+    "CREATE_FAILED": FAILED, "UPDATE_FAILED": FAILED, "DELETE_FAILED": FAILED,
+    "DELETE_IN_PROGRESS": DELETING, "DELETE_COMPLETE": GONE,
+}
+
+
+def create_argv(pcluster: str, name: str, config_path: str, region: str) -> list[str]:
+    return [pcluster, "create-cluster", "--cluster-name", name, "--cluster-configuration", config_path,
+            "--region", region]
+
+
+def describe_argv(pcluster: str, name: str, region: str) -> list[str]:
+    return [pcluster, "describe-cluster", "--cluster-name", name, "--region", region]
+
+
+def delete_argv(pcluster: str, name: str, region: str) -> list[str]:
+    return [pcluster, "delete-cluster", "--cluster-name", name, "--region", region]
+
+
+def list_argv(pcluster: str, region: str) -> list[str]:
+    return [pcluster, "list-clusters", "--region", region]
+
+
+def parse_describe(returncode: int, stdout: str) -> dict[str, Any]:
+    """``pcluster describe-cluster`` → ``{"state", "status", "head_node_ip", "tags", "message"}``.
+
+    A cluster that does not exist (never made, or deleted) is ``gone``: pcluster answers
+    with a non-zero exit and a JSON ``message`` saying it does not exist.
+    """
+    try:
+        data = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        data = {"message": stdout.strip()[:500]}
+    message = data.get("message", "")
+    if returncode != 0:
+        if "does not exist" in message or "not found" in message.lower():
+            return {"state": GONE, "status": None, "head_node_ip": None, "tags": {}, "message": message}
+        return {"state": None, "status": None, "head_node_ip": None, "tags": {}, "message": message or stdout[:500]}
+    status = data.get("clusterStatus")
+    head = data.get("headNode") or {}
+    return {"state": CLUSTER_STATES.get(status, None), "status": status,
+            "head_node_ip": head.get("publicIpAddress") or head.get("privateIpAddress"),
+            "tags": {t["key"]: t["value"] for t in data.get("tags", [])}, "message": message}
+
+
+def parse_list(stdout: str) -> list[dict[str, Any]]:
+    """``pcluster list-clusters`` → ``[{"name", "status"}]``."""
+    data = json.loads(stdout) if stdout.strip() else {}
+    return [{"name": c["clusterName"], "status": c.get("clusterStatus")} for c in data.get("clusters", [])]
