@@ -4,6 +4,7 @@
 # Idempotent; run as root. Jobs run as an ordinary user (SGE refuses uid < min_uid).
 #   bash scripts/testbed/gridengine.sh start|stop|status
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 ACTION="${1:-start}"
 HOST="$(hostname)"
 export SGE_ROOT=/var/lib/gridengine SGE_CELL=default
@@ -14,8 +15,6 @@ log() { echo "testbed/gridengine: $*"; }
 
 qmaster_pid() { cat "$SPOOL/qmaster/qmaster.pid" 2>/dev/null || true; }
 execd_pid() { cat "$SPOOL"/execd/*/execd.pid 2>/dev/null | head -n 1 || true; }
-# alive and not a zombie (nothing reaps orphans in some containers)
-running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d')' -f2 "/proc/$1/stat" | awk '{print $1}')" != Z ]; }
 stop_pid() {
     running "$1" || return 0
     kill "$1" 2>/dev/null || true

@@ -4,6 +4,7 @@
 # No systemd here: daemons are started directly. Idempotent; run as root.
 #   bash scripts/testbed/slurm.sh start|stop|status
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 ACTION="${1:-start}"
 HOST="$(hostname)"
 STATE=/var/lib/sciops-testbed/slurm
@@ -11,7 +12,6 @@ CONF=/etc/slurm
 JOB_USER="${SCIOPS_TESTBED_USER:-sciops}"
 
 log() { echo "testbed/slurm: $*"; }
-running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d')' -f2 "/proc/$1/stat" | awk '{print $1}')" != Z ]; }
 pidof_file() { cat "$1" 2>/dev/null || true; }
 
 install() {

@@ -4,13 +4,13 @@
 # Idempotent; run as root.   bash scripts/testbed/sshd.sh start|stop|conn
 #   conn prints the Airflow connection (JSON) for AIRFLOW_CONN_<ID>.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 ACTION="${1:-start}"
 STATE=/var/lib/sciops-testbed/ssh
 PORT="${SCIOPS_SSH_PORT:-2222}"
 JOB_USER="${SCIOPS_TESTBED_USER:-sciops}"
 
 log() { echo "testbed/sshd: $*"; }
-running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d')' -f2 "/proc/$1/stat" | awk '{print $1}')" != Z ]; }
 pid() { cat "$STATE/sshd.pid" 2>/dev/null || true; }
 
 setup() {
