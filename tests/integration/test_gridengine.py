@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 
@@ -160,3 +161,27 @@ def test_resource_requests_are_accepted_by_real_grid_engine(gridengine, job_dir,
         time.sleep(1)
     assert acct[1].state == JobState.DONE, acct
     runner.close()
+
+
+@pytest.mark.parametrize("conf,field,words", [
+    ({"ssh_conn_id": "no_such_connection"}, "ssh_conn_id", "cannot reach the head node"),
+    ({"ssh_conn_id": "closed_port"}, "ssh_conn_id", "cannot reach the head node"),
+    ({"cluster_storage_root": "/nowhere/projects"}, "cluster_storage_root", "does not see"),
+    ({"cluster_python": "python9"}, "ssh_conn_id", "lacks python9"),
+])
+def test_existing_backend_bad_input_is_refused_before_anything_runs(gridengine, shared_storage, make_project,
+                                                                     monkeypatch, conf, field, words):
+    import json
+
+    from sciops.errors import ConfigError
+    from sciops.pipeline import check, check_cluster
+
+    closed = json.loads(os.environ["AIRFLOW_CONN_SCIOPS_CLUSTER"])
+    closed["port"] = 1
+    monkeypatch.setenv("AIRFLOW_CONN_CLOSED_PORT", json.dumps(closed))
+    make_project("p")
+    cfg, project, _, _ = check({"project": "p", "backend": "existing", **conf})
+    with pytest.raises(ConfigError) as err:
+        check_cluster(cfg, project)
+    assert err.value.fields == [field] and words in str(err.value), err.value
+    assert not (project.root / "output").exists()
