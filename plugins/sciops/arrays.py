@@ -75,6 +75,31 @@ def images_done(work_dir: str | Path) -> int | None:
     return sum(len(st.read_statuses(str(p))) for p in status_dir.glob("task-*.jsonl"))
 
 
+def exit_file_accounting(work_dir: str | Path | None, task_ids: list[int],
+                         attempt: int) -> dict[int, TaskAccounting] | None:
+    """Completion from the runners' own exit files, when every task of the attempt wrote exit 0.
+
+    Each task runner writes ``status/task-NNNN.attempt-K.json`` as its very last act. When
+    all of them say exit 0 the attempt is done without waiting for the scheduler's
+    accounting (which lags: Grid Engine flushes every 15 s by default). Anything else
+    (a missing file, a non-zero exit, a work dir not readable from here) returns None:
+    accounting then decides, and explains the failure.
+    """
+    if work_dir is None:
+        return None
+    out = {}
+    for t in task_ids:
+        path = Path(work_dir, "status", f"task-{t:04d}.attempt-{attempt}.json")
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if summary.get("exit") != 0:
+            return None
+        out[t] = TaskAccounting(t, JobState.DONE, 0, round(summary["end"] - summary["start"], 3), None, "")
+    return out
+
+
 def ended(states: dict[int, JobState]) -> bool:
     """Every task is out of the queue (finished or unknown) or stuck in an error state."""
     return all(s.finished or s in (JobState.UNKNOWN, JobState.ERROR) for s in states.values())
@@ -236,6 +261,9 @@ class ArrayRun:
                     self.scheduler.cancel(self.runner, state.job_id)
                     errored = stuck
                 queue_empty_since = queue_empty_since or time.time()
+                done = exit_file_accounting(self.local_work_dir, state.task_ids, state.attempt)
+                if done is not None and not errored:
+                    return done
                 acct = complete_accounting(self.scheduler, self.accounting(state), state.task_ids, errored,
                                            give_up=time.time() - queue_empty_since > ACCOUNTING_GRACE_SECONDS)
                 if acct is not None:

@@ -12,6 +12,7 @@ ended and is accounted for, or ``{"status": "error", "job_id", "message"}``.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from typing import Any, AsyncIterator
@@ -30,12 +31,13 @@ class ArrayJobTrigger(BaseTrigger):
     :param n_images: images in the run (for the progress line).
     :param work_dir: the run's work dir if readable from the triggerer (progress in images), else None.
     :param started_at: when the run's array began (for elapsed/ETA).
+    :param attempt: the attempt this job is (its runners' exit files are named by it).
     """
 
     def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
                  ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
-                 accounting_grace_seconds: float = 120.0):
+                 accounting_grace_seconds: float = 120.0, attempt: int = 1):
         super().__init__()
         self.job_id = job_id
         self.task_ids = list(task_ids)
@@ -48,6 +50,7 @@ class ArrayJobTrigger(BaseTrigger):
         self.started_at = started_at or time.time()
         self.max_reconnect_attempts = max_reconnect_attempts
         self.accounting_grace_seconds = accounting_grace_seconds
+        self.attempt = attempt
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("sciops.triggers.array.ArrayJobTrigger", {
@@ -55,7 +58,7 @@ class ArrayJobTrigger(BaseTrigger):
             "scheduler_options": self.scheduler_options, "ssh_conn_id": self.ssh_conn_id,
             "poll_seconds": self.poll_seconds, "n_images": self.n_images, "work_dir": self.work_dir,
             "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
-            "accounting_grace_seconds": self.accounting_grace_seconds,
+            "accounting_grace_seconds": self.accounting_grace_seconds, "attempt": self.attempt,
         })
 
     def _runner(self):
@@ -68,8 +71,8 @@ class ArrayJobTrigger(BaseTrigger):
         return base + random.uniform(0, base)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from sciops.arrays import (ACCOUNTING_RETRY_SECONDS, _acct_dict, complete_accounting, ended, images_done,
-                                   progress_line)
+        from sciops.arrays import (ACCOUNTING_RETRY_SECONDS, _acct_dict, complete_accounting, ended,
+                                   exit_file_accounting, images_done, progress_line)
         from sciops.schedulers import get_scheduler
         from sciops.schedulers.base import JobState
 
@@ -103,6 +106,9 @@ class ArrayJobTrigger(BaseTrigger):
                     else:
                         queue_empty_since = queue_empty_since or time.time()
                         stuck = [t for t, s in states.items() if s == JobState.ERROR]
+                        readable = self.work_dir if self.work_dir and os.path.isdir(self.work_dir) else None
+                        acct = None if stuck else exit_file_accounting(readable, self.task_ids, self.attempt)
+                    if acct is None and ended(states):
                         if stuck and not errored:
                             self.log.warning("tasks %s stuck in an error state: deleting job %s", stuck, self.job_id)
                             await runner.run(sched.cancel_argv(self.job_id))
