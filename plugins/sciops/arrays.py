@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from sciops import runner_module
 from sciops.errors import JobFailedError, SchedulerQueryError
+from sciops.project import write_json
 from sciops.runners import CommandRunner
 from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting
 
@@ -285,10 +286,7 @@ class ArrayRun:
         return images_done(self.local_work_dir)
 
     def write_attempts(self, history: list[dict[str, Any]]) -> None:
-        path = self.local_work_dir / "attempts.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(history, indent=1))
-        os.replace(tmp, path)
+        write_json(self.local_work_dir / "attempts.json", history)
 
 
 def accounting_from_dict(t: int, a: dict[str, Any]) -> TaskAccounting:

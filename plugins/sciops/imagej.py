@@ -28,18 +28,25 @@ SMOKE_STALL_S = 10
 SMOKE_TIMEOUT_S = 120
 
 
-def detect_launcher(kind: str = "auto") -> dict[str, Any] | None:
-    """The launcher settings for the task manifest, or None when no ImageJ is installed here."""
-    fiji = os.environ.get("SCIOPS_FIJI") or shutil.which("ImageJ-linux64")
+def choose_launcher(kind: str, fiji: str | None, java: str | None, xvfb: str | None,
+                    ij_jar: str | None) -> dict[str, Any] | None:
+    """The launcher for ``kind`` from what a machine has (paths, or None when missing).
+
+    ``auto`` prefers Fiji. Used for this machine (:func:`detect_launcher`) and for a
+    cluster's head node (from the existing backend's probe).
+    """
     if kind in ("auto", "fiji") and fiji:
         return {"kind": "fiji", "fiji": fiji}
-    if kind == "fiji":
-        return None
-    jar = os.environ.get("SCIOPS_IJ_JAR", "/usr/share/java/ij.jar")
-    java, xvfb = shutil.which("java"), shutil.which("Xvfb")
-    if java and xvfb and Path(jar).is_file():
-        return {"kind": "imagej1", "java": java, "ij_jar": jar, "xvfb": xvfb}
+    if kind in ("auto", "imagej1") and java and xvfb and ij_jar:
+        return {"kind": "imagej1", "java": java, "ij_jar": ij_jar, "xvfb": xvfb}
     return None
+
+
+def detect_launcher(kind: str = "auto") -> dict[str, Any] | None:
+    """The launcher settings for the task manifest, or None when no ImageJ is installed here."""
+    jar = os.environ.get("SCIOPS_IJ_JAR", "/usr/share/java/ij.jar")
+    return choose_launcher(kind, os.environ.get("SCIOPS_FIJI") or shutil.which("ImageJ-linux64"),
+                           shutil.which("java"), shutil.which("Xvfb"), jar if Path(jar).is_file() else None)
 
 
 def require_launcher(kind: str) -> dict[str, Any]:

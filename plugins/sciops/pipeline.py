@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,17 +17,10 @@ from sciops import config as config_mod
 from sciops.errors import ConfigError, SciOpsError, StorageError
 from sciops.imagej import detect_launcher, require_launcher, smoke_candidates, smoke_run
 from sciops.project import (Project, chunk, expected_outputs, read_manifest, safe_run_id, sha256, stage_job_files,
-                            write_manifest)
+                            write_json)
 from sciops.storage import get_storage
 
 log = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _phase_path(run_dir: Path | str, name: str) -> Path:
@@ -42,7 +34,7 @@ def phase_start(run_dir: Path | str, name: str, start: float | None = None, keep
         rec = json.loads(path.read_text())
         if rec.get("status") == "running":
             return
-    _write_json(path, {"phase": name, "start": start or time.time(), "status": "running"})
+    write_json(path, {"phase": name, "start": start or time.time(), "status": "running"})
 
 
 def phase_end(run_dir: Path | str, name: str, error: BaseException | None = None) -> None:
@@ -54,7 +46,7 @@ def phase_end(run_dir: Path | str, name: str, error: BaseException | None = None
         rec["error"] = f"{type(error).__name__}: {error}"[:4000]
     else:
         rec.pop("error", None)
-    _write_json(path, rec)
+    write_json(path, rec)
 
 
 @contextmanager
@@ -218,7 +210,7 @@ def plan(info: dict[str, Any]) -> dict[str, Any]:
                 # Jobs run as the cluster user, who shares a group with Airflow's: let the group write.
                 d.chmod(0o2775)
         manifest = _manifest(info, cfg, project, job, chunks, expected_outputs(macro))
-        path = write_manifest(work / "manifest.json", manifest)
+        path = write_json(work / "manifest.json", manifest)
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)
     return {"manifest": str(path), "tasks": len(chunks), "images": len(images)}
 
@@ -275,7 +267,7 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
                   "task_seconds": round(cpu_seconds, 3)},
         "files": collated.get("files", {}),
     }
-    _write_json(run_dir / "run.json", doc)
+    write_json(run_dir / "run.json", doc)
     log.info("run.json written: %s", run_dir / "run.json")
     if failed_phases:
         raise SciOpsError(f"run {info['run_id']} failed in {', '.join(failed_phases)}: "

@@ -137,9 +137,12 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
     return paths
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+def write_json(path: Path | str, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     os.replace(tmp, path)
     return path
 

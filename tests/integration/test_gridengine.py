@@ -90,7 +90,7 @@ def test_operator_reattaches_after_a_kill_and_trigger_survives_sshd_restart(grid
     from airflow.sdk.exceptions import TaskDeferred
 
     from sciops.operators.run_array import STATE_KEY, FijiArrayOperator
-    from sciops.project import write_manifest
+    from sciops.project import write_json
 
     run_dir = shared_storage / "proj" / "output" / "r1"
     work = run_dir / "work"
@@ -108,7 +108,7 @@ def test_operator_reattaches_after_a_kill_and_trigger_survives_sshd_restart(grid
                 "chunks": [["a.tif"], ["b.tif"]], "max_attempts": 2, "backend": "existing",
                 "backend_options": {"ssh_conn_id": gridengine, "scheduler": "sge", "python": "python3",
                                     "scheduler_options": {}}}
-    path = write_manifest(work / "manifest.json", manifest)
+    path = write_json(work / "manifest.json", manifest)
 
     class Store(dict):   # the one seam: Airflow's task_state_store, kept across the "retry"
         def set(self, key, value):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
 import yaml
 
 from helpers import REPO

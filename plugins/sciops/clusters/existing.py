@@ -68,10 +68,12 @@ class ExistingBackend(ClusterBackend):
 
     def launcher(self, kind: str, found: dict[str, str]) -> dict[str, Any]:
         """The ImageJ launcher on the cluster, from :meth:`probe`'s answer."""
-        if kind in ("auto", "fiji") and found.get("ImageJ-linux64"):
-            return {"kind": "fiji", "fiji": found["ImageJ-linux64"]}
-        if kind in ("auto", "imagej1") and found.get("java") and found.get("Xvfb") and found.get("ij_jar"):
-            return {"kind": "imagej1", "java": found["java"], "ij_jar": found["ij_jar"], "xvfb": found["Xvfb"]}
+        from sciops.imagej import choose_launcher
+
+        launcher = choose_launcher(kind, found.get("ImageJ-linux64"), found.get("java"), found.get("Xvfb"),
+                                   found.get("ij_jar"))
+        if launcher:
+            return launcher
         raise ClusterError(f"no ImageJ for launcher {kind!r} on the head node of {self.ssh_conn_id!r}: install Fiji "
                            "(ImageJ-linux64 on PATH) or Debian's imagej + xvfb + a JRE")
 

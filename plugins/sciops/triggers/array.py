@@ -19,6 +19,8 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from sciops.arrays import ACCOUNTING_GRACE_SECONDS
+
 
 class ArrayJobTrigger(BaseTrigger):
     """
@@ -37,7 +39,7 @@ class ArrayJobTrigger(BaseTrigger):
     def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
                  ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
-                 accounting_grace_seconds: float = 120.0, attempt: int = 1):
+                 accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1):
         super().__init__()
         self.job_id = job_id
         self.task_ids = list(task_ids)
