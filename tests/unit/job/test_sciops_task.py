@@ -57,35 +57,41 @@ def test_cpu_ticks_of_self_and_of_nobody():
     assert st.cpu_ticks(2 ** 22 + 12345) is None
 
 
-def test_runner_with_a_fake_imagej(tmp_path):
-    """The bookkeeping against a stand-in JVM (a shell script speaking the driver's protocol)."""
+def fake_imagej_run(tmp_path, images, cases):
+    """A manifest whose "Fiji" is a shell script speaking the driver's protocol.
+
+    For every image of the job file it prints BEGIN, runs ``cases`` (shell ``case`` arms on
+    ``$input``; the default writes results.csv), then END. Fiji's argv puts the job file 10th.
+    """
     fake = tmp_path / "fake-imagej"
-    # prints the driver protocol for every image in the job file; image 'bad' logs an error
     fake.write_text("""#!/bin/sh
-job="$6"
+job="${10}"
 echo "SCIOPS_VERSION\t9.99z"
 tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out; do
   echo "SCIOPS_BEGIN\t$input"
   case "$input" in
-    *bad*) echo "Exception in thread: boom" ;;
-    *noout*) ;;
+    %s
     *) echo "count" > "$out/results.csv" ;;
   esac
   echo "SCIOPS_END\t$input\t5\t"
 done
 echo SCIOPS_DONE
-""")
+""" % cases)
     fake.chmod(0o755)
     work = tmp_path / "work"
     manifest = {"work_dir": str(work), "run_dir": str(tmp_path), "input_dir": str(tmp_path / "in"),
-                "macro_path": "/m.ijm", "driver_path": "/d.ijm", "chunks": [["a.tif", "bad.tif", "noout.tif"]],
+                "macro_path": "/m.ijm", "driver_path": "/d.ijm", "chunks": [images],
                 "expected_outputs": ["results.csv"], "launcher": {"kind": "fiji", "fiji": str(fake)},
                 "memory_mb": 1024, "image_timeout_s": 30, "stall_seconds": 10}
-    # argv for fiji: fake --headless --console --mem -Duser.home -Djava.io.tmpdir -- -port0 -batch driver job
-    # so the job file is $10; adapt the stand-in by shifting
-    fake.write_text(fake.read_text().replace('job="$6"', 'job="${10}"'))
     mpath = tmp_path / "manifest.json"
     mpath.write_text(json.dumps(manifest))
+    return mpath, work
+
+
+def test_runner_with_a_fake_imagej(tmp_path):
+    """The bookkeeping against a stand-in JVM: image 'bad' logs an error, 'noout' writes nothing."""
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "bad.tif", "noout.tif"],
+                                  '*bad*) echo "Exception in thread: boom" ;;\n    *noout*) ;;')
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
     got = st.read_statuses(st.status_path(str(work), 1))
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "bad.tif": "failed", "noout.tif": "failed"}
@@ -117,25 +123,8 @@ def test_task_map_for_resubmitted_scattered_chunks():
 
 
 def test_jvm_killed_from_outside_stops_the_task_then_fails_the_image_the_second_time(tmp_path):
-    fake = tmp_path / "fake-imagej"
-    fake.write_text("""#!/bin/sh
-job="${10}"
-echo "SCIOPS_VERSION\t9.99z"
-tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out; do
-  echo "SCIOPS_BEGIN\t$input"
-  case "$input" in *killme*) kill -9 0 ;; esac
-  echo "x" > "$out/results.csv"
-  echo "SCIOPS_END\t$input\t5\t"
-done
-""")
-    fake.chmod(0o755)
-    work = tmp_path / "work"
-    manifest = {"work_dir": str(work), "run_dir": str(tmp_path), "input_dir": str(tmp_path / "in"),
-                "macro_path": "/m.ijm", "driver_path": "/d.ijm", "chunks": [["a.tif", "b_killme.tif", "c.tif"]],
-                "expected_outputs": ["results.csv"], "launcher": {"kind": "fiji", "fiji": str(fake)},
-                "memory_mb": 1024, "image_timeout_s": 30, "stall_seconds": 10}
-    mpath = tmp_path / "manifest.json"
-    mpath.write_text(json.dumps(manifest))
+    # kill -9 0: the whole stand-in process group, as a kill of the JVM would
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b_killme.tif", "c.tif"], "*killme*) kill -9 0 ;;")
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == st.EXIT_INTERRUPTED
     assert set(st.read_statuses(st.status_path(str(work), 1))) == {"a.tif"}
     summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
