@@ -1,11 +1,15 @@
 """
 ### fiji_project: run a Fiji/ImageJ macro over every image of a project
 
-One run = one project. `validate` checks every parameter (and smoke-runs the macro
-on a few images) before anything is spent; `plan` cuts the images into chunks of
-`images_per_task`; `run_array` runs them as one array job (one JVM per chunk) and
-resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`,
-`summary.csv` and `failures.csv`; `record` writes `run.json`, failed runs included.
+One run = one project. `sync_up` sends a LAN project folder (`sync_from`) to the storage
+root; `validate` checks every parameter (and smoke-runs the macro on a few images) before
+anything is spent; `stage_in` copies the project from an S3 storage root to the run's
+working copy (on the cluster's head node for `existing`); `plan` cuts the images into
+chunks of `images_per_task`; `run_array` runs them as one array job (one JVM per chunk)
+and resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`,
+`summary.csv` and `failures.csv`; `stage_out` pushes the run folder back to S3;
+`sync_down` copies it to the LAN folder (`sync_to`, else `sync_from`); `record` writes
+`run.json`, failed runs included. Storage steps with nothing to do are skipped.
 
 Everything lands in `<storage root>/<project>/output/<run_id>/`.
 """
@@ -57,19 +61,45 @@ def _nullable(kind: str, description: str, **schema) -> Param:
         "slots": _nullable("integer", "local backend: tasks at once (0 = one per CPU)"),
         "launcher": _nullable("string", "ImageJ launcher", enum=[None, "auto", "imagej1", "fiji"]),
         "smoke_test": _nullable("boolean", "Run the macro on a few images in validate first"),
+        "storage_root": _nullable("string", "s3://bucket[/prefix] or a folder (default: $SCIOPS_STORAGE_ROOT)"),
+        "aws_conn_id": _nullable("string", "S3 storage: Airflow AWS connection (default: aws_default)"),
+        "sync_from": _nullable("string", "LAN project folder (as this worker sees it) to sync up before the run"),
+        "sync_to": _nullable("string", "LAN folder to sync output/<run_id>/ down to (default: sync_from)"),
     },
 )
 def fiji_project():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    def skip_if_none(result, why: str):
+        if result is None:
+            raise AirflowSkipException(why)
+        return result
+
+    def run_conf() -> dict:
+        ctx = get_current_context()
+        return {**ctx["params"], **(ctx["dag_run"].conf or {})}
+
     @task(retries=0)  # a bad parameter does not fix itself
+    def sync_up() -> dict:
+        from sciops.pipeline import sync_up as run_sync_up
+
+        return skip_if_none(run_sync_up(run_conf()), "no sync_from: the project is already in the storage root")
+
+    @task(retries=0, trigger_rule="none_failed")  # runs after a skipped sync_up
     def validate() -> dict:
         from sciops.pipeline import validate as run_validate
 
         ctx = get_current_context()
-        conf = {**ctx["params"], **(ctx["dag_run"].conf or {})}
         # published early so that record finds the run folder even if the smoke run fails
-        return run_validate(conf, ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
+        return run_validate(run_conf(), ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
 
     @task
+    def stage_in(info: dict) -> dict:
+        from sciops.pipeline import stage_in as run_stage_in
+
+        return skip_if_none(run_stage_in(info), "the storage root is a local folder: runs work in it directly")
+
+    @task(trigger_rule="none_failed")  # runs after a skipped stage_in
     def plan(info: dict) -> dict:
         from sciops.pipeline import plan as run_plan
 
@@ -79,8 +109,6 @@ def fiji_project():
     # finished images on disk, and collate gathers them; record then marks the run failed.
     @task(outlets=[COLLATED], trigger_rule="all_done")
     def collate(info: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from sciops.pipeline import collate as run_collate
 
         planned = get_current_context()["ti"].xcom_pull(task_ids="plan")
@@ -88,23 +116,40 @@ def fiji_project():
             raise AirflowSkipException("nothing was planned: nothing to collate")
         return run_collate(info, planned["manifest"])
 
+    def run_info():
+        return get_current_context()["ti"].xcom_pull(task_ids="validate", key="run_info")
+
+    @task(trigger_rule="all_done")  # partial results are pushed too: nothing is lost
+    def stage_out() -> dict:
+        from sciops.pipeline import stage_out as run_stage_out
+
+        return skip_if_none(run_stage_out(run_info()), "nothing to push: local storage root, or no run folder")
+
+    @task(trigger_rule="all_done")
+    def sync_down() -> dict:
+        from sciops.pipeline import sync_down as run_sync_down
+
+        return skip_if_none(run_sync_down(run_info()), "no sync_to or sync_from: results stay in the storage root")
+
     @task(trigger_rule="all_done", retries=0)
     def record() -> dict:
         from sciops.pipeline import record as run_record
 
         ctx = get_current_context()
         ti = ctx["ti"]
-        return run_record(ti.xcom_pull(task_ids="validate", key="run_info"), ti.xcom_pull(task_ids="collate"),
-                          ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None))
+        return run_record(run_info(), ti.xcom_pull(task_ids="collate"), ctx["dag"].dag_id,
+                          getattr(ctx["dag_run"].run_type, "value", None), ti.xcom_pull(task_ids="sync_up"))
 
     info = validate()
+    sync_up() >> info
     planned = plan(info)
+    stage_in(info) >> planned
     run_array = FijiArrayOperator(
         task_id="run_array",
         manifest_path="{{ ti.xcom_pull(task_ids='plan')['manifest'] }}",
         execution_timeout=timedelta(hours=48),
     )
-    planned >> run_array >> collate(info) >> record()
+    planned >> run_array >> collate(info) >> stage_out() >> sync_down() >> record()
 
 
 fiji_project()

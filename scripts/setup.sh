@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-SYSTEM_PACKAGES=(imagej default-jre-headless xvfb python3 python3-venv docker-compose procps)
+# awscli: what a head node stages projects in and out of S3 with (and the sync benchmark's baseline)
+SYSTEM_PACKAGES=(imagej default-jre-headless xvfb python3 python3-venv docker-compose procps awscli)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -126,3 +126,37 @@ def shared_storage(gridengine, monkeypatch):
     yield root
     os.umask(old)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto_server on 127.0.0.1 (started by scripts/test.sh; started here if not). Never skipped.
+
+    Sets the Airflow connections ``sciops_s3`` (any credentials accepted) and ``sciops_s3_auth``
+    (an endpoint that checks signatures against its one IAM user's key).
+    """
+    _run_testbed("s3.sh", "start")
+    os.environ["AIRFLOW_CONN_SCIOPS_S3"] = _run_testbed("s3.sh", "conn", "open").strip().splitlines()[-1]
+    os.environ["AIRFLOW_CONN_SCIOPS_S3_AUTH"] = _run_testbed("s3.sh", "conn", "auth").strip().splitlines()[-1]
+    import json
+
+    return {name: json.loads(os.environ[f"AIRFLOW_CONN_{name.upper()}"]) for name in ("sciops_s3", "sciops_s3_auth")}
+
+
+@pytest.fixture
+def s3_root(s3_endpoint, tmp_path, monkeypatch):
+    """A fresh bucket; SciOps' storage root is ``s3://<bucket>/labroot`` and its work root a temp folder."""
+    import uuid
+
+    from sciops.storage import S3Storage
+
+    bucket = f"sciops-test-{uuid.uuid4().hex[:10]}"
+    storage = S3Storage(f"s3://{bucket}/labroot", "sciops_s3")
+    storage.client.request("PUT", what="create bucket")
+    monkeypatch.setenv("SCIOPS_STORAGE_ROOT", storage.url)
+    monkeypatch.setenv("SCIOPS_AWS_CONN_ID", "sciops_s3")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("SCIOPS_WORK_ROOT", str(work))
+    return storage

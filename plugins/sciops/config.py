@@ -50,7 +50,14 @@ DEFAULTS: dict[str, Any] = {
     "one_per_host": False,
     "cluster_python": "python3",
     "cluster_storage_root": None,
+    # storage (run-level only: project.yaml lives in the storage root, so it cannot choose it)
+    "storage_root": None,
+    "aws_conn_id": None,
+    "sync_from": None,
+    "sync_to": None,
 }
+#: Fields a run's conf may set but project.yaml may not.
+RUN_ONLY = ("storage_root", "aws_conn_id", "sync_from")
 FIELDS = ("project", *DEFAULTS)
 
 
@@ -104,6 +111,10 @@ class RunConfig(BaseModel):
     one_per_host: bool
     cluster_python: str
     cluster_storage_root: str | None = None
+    storage_root: str | None = None
+    aws_conn_id: str | None = None
+    sync_from: str | None = None
+    sync_to: str | None = None
 
     @field_validator("project")
     @classmethod
@@ -213,6 +224,37 @@ class RunConfig(BaseModel):
             raise ValueError(f"{v!r}: give the storage root's absolute path on the cluster (no '..', no spaces)")
         return v
 
+    @field_validator("storage_root")
+    @classmethod
+    def _storage_root(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("s3://"):
+            from sciops.storage import S3Storage
+            from sciops.errors import StorageError
+
+            try:
+                S3Storage(v)
+            except StorageError as exc:
+                raise ValueError(str(exc).removeprefix(f"storage root {v!r}: ")) from None
+        elif not ABS_PATH.match(v.removeprefix("file://")) or ".." in v.split("/"):
+            raise ValueError(f"{v!r}: give s3://bucket[/prefix] or an absolute folder path (no '..', no spaces)")
+        return v
+
+    @field_validator("aws_conn_id")
+    @classmethod
+    def _conn(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
+        return v
+
+    @field_validator("sync_from", "sync_to")
+    @classmethod
+    def _lan_folder(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/") or "\x00" in v):
+            raise ValueError(f"{v!r}: give the LAN project folder's absolute path as this worker sees it (no '..')")
+        return v
+
     @model_validator(mode="after")
     def _scheduler_fits_backend(self) -> RunConfig:
         allowed = SCHEDULERS[self.backend]
@@ -248,6 +290,8 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
         problems += [(k, f"unknown parameter; known ones are: {', '.join(FIELDS)}") for k in unknown]
     bad_defaults = sorted(set(project_defaults or {}) - set(DEFAULTS))
     problems += [(f"project.yaml:{k}", "not a run default; remove it from project.yaml") for k in bad_defaults]
+    problems += [(f"project.yaml:{k}", "chooses where the project is, so it cannot be set inside it; set it in the "
+                                       "run's parameters") for k in RUN_ONLY if k in (project_defaults or {})]
     if not conf.get("project"):
         problems.append(("project", "is required: the name of a project folder under the storage root"))
     if problems:

@@ -1,8 +1,9 @@
 """The bodies of the ``fiji_project`` tasks, free of Airflow so they are plain to test.
 
-validate → plan → run_array → collate → record. Each phase writes its start, end and
-outcome to ``output/<run_id>/work/phases/<phase>.json``; ``record`` turns them into
-``run.json``.
+sync_up → validate → stage_in → plan → run_array → collate → stage_out → sync_down → record.
+Each phase writes its start, end and outcome to ``output/<run_id>/work/phases/<phase>.json``;
+``record`` turns them into ``run.json``. The storage steps return ``None`` when they have
+nothing to do (a local storage root, no LAN folder); the DAG turns that into a skip.
 """
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from typing import Any, Callable, Iterator
 from sciops import config as config_mod
 from sciops.errors import ConfigError, SciOpsError, StorageError
 from sciops.imagej import detect_launcher, require_launcher, smoke_candidates, smoke_run
-from sciops.project import (Project, chunk, expected_outputs, read_manifest, safe_run_id, sha256, stage_job_files,
-                            write_json)
-from sciops.storage import get_storage
+from sciops.project import (Project, chunk, expected_outputs, match_images, read_manifest, safe_run_id, sha256,
+                            stage_job_files, write_json)
+from sciops.storage import get_storage, work_root
 
 log = logging.getLogger(__name__)
+#: Images fetched from S3 for the smoke run (it needs a few non-empty ones).
+SMOKE_FETCH = 6
 
 
 def _phase_path(run_dir: Path | str, name: str) -> Path:
@@ -75,11 +78,26 @@ def backend_options(cfg: config_mod.RunConfig) -> dict[str, Any]:
             "scheduler_options": sched}
 
 
+def storage_of(conf: dict[str, Any] | config_mod.RunConfig):
+    """The run's storage root (``storage_root`` / ``aws_conn_id``, else the environment's)."""
+    get = conf.get if isinstance(conf, dict) else lambda k: getattr(conf, k)
+    try:
+        return get_storage(get("storage_root"), get("aws_conn_id"))
+    except StorageError as exc:
+        raise ConfigError([("storage_root", str(exc))]) from None
+
+
+def local_root(cfg: config_mod.RunConfig) -> Path:
+    """The folder on this machine that holds the projects runs work in (and the cluster mounts)."""
+    storage = storage_of(cfg)
+    return storage.root if storage.is_local else work_root()
+
+
 def cluster_path(path: Path | str, cfg: config_mod.RunConfig) -> str:
-    """A path under the storage root as the cluster sees it (``cluster_storage_root``)."""
+    """A path under the local root as the cluster sees it (``cluster_storage_root``)."""
     if not cfg.cluster_storage_root:
         return str(path)
-    rel = Path(path).resolve().relative_to(get_storage().root)
+    rel = Path(path).resolve().relative_to(local_root(cfg))
     return str(Path(cfg.cluster_storage_root, rel))
 
 
@@ -89,13 +107,20 @@ def check_cluster(cfg: config_mod.RunConfig, project: Project) -> dict[str, Any]
     from sciops.errors import ClusterError
 
     backend = get_backend(cfg.backend, **backend_options(cfg))
+    on_s3 = not storage_of(cfg).is_local
     try:
         found = backend.probe()
         launcher = backend.launcher(cfg.launcher, found)
-        where = cluster_path(project.input_dir, cfg)
-        if backend.runner().run(["test", "-d", where], check=False).returncode != 0:
-            raise ConfigError([("cluster_storage_root", f"the head node does not see {where}: mount the storage "
-                                                        "root there, or set cluster_storage_root to where it is")])
+        runner = backend.runner()
+        # On S3 the head node stages the project into the working copy: it must see that folder.
+        where = cluster_path(project.root if on_s3 else project.input_dir, cfg)
+        if runner.run(["test", "-d", where], check=False).returncode != 0:
+            raise ConfigError([("cluster_storage_root", f"the head node does not see {where}: mount the "
+                                                        f"{'work' if on_s3 else 'storage'} root there, or set "
+                                                        "cluster_storage_root to where it is")])
+        if on_s3 and runner.run(["aws", "--version"], check=False).returncode != 0:
+            raise ConfigError([("storage_root", "the head node has no AWS CLI ('aws'), which stages the project "
+                                                "in and out of S3: install it there (e.g. apt install awscli)")])
     except ClusterError as exc:
         raise ConfigError([("ssh_conn_id", str(exc))]) from None
     finally:
@@ -103,33 +128,53 @@ def check_cluster(cfg: config_mod.RunConfig, project: Project) -> dict[str, Any]
     return launcher
 
 
-def open_project(name: Any) -> Project:
-    """The project folder under the storage root, or a ConfigError that says what exists."""
+def open_project(name: Any, storage=None) -> tuple[Project, dict[str, int] | None]:
+    """The project under the storage root, or a ConfigError that says what exists.
+
+    On S3 this also fetches ``project.yaml`` and ``src/`` into the run's working copy (a
+    few small files) and returns the sizes of the objects under ``input/``; the images
+    themselves are staged in later. On a local root the second value is ``None``.
+    """
+    from sciops.sync import LocalTree, sync
+
     if not isinstance(name, str) or not config_mod.SAFE_NAME.match(name):
         config_mod.build({"project": name if isinstance(name, str) else ""})  # raises with the rule
-    storage = get_storage()
-    try:
-        storage.check()
-        root = storage.path(name)
-    except StorageError as exc:
-        raise ConfigError([("project", str(exc))]) from None
-    if not root.is_dir():
-        existing = sorted(p.name for p in storage.root.iterdir() if p.is_dir())[:20]
-        raise ConfigError([("project", f"no project folder {name!r} under {storage.root}; existing projects: "
-                                       f"{', '.join(existing) or 'none'}. Sync the project up first or fix the name")])
-    return Project(name, root)
+    storage = storage or get_storage()
+    if storage.is_local:
+        try:
+            storage.check()
+            root = storage.path(name)
+        except StorageError as exc:
+            raise ConfigError([("project", str(exc))]) from None
+        if not root.is_dir():
+            raise ConfigError([("project", f"no project folder {name!r} under {storage.root}; existing projects: "
+                                           f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up "
+                                           "first or fix the name")])
+        return Project(name, root), None
+    storage.check()  # ConfigError naming storage_root / aws_conn_id
+    listing = storage.tree(name).list()
+    if not listing:
+        raise ConfigError([("project", f"no project {name!r} in {storage.url}; existing projects: "
+                                       f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up first "
+                                       "(sync_from, or python -m sciops sync-up) or fix the name")])
+    workspace = storage.workspace(name)
+    workspace.mkdir(parents=True, exist_ok=True)
+    sync(storage.tree(name), LocalTree(workspace), include=["project.yaml", "src"], delete=True,
+         label=f"fetch project.yaml and src/ of {name}")
+    inputs = {rel[len("input/"):]: e.size for rel, e in listing.items() if rel.startswith("input/")}
+    return Project(name, workspace), inputs
 
 
 def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str], Path]:
     """Every check that needs no ImageJ: config, project, input, macro. Raises ConfigError."""
-    project = open_project(conf.get("project"))
+    project, inputs = open_project(conf.get("project"), storage_of(conf))
     cfg = config_mod.build(conf, project.defaults())
-    if not project.input_dir.is_dir():
+    if inputs is None and not project.input_dir.is_dir() or inputs == {}:
         raise ConfigError([("project", f"project {project.name!r} has no input/ folder; put the images in "
-                                       f"{project.input_dir}")])
-    images = project.list_images(cfg.patterns)
+                                       f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
+    images = project.list_images(cfg.patterns) if inputs is None else match_images(list(inputs), cfg.patterns)
     if not images:
-        raise ConfigError([("file_pattern", f"no file in {project.input_dir} matches {cfg.file_pattern!r}; "
+        raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
     macro = project.resolve_macro(cfg.macro)
     return cfg, project, images, macro
@@ -160,6 +205,12 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         if publish:
             publish(info)
         if cfg.smoke_test and smoke_launcher:
+            storage = storage_of(cfg)
+            if not storage.is_local:  # the smoke images only; the rest is staged in later
+                from sciops.sync import LocalTree, sync
+
+                sync(storage.tree(project.name), LocalTree(project.root),
+                     include=[f"input/{rel}" for rel in images[:SMOKE_FETCH]], label="fetch smoke-test images")
             job = stage_job_files(run_dir / "work", macro)
             manifest = dict(_manifest(info, cfg, project, job, chunks=[], expected=expected_outputs(macro)),
                             launcher=smoke_launcher, input_dir=str(project.input_dir), macro_path=str(job["macro"]),
@@ -231,32 +282,131 @@ def _imagej_version(work: Path, info: dict[str, Any]) -> str | None:
     return info.get("imagej_version")
 
 
+def _head_node_aws(cfg: config_mod.RunConfig, storage, argv: list[str]) -> None:
+    """Run ``aws <argv>`` on the head node (credentials: its own environment or instance role)."""
+    from sciops.clusters import get_backend
+
+    extra = ["--only-show-errors", "--no-progress", "--region", storage.region]
+    if storage.endpoint_url:
+        extra += ["--endpoint-url", storage.endpoint_url]
+    backend = get_backend(cfg.backend, **backend_options(cfg))
+    try:
+        backend.runner().run(["aws", *argv, *extra])
+    finally:
+        backend.close()
+
+
+def _stats(stats) -> dict[str, Any]:
+    d = stats.as_dict()
+    log.info("%s: %d file(s) transferred (%d bytes), %d unchanged, %.1f s", d["direction"], d["transferred"],
+             d["bytes"], d["skipped"], d["seconds"])
+    return d
+
+
+def sync_up(conf: dict[str, Any]) -> dict[str, Any] | None:
+    """The LAN project folder (``sync_from``) → the storage root. ``None``: nothing to do."""
+    from sciops import sync as sync_mod
+
+    if not conf.get("sync_from"):
+        return None
+    folder = Path(conf["sync_from"])
+    lan = Project(str(conf.get("project") or ""), folder)
+    config_mod.build(conf, lan.defaults() if folder.is_dir() else {})  # bad input fails before any transfer
+    if not (folder / "input").is_dir():
+        raise ConfigError([("sync_from", f"{folder} is not a project folder on this worker (no input/ in it); give "
+                                         "the LAN folder that holds input/, src/ and project.yaml")])
+    storage = storage_of(conf)
+    storage.check()
+    start = time.time()
+    stats = _stats(sync_mod.sync_up(storage, folder, conf["project"]))
+    return dict(stats, phase="sync_up", start=start, end=time.time(), status="success")
+
+
+def stage_in(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The project (``input/ src/ bin/ project.yaml``) → the run's working copy. ``None`` on a local root."""
+    from sciops import sync as sync_mod
+
+    cfg = config_mod.RunConfig(**info["config"])
+    storage = storage_of(cfg)
+    if storage.is_local:
+        return None
+    root = Path(info["project_root"])
+    with phase(info["run_dir"], "stage_in"):
+        if cfg.backend == "local":
+            return _stats(sync_mod.stage_in(storage, info["project"], root))
+        start = time.time()
+        _head_node_aws(cfg, storage, ["s3", "sync", storage.uri(info["project"]) + "/", cluster_path(root, cfg) + "/",
+                                      "--exclude", "*", "--include", "input/*", "--include", "src/*",
+                                      "--include", "bin/*", "--include", "project.yaml"])
+        return {"direction": "down", "by": "head node (aws s3 sync)", "seconds": round(time.time() - start, 3)}
+
+
+def stage_out(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run folder → ``<project>/output/<run_id>/`` in the storage root. ``None`` on a local root."""
+    from sciops import sync as sync_mod
+
+    if not info:
+        return None
+    cfg = config_mod.RunConfig(**info["config"])
+    storage = storage_of(cfg)
+    run_dir = Path(info["run_dir"])
+    if storage.is_local or not run_dir.is_dir():
+        return None
+    with phase(run_dir, "stage_out"):
+        if cfg.backend == "local":
+            return _stats(sync_mod.stage_out(storage, info["project"], info["run_id"], run_dir))
+        start = time.time()
+        _head_node_aws(cfg, storage, ["s3", "sync", cluster_path(run_dir, cfg) + "/",
+                                      storage.uri(info["project"], "output", info["run_id"]) + "/"])
+        return {"direction": "up", "by": "head node (aws s3 sync)", "seconds": round(time.time() - start, 3)}
+
+
+def sync_down(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``output/<run_id>/`` → the LAN folder (``sync_to``, else ``sync_from``). ``None``: not asked for."""
+    from sciops import sync as sync_mod
+
+    if not info:
+        return None
+    cfg = config_mod.RunConfig(**info["config"])
+    target = cfg.sync_to or cfg.sync_from
+    if not target:
+        return None
+    with phase(info["run_dir"], "sync_down"):
+        return _stats(sync_mod.sync_down(storage_of(cfg), info["project"], info["run_id"], target))
+
+
 def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, dag_id: str | None = None,
-           trigger: str | None = None) -> dict[str, Any]:
+           trigger: str | None = None, synced_up: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``run.json`` for every run that got past the project check, failed or not.
 
-    Raises after writing when a phase failed, so the DAG run ends failed.
+    On S3 it is also put in ``<project>/output/<run_id>/``, and copied to the LAN folder
+    when results are synced down. Raises after writing when a phase failed, so the DAG run
+    ends failed.
     """
     if not info:
         raise SciOpsError("validate did not pass: nothing was run and there is no run folder to record in "
-                          "(see the validate task's log for the field to fix)")
+                          "(see the sync_up and validate tasks' logs for the field to fix)")
     run_dir = Path(info["run_dir"])
     work = run_dir / "work"
-    phases = {}
+    phases = {"sync_up": synced_up} if synced_up else {}
     for path in sorted(work.glob("phases/*.json")):
         rec = json.loads(path.read_text())
+        phases[rec["phase"]] = rec
+    for rec in phases.values():
         if rec.get("end"):
             rec["seconds"] = round(rec["end"] - rec["start"], 3)
-        phases[rec["phase"]] = rec
     failed_phases = [name for name, rec in phases.items() if rec["status"] != "success"]
     collated = collated or {}
     attempts = json.loads((work / "attempts.json").read_text()) if (work / "attempts.json").exists() else []
     cpu_seconds = sum(a.get("seconds") or 0 for att in attempts for a in att["accounting"].values())
     starts = [p["start"] for p in phases.values()]
     ends = [p.get("end") or time.time() for p in phases.values()]
+    cfg = config_mod.RunConfig(**info["config"])
+    storage = storage_of(cfg)
     doc = {
         "run_id": info["run_id"], "airflow_run_id": info["airflow_run_id"], "dag_id": dag_id,
         "trigger": trigger, "project": info["project"], "params": info["config"],
+        "storage_root": storage.url,
         "macro": {"name": info["config"]["macro"], "sha256": info["macro_sha256"]},
         "imagej_version": _imagej_version(work, info), "launcher": info["launcher"].get("kind"),
         "status": "failed" if failed_phases else "success", "failed_phases": failed_phases,
@@ -267,8 +417,14 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
                   "task_seconds": round(cpu_seconds, 3)},
         "files": collated.get("files", {}),
     }
-    write_json(run_dir / "run.json", doc)
-    log.info("run.json written: %s", run_dir / "run.json")
+    path = write_json(run_dir / "run.json", doc)
+    log.info("run.json written: %s", path)
+    if not storage.is_local:
+        log.info("run.json stored: %s", storage.put_run_file(info["project"], info["run_id"], "run.json",
+                                                               path.read_bytes()))
+    lan = cfg.sync_to or cfg.sync_from
+    if lan:
+        write_json(Path(lan, "output", info["run_id"], "run.json"), doc)
     if failed_phases:
         raise SciOpsError(f"run {info['run_id']} failed in {', '.join(failed_phases)}: "
                           + "; ".join(phases[p].get("error", "") for p in failed_phases)[:2000])

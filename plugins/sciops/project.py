@@ -83,22 +83,14 @@ class Project:
         Hidden files and folders are skipped; symlinks that leave ``input/`` are ignored.
         """
         base = self.input_dir.resolve()
-        pats = [p.lower() for p in patterns]
         found = []
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
-                if name.startswith("."):
-                    continue
                 full = Path(dirpath, name)
-                rel = full.relative_to(base).as_posix()
-                if not any(fnmatch.fnmatchcase(rel.lower(), p) for p in pats):
-                    continue
-                real = full.resolve()
-                if base not in real.parents:
-                    continue
-                found.append(rel)
-        return sorted(found)
+                if base in full.resolve().parents:
+                    found.append(full.relative_to(base).as_posix())
+        return match_images(found, patterns)
 
     def resolve_macro(self, macro: str) -> Path:
         """A shipped macro by name, or a file inside the project (``src/x.ijm``)."""
@@ -112,6 +104,14 @@ class Project:
         shipped_names = sorted(p.stem for p in MACRO_DIR.glob("*.ijm"))
         raise ConfigError([("macro", f"{macro!r} is neither a shipped macro ({', '.join(shipped_names)}) nor a file "
                                      f"in project {self.name!r} (e.g. 'src/{macro.split('/')[-1]}')")])
+
+
+def match_images(rels: list[str], patterns: list[str]) -> list[str]:
+    """The paths (relative to ``input/``) that match a pattern, case-insensitively; hidden ones skipped."""
+    pats = [p.lower() for p in patterns]
+    return sorted(rel for rel in rels
+                  if not any(part.startswith(".") for part in rel.split("/"))
+                  and any(fnmatch.fnmatchcase(rel.lower(), p) for p in pats))
 
 
 def expected_outputs(macro: Path) -> list[str]:

@@ -28,7 +28,7 @@ setup() {
     [ -f "$STATE/host_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -f "$STATE/host_ed25519"
     [ -f "$STATE/client_ed25519" ] || ssh-keygen -q -t ed25519 -N "" -C "sciops-testbed" -f "$STATE/client_ed25519"
     install -m 644 "$STATE/client_ed25519.pub" "$STATE/authorized_keys/$JOB_USER"
-    cat > "$STATE/sshd_config" <<CONF
+    (umask 077; cat > "$STATE/sshd_config") <<CONF
 ListenAddress 127.0.0.1
 Port $PORT
 HostKey $STATE/host_ed25519
@@ -42,8 +42,10 @@ AllowUsers $JOB_USER
 # Tests poll and fan out: let many sessions start at once (the default 10:30:100 drops them).
 MaxStartups 100:30:200
 MaxSessions 50
-# What a cluster's login profile would set for Grid Engine.
-SetEnv SGE_ROOT=/var/lib/gridengine SGE_CELL=default
+# What a cluster's login environment would set: Grid Engine's root, and the AWS credentials the
+# head node stages projects in and out of S3 with (on AWS: its instance role). The S3 endpoint
+# is moto's (scripts/testbed/s3.sh), which accepts these; only root can read this file.
+SetEnv SGE_ROOT=/var/lib/gridengine SGE_CELL=default AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing-secret AWS_DEFAULT_REGION=us-east-1
 CONF
 }
 

@@ -33,13 +33,18 @@ def test_tags_retries_and_docs(dagbag):
 
 def test_fiji_project_shape(dagbag):
     dag = dagbag.dags["fiji_project"]
-    order = ["validate", "plan", "run_array", "collate", "record"]
+    order = ["sync_up", "validate", "stage_in", "plan", "run_array", "collate", "stage_out", "sync_down", "record"]
     for up, down in zip(order, order[1:]):
-        assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
-    assert dag.get_task("record").trigger_rule == "all_done"
+        assert down in dag.get_task(up).downstream_task_ids or up == "validate", f"{up} -> {down}"
+    assert "plan" in dag.get_task("validate").downstream_task_ids
+    # skipped storage steps must not skip what follows them; failures must not lose results
+    assert dag.get_task("validate").trigger_rule == dag.get_task("plan").trigger_rule == "none_failed"
+    for name in ("collate", "stage_out", "sync_down", "record"):
+        assert dag.get_task(name).trigger_rule == "all_done", name
     assert dag.get_task("validate").retries == 0
     assert {"project", "macro", "images_per_task", "max_attempts", "image_timeout_s", "memory",
-            "backend", "file_pattern", "macro_args"} <= set(dag.params)
+            "backend", "file_pattern", "macro_args", "storage_root", "aws_conn_id", "sync_from",
+            "sync_to"} <= set(dag.params)
 
 
 def test_dag_file_has_no_heavy_imports_at_parse_time():

@@ -1,0 +1,453 @@
+"""Incremental, parallel, resumable sync between a folder and a storage prefix.
+
+Used for sync up (a LAN project folder → the storage root), sync down (``output/<run_id>/``
+→ the LAN folder) and, on the local backend, stage in / stage out.
+
+- A file is transferred when it is missing at the destination, its size differs, or its
+  checksum differs: S3's ETag (the MD5, or for a multipart object the MD5 of the parts'
+  MD5s with ``-N``, computed locally with the same part size). Local checksums are cached
+  by (size, mtime) so a no-op resync reads no file.
+- Nothing is deleted at the destination unless ``delete=True``.
+- Interrupted? Run it again: finished files are skipped by the rule above, a multipart
+  upload reuses the parts already uploaded, a download continues its ``.sciops-part`` file.
+- Every relative path is checked: nothing lands outside the destination.
+- A progress line (files, bytes, rate, ETA) is logged every ``progress_seconds``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sciops.errors import StorageError
+from sciops.s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 8 * 1024 * 1024          # the AWS CLI's default multipart chunk size, too
+MULTIPART_THRESHOLD = PART_SIZE      # larger files go in parts
+PARTIAL_SUFFIX = ".sciops-part"
+MiB = 1024 * 1024
+
+
+@dataclass
+class Entry:
+    size: int
+    etag: str | None = None          # S3's ETag; None for a local file not hashed yet
+    mtime_ns: int | None = None
+
+
+@dataclass
+class SyncStats:
+    direction: str
+    source: str
+    destination: str
+    files: int = 0                   # files at the source (after filters)
+    transferred: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    parts_reused: int = 0
+    resumed_bytes: int = 0
+    seconds: float = 0.0
+    transferred_paths: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["transferred_paths"] = d["transferred_paths"][:50]
+        return d
+
+
+def safe_rel(rel: str) -> str:
+    """A relative POSIX path that stays inside its root, or StorageError."""
+    norm = posixpath.normpath(rel)
+    if not rel or rel.startswith("/") or norm.startswith("../") or norm in ("..", ".") or "\x00" in rel:
+        raise StorageError(f"refused path {rel!r}: it would leave the folder being synced")
+    return norm
+
+
+def part_size_for(size: int, parts: int) -> int:
+    """The part size that cut ``size`` bytes into ``parts`` parts (8 MiB, else a whole number of MiB)."""
+    if -(-size // PART_SIZE) == parts:
+        return PART_SIZE
+    guess = -(-size // parts)
+    return -(-guess // MiB) * MiB
+
+
+def file_etag(path: Path, part_size: int | None) -> str:
+    """S3's ETag of this file uploaded whole (``part_size=None``) or in parts of ``part_size``."""
+    with open(path, "rb") as fh:
+        if part_size is None:
+            h = hashlib.md5()
+            for block in iter(lambda: fh.read(MiB), b""):
+                h.update(block)
+            return h.hexdigest()
+        digests = []
+        while True:
+            part = fh.read(part_size)
+            if not part:
+                break
+            digests.append(hashlib.md5(part).digest())
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def etag_shape(etag: str | None, size: int) -> int | None:
+    """The part size an ETag implies (None = single-part MD5)."""
+    if etag and "-" in etag:
+        return part_size_for(size, int(etag.rsplit("-", 1)[1]))
+    return None
+
+
+class EtagCache:
+    """Checksums of local files, keyed by (size, mtime): a no-op resync hashes nothing.
+
+    Kept in ``$XDG_CACHE_HOME/sciops/etags/`` (one file per local folder), never in the folder itself.
+    """
+
+    def __init__(self, root: Path):
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sciops" / "etags"
+        self.path = base / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".json")
+        self._lock = threading.Lock()
+        self.dirty = False
+        try:
+            self.data: dict[str, list] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    def get(self, rel: str, entry: Entry, shape: int | None) -> str | None:
+        rec = self.data.get(rel)
+        if rec and rec[0] == entry.size and rec[1] == entry.mtime_ns:
+            return rec[2].get(str(shape or 0))
+        return None
+
+    def put(self, rel: str, size: int, mtime_ns: int, shape: int | None, etag: str) -> None:
+        with self._lock:
+            rec = self.data.get(rel)
+            if not rec or rec[0] != size or rec[1] != mtime_ns:
+                rec = self.data[rel] = [size, mtime_ns, {}]
+            rec[2][str(shape or 0)] = etag
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            with self._lock:
+                tmp.write_text(json.dumps(self.data))
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError as exc:  # a cache that cannot be written only costs speed
+            log.warning("could not save the checksum cache %s: %s", self.path, exc)
+
+
+class Progress:
+    """Counts done files/bytes; logs one line every ``every`` seconds and at the end."""
+
+    def __init__(self, label: str, files: int, nbytes: int, every: float, emit: Callable[[str], None]):
+        self.label, self.files, self.nbytes, self.every, self.emit = label, files, nbytes, every, emit
+        self.done_files = self.done_bytes = 0
+        self.start = self.last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def add(self, nbytes: int, files: int = 0) -> None:
+        with self._lock:
+            self.done_bytes += nbytes
+            self.done_files += files
+            now = time.monotonic()
+            if now - self.last >= self.every:
+                self.last = now
+                self.emit(self.line())
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = self.done_bytes / elapsed
+        left = self.nbytes - self.done_bytes
+        eta = f"{left / rate:.0f} s" if rate > 0 and left > 0 else ("0 s" if left <= 0 else "?")
+        return (f"{self.label}: {self.done_files}/{self.files} files, {self.done_bytes / MiB:.1f}/"
+                f"{self.nbytes / MiB:.1f} MiB, {rate / MiB:.2f} MiB/s, ETA {eta}")
+
+
+# -- the two kinds of tree -------------------------------------------------------------------
+class LocalTree:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.cache = EtagCache(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def path(self, rel: str) -> Path:
+        return self.root / safe_rel(rel)
+
+    def list(self) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        if not self.root.is_dir():
+            return out
+        base = str(self.root)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in filenames:
+                if name.endswith(PARTIAL_SUFFIX):  # an unfinished download
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                rel = os.path.relpath(full, base).replace(os.sep, "/")
+                out[rel] = Entry(st.st_size, None, st.st_mtime_ns)
+        return out
+
+    def etag(self, rel: str, entry: Entry, shape: int | None) -> str:
+        cached = self.cache.get(rel, entry, shape)
+        if cached:
+            return cached
+        etag = file_etag(self.path(rel), shape)
+        self.cache.put(rel, entry.size, entry.mtime_ns, shape, etag)
+        return etag
+
+
+class S3Tree:
+    def __init__(self, client: S3Client, prefix: str):
+        self.client = client
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.client.bucket}/{self.prefix}"
+
+    def key(self, rel: str) -> str:
+        return self.prefix + safe_rel(rel)
+
+    def list(self) -> dict[str, Entry]:
+        out = {}
+        for obj in self.client.list(self.prefix):
+            rel = obj.key[len(self.prefix):]
+            if not rel or rel.endswith("/"):  # "folder" markers made by consoles
+                continue
+            out[rel] = Entry(obj.size, obj.etag)
+        return out
+
+
+# -- the engine ------------------------------------------------------------------------------
+def _selected(rel: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
+    """``include``/``exclude``: top-level names (``input``, ``project.yaml``) or path prefixes."""
+    def hit(patterns):
+        return any(rel == p.rstrip("/") or rel.startswith(p.rstrip("/") + "/") for p in patterns)
+    if include is not None and not hit(include):
+        return False
+    return not (exclude and hit(exclude))
+
+
+def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = False, workers: int = 16,
+         include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
+         progress_seconds: float = 5.0, label: str | None = None,
+         emit: Callable[[str], None] | None = None) -> SyncStats:
+    """Make ``dst`` hold every file of ``src`` (filtered); see the module docstring."""
+    include = list(include) if include is not None else None
+    exclude = list(exclude or [])
+    direction = "up" if isinstance(dst, S3Tree) else "down" if isinstance(src, S3Tree) else "copy"
+    label = label or f"sync {direction} {src} -> {dst}"
+    emit = emit or log.info
+    t0 = time.monotonic()
+    stats = SyncStats(direction, str(src), str(dst))
+    with ThreadPoolExecutor(2) as pool:  # list both sides at once
+        fs, fd = pool.submit(src.list), pool.submit(dst.list)
+        source, dest = fs.result(), fd.result()
+    source = {rel: e for rel, e in source.items() if _selected(rel, include, exclude)}
+    for rel in source:
+        safe_rel(rel)  # refuse the whole sync before writing anything if one path is unsafe
+    stats.files = len(source)
+
+    todo = []
+    for rel, e in source.items():
+        d = dest.get(rel)
+        if d is None or d.size != e.size or not _same_content(src, dst, rel, e, d):
+            todo.append(rel)
+        else:
+            stats.skipped += 1
+    total = sum(source[r].size for r in todo)
+    progress = Progress(label, len(todo), total, progress_seconds, emit)
+    lock = threading.Lock()
+
+    def one(rel: str) -> None:
+        reused, resumed = _transfer(src, dst, rel, source[rel], progress)
+        with lock:
+            stats.transferred += 1
+            stats.bytes += source[rel].size
+            stats.parts_reused += reused
+            stats.resumed_bytes += resumed
+            stats.transferred_paths.append(rel)
+        progress.add(0, files=1)
+
+    errors: list[str] = []
+    try:
+        if todo:
+            with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+                futures = {pool.submit(one, rel): rel for rel in todo}
+                for fut in as_completed(futures):
+                    exc = fut.exception()
+                    if exc is not None:
+                        errors.append(f"{futures[fut]}: {exc}")
+        if delete and not errors:
+            for rel in sorted(set(dest) - set(source)):
+                if _selected(rel, include, exclude):
+                    _delete(dst, rel)
+                    stats.deleted += 1
+    finally:
+        for tree in (src, dst):
+            if isinstance(tree, LocalTree):
+                tree.cache.save()
+    stats.seconds = round(time.monotonic() - t0, 3)
+    emit(progress.line() + f" (done in {stats.seconds:.1f} s; {stats.skipped} unchanged skipped"
+         + (f", {stats.deleted} deleted" if delete else "") + ")")
+    if errors:
+        raise StorageError(f"{label}: {len(errors)} of {len(todo)} file(s) failed (run the sync again to resume): "
+                           + "; ".join(errors[:5]))
+    return stats
+
+
+def _same_content(src, dst, rel: str, e: Entry, d: Entry) -> bool:
+    if isinstance(src, LocalTree) and isinstance(dst, S3Tree):
+        return src.etag(rel, e, etag_shape(d.etag, e.size)) == d.etag
+    if isinstance(src, S3Tree) and isinstance(dst, LocalTree):
+        return dst.etag(rel, d, etag_shape(e.etag, e.size)) == e.etag
+    if isinstance(src, LocalTree) and isinstance(dst, LocalTree):
+        return src.etag(rel, e, None) == dst.etag(rel, d, None)
+    raise StorageError("S3 to S3 sync is not supported; sync through a folder")
+
+
+def _delete(dst, rel: str) -> None:
+    if isinstance(dst, S3Tree):
+        dst.client.delete(dst.key(rel))
+    else:
+        dst.path(rel).unlink(missing_ok=True)
+
+
+def _transfer(src, dst, rel: str, e: Entry, progress: Progress) -> tuple[int, int]:
+    """Copy one file; returns (multipart parts reused, bytes resumed)."""
+    if isinstance(dst, S3Tree):
+        return _upload(src, dst, rel, e, progress), 0
+    target = dst.path(rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(src, S3Tree):
+        return 0, _download(src, dst, rel, e, target, progress)
+    tmp = target.with_name(target.name + PARTIAL_SUFFIX)
+    shutil.copyfile(src.path(rel), tmp)
+    os.replace(tmp, target)
+    st = target.stat()
+    dst.cache.put(rel, st.st_size, st.st_mtime_ns, None, src.etag(rel, e, None))
+    progress.add(e.size)
+    return 0, 0
+
+
+def _upload(src: LocalTree, dst: S3Tree, rel: str, e: Entry, progress: Progress) -> int:
+    path, key = src.path(rel), dst.key(rel)
+    client = dst.client
+    if e.size <= MULTIPART_THRESHOLD:
+        etag = client.put(key, lambda: open(path, "rb"), e.size)
+        if etag and "-" not in etag:
+            src.cache.put(rel, e.size, e.mtime_ns, None, etag)
+        progress.add(e.size)
+        return 0
+    parts = -(-e.size // PART_SIZE)
+    done: dict[int, tuple[int, str]] = {}
+    upload_id = None
+    for candidate in reversed(client.list_uploads(key)):  # newest unfinished upload of this key first
+        upload_id, done = candidate, client.list_parts(key, candidate)
+        break
+    if upload_id is None:
+        upload_id = client.create_multipart(key)
+    etags, reused = [], 0
+    with open(path, "rb") as fh:
+        for number in range(1, parts + 1):
+            data = fh.read(PART_SIZE)
+            md5 = hashlib.md5(data).hexdigest()
+            have = done.get(number)
+            if have and have[0] == len(data) and have[1] == md5:
+                reused += 1
+                etags.append(md5)
+            else:
+                etags.append(client.upload_part(key, upload_id, number, data, len(data)) or md5)
+            progress.add(len(data))
+    etag = client.complete_multipart(key, upload_id, etags)
+    if etag:
+        src.cache.put(rel, e.size, e.mtime_ns, PART_SIZE, etag)
+    return reused
+
+
+def _download(src: S3Tree, dst: LocalTree, rel: str, e: Entry, target: Path, progress: Progress) -> int:
+    tmp = target.with_name(target.name + PARTIAL_SUFFIX)
+    start = tmp.stat().st_size if tmp.exists() else 0
+    if start > e.size:
+        start = 0
+    resumed = start
+    with open(tmp, "ab" if start else "wb") as fh:
+        if start < e.size or e.size == 0:
+            counting = _Counting(fh, progress)
+            if start:
+                progress.add(start)
+            src.client.get_to(src.key(rel), counting, start=start)
+    size = tmp.stat().st_size
+    if size != e.size:
+        raise StorageError(f"download of {rel} is {size} bytes, expected {e.size}; run the sync again")
+    shape = etag_shape(e.etag, e.size)
+    if e.etag and resumed and file_etag(tmp, shape) != e.etag:
+        # a resumed file is checked whole: the object may have changed between the two runs
+        tmp.unlink()
+        raise StorageError(f"{rel}: the resumed download does not match the object's checksum; run the sync again")
+    os.replace(tmp, target)
+    st = target.stat()
+    if e.etag:
+        dst.cache.put(rel, st.st_size, st.st_mtime_ns, shape, e.etag)
+    return resumed
+
+
+class _Counting:
+    def __init__(self, fh, progress: Progress):
+        self.fh, self.progress = fh, progress
+
+    def write(self, block: bytes) -> None:
+        self.fh.write(block)
+        self.progress.add(len(block))
+
+
+# -- what the DAG and the CLI call ---------------------------------------------------------------
+def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = False, **kw) -> SyncStats:
+    """A LAN project folder → ``<root>/<project>/`` (``output/`` stays behind: runs write it)."""
+    local = Path(local_dir).expanduser().resolve()
+    if not (local / "input").is_dir():
+        raise StorageError(f"{local} is not a project folder (it has no input/ folder); give the folder that "
+                           "holds input/, src/ and project.yaml")
+    return sync(LocalTree(local), storage.tree(project), delete=delete, exclude=["output"],
+                label=f"sync up {project}", **kw)
+
+
+def sync_down(storage, project: str, run_id: str, local_dir: Path | str, **kw) -> SyncStats:
+    """``<root>/<project>/output/<run_id>/`` → ``<local_dir>/output/<run_id>/``; nothing else is touched."""
+    dest = Path(local_dir).expanduser().resolve() / "output" / run_id
+    return sync(storage.tree(project, "output", run_id), LocalTree(dest), label=f"sync down {project}/{run_id}", **kw)
+
+
+def stage_in(storage, project: str, workspace: Path | str, **kw) -> SyncStats:
+    """The project's ``input/ src/ bin/ project.yaml`` → the run's working copy (this machine)."""
+    from sciops.storage import PROJECT_PARTS
+
+    return sync(storage.tree(project), LocalTree(workspace), include=PROJECT_PARTS,
+                label=f"stage in {project}", **kw)
+
+
+def stage_out(storage, project: str, run_id: str, run_dir: Path | str, **kw) -> SyncStats:
+    """The run folder → ``<root>/<project>/output/<run_id>/``: the only prefix a run writes."""
+    return sync(LocalTree(run_dir), storage.tree(project, "output", run_id), label=f"stage out {project}/{run_id}",
+                **kw)

@@ -1,0 +1,206 @@
+"""Sync up/down against a real S3 endpoint (moto_server over HTTP on 127.0.0.1)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+from sciops.errors import ConfigError, StorageError
+from sciops.sync import LocalTree, S3Tree, file_etag, safe_rel, sync, sync_down, sync_up
+
+NAMES = ["input/plate 1/well A1.tif", "input/plate 1/sub dir/é-ü 細胞.tif", "input/empty.tif", "input/big.tif",
+         "src/macro.ijm", "project.yaml"]
+
+
+def make_lan_project(root: Path) -> Path:
+    for i, name in enumerate(NAMES):
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith("empty.tif"):
+            p.write_bytes(b"")
+        elif name.endswith("big.tif"):
+            p.write_bytes(os.urandom(9 * 1024 * 1024 + 123))  # over 8 MiB: two parts
+        else:
+            p.write_bytes(f"{name} {i}\n".encode() * 50)
+    (root / "output" / "old-run").mkdir(parents=True)
+    (root / "output" / "old-run" / "results.csv").write_text("stays on the LAN\n")
+    return root
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_round_trip_incremental_and_multipart(s3_root, tmp_path, monkeypatch):
+    lan = make_lan_project(tmp_path / "lan")
+    first = sync_up(s3_root, lan, "proj", progress_seconds=0)
+    assert first.transferred == len(NAMES) and first.skipped == 0
+    remote = s3_root.tree("proj").list()
+    assert set(remote) == set(NAMES)  # output/ stays behind
+    assert remote["input/big.tif"].etag.endswith("-2")  # multipart, ETag checked locally the same way
+    assert remote["input/big.tif"].etag == file_etag(lan / "input/big.tif", 8 * 1024 * 1024)
+    assert remote["input/empty.tif"].size == 0
+
+    assert sync_up(s3_root, lan, "proj").transferred == 0  # nothing changed: nothing sent
+    (lan / "input/plate 1/well A1.tif").write_bytes(b"changed")
+    again = sync_up(s3_root, lan, "proj")
+    assert (again.transferred, again.transferred_paths) == (1, ["input/plate 1/well A1.tif"])
+
+    # the way down: the whole prefix into a fresh folder, byte for byte
+    copy = tmp_path / "copy"
+    down = sync(s3_root.tree("proj"), LocalTree(copy))
+    assert down.transferred == len(NAMES)
+    assert files_of(copy) == {k: v for k, v in files_of(lan).items() if not k.startswith("output/")}
+    # a second sync down transfers nothing, even with the checksum cache gone (ETags are recomputed)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-cache"))
+    assert sync(s3_root.tree("proj"), LocalTree(copy)).transferred == 0
+
+
+def test_sync_down_writes_only_the_run_folder(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    out = tmp_path / "run"
+    (out / "sub").mkdir(parents=True)
+    (out / "results.csv").write_text("a,b\n1,2\n")
+    (out / "sub" / "x.csv").write_text("x\n")
+    sync(LocalTree(out), s3_root.tree("proj", "output", "run-1"))
+    before = {p: p.stat().st_mtime_ns for p in (lan / "input").rglob("*")}
+    stats = sync_down(s3_root, "proj", "run-1", lan)
+    assert stats.transferred == 2
+    assert (lan / "output/run-1/results.csv").read_text() == "a,b\n1,2\n"
+    assert (lan / "output/old-run/results.csv").exists()  # nothing deleted at the destination
+    assert before == {p: p.stat().st_mtime_ns for p in (lan / "input").rglob("*")}  # input/ untouched
+
+
+def test_delete_only_when_asked(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    (lan / "src/macro.ijm").unlink()
+    assert "src/macro.ijm" in s3_root.tree("proj").list()
+    sync_up(s3_root, lan, "proj")
+    assert "src/macro.ijm" in s3_root.tree("proj").list()
+    assert sync_up(s3_root, lan, "proj", delete=True).deleted == 1
+    assert "src/macro.ijm" not in s3_root.tree("proj").list()
+
+
+def test_interrupted_multipart_upload_resumes_with_its_parts(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    big = lan / "input/big.tif"
+    key = s3_root.key("proj", "input/big.tif")
+    client = s3_root.client
+    upload = client.create_multipart(key)  # an earlier sync got as far as part 1, then died
+    client.upload_part(key, upload, 1, big.read_bytes()[:8 * 1024 * 1024], 8 * 1024 * 1024)
+    stats = sync_up(s3_root, lan, "proj")
+    assert stats.parts_reused == 1
+    assert s3_root.tree("proj").list()["input/big.tif"].etag == file_etag(big, 8 * 1024 * 1024)
+    assert client.list_uploads(key) == []
+
+
+def test_interrupted_download_resumes(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    dest = tmp_path / "down"
+    partial = dest / "input/big.tif.sciops-part"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes((lan / "input/big.tif").read_bytes()[:5_000_000])
+    stats = sync(s3_root.tree("proj"), LocalTree(dest), include=["input/big.tif"])
+    assert stats.resumed_bytes == 5_000_000
+    assert (dest / "input/big.tif").read_bytes() == (lan / "input/big.tif").read_bytes()
+    assert not partial.exists()
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    return subprocess.Popen([sys.executable, "-m", "sciops", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_killed_sync_resumes_where_it_stopped(s3_root, tmp_path):
+    lan = tmp_path / "lan"
+    (lan / "input").mkdir(parents=True)
+    for i in range(400):
+        (lan / "input" / f"img{i:04d}.tif").write_bytes(os.urandom(2000))
+    proc = _cli("--workers", "2", "sync-up", str(lan), "--project", "proj")
+    deadline = time.time() + 60
+    while time.time() < deadline and len(s3_root.tree("proj").list()) < 40:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    there = len(s3_root.tree("proj").list())
+    assert 0 < there < 400, there
+    stats = sync_up(s3_root, lan, "proj")
+    assert stats.skipped >= there - 2 and stats.transferred == 400 - stats.skipped
+    assert len(s3_root.tree("proj").list()) == 400
+
+
+def test_progress_line(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    lines = []
+    sync_up(s3_root, lan, "proj", progress_seconds=0, emit=lines.append)
+    assert len(lines) >= len(NAMES)
+    assert "files" in lines[-1] and "MiB/s" in lines[-1] and "ETA" in lines[-1], lines[-1]
+    assert f"{len(NAMES)}/{len(NAMES)} files" in lines[-1]
+
+
+def test_paths_outside_the_root_are_refused(s3_root, tmp_path):
+    for bad in ("../x", "/etc/passwd", "a/../../b", ""):
+        with pytest.raises(StorageError):
+            safe_rel(bad)
+    for bad in ("..", "a/../b", "/abs", "a//b"):
+        with pytest.raises(StorageError):
+            s3_root.key("proj", bad)
+    with pytest.raises(StorageError):
+        LocalTree(tmp_path).path("../outside")
+    assert s3_root.key("proj", "output", "r1") == "labroot/proj/output/r1"
+
+
+def test_credentials_never_in_logs(s3_endpoint, s3_root, tmp_path, caplog, monkeypatch):
+    secret = s3_endpoint["sciops_s3_auth"]["password"]
+    lan = make_lan_project(tmp_path / "lan")
+    from sciops.storage import S3Storage
+
+    auth = S3Storage(f"s3://{s3_root.bucket}-a", "sciops_s3_auth")
+    auth.client.request("PUT", what="create bucket")
+    with caplog.at_level(logging.DEBUG):
+        sync_up(auth, lan, "proj", progress_seconds=0)
+        proc = _cli("--storage-root", auth.url, "--conn-id", "sciops_s3_auth", "sync-up", str(lan), "--project", "p2")
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        wrong = S3Storage(auth.url, "wrong_secret")
+        monkeypatch.setenv("AIRFLOW_CONN_WRONG_SECRET", os.environ["AIRFLOW_CONN_SCIOPS_S3_AUTH"].replace(secret, "nope"))
+        with pytest.raises(ConfigError) as err:
+            wrong.check()
+    assert err.value.fields == ["aws_conn_id"] and "refused" in str(err.value)
+    assert len(auth.tree("p2").list()) == len(NAMES)
+    for text in (caplog.text, out, str(err.value)):
+        assert secret not in text and "nope" not in text
+
+
+@pytest.mark.parametrize("case", ["no_bucket", "endpoint_down", "wrong_credentials"])
+def test_unreachable_storage_is_a_config_error(case, s3_endpoint, s3_root, monkeypatch):
+    import json
+
+    from sciops.storage import S3Storage
+
+    conn = dict(s3_endpoint["sciops_s3_auth"] if case == "wrong_credentials" else s3_endpoint["sciops_s3"])
+    if case == "endpoint_down":
+        conn["extra"] = {**conn["extra"], "endpoint_url": "http://127.0.0.1:9"}
+    if case == "wrong_credentials":
+        conn["password"] = "not-the-secret"
+    monkeypatch.setenv("AIRFLOW_CONN_CASE", json.dumps(conn))
+    monkeypatch.setattr("sciops.s3.RETRIES", 1)
+    bucket = "no-such-bucket-here" if case == "no_bucket" else s3_root.bucket
+    with pytest.raises(ConfigError) as err:
+        S3Storage(f"s3://{bucket}", "case").check()
+    field = "aws_conn_id" if case == "wrong_credentials" else "storage_root"
+    assert err.value.fields == [field]
+    assert {"no_bucket": "does not exist", "endpoint_down": "cannot reach",
+            "wrong_credentials": "refused"}[case] in str(err.value)
+    assert "not-the-secret" not in str(err.value)
