@@ -20,13 +20,16 @@ log() { echo "testbed/s3: $*"; }
 pid() { cat "$STATE/$1.pid" 2>/dev/null || true; }
 up() { "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$1/moto-api/data.json', timeout=1)" 2>/dev/null; }
 
-launch() {  # name port [env...]
+launch() {  # name port [env...]; sets LAUNCHED=1 when it had to start a new server
     local name=$1 port=$2; shift 2
-    if running "$(pid "$name")" && up "$port"; then return 0; fi
-    env "$@" setsid "$MOTO" -H 127.0.0.1 -p "$port" >"$STATE/$name.log" 2>&1 < /dev/null &
-    echo $! > "$STATE/$name.pid"
-    for _ in $(seq 1 80); do up "$port" && return 0; sleep 0.25; done
-    log "moto_server ($name) did not start on 127.0.0.1:$port:"; tail -20 "$STATE/$name.log"; exit 1
+    LAUNCHED=0
+    if ! running "$(pid "$name")"; then
+        env "$@" setsid "$MOTO" -H 127.0.0.1 -p "$port" >"$STATE/$name.log" 2>&1 < /dev/null &
+        echo $! > "$STATE/$name.pid"
+        LAUNCHED=1
+    fi
+    for _ in $(seq 1 120); do up "$port" && return 0; sleep 0.25; done
+    log "moto_server ($name) does not answer on 127.0.0.1:$port:"; tail -20 "$STATE/$name.log"; exit 1
 }
 
 start() {
@@ -35,10 +38,8 @@ start() {
     chmod 700 "$STATE"
     launch open "$OPEN_PORT"
     # Auth is enforced after the first 3 requests: the three that make the IAM user below.
-    local fresh=0
-    running "$(pid auth)" && up "$AUTH_PORT" || fresh=1
     launch auth "$AUTH_PORT" INITIAL_NO_AUTH_ACTION_COUNT=3
-    if [ "$fresh" = 1 ]; then
+    if [ "$LAUNCHED" = 1 ]; then
         "$PY" - "$AUTH_PORT" "$STATE/auth-key.json" <<'PY'
 import json, os, sys
 import boto3
