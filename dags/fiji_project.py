@@ -11,6 +11,10 @@ and resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`
 `sync_down` copies it to the LAN folder (`sync_to`, else `sync_from`); `record` writes
 `run.json`, failed runs included. Storage steps with nothing to do are skipped.
 
+With `backend: parallelcluster`, `create_cluster` makes an AWS ParallelCluster 3 (Slurm)
+for the run after `validate` (which dry-runs pcluster's own validators first) and
+`delete_cluster`, a teardown, deletes it after `collate` whatever failed.
+
 Everything lands in `<storage root>/<project>/output/<run_id>/`.
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from sciops.operators.cluster import PClusterCreateOperator, PClusterDeleteOperator
 from sciops.operators.run_array import FijiArrayOperator
 
 COLLATED = Asset("sciops://collated-results")
@@ -47,8 +52,9 @@ def _nullable(kind: str, description: str, **schema) -> Param:
         "image_timeout_s": _nullable("integer", "Seconds one image may take before it is killed"),
         "stall_seconds": _nullable("integer", "Idle seconds after which a JVM counts as hung on a dialog"),
         "memory": _nullable("string", "Memory per task, e.g. 2G (the JVM heap is derived from it)"),
-        "backend": _nullable("string", "Where the array runs: local (this machine) or existing (a cluster over SSH)",
-                             enum=[None, "local", "existing"]),
+        "backend": _nullable("string", "Where the array runs: local (this machine), existing (a cluster over SSH) "
+                                       "or parallelcluster (an AWS cluster made for the run)",
+                             enum=[None, "local", "existing", "parallelcluster"]),
         "scheduler": _nullable("string", "existing backend: the cluster's scheduler", enum=[None, "sge", "slurm"]),
         "ssh_conn_id": _nullable("string", "existing backend: Airflow SSH connection of the head node"),
         "queue": _nullable("string", "existing backend: queue (SGE -q) or partition (Slurm)"),
@@ -65,6 +71,9 @@ def _nullable(kind: str, description: str, **schema) -> Param:
         "aws_conn_id": _nullable("string", "S3 storage: Airflow AWS connection (default: aws_default)"),
         "sync_from": _nullable("string", "LAN project folder (as this worker sees it) to sync up before the run"),
         "sync_to": _nullable("string", "LAN folder to sync output/<run_id>/ down to (default: sync_from)"),
+        "cluster": _nullable("object", "parallelcluster backend: region, subnet_id, key_name, custom_ami, "
+                                       "head_node_instance_type, compute_instance_type, min_count, max_count, spot, "
+                                       "spot_max_price, shared_storage_gb, root_volume_gb"),
     },
 )
 def fiji_project():
@@ -93,17 +102,21 @@ def fiji_project():
         # published early so that record finds the run folder even if the smoke run fails
         return run_validate(run_conf(), ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
 
-    @task
+    def cluster():
+        return get_current_context()["ti"].xcom_pull(task_ids="create_cluster")
+
+    @task(trigger_rule="none_failed")  # runs after a skipped create_cluster
     def stage_in(info: dict) -> dict:
         from sciops.pipeline import stage_in as run_stage_in
 
-        return skip_if_none(run_stage_in(info), "the storage root is a local folder: runs work in it directly")
+        return skip_if_none(run_stage_in(info, cluster()),
+                            "the storage root is a local folder: runs work in it directly")
 
     @task(trigger_rule="none_failed")  # runs after a skipped stage_in
     def plan(info: dict) -> dict:
         from sciops.pipeline import plan as run_plan
 
-        return run_plan(info)
+        return run_plan(info, cluster())
 
     # all_done: a run_array that failed (every chunk failed, job deleted outside) still has
     # finished images on disk, and collate gathers them; record then marks the run failed.
@@ -114,7 +127,7 @@ def fiji_project():
         planned = get_current_context()["ti"].xcom_pull(task_ids="plan")
         if not planned:
             raise AirflowSkipException("nothing was planned: nothing to collate")
-        return run_collate(info, planned["manifest"])
+        return run_collate(info, planned["manifest"], cluster())
 
     def run_info():
         return get_current_context()["ti"].xcom_pull(task_ids="validate", key="run_info")
@@ -142,14 +155,28 @@ def fiji_project():
 
     info = validate()
     sync_up() >> info
+    create = PClusterCreateOperator(task_id="create_cluster", execution_timeout=timedelta(hours=2))
+    staged = stage_in(info)
+    info >> create >> staged
     planned = plan(info)
-    stage_in(info) >> planned
+    staged >> planned
     run_array = FijiArrayOperator(
         task_id="run_array",
         manifest_path="{{ ti.xcom_pull(task_ids='plan')['manifest'] }}",
         execution_timeout=timedelta(hours=48),
     )
-    planned >> run_array >> collate(info) >> stage_out() >> sync_down() >> record()
+    collated = collate(info)
+    planned >> run_array >> collated
+    # The teardown runs once everything that needs the cluster is done, whatever failed (a
+    # failed create_cluster included: a CREATE_FAILED cluster still exists); its own failure
+    # fails the run (a cluster left running costs money) and alerts. create_cluster is not
+    # marked a setup: Airflow would then require all_success after it, and it skips itself
+    # on other backends.
+    delete = PClusterDeleteOperator(task_id="delete_cluster", execution_timeout=timedelta(hours=2))
+    [create, collated] >> delete.as_teardown(on_failure_fail_dagrun=True)
+    ended = record()
+    collated >> stage_out() >> sync_down() >> ended
+    delete >> ended
 
 
 fiji_project()

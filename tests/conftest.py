@@ -1,6 +1,7 @@
 """Shared fixtures. Airflow reads its settings at import, so the environment is set here first."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -160,3 +161,31 @@ def s3_root(s3_endpoint, tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.setenv("SCIOPS_WORK_ROOT", str(work))
     return storage
+
+
+@pytest.fixture
+def fake_pcluster(tmp_path, monkeypatch):
+    """A pcluster executable (the fake) and its state file; SCIOPS_PCLUSTER points at it."""
+    exe = tmp_path / "pcluster"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {REPO / 'tests/fixtures/pcluster/fake_pcluster.py'} \"$@\"\n")
+    exe.chmod(0o755)
+    state = tmp_path / "pcluster-state.json"
+    state.write_text(json.dumps({"settings": {"polls": 2}}))
+    monkeypatch.setenv("SCIOPS_PCLUSTER", str(exe))
+    monkeypatch.setenv("FAKE_PCLUSTER_STATE", str(state))
+    monkeypatch.setenv("SCIOPS_PCLUSTER_POLL_SECONDS", "0")
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "login": "AKIATEST",
+                                                               "password": "not-a-real-secret"}))
+
+    class Fake:
+        path = exe
+
+        def state(self):
+            return json.loads(state.read_text())
+
+        def set(self, **settings):
+            data = self.state()
+            data["settings"].update(settings)
+            state.write_text(json.dumps(data))
+
+    return Fake()

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
 
-    from sciops.config import SAFE_NAME
+    from sciops.names import SAFE_NAME
     from sciops.errors import ConfigError, StorageError
     from sciops.storage import get_storage
 

@@ -13,14 +13,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sciops.errors import ConfigError
-
-#: Project names become folder names, S3 prefixes, job names and shell words.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+from sciops.names import SAFE_NAME  # noqa: F401 - re-exported: config.SAFE_NAME
 SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-BACKENDS = ("local", "existing")
-#: Schedulers each backend can drive (the first is its default).
-SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm")}
+BACKENDS = ("local", "existing", "parallelcluster")
+#: Schedulers each backend can drive (the first is its default). ParallelCluster 3 is Slurm only.
+SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm"), "parallelcluster": ("slurm",)}
 LAUNCHERS = ("auto", "imagej1", "fiji")
 WORD = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
 COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
@@ -55,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "aws_conn_id": None,
     "sync_from": None,
     "sync_to": None,
+    # parallelcluster backend: region, subnet_id, key_name, custom_ami, instance types, counts, spot...
+    "cluster": None,
 }
 #: Fields a run's conf may set but project.yaml may not.
 RUN_ONLY = ("storage_root", "aws_conn_id", "sync_from")
@@ -115,6 +115,7 @@ class RunConfig(BaseModel):
     aws_conn_id: str | None = None
     sync_from: str | None = None
     sync_to: str | None = None
+    cluster: dict[str, Any] | None = None
 
     @field_validator("project")
     @classmethod

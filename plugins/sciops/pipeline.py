@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 SMOKE_FETCH = 6
 
 
+PHASES = "work/phases"
+
+
 def _phase_path(run_dir: Path | str, name: str) -> Path:
-    return Path(run_dir, "work", "phases", f"{name}.json")
+    return Path(run_dir, PHASES, f"{name}.json")
 
 
 def phase_start(run_dir: Path | str, name: str, start: float | None = None, keep_start: bool = False) -> None:
@@ -64,8 +67,20 @@ def phase(run_dir: Path | str, name: str, start: float | None = None) -> Iterato
     phase_end(run_dir, name)
 
 
-def backend_options(cfg: config_mod.RunConfig) -> dict[str, Any]:
-    """Constructor arguments of the run's cluster backend (JSON, kept in the manifest)."""
+#: Where runs work on a ParallelCluster head node (its shared EBS volume) unless cluster_storage_root says.
+PCLUSTER_WORK_ROOT = "/shared/sciops"
+
+
+def shares_files(cfg: config_mod.RunConfig) -> bool:
+    """Do this worker and the cluster see the same run folder? Not for an ephemeral AWS cluster."""
+    return cfg.backend != "parallelcluster"
+
+
+def backend_options(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Constructor arguments of the run's cluster backend (JSON, kept in the manifest).
+
+    ``cluster``: what ``create_cluster`` returned (the head node's address), for parallelcluster.
+    """
     if cfg.backend == "local":
         return {"slots": cfg.slots}
     if cfg.scheduler == "slurm":
@@ -74,8 +89,11 @@ def backend_options(cfg: config_mod.RunConfig) -> dict[str, Any]:
     else:
         sched = {"queue": cfg.queue, "project": cfg.accounting_project, "memory_resource": cfg.memory_resource,
                  "exclusive": cfg.exclusive, "one_per_host": cfg.one_per_host}
-    return {"ssh_conn_id": cfg.ssh_conn_id, "scheduler": cfg.scheduler, "python": cfg.cluster_python,
+    opts = {"ssh_conn_id": cfg.ssh_conn_id, "scheduler": cfg.scheduler, "python": cfg.cluster_python,
             "scheduler_options": sched}
+    if cfg.backend == "parallelcluster" and (cluster or {}).get("head_node_ip"):
+        opts["host"] = cluster["head_node_ip"]
+    return opts
 
 
 def storage_of(conf: dict[str, Any] | config_mod.RunConfig):
@@ -95,10 +113,11 @@ def local_root(cfg: config_mod.RunConfig) -> Path:
 
 def cluster_path(path: Path | str, cfg: config_mod.RunConfig) -> str:
     """A path under the local root as the cluster sees it (``cluster_storage_root``)."""
-    if not cfg.cluster_storage_root:
+    root = cfg.cluster_storage_root or (PCLUSTER_WORK_ROOT if cfg.backend == "parallelcluster" else None)
+    if not root:
         return str(path)
     rel = Path(path).resolve().relative_to(local_root(cfg))
-    return str(Path(cfg.cluster_storage_root, rel))
+    return str(Path(root, rel))
 
 
 def check_cluster(cfg: config_mod.RunConfig, project: Project) -> dict[str, Any]:
@@ -126,6 +145,52 @@ def check_cluster(cfg: config_mod.RunConfig, project: Project) -> dict[str, Any]
     finally:
         backend.close()
     return launcher
+
+
+def pcluster_settings(cfg: config_mod.RunConfig, project: str, airflow_run_id: str):
+    """The run's ParallelCluster settings, or ConfigError naming ``cluster.<key>`` / ``storage_root``."""
+    from sciops.clusters import parallelcluster as pc
+
+    storage = storage_of(cfg)
+    if storage.is_local:
+        raise ConfigError([("storage_root", "the parallelcluster backend needs an s3:// storage root: the cluster "
+                                            "stages the project in from the bucket and the results out to it")])
+    settings, problems = pc.settings_from(cfg.cluster, bucket=storage.bucket, run_id=airflow_run_id, project=project)
+    if not problems:
+        problems = [(name if name in ("memory", "run_id") else f"cluster.{name}", msg)
+                    for name, msg in pc.check_settings(settings, cfg.memory_mb)]
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def check_pcluster(cfg: config_mod.RunConfig, project: Project, run_id: str, airflow_run_id: str) -> None:
+    """Every check of an ephemeral cluster before it exists: settings, then ``pcluster --dryrun``.
+
+    The dry run runs all of pcluster's own validators against the account (instance types,
+    subnet, AMI, key pair, bucket) and creates nothing. ``SCIOPS_PCLUSTER_SUPPRESS`` lists
+    validators to skip (comma-separated; the tests' moto endpoint cannot satisfy some).
+    """
+    import os
+
+    import yaml
+
+    from sciops.clusters import parallelcluster as pc
+    from sciops.errors import ClusterError
+
+    settings = pcluster_settings(cfg, project.name, airflow_run_id)
+    path = project.run_dir(run_id) / "work" / "cluster.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(pc.build_config(settings), sort_keys=False))
+    suppress = tuple(v for v in os.environ.get("SCIOPS_PCLUSTER_SUPPRESS", "").split(",") if v)
+    try:
+        problems = pc.PCluster(settings.region, env=pc.aws_env(cfg.aws_conn_id)).dryrun(
+            pc.cluster_name(airflow_run_id), str(path), suppress)
+    except ClusterError as exc:
+        raise ConfigError([("backend", str(exc))]) from None
+    if problems:
+        raise ConfigError([("cluster", "pcluster's validators refused the cluster: " + "; ".join(problems)[:3000])])
+    log.info("pcluster dry run passed for %s (%s)", pc.cluster_name(airflow_run_id), path)
 
 
 def open_project(name: Any, storage=None) -> tuple[Project, dict[str, int] | None]:
@@ -191,6 +256,10 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     cfg, project, images, macro = check(conf)
     if cfg.backend == "local":
         launcher = smoke_launcher = require_launcher(cfg.launcher)
+    elif cfg.backend == "parallelcluster":
+        check_pcluster(cfg, project, safe_run_id(airflow_run_id), airflow_run_id)
+        launcher = {"kind": None, "note": "probed on the head node once the cluster exists (plan)"}
+        smoke_launcher = detect_launcher(cfg.launcher)
     else:
         launcher = check_cluster(cfg, project)
         # Smoke-run here when this worker has ImageJ too; else the first task on the cluster is the test.
@@ -240,13 +309,26 @@ def _manifest(info: dict[str, Any], cfg: config_mod.RunConfig, project: Project,
     }
 
 
-def plan(info: dict[str, Any]) -> dict[str, Any]:
-    """List the images, cut them into chunks, write the manifest and the job files."""
+def _images(cfg: config_mod.RunConfig, project: Project) -> list[str]:
+    """The run's images: from the storage root's listing on S3 (the working copy may be on the cluster only)."""
+    storage = storage_of(cfg)
+    if storage.is_local:
+        return project.list_images(cfg.patterns)
+    listing = storage.tree(project.name, "input").list()
+    return match_images(list(listing), cfg.patterns)
+
+
+def plan(info: dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    """List the images, cut them into chunks, write the manifest and the job files.
+
+    On a cluster that does not share this worker's files (parallelcluster), the run folder
+    is then sent to the head node through the bucket.
+    """
     cfg = config_mod.RunConfig(**info["config"])
     run_dir = Path(info["run_dir"])
     with phase(run_dir, "plan"):
         project = Project(info["project"], Path(info["project_root"]))
-        images = project.list_images(cfg.patterns)
+        images = _images(cfg, project)
         macro = Path(info["macro_path"])
         work = run_dir / "work"
         job = stage_job_files(work, macro)
@@ -255,22 +337,71 @@ def plan(info: dict[str, Any]) -> dict[str, Any]:
         chunks = chunk(images, cfg.images_per_task)
         # The scheduler writes task logs here and the runners their statuses: both must exist
         # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
-        for d in (run_dir / "logs", work / "status", work / "images"):
+        dirs = (run_dir / "logs", work / "status", work / "images")
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
             if cfg.backend != "local":
                 # Jobs run as the cluster user, who shares a group with Airflow's: let the group write.
                 d.chmod(0o2775)
-        manifest = _manifest(info, cfg, project, job, chunks, expected_outputs(macro))
+        if cfg.backend == "parallelcluster":
+            if not (cluster or {}).get("head_node_ip"):
+                raise SciOpsError("no head node address: create_cluster did not run or did not succeed")
+            info = dict(info, launcher=_probe_launcher(cfg, cluster))
+        manifest = dict(_manifest(info, cfg, project, job, chunks, expected_outputs(macro)),
+                        backend_options=backend_options(cfg, cluster))
         path = write_json(work / "manifest.json", manifest)
+        if not shares_files(cfg):
+            _send_run_folder(cfg, info, cluster, [cluster_path(d, cfg) for d in dirs])
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)
     return {"manifest": str(path), "tasks": len(chunks), "images": len(images)}
 
 
-def collate(info: dict[str, Any], manifest_path: str) -> dict[str, Any]:
+def _probe_launcher(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None) -> dict[str, Any]:
+    from sciops.clusters import get_backend
+    from sciops.errors import ClusterError
+
+    backend = get_backend(cfg.backend, **backend_options(cfg, cluster))
+    try:
+        return backend.launcher(cfg.launcher, backend.probe())
+    except ClusterError as exc:
+        raise SciOpsError(f"the new cluster's head node is not usable: {exc}") from None
+    finally:
+        backend.close()
+
+
+def _send_run_folder(cfg, info, cluster, cluster_dirs: list[str]) -> None:
+    """Worker → bucket → head node: the manifest and job files of a run, on a cluster without our files."""
+    from sciops import sync as sync_mod
+
+    storage = storage_of(cfg)
+    # work/phases/ is the worker's own bookkeeping: it never goes to the cluster and back (a
+    # copy taken mid-phase would come back saying "running")
+    sync_mod.stage_out(storage, info["project"], info["run_id"], info["run_dir"], exclude=[PHASES])
+    where = cluster_path(info["run_dir"], cfg)
+    _head_node(cfg, cluster, ["mkdir", "-p", *cluster_dirs])
+    _head_node_aws(cfg, storage, ["s3", "sync", storage.uri(info["project"], "output", info["run_id"]) + "/",
+                                  where + "/"], cluster)
+
+
+def _fetch_run_folder(cfg, info, cluster) -> None:
+    """Head node → bucket → worker: everything the tasks wrote, before collating."""
+    from sciops import sync as sync_mod
+
+    storage = storage_of(cfg)
+    _head_node_aws(cfg, storage, ["s3", "sync", cluster_path(info["run_dir"], cfg) + "/",
+                                  storage.uri(info["project"], "output", info["run_id"]) + "/"], cluster)
+    _stats(sync_mod.sync(storage.tree(info["project"], "output", info["run_id"]),
+                         sync_mod.LocalTree(info["run_dir"]), exclude=[PHASES], label=f"fetch {info['run_id']}"))
+
+
+def collate(info: dict[str, Any], manifest_path: str, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     from sciops.results import collate as collate_results
 
+    cfg = config_mod.RunConfig(**info["config"])
     run_dir = Path(info["run_dir"])
     with phase(run_dir, "collate"):
+        if not shares_files(cfg):
+            _fetch_run_folder(cfg, info, cluster)
         return collate_results(run_dir, read_manifest(manifest_path)).as_dict()
 
 
@@ -282,18 +413,23 @@ def _imagej_version(work: Path, info: dict[str, Any]) -> str | None:
     return info.get("imagej_version")
 
 
-def _head_node_aws(cfg: config_mod.RunConfig, storage, argv: list[str]) -> None:
-    """Run ``aws <argv>`` on the head node (credentials: its own environment or instance role)."""
+def _head_node(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None, argv: list[str]) -> None:
+    """Run argv on the head node (quoted by the runner)."""
     from sciops.clusters import get_backend
 
+    backend = get_backend(cfg.backend, **backend_options(cfg, cluster))
+    try:
+        backend.runner().run(argv)
+    finally:
+        backend.close()
+
+
+def _head_node_aws(cfg: config_mod.RunConfig, storage, argv: list[str], cluster: dict[str, Any] | None = None) -> None:
+    """Run ``aws <argv>`` on the head node (credentials: its own environment or instance role)."""
     extra = ["--only-show-errors", "--no-progress", "--region", storage.region]
     if storage.endpoint_url:
         extra += ["--endpoint-url", storage.endpoint_url]
-    backend = get_backend(cfg.backend, **backend_options(cfg))
-    try:
-        backend.runner().run(["aws", *argv, *extra])
-    finally:
-        backend.close()
+    _head_node(cfg, cluster, ["aws", *argv, *extra])
 
 
 def _stats(stats) -> dict[str, Any]:
@@ -322,7 +458,7 @@ def sync_up(conf: dict[str, Any]) -> dict[str, Any] | None:
     return dict(stats, phase="sync_up", start=start, end=time.time(), status="success")
 
 
-def stage_in(info: dict[str, Any]) -> dict[str, Any] | None:
+def stage_in(info: dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The project (``input/ src/ bin/ project.yaml``) → the run's working copy. ``None`` on a local root."""
     from sciops import sync as sync_mod
 
@@ -337,7 +473,7 @@ def stage_in(info: dict[str, Any]) -> dict[str, Any] | None:
         start = time.time()
         _head_node_aws(cfg, storage, ["s3", "sync", storage.uri(info["project"]) + "/", cluster_path(root, cfg) + "/",
                                       "--exclude", "*", "--include", "input/*", "--include", "src/*",
-                                      "--include", "bin/*", "--include", "project.yaml"])
+                                      "--include", "bin/*", "--include", "project.yaml"], cluster)
         return {"direction": "down", "by": "head node (aws s3 sync)", "seconds": round(time.time() - start, 3)}
 
 
@@ -353,7 +489,7 @@ def stage_out(info: dict[str, Any] | None) -> dict[str, Any] | None:
     if storage.is_local or not run_dir.is_dir():
         return None
     with phase(run_dir, "stage_out"):
-        if cfg.backend == "local":
+        if cfg.backend == "local" or not shares_files(cfg):  # the worker holds the whole run folder
             return _stats(sync_mod.stage_out(storage, info["project"], info["run_id"], run_dir))
         start = time.time()
         _head_node_aws(cfg, storage, ["s3", "sync", cluster_path(run_dir, cfg) + "/",

@@ -57,10 +57,12 @@ class SSHRunner:
 
     :param ssh_conn_id: the Airflow SSH connection of the head node.
     :param cmd_timeout: seconds one command may take.
+    :param host: overrides the connection's host (a cluster made for this run).
     """
 
-    def __init__(self, ssh_conn_id: str, cmd_timeout: float = 300):
+    def __init__(self, ssh_conn_id: str, cmd_timeout: float = 300, host: str | None = None):
         self.ssh_conn_id = ssh_conn_id
+        self.host = host
         self.cmd_timeout = cmd_timeout
         self._hook = None
         self._client = None
@@ -69,7 +71,7 @@ class SSHRunner:
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
         if self._hook is None:
-            self._hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.cmd_timeout)
+            self._hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.cmd_timeout, remote_host=self.host or "")
         self._client = self._hook.get_conn()
         return self._client
 
@@ -134,10 +136,12 @@ class AsyncCommandRunner:
     """The trigger's runner: the same argv, awaited. One SSH connection held across polls.
 
     :param ssh_conn_id: run on this head node over asyncssh; None runs locally.
+    :param host: overrides the connection's host.
     """
 
-    def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120):
+    def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120, host: str | None = None):
         self.ssh_conn_id = ssh_conn_id
+        self.host = host
         self.cmd_timeout = cmd_timeout
         self._conn = None
 
@@ -153,7 +157,7 @@ class AsyncCommandRunner:
         if self._conn is None:
             from airflow.providers.ssh.hooks.ssh import SSHHookAsync
 
-            self._conn = await SSHHookAsync(ssh_conn_id=self.ssh_conn_id).get_conn()
+            self._conn = await SSHHookAsync(ssh_conn_id=self.ssh_conn_id, host=self.host).get_conn()
         result = await self._conn.run(shell_join(argv), check=False, timeout=self.cmd_timeout)
         out, err = result.stdout or "", result.stderr or ""
         return CommandResult(list(argv), result.exit_status or 0,

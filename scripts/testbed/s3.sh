@@ -18,7 +18,9 @@ PY="$REPO/.venv/bin/python"
 
 log() { echo "testbed/s3: $*"; }
 pid() { cat "$STATE/$1.pid" 2>/dev/null || true; }
-up() { "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$1/moto-api/data.json', timeout=1)" 2>/dev/null; }
+# Up = accepts a connection. Not an S3 request: on the auth endpoint every S3 request before the
+# IAM user exists would spend one of its INITIAL_NO_AUTH_ACTION_COUNT unauthenticated actions.
+up() { "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()" "$1" 2>/dev/null; }
 
 launch() {  # name port [env...]; sets LAUNCHED=1 when it had to start a new server
     local name=$1 port=$2; shift 2

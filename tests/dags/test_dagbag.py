@@ -41,6 +41,12 @@ def test_fiji_project_shape(dagbag):
     assert dag.get_task("validate").trigger_rule == dag.get_task("plan").trigger_rule == "none_failed"
     for name in ("collate", "stage_out", "sync_down", "record"):
         assert dag.get_task(name).trigger_rule == "all_done", name
+    # the cluster: made after validate, deleted by a teardown after collate that fails the run if it fails
+    assert "create_cluster" in dag.get_task("validate").downstream_task_ids
+    assert "stage_in" in dag.get_task("create_cluster").downstream_task_ids
+    delete = dag.get_task("delete_cluster")
+    assert delete.is_teardown and delete.on_failure_fail_dagrun
+    assert {"create_cluster", "collate"} <= delete.upstream_task_ids and "record" in delete.downstream_task_ids
     assert dag.get_task("validate").retries == 0
     assert {"project", "macro", "images_per_task", "max_attempts", "image_timeout_s", "memory",
             "backend", "file_pattern", "macro_args", "storage_root", "aws_conn_id", "sync_from",

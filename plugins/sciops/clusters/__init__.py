@@ -1,4 +1,9 @@
-"""Cluster backends: where array jobs run. ``local``, ``existing``; ``parallelcluster`` later."""
+"""Cluster backends: where array jobs run. ``local``, ``existing``, ``parallelcluster``.
+
+Once a ParallelCluster exists it is driven exactly like an existing Slurm cluster, through
+its head node's address (the ``host`` option); creating and deleting it is the job of the
+``create_cluster`` / ``delete_cluster`` tasks (``sciops.operators.cluster``).
+"""
 from __future__ import annotations
 
 from sciops.clusters.base import ClusterBackend
@@ -9,10 +14,12 @@ def get_backend(name: str, **options) -> ClusterBackend:
         from sciops.clusters.local import LocalBackend
 
         return LocalBackend(**options)
-    if name == "existing":
+    if name in ("existing", "parallelcluster"):
         from sciops.clusters.existing import ExistingBackend
 
-        return ExistingBackend(**options)
+        backend = ExistingBackend(**options)
+        backend.name = name
+        return backend
     raise ValueError(f"unknown backend {name!r}")
 
 

@@ -1,21 +1,30 @@
 """AWS ParallelCluster 3 (Slurm): the cluster config and the ``pcluster`` CLI boundary.
 
-Built so far (issue 5, in progress): the config YAML from a run's settings, the checks
-that must pass before anything is created, the cluster name derived from the run id (a
-retried create finds the same cluster), and the ``pcluster`` argv and JSON parsing of
-its lifecycle states. The deferrable create/delete tasks, the teardown wiring and the
-sweeper DAG are not built yet.
+The config YAML from a run's settings, the checks that must pass before anything is
+created, the cluster name derived from the run id (a retried create finds the same
+cluster), and the ``pcluster`` command boundary: argv builders, the parsing of its JSON
+answers, and :class:`PCluster`, which runs them (blocking, for the operators; awaited,
+for the trigger). The operators are in ``sciops.operators.cluster``, the trigger in
+``sciops.triggers.cluster``, the sweeper in ``dags/cluster_sweeper.py``.
 
 ``pcluster`` runs from its own virtualenv (``aws-parallelcluster`` pins versions that
-conflict with Airflow's): its path is a setting, never imported here.
+conflict with Airflow's): its path is a setting (``SCIOPS_PCLUSTER``, default
+``.venv-pcluster/bin/pcluster`` of this checkout), never imported here. Its AWS
+credentials come from the run's Airflow AWS connection, handed over in the environment
+of the subprocess (never on its command line).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from dataclasses import dataclass, field
+import subprocess
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+from sciops.errors import ClusterError
 
 #: Instance types SciOps knows: vCPUs and memory (GiB), from the EC2 instance type pages.
 INSTANCE_TYPES: dict[str, tuple[int, float]] = {
@@ -32,6 +41,7 @@ AMI = re.compile(r"^ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 KEY_NAME = re.compile(r"^[\w.@+=,-]{1,255}$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
+TAG_VALUE = re.compile(r"^[\w .:/=+@-]{1,256}$")
 
 
 def cluster_name(run_id: str) -> str:
@@ -62,6 +72,41 @@ class PClusterSettings:
     root_volume_gb: int = 60
     os: str = "alinux2023"
     tags: dict[str, str] = field(default_factory=dict)
+
+
+#: What a run's ``cluster`` parameter may set (the rest comes from the run itself).
+USER_FIELDS = ("region", "subnet_id", "key_name", "custom_ami", "head_node_instance_type", "compute_instance_type",
+               "min_count", "max_count", "spot", "spot_max_price", "shared_storage_gb", "root_volume_gb", "os")
+REQUIRED = ("region", "subnet_id", "key_name", "custom_ami")
+
+
+def settings_from(cluster: dict[str, Any] | None, *, bucket: str, run_id: str, project: str,
+                  dag_id: str = "fiji_project") -> tuple[PClusterSettings | None, list[tuple[str, str]]]:
+    """The run's ``cluster`` parameter → settings, or the problems (field names ``cluster.<key>``)."""
+    cluster = dict(cluster or {})
+    problems = [(f"cluster.{k}", f"unknown setting; known: {', '.join(USER_FIELDS)}") for k in cluster
+                if k not in USER_FIELDS]
+    problems += [(f"cluster.{k}", "is required for the parallelcluster backend") for k in REQUIRED
+                 if not cluster.get(k)]
+    types = {f.name: f.type for f in fields(PClusterSettings)}
+    for key, value in cluster.items():
+        want = types.get(key, "")
+        if key not in USER_FIELDS or value is None:
+            continue
+        if "int" in want and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append((f"cluster.{key}", f"must be a whole number (got {value!r})"))
+        elif "float" in want and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            problems.append((f"cluster.{key}", f"must be a number in USD per hour (got {value!r})"))
+        elif want == "bool" and not isinstance(value, bool):
+            problems.append((f"cluster.{key}", f"must be true or false (got {value!r})"))
+        elif want == "str" and not isinstance(value, str):
+            problems.append((f"cluster.{key}", f"must be a string (got {value!r})"))
+    if problems:
+        return None, problems
+    settings = PClusterSettings(bucket=bucket, run_id=run_id, project=project,
+                                tags={"sciops:dag-id": dag_id},
+                                **{k: v for k, v in cluster.items() if k in USER_FIELDS and v is not None})
+    return settings, []
 
 
 def check_settings(s: PClusterSettings, task_memory_mb: int, task_cpus: int = 1) -> list[tuple[str, str]]:
@@ -99,6 +144,8 @@ def check_settings(s: PClusterSettings, task_memory_mb: int, task_cpus: int = 1)
     if s.shared_storage_gb < 1 or s.root_volume_gb < 35:
         problems.append(("shared_storage_gb" if s.shared_storage_gb < 1 else "root_volume_gb",
                          "shared storage needs at least 1 GB and the root volume at least 35 GB"))
+    if not TAG_VALUE.match(s.run_id) or not TAG_VALUE.match(s.project):
+        problems.append(("run_id", "run id and project must be valid AWS tag values"))
     return problems
 
 
@@ -191,3 +238,109 @@ def parse_list(stdout: str) -> list[dict[str, Any]]:
     """``pcluster list-clusters`` → ``[{"name", "status"}]``."""
     data = json.loads(stdout) if stdout.strip() else {}
     return [{"name": c["clusterName"], "status": c.get("clusterStatus")} for c in data.get("clusters", [])]
+
+
+def dryrun_argv(pcluster: str, name: str, config_path: str, region: str,
+                suppress: tuple[str, ...] = ()) -> list[str]:
+    """``create-cluster --dryrun true``: every pcluster validator, nothing created."""
+    argv = create_argv(pcluster, name, config_path, region) + ["--dryrun", "true"]
+    if suppress:
+        argv += ["--suppress-validators", *[f"type:{v}" for v in suppress]]
+    return argv
+
+
+DRYRUN_OK = "Request would have succeeded"
+
+
+def parse_dryrun(returncode: int, stdout: str) -> list[str]:
+    """The problems pcluster's validators found ([] = the request would have succeeded).
+
+    pcluster exits 1 even when the dry run passes; the message says which.
+    """
+    if DRYRUN_OK in stdout:
+        return []
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        return [stdout.strip()[-1000:] or f"pcluster exited {returncode} with no output"]
+    out = [f"{m.get('level', '')} {m.get('type', '')}: {m.get('message', '')}".strip()
+           for m in data.get("configurationValidationErrors", []) + data.get("validationMessages", [])
+           if m.get("level") in (None, "ERROR")]
+    return out or [data.get("message") or json.dumps(data)[:1000]]
+
+
+def default_pcluster() -> str:
+    repo = Path(__file__).resolve().parents[3]
+    return os.environ.get("SCIOPS_PCLUSTER") or str(repo / ".venv-pcluster" / "bin" / "pcluster")
+
+
+class PCluster:
+    """The ``pcluster`` CLI for one region, with credentials in its environment.
+
+    :param env: extra environment (AWS credentials, ``AWS_ENDPOINT_URL`` for tests); never logged.
+    """
+
+    def __init__(self, region: str, pcluster: str | None = None, env: dict[str, str] | None = None,
+                 timeout: float = 600):
+        self.region, self.pcluster, self.timeout = region, pcluster or default_pcluster(), timeout
+        self.env = {**os.environ, "AWS_DEFAULT_REGION": region, **(env or {})}
+
+    def _run(self, argv: list[str]) -> tuple[int, str]:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=self.timeout)
+        except FileNotFoundError:
+            raise ClusterError(f"pcluster not found at {argv[0]}: run scripts/pcluster-venv.sh or set "
+                               "SCIOPS_PCLUSTER") from None
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"{' '.join(argv[:2])} took over {self.timeout:.0f} s") from None
+        return proc.returncode, proc.stdout or proc.stderr
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return parse_describe(*self._run(describe_argv(self.pcluster, name, self.region)))
+
+    def create(self, name: str, config_path: str) -> dict[str, Any]:
+        code, out = self._run(create_argv(self.pcluster, name, config_path, self.region))
+        if code != 0:
+            raise ClusterError(f"pcluster create-cluster {name} failed: {out.strip()[-2000:]}")
+        return json.loads(out) if out.strip().startswith("{") else {}
+
+    def delete(self, name: str) -> dict[str, Any]:
+        """Ask for deletion; a cluster already gone is fine."""
+        code, out = self._run(delete_argv(self.pcluster, name, self.region))
+        if code != 0:
+            state = parse_describe(code, out)
+            if state["state"] == GONE:
+                return state
+            raise ClusterError(f"pcluster delete-cluster {name} failed: {out.strip()[-2000:]}")
+        return parse_describe(0, out) if out.strip().startswith("{") else {}
+
+    def list(self) -> list[dict[str, Any]]:
+        code, out = self._run(list_argv(self.pcluster, self.region))
+        if code != 0:
+            raise ClusterError(f"pcluster list-clusters failed: {out.strip()[-2000:]}")
+        return parse_list(out)
+
+    def dryrun(self, name: str, config_path: str, suppress: tuple[str, ...] = ()) -> list[str]:
+        return parse_dryrun(*self._run(dryrun_argv(self.pcluster, name, config_path, self.region, suppress)))
+
+    async def describe_async(self, name: str) -> dict[str, Any]:
+        import asyncio
+
+        proc = await asyncio.create_subprocess_exec(*describe_argv(self.pcluster, name, self.region),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                    env=self.env)
+        out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+        return parse_describe(proc.returncode or 0, (out or err).decode("utf-8", "replace"))
+
+
+def aws_env(conn_id: str | None) -> dict[str, str]:
+    """Credentials (and an S3-compatible endpoint, for tests) of an Airflow AWS connection, as env vars."""
+    from sciops.storage import connection_credentials
+
+    creds, region, endpoint = connection_credentials(conn_id or "aws_default")
+    env = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
+    if creds.token:
+        env["AWS_SESSION_TOKEN"] = creds.token
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    return env

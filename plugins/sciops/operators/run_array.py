@@ -118,7 +118,7 @@ class FijiArrayOperator(BaseOperator):
             job_id=state.job_id, task_ids=state.task_ids, scheduler=run.scheduler.name,
             scheduler_options=_scheduler_options(run.m), ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
             poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
-            started_at=state.submitted_at, attempt=state.attempt)
+            started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"))
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(days=7))
 
 

@@ -34,12 +34,14 @@ class ArrayJobTrigger(BaseTrigger):
     :param work_dir: the run's work dir if readable from the triggerer (progress in images), else None.
     :param started_at: when the run's array began (for elapsed/ETA).
     :param attempt: the attempt this job is (its runners' exit files are named by it).
+    :param ssh_host: the head node's address when it is not the connection's (a new ParallelCluster).
     """
 
     def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
                  ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
-                 accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1):
+                 accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1,
+                 ssh_host: str | None = None):
         super().__init__()
         self.job_id = job_id
         self.task_ids = list(task_ids)
@@ -53,6 +55,7 @@ class ArrayJobTrigger(BaseTrigger):
         self.max_reconnect_attempts = max_reconnect_attempts
         self.accounting_grace_seconds = accounting_grace_seconds
         self.attempt = attempt
+        self.ssh_host = ssh_host
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("sciops.triggers.array.ArrayJobTrigger", {
@@ -61,12 +64,13 @@ class ArrayJobTrigger(BaseTrigger):
             "poll_seconds": self.poll_seconds, "n_images": self.n_images, "work_dir": self.work_dir,
             "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
             "accounting_grace_seconds": self.accounting_grace_seconds, "attempt": self.attempt,
+            "ssh_host": self.ssh_host,
         })
 
     def _runner(self):
         from sciops.runners import AsyncCommandRunner
 
-        return AsyncCommandRunner(self.ssh_conn_id)
+        return AsyncCommandRunner(self.ssh_conn_id, host=self.ssh_host)
 
     def _backoff(self, failures: int) -> float:
         base = min(2 ** (failures - 1), 30)

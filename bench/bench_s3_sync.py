@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Benchmark: SciOps' sync against the AWS CLI's ``aws s3 sync``, same endpoint, same run.
+
+Three cases on --files small files (1-8 KB, 50 folders), each tool into its own fresh bucket:
+
+* full upload of every file;
+* a no-op resync (nothing changed);
+* a resync after 1 % of the files changed (same size, new content).
+
+Both tools run as a process each time (``python -m sciops sync-up`` vs ``aws s3 sync``),
+so start-up is counted for both. The tool order alternates between repeats; the
+numbers are medians over --repeats. The endpoint is the testbed's moto_server
+(scripts/testbed/s3.sh); the floor that it imposes on any listing-based no-op
+(listing every key, measured with SciOps' client) is reported too.
+
+Writes bench/results/s3_sync.json. Run: ``python bench/bench_s3_sync.py`` (as root, after
+scripts/setup.sh; Debian's awscli is the baseline).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "plugins"))
+AWS = shutil.which("aws", path="/usr/bin") or shutil.which("aws")
+CONN_ID = "bench_s3"
+
+
+def sh(argv, env):
+    t = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return elapsed, proc.stdout
+
+
+def make_files(root: Path, n: int, rng: random.Random) -> list[Path]:
+    paths = []
+    for i in range(n):
+        p = root / "input" / f"plate{i % 50:02d}" / f"img{i:05d}.tif"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rng.randbytes(rng.randint(1024, 8192)))
+        paths.append(p)
+    return paths
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--changed", type=float, default=0.01)
+    args = ap.parse_args()
+    subprocess.run(["bash", str(REPO / "scripts/testbed/s3.sh"), "start"], check=True, capture_output=True)
+    conn = json.loads(subprocess.run(["bash", str(REPO / "scripts/testbed/s3.sh"), "conn", "open"], check=True,
+                                     capture_output=True, text=True).stdout)
+    endpoint = conn["extra"]["endpoint_url"]
+    env = {**os.environ, f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn), "PYTHONPATH": str(REPO / "plugins"),
+           "AWS_ACCESS_KEY_ID": conn["login"], "AWS_SECRET_ACCESS_KEY": conn["password"],
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update({f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn)})
+    from sciops.storage import S3Storage
+
+    rng = random.Random(7)
+    cases = {tool: {"full": [], "noop": [], "changed": []} for tool in ("aws_cli", "sciops")}
+    listing = []
+    for rep in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="sciops-bench-s3-") as tmp:
+            src = Path(tmp, "proj")
+            files = make_files(src, args.files, rng)
+            env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))
+            buckets = {}
+            for tool in ("aws_cli", "sciops"):
+                buckets[tool] = f"bench-{tool.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+                S3Storage(f"s3://{buckets[tool]}", CONN_ID).client.request("PUT", what="create bucket")
+
+            def run(tool):
+                if tool == "aws_cli":
+                    return sh([AWS, "--endpoint-url", endpoint, "s3", "sync", str(src), f"s3://{buckets[tool]}/proj",
+                               "--only-show-errors"], env)[0]
+                return sh([sys.executable, "-m", "sciops", "--storage-root", f"s3://{buckets[tool]}",
+                           "--conn-id", CONN_ID, "--quiet", "sync-up", str(src), "--project", "proj"], env)[0]
+
+            order = ["aws_cli", "sciops"] if rep % 2 == 0 else ["sciops", "aws_cli"]
+            for tool in order:
+                cases[tool]["full"].append(run(tool))
+                cases[tool]["noop"].append(run(tool))
+            client = S3Storage(f"s3://{buckets['sciops']}", CONN_ID).client
+            t = time.perf_counter()
+            keys = sum(1 for _ in client.list("proj/"))
+            listing.append(time.perf_counter() - t)
+            assert keys == args.files, keys
+            time.sleep(1.1)  # the AWS CLI compares mtimes in whole seconds
+            for p in rng.sample(files, max(1, int(args.files * args.changed))):
+                p.write_bytes(rng.randbytes(p.stat().st_size))
+            for tool in order:
+                cases[tool]["changed"].append(run(tool))
+        print(f"repeat {rep + 1}: " + ", ".join(f"{tool} {k} {v[-1]:.2f}s" for tool, c in cases.items()
+                                                 for k, v in c.items()), flush=True)
+    med = {tool: {k: statistics.median(v) for k, v in c.items()} for tool, c in cases.items()}
+    ratio = {k: med["sciops"][k] / med["aws_cli"][k] for k in ("full", "noop", "changed")}
+    goal = {"full": 1.0, "noop": 0.3, "changed": 0.3}
+    result = {
+        "benchmark": "s3_sync", "files": args.files, "changed_fraction": args.changed, "repeats": args.repeats,
+        "endpoint": "moto_server (scripts/testbed/s3.sh)", "aws_cli": subprocess.run(
+            [AWS, "--version"], capture_output=True, text=True).stdout.strip(),
+        "seconds": cases, "median_seconds": med, "ratio_sciops_over_aws_cli": ratio,
+        "goal_ratio": goal, "goal_met": {k: ratio[k] <= goal[k] for k in goal},
+        "listing_floor_seconds_median": statistics.median(listing),
+        "note": "listing_floor = one listing of every key with SciOps' client: the endpoint's own cost of "
+                "any no-op check that lists the destination",
+    }
+    # The benchmark's buckets hold tens of thousands of objects in moto's memory: drop them
+    # (this resets the testbed's open endpoint; the test suite makes its buckets afresh).
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=60)
+    out = REPO / "bench" / "results" / "s3_sync.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    for k in ("full", "noop", "changed"):
+        print(f"{k:8s} aws cli {med['aws_cli'][k]:6.2f} s   sciops {med['sciops'][k]:6.2f} s   ratio {ratio[k]:.2f} "
+              f"(goal <= {goal[k]})")
+    print(f"listing every key (floor of a no-op): {result['listing_floor_seconds_median']:.2f} s; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

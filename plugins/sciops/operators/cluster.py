@@ -1,0 +1,156 @@
+"""``create_cluster`` and ``delete_cluster``: an ephemeral ParallelCluster for one run.
+
+Both skip themselves unless the run's backend is ``parallelcluster``. Both wait in the
+triggerer (:class:`~sciops.triggers.cluster.PClusterStateTrigger`). Both are idempotent:
+the cluster's name comes from the Airflow run id, so a retried create finds the cluster
+it made instead of making another, and a delete of a cluster already gone succeeds.
+``delete_cluster`` is the DAG's teardown: it runs whatever failed, and its failure fails
+the run and logs an alert with the command to delete the cluster by hand.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+log = logging.getLogger(__name__)
+
+
+def _run(context) -> tuple[dict[str, Any], Any]:
+    from sciops import config as config_mod
+
+    info = context["ti"].xcom_pull(task_ids="validate", key="run_info")
+    if not info:
+        raise AirflowSkipException("validate did not pass: no cluster was asked for")
+    cfg = config_mod.RunConfig(**info["config"])
+    if cfg.backend != "parallelcluster":
+        raise AirflowSkipException(f"backend {cfg.backend!r}: no cluster to create or delete")
+    return info, cfg
+
+
+def _cli(info, cfg):
+    from sciops.clusters import parallelcluster as pc
+    from sciops.pipeline import pcluster_settings
+
+    settings = pcluster_settings(cfg, info["project"], info["airflow_run_id"])
+    return settings, pc.cluster_name(info["airflow_run_id"]), pc.PCluster(settings.region,
+                                                                          env=pc.aws_env(cfg.aws_conn_id))
+
+
+class PClusterCreateOperator(BaseOperator):
+    """Create the run's cluster (or find it), wait until it is ready; returns its head node address."""
+
+    def execute(self, context):
+        import yaml
+
+        from sciops.clusters import parallelcluster as pc
+        from sciops.pipeline import phase_end, phase_start
+
+        info, cfg = _run(context)
+        settings, name, cli = _cli(info, cfg)
+        phase_start(info["run_dir"], "cluster_create", keep_start=True)
+        state = cli.describe(name)
+        if state["state"] == pc.READY:
+            log.info("cluster %s already exists and is ready (a retry): not creating another", name)
+            return self._done(info, settings, name, state)
+        if state["state"] in (pc.FAILED, pc.DELETING):
+            err = RuntimeError(f"cluster {name} is {state['status']}: it is torn down by delete_cluster; "
+                               "trigger a new run")
+            phase_end(info["run_dir"], "cluster_create", err)
+            raise AirflowFailException(str(err))
+        if state["state"] == pc.GONE:
+            path = Path(info["run_dir"], "work", "cluster.yaml")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(pc.build_config(settings), sort_keys=False))
+            cli.create(name, str(path))
+            log.info("creating cluster %s in %s (%s x up to %d, %s)", name, settings.region,
+                     settings.compute_instance_type, settings.max_count, "spot" if settings.spot else "on-demand")
+        else:
+            log.info("cluster %s is being created already (a retry): waiting for it", name)
+        self._wait(name, settings.region, cfg, "ready")
+
+    def _wait(self, name, region, cfg, want):
+        from sciops.triggers.cluster import PClusterStateTrigger
+
+        self.defer(trigger=PClusterStateTrigger(name, region, want, aws_conn_id=cfg.aws_conn_id),
+                   method_name="execute_complete")
+
+    def execute_complete(self, context, event: dict[str, Any]):
+        from sciops.pipeline import phase_end
+
+        info, cfg = _run(context)
+        settings, name, cli = _cli(info, cfg)
+        if not event.get("ok"):
+            err = RuntimeError(f"cluster {name} did not become ready: {event.get('status')} {event.get('message')}")
+            phase_end(info["run_dir"], "cluster_create", err)
+            raise AirflowFailException(f"{err}; delete_cluster tears it down")
+        return self._done(info, settings, name, event)
+
+    def _done(self, info, settings, name, state):
+        from sciops.pipeline import phase_end
+
+        if not state.get("head_node_ip"):
+            err = RuntimeError(f"cluster {name} is ready but pcluster reports no head node address")
+            phase_end(info["run_dir"], "cluster_create", err)
+            raise AirflowFailException(str(err))
+        phase_end(info["run_dir"], "cluster_create")
+        log.info("cluster %s ready; head node %s", name, state["head_node_ip"])
+        return {"cluster_name": name, "region": settings.region, "head_node_ip": state["head_node_ip"],
+                "instance_types": {"head": settings.head_node_instance_type,
+                                   "compute": settings.compute_instance_type}}
+
+
+def teardown_failed_alert(context) -> None:
+    """A cluster that could not be deleted keeps costing money: say so loudly, with the fix."""
+    ti = context["ti"]
+    info = ti.xcom_pull(task_ids="validate", key="run_info") or {}
+    from sciops.clusters import parallelcluster as pc
+
+    name = pc.cluster_name(info.get("airflow_run_id", context.get("run_id", "")))
+    log.error("TEARDOWN FAILED: cluster %s may still be running and costing money. Delete it by hand: "
+              "pcluster delete-cluster --cluster-name %s --region <region>; the hourly cluster_sweeper DAG "
+              "retries too. Error: %s", name, name, context.get("exception"))
+
+
+class PClusterDeleteOperator(BaseOperator):
+    """Delete the run's cluster and wait until it is gone. Harmless when it never existed."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("on_failure_callback", teardown_failed_alert)
+        super().__init__(**kwargs)
+
+    def execute(self, context):
+        from sciops.clusters import parallelcluster as pc
+        from sciops.pipeline import phase_end, phase_start
+
+        info, cfg = _run(context)
+        settings, name, cli = _cli(info, cfg)
+        phase_start(info["run_dir"], "teardown", keep_start=True)
+        state = cli.describe(name)
+        if state["state"] == pc.GONE:
+            phase_end(info["run_dir"], "teardown")
+            log.info("cluster %s does not exist (never made, or already deleted)", name)
+            return {"cluster_name": name, "deleted": True, "already_gone": True}
+        if state["state"] != pc.DELETING:
+            cli.delete(name)
+            log.info("deleting cluster %s", name)
+        from sciops.triggers.cluster import PClusterStateTrigger
+
+        self.defer(trigger=PClusterStateTrigger(name, settings.region, pc.GONE, aws_conn_id=cfg.aws_conn_id),
+                   method_name="execute_complete")
+
+    def execute_complete(self, context, event: dict[str, Any]):
+        from sciops.pipeline import phase_end
+
+        info, cfg = _run(context)
+        name = event.get("name")
+        if not event.get("ok"):
+            err = RuntimeError(f"cluster {name} was not deleted: {event.get('status')} {event.get('message')}")
+            phase_end(info["run_dir"], "teardown", err)
+            raise AirflowFailException(str(err))
+        phase_end(info["run_dir"], "teardown")
+        log.info("cluster %s deleted", name)
+        return {"cluster_name": name, "deleted": True, "already_gone": False}
