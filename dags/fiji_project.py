@@ -74,6 +74,10 @@ def _nullable(kind: str, description: str, **schema) -> Param:
         "cluster": _nullable("object", "parallelcluster backend: region, subnet_id, key_name, custom_ami, "
                                        "head_node_instance_type, compute_instance_type, min_count, max_count, spot, "
                                        "spot_max_price, shared_storage_gb, root_volume_gb"),
+        "budget_usd": _nullable("number", "Cap in USD: refused if past runs say it would cost more; cancelled at the "
+                                          "cap while it runs"),
+        "hourly_rate_usd": _nullable("number", "existing/local: USD per task-hour (your facility's charge; default 0)"),
+        "slack_conn_id": _nullable("string", "Slack connection for start/end messages (default: sciops_slack)"),
     },
 )
 def fiji_project():
@@ -99,8 +103,12 @@ def fiji_project():
         from sciops.pipeline import validate as run_validate
 
         ctx = get_current_context()
+        from sciops.notify import run_started
+
         # published early so that record finds the run folder even if the smoke run fails
-        return run_validate(run_conf(), ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
+        info = run_validate(run_conf(), ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
+        run_started(info)
+        return info
 
     def cluster():
         return get_current_context()["ti"].xcom_pull(task_ids="create_cluster")

@@ -6,8 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/pcluster-venv.sh      # pcluster's own venv, for checking generated cluster configs
+# What only the tests need: Debian's chromium renders report.html headless.
+command -v chromium >/dev/null || {
+    echo "test: installing chromium (the report test opens report.html in it)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
 source scripts/env.sh
-for tool in java Xvfb docker-compose aws; do
+for tool in java Xvfb docker-compose aws chromium; do
     command -v "$tool" >/dev/null || { echo "test: $tool is missing after setup" >&2; exit 1; }
 done
 # The real systems the tests talk to: Grid Engine, Slurm, sshd and S3 (moto_server) on 127.0.0.1. If one cannot

@@ -189,3 +189,35 @@ def fake_pcluster(tmp_path, monkeypatch):
             state.write_text(json.dumps(data))
 
     return Fake()
+
+
+@pytest.fixture
+def slack_receiver(monkeypatch):
+    """An HTTP server on 127.0.0.1 standing in for Slack's webhook endpoint; collects what is posted.
+
+    Sets the Airflow connection ``sciops_slack`` (a ``slackwebhook`` connection) to point at it.
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            posts.append({"path": self.path, "json": json.loads(body or b"{}")})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_SLACK", json.dumps(
+        {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{server.server_port}",
+         "password": "T0000/B0000/not-a-real-token"}))
+    yield posts
+    server.shutdown()

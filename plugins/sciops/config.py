@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
     "sync_to": None,
     # parallelcluster backend: region, subnet_id, key_name, custom_ami, instance types, counts, spot...
     "cluster": None,
+    # cost
+    "budget_usd": None,
+    "hourly_rate_usd": 0.0,
+    "slack_conn_id": None,
 }
 #: Fields a run's conf may set but project.yaml may not.
 RUN_ONLY = ("storage_root", "aws_conn_id", "sync_from")
@@ -116,6 +120,30 @@ class RunConfig(BaseModel):
     sync_from: str | None = None
     sync_to: str | None = None
     cluster: dict[str, Any] | None = None
+    budget_usd: float | None = None
+    hourly_rate_usd: float = 0.0
+    slack_conn_id: str | None = None
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _budget(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError(f"must be a positive amount of US dollars (got {v}); leave it empty for no cap")
+        return v
+
+    @field_validator("hourly_rate_usd")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"must be 0 or more US dollars per task-hour (got {v})")
+        return v
+
+    @field_validator("slack_conn_id")
+    @classmethod
+    def _slack(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
+        return v
 
     @field_validator("project")
     @classmethod

@@ -138,7 +138,7 @@ def rate_cost(work_dir: Path | str, hourly_rate_usd: float) -> dict[str, Any]:
 
 
 # -- EC2: the instances of a ParallelCluster ----------------------------------------------------
-_TERMINATED_AT = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) GMT\)")
+_TERMINATED_AT = re.compile(r"\((\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?:GMT|UTC)\)")  # EC2 says GMT, moto UTC
 
 
 def ec2_intervals(ec2, cluster_name: str, now: float | None = None) -> list[Interval]:
@@ -191,3 +191,43 @@ def pcluster_cost(ec2, cluster_name: str, region: str, prices: dict[str, Any], v
             "by_instance_type": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in per_type.items()},
             "compute_usd": round(compute, 6), "storage_usd": round(storage, 6),
             "total_usd": round(compute + storage, 6)}
+
+
+# -- estimates (budget check before a run, and the what-if planner) ------------------------------
+#: Assumed cluster creation time when no past run says otherwise (pcluster typically 10-15 min).
+DEFAULT_CREATE_SECONDS = 900
+
+
+def tasks_per_node(instance_type: str, memory_mb: int) -> int:
+    from sciops.clusters.parallelcluster import INSTANCE_TYPES, NODE_RESERVED_MB
+
+    cpus, gib = INSTANCE_TYPES[instance_type]
+    return max(1, min(cpus, int((gib * 1024 - NODE_RESERVED_MB) // max(memory_mb, 1))))
+
+
+def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int = 1, hourly_rate_usd: float = 0.0,
+             instance_type: str | None = None, head_node_type: str = "t3.medium", region: str = "us-east-1",
+             memory_mb: int = 2048, create_seconds: float = DEFAULT_CREATE_SECONDS,
+             prices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Duration and cost of ``images`` at ``seconds_per_image`` (task-seconds) on ``nodes`` nodes.
+
+    ``existing``/``local``: ``nodes`` = tasks at once; cost = task-hours × ``hourly_rate_usd``.
+    ``parallelcluster``: ``nodes`` compute nodes of ``instance_type`` (tasks per node from its
+    vCPUs and memory) plus the head node, for creation + compute time, on-demand prices.
+    """
+    task_hours = images * seconds_per_image / 3600
+    if backend != "parallelcluster":
+        duration = images * seconds_per_image / max(nodes, 1)
+        return {"backend": backend, "concurrent_tasks": nodes, "task_hours": round(task_hours, 4),
+                "duration_s": round(duration, 1), "cost_usd": round(task_hours * hourly_rate_usd, 4)}
+    prices = prices or load_prices()
+    per_node = tasks_per_node(instance_type, memory_mb)
+    compute_s = images * seconds_per_image / (nodes * per_node)
+    node_price = on_demand_price(prices, region, instance_type)
+    head_price = on_demand_price(prices, region, head_node_type)
+    hours = (create_seconds + compute_s) / 3600
+    cost = nodes * node_price * compute_s / 3600 + head_price * hours
+    return {"backend": backend, "nodes": nodes, "instance_type": instance_type, "tasks_per_node": per_node,
+            "concurrent_tasks": nodes * per_node, "task_hours": round(task_hours, 4),
+            "duration_s": round(create_seconds + compute_s, 1), "compute_s": round(compute_s, 1),
+            "cost_usd": round(cost, 4), "prices_as_of": prices.get("as_of")}

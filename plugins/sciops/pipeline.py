@@ -147,6 +147,48 @@ def check_cluster(cfg: config_mod.RunConfig, project: Project) -> dict[str, Any]
     return launcher
 
 
+def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha: str) -> dict[str, Any] | None:
+    """Estimate the run from past runs of the same macro; ConfigError on ``budget_usd`` if over.
+
+    Without a past run there is nothing to estimate from: the cap is then enforced while
+    the array runs (``run_array`` checks the spend at every poll).
+    """
+    from sciops import costs, ledger
+
+    try:
+        perf = ledger.past_performance(macro_sha256=macro_sha, project=project)
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not block a run without a budget
+        if cfg.budget_usd:
+            raise ConfigError([("budget_usd", f"the run ledger cannot be read to estimate the run "
+                                              f"({type(exc).__name__}: {exc}); fix the sciops_ledger connection "
+                                              "or remove the budget")]) from None
+        return None
+    if not perf:
+        if cfg.budget_usd:
+            log.info("no past run of this macro: no estimate; the %.2f USD cap is enforced while it runs",
+                     cfg.budget_usd)
+        return None
+    if cfg.backend == "parallelcluster":
+        c = dict(cfg.cluster or {})
+        est = costs.estimate(images, perf["seconds_per_image"], backend=cfg.backend, nodes=c.get("max_count", 4),
+                             instance_type=c.get("compute_instance_type", "c5.xlarge"),
+                             head_node_type=c.get("head_node_instance_type", "t3.medium"),
+                             region=c.get("region", "us-east-1"), memory_mb=cfg.memory_mb)
+    else:
+        est = costs.estimate(images, perf["seconds_per_image"], backend=cfg.backend,
+                             nodes=cfg.slots or 1, hourly_rate_usd=cfg.hourly_rate_usd)
+    est["from_runs"] = perf["runs"]
+    est["seconds_per_image"] = perf["seconds_per_image"]
+    log.info("estimate from %d past run(s) of this macro: %.1f task-hours, %.0f s, %.2f USD", perf["runs"],
+             est["task_hours"], est["duration_s"], est["cost_usd"])
+    if cfg.budget_usd and est["cost_usd"] > cfg.budget_usd:
+        raise ConfigError([("budget_usd", f"the run is estimated at {est['cost_usd']:.2f} USD ({images} images × "
+                                          f"{perf['seconds_per_image']:.2f} s per image from {perf['runs']} past "
+                                          f"run(s)), over the budget of {cfg.budget_usd:.2f} USD: raise budget_usd, "
+                                          "or run fewer images")])
+    return est
+
+
 def pcluster_settings(cfg: config_mod.RunConfig, project: str, airflow_run_id: str):
     """The run's ParallelCluster settings, or ConfigError naming ``cluster.<key>`` / ``storage_root``."""
     from sciops.clusters import parallelcluster as pc
@@ -266,10 +308,11 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         smoke_launcher = detect_launcher(cfg.launcher)
     run_id = safe_run_id(airflow_run_id)
     run_dir = project.run_dir(run_id)
+    estimate = check_budget(cfg, project.name, len(images), sha256(macro))
     info = {"run_id": run_id, "airflow_run_id": airflow_run_id, "project": project.name,
             "project_root": str(project.root), "run_dir": str(run_dir), "config": cfg.model_dump(),
             "images": len(images), "macro_path": str(macro), "macro_sha256": sha256(macro), "launcher": launcher,
-            "imagej_version": None}
+            "imagej_version": None, "estimate": estimate}
     with phase(run_dir, "validate", start=started):
         if publish:
             publish(info)
@@ -348,12 +391,34 @@ def plan(info: dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[st
                 raise SciOpsError("no head node address: create_cluster did not run or did not succeed")
             info = dict(info, launcher=_probe_launcher(cfg, cluster))
         manifest = dict(_manifest(info, cfg, project, job, chunks, expected_outputs(macro)),
-                        backend_options=backend_options(cfg, cluster))
+                        backend_options=backend_options(cfg, cluster), budget=budget_rates(cfg, run_dir))
         path = write_json(work / "manifest.json", manifest)
         if not shares_files(cfg):
             _send_run_folder(cfg, info, cluster, [cluster_path(d, cfg) for d in dirs])
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)
     return {"manifest": str(path), "tasks": len(chunks), "images": len(images)}
+
+
+def budget_rates(cfg: config_mod.RunConfig, run_dir: Path) -> dict[str, float] | None:
+    """What the array watcher needs to follow the spend: the cap, the rates, what is spent already."""
+    if not cfg.budget_usd:
+        return None
+    if cfg.backend != "parallelcluster":
+        return {"budget_usd": cfg.budget_usd, "spent_usd": 0.0, "task_rate_usd_per_hour": cfg.hourly_rate_usd,
+                "fixed_rate_usd_per_hour": 0.0}
+    from sciops import costs
+
+    c = dict(cfg.cluster or {})
+    prices = costs.load_prices()
+    region, itype = c.get("region", "us-east-1"), c.get("compute_instance_type", "c5.xlarge")
+    head = costs.on_demand_price(prices, region, c.get("head_node_instance_type", "t3.medium"))
+    node = costs.on_demand_price(prices, region, itype)
+    created = _phase_path(run_dir, "cluster_create")
+    since = json.loads(created.read_text())["start"] if created.exists() else time.time()
+    fixed = head + c.get("min_count", 0) * node
+    return {"budget_usd": cfg.budget_usd, "spent_usd": fixed * (time.time() - since) / 3600,
+            "task_rate_usd_per_hour": node / costs.tasks_per_node(itype, cfg.memory_mb),
+            "fixed_rate_usd_per_hour": fixed}
 
 
 def _probe_launcher(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None) -> dict[str, Any]:
@@ -511,6 +576,58 @@ def sync_down(info: dict[str, Any] | None) -> dict[str, Any] | None:
         return _stats(sync_mod.sync_down(storage_of(cfg), info["project"], info["run_id"], target))
 
 
+BUDGET_EXCEEDED = "budget exceeded"
+#: Airflow's run types as a lab says them.
+TRIGGERS = {"manual": "UI/API", "scheduled": "nightly", "asset_triggered": "new data", "backfill": "backfill"}
+
+
+def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
+    """Per submission: queue wait (submit → first task start) and compute (first start → last end)."""
+    from sciops.costs import task_intervals
+
+    tasks = task_intervals(work)
+    out = []
+    for n, att in enumerate(attempts, 1):
+        mine = [t for t in tasks if t["attempt"] == n]
+        first = min((t["start"] for t in mine), default=None)
+        last = max((t["end"] for t in mine), default=None)
+        out.append({"attempt": n, "job_id": att["job_id"], "tasks": len(att.get("task_ids") or mine),
+                    "queue_wait_s": round(first - att["submitted_at"], 3) if first and att.get("submitted_at") else None,
+                    "compute_s": round(last - first, 3) if first and last else None, "resubmit": n > 1})
+    return out
+
+
+def run_cost(cfg: config_mod.RunConfig, info: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Node-hours and USD: EC2 instance lives for parallelcluster, task-hours × rate otherwise."""
+    from sciops import costs
+
+    if cfg.backend != "parallelcluster":
+        return costs.rate_cost(work, cfg.hourly_rate_usd)
+    try:
+        from sciops.clusters import parallelcluster as pc
+
+        settings = pcluster_settings(cfg, info["project"], info["airflow_run_id"])
+        ec2 = ec2_client(cfg.aws_conn_id, settings.region)
+        out = costs.pcluster_cost(ec2, pc.cluster_name(info["airflow_run_id"]), settings.region, costs.load_prices(),
+                                  volume_gb=settings.shared_storage_gb + settings.root_volume_gb)
+        out["cross_check"] = costs.rate_cost(work, 0.0)["node_hours"]  # what the tasks themselves used
+        return out
+    except Exception as exc:  # noqa: BLE001 - a cost we cannot read is reported, not fatal
+        log.warning("cost of the cluster could not be read from EC2 (%s: %s)", type(exc).__name__, exc)
+        return {"kind": "ec2", "node_hours": {}, "compute_usd": 0.0, "storage_usd": 0.0, "total_usd": 0.0,
+                "error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def ec2_client(conn_id: str | None, region: str):
+    import boto3
+
+    from sciops.storage import connection_credentials
+
+    creds, _, endpoint = connection_credentials(conn_id or "aws_default")
+    return boto3.client("ec2", region_name=region, endpoint_url=endpoint, aws_access_key_id=creds.access_key,
+                        aws_secret_access_key=creds.secret_key, aws_session_token=creds.token)
+
+
 def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, dag_id: str | None = None,
            trigger: str | None = None, synced_up: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``run.json`` for every run that got past the project check, failed or not.
@@ -539,31 +656,53 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
     ends = [p.get("end") or time.time() for p in phases.values()]
     cfg = config_mod.RunConfig(**info["config"])
     storage = storage_of(cfg)
+    status = "failed" if failed_phases else "success"
+    if any(BUDGET_EXCEEDED in (phases[p].get("error") or "") for p in failed_phases):
+        status = BUDGET_EXCEEDED
+    cost = run_cost(cfg, info, work)
+    ok = collated.get("ok")
     doc = {
         "run_id": info["run_id"], "airflow_run_id": info["airflow_run_id"], "dag_id": dag_id,
-        "trigger": trigger, "project": info["project"], "params": info["config"],
-        "storage_root": storage.url,
+        "trigger": TRIGGERS.get(trigger, trigger), "project": info["project"], "params": info["config"],
+        "storage_root": storage.url, "run_dir": str(run_dir),
         "macro": {"name": info["config"]["macro"], "sha256": info["macro_sha256"]},
         "imagej_version": _imagej_version(work, info), "launcher": info["launcher"].get("kind"),
-        "status": "failed" if failed_phases else "success", "failed_phases": failed_phases,
+        "status": status, "failed_phases": failed_phases,
         "started_at": min(starts) if starts else None, "ended_at": max(ends) if ends else None,
         "phases": phases,
-        "images": {"total": info["images"], "ok": collated.get("ok"), "failed": collated.get("failed")},
+        "images": {"total": info["images"], "ok": ok, "failed": collated.get("failed")},
         "array": {"attempts": len(attempts), "job_ids": [a["job_id"] for a in attempts],
-                  "task_seconds": round(cpu_seconds, 3)},
+                  "task_seconds": round(cpu_seconds, 3), "timing": array_timing(attempts, work)},
+        "cost": cost, "cost_per_image_usd": round(cost["total_usd"] / ok, 6) if ok else None,
+        "budget": {"budget_usd": cfg.budget_usd, "estimate": info.get("estimate"),
+                   "abort": json.loads((work / "budget.json").read_text()) if (work / "budget.json").exists()
+                   else None},
         "files": collated.get("files", {}),
     }
+    from sciops import ledger, notify, report
+
+    doc["report"] = str(run_dir / "report.html")
     path = write_json(run_dir / "run.json", doc)
-    log.info("run.json written: %s", path)
+    report.write(run_dir, doc)
+    log.info("run.json and report.html written: %s", run_dir)
+    try:
+        ledger.write(doc)
+    except Exception as exc:  # noqa: BLE001 - the run's own files hold everything; say so loudly
+        log.error("the run ledger could not be written (%s: %s); run.json has the row", type(exc).__name__, exc)
+        failed_phases = failed_phases + ["ledger"]
     if not storage.is_local:
-        log.info("run.json stored: %s", storage.put_run_file(info["project"], info["run_id"], "run.json",
-                                                               path.read_bytes()))
+        for name in ("run.json", "report.html"):
+            log.info("stored: %s", storage.put_run_file(info["project"], info["run_id"], name,
+                                                       (run_dir / name).read_bytes()))
     lan = cfg.sync_to or cfg.sync_from
     if lan:
         write_json(Path(lan, "output", info["run_id"], "run.json"), doc)
+        Path(lan, "output", info["run_id"], "report.html").write_bytes((run_dir / "report.html").read_bytes())
+    notify.run_ended(doc)
     if failed_phases:
         raise SciOpsError(f"run {info['run_id']} failed in {', '.join(failed_phases)}: "
-                          + "; ".join(phases[p].get("error", "") for p in failed_phases)[:2000])
+                          + "; ".join(phases.get(p, {}).get("error") or f"{p} did not finish (see its log)"
+                                      for p in failed_phases)[:2000])
     return doc
 
 

@@ -80,7 +80,7 @@ def test_teardown_runs_when_the_array_fails(pcluster_run):
     assert fake.state()["clusters"] == {}
 
 
-def test_failed_teardown_fails_the_run(pcluster_run):
+def test_failed_teardown_fails_the_run(pcluster_run, slack_receiver):
     conf, shared, storage, fake = pcluster_run
     fake.set(delete_outcome="DELETE_FAILED")
     dr = fresh_dag().test(run_conf=conf)
@@ -89,6 +89,8 @@ def test_failed_teardown_fails_the_run(pcluster_run):
     assert dr.state == "failed"
     [cluster] = fake.state()["clusters"].values()
     assert cluster["status"] == "DELETE_FAILED"
+    alerts = [p["json"]["text"] for p in slack_receiver if "teardown FAILED" in p["json"]["text"]]
+    assert alerts and cluster["name"] in alerts[0] and "pcluster delete-cluster" in alerts[0]
 
 
 @pytest.mark.parametrize("change,field", [

@@ -110,9 +110,13 @@ def teardown_failed_alert(context) -> None:
     from sciops.clusters import parallelcluster as pc
 
     name = pc.cluster_name(info.get("airflow_run_id", context.get("run_id", "")))
+    region = ((info.get("config") or {}).get("cluster") or {}).get("region")
     log.error("TEARDOWN FAILED: cluster %s may still be running and costing money. Delete it by hand: "
-              "pcluster delete-cluster --cluster-name %s --region <region>; the hourly cluster_sweeper DAG "
-              "retries too. Error: %s", name, name, context.get("exception"))
+              "pcluster delete-cluster --cluster-name %s --region %s; the hourly cluster_sweeper DAG "
+              "retries too. Error: %s", name, name, region, context.get("exception"))
+    from sciops.notify import teardown_failed
+
+    teardown_failed(name, region, context.get("exception"), (info.get("config") or {}).get("slack_conn_id"))
 
 
 class PClusterDeleteOperator(BaseOperator):

@@ -17,6 +17,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 STATE_KEY = "sciops_array"
+SPEND_KEY = "sciops_spend"
 PHASE = "run_array"
 
 
@@ -75,7 +76,7 @@ class FijiArrayOperator(BaseOperator):
             state = run.start()
         else:
             self.log.info("re-attaching to %s job %s (attempt %d)", run.scheduler.name, state.job_id, state.attempt)
-        self._defer(run, backend, state, run_dir)
+        self._defer(run, backend, state, run_dir, context)
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -88,6 +89,19 @@ class FijiArrayOperator(BaseOperator):
         run, backend, saved, run_dir = self._array_run(context)
         state = ArrayState.from_dict(saved or {"job_id": event["job_id"], "attempt": 1,
                                                "task_ids": list(range(1, run.n_tasks + 1)), "submitted_at": 0})
+        store = context.get("task_state_store")
+        if event.get("spent_usd") is not None and store is not None:
+            store.set(SPEND_KEY, event["spent_usd"])  # carried into the next attempt's watch
+        if event.get("status") == "budget_exceeded":
+            from sciops.pipeline import BUDGET_EXCEEDED, write_json
+
+            write_json(run_dir / "work" / "budget.json", event)
+            exc = RuntimeError(f"{BUDGET_EXCEEDED}: {event['spent_usd']:.4f} USD spent of the {event['budget_usd']:.4f} "
+                               f"USD budget; {run.scheduler.name} job {event['job_id']} cancelled "
+                               f"{event['cancelled_at'] - event['crossed_at']:.1f} s after the cap was reached; "
+                               "finished images are kept")
+            phase_end(run_dir, PHASE, exc)
+            raise AirflowFailException(str(exc))
         try:
             if event.get("status") != "ended":
                 # A watch that failed (cluster unreachable too long): the job may still run.
@@ -97,7 +111,7 @@ class FijiArrayOperator(BaseOperator):
             acct = {int(t): accounting_from_dict(int(t), a) for t, a in event["accounting"].items()}
             nxt = run.conclude(state, acct)
             if nxt is not None:
-                self._defer(run, backend, nxt, run_dir)
+                self._defer(run, backend, nxt, run_dir, context)
                 return None
             result = run.result(state)
         except JobFailedError as exc:
@@ -111,15 +125,26 @@ class FijiArrayOperator(BaseOperator):
         phase_end(run_dir, PHASE)
         return result
 
-    def _defer(self, run, backend, state, run_dir: Path) -> None:
+    def _defer(self, run, backend, state, run_dir: Path, context: Any) -> None:
         from sciops.triggers.array import ArrayJobTrigger
 
         trigger = ArrayJobTrigger(
             job_id=state.job_id, task_ids=state.task_ids, scheduler=run.scheduler.name,
             scheduler_options=_scheduler_options(run.m), ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
             poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
-            started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"))
+            started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"),
+            budget=self._budget(run.m, context))
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(days=7))
+
+
+    @staticmethod
+    def _budget(manifest: dict[str, Any], context: Any) -> dict[str, float] | None:
+        budget = manifest.get("budget") or {}
+        if not budget.get("budget_usd"):
+            return None
+        store = context.get("task_state_store")
+        spent = store.get(SPEND_KEY) if store is not None else None
+        return {**budget, "spent_usd": float(spent if spent is not None else budget.get("spent_usd", 0.0))}
 
 
 def _scheduler_options(manifest: dict[str, Any]) -> dict[str, Any]:

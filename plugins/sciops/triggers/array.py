@@ -35,13 +35,17 @@ class ArrayJobTrigger(BaseTrigger):
     :param started_at: when the run's array began (for elapsed/ETA).
     :param attempt: the attempt this job is (its runners' exit files are named by it).
     :param ssh_host: the head node's address when it is not the connection's (a new ParallelCluster).
+    :param budget: ``{"budget_usd", "spent_usd", "task_rate_usd_per_hour", "fixed_rate_usd_per_hour"}``:
+        at every poll the spend grows by running tasks × task rate + the fixed rate over the
+        time since the last poll; past ``budget_usd`` the job is cancelled in that same poll
+        and the event says ``budget_exceeded``.
     """
 
     def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
                  ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
                  accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1,
-                 ssh_host: str | None = None):
+                 ssh_host: str | None = None, budget: dict[str, float] | None = None):
         super().__init__()
         self.job_id = job_id
         self.task_ids = list(task_ids)
@@ -56,6 +60,7 @@ class ArrayJobTrigger(BaseTrigger):
         self.accounting_grace_seconds = accounting_grace_seconds
         self.attempt = attempt
         self.ssh_host = ssh_host
+        self.budget = dict(budget) if budget else None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("sciops.triggers.array.ArrayJobTrigger", {
@@ -64,7 +69,7 @@ class ArrayJobTrigger(BaseTrigger):
             "poll_seconds": self.poll_seconds, "n_images": self.n_images, "work_dir": self.work_dir,
             "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
             "accounting_grace_seconds": self.accounting_grace_seconds, "attempt": self.attempt,
-            "ssh_host": self.ssh_host,
+            "ssh_host": self.ssh_host, "budget": self.budget,
         })
 
     def _runner(self):
@@ -94,6 +99,8 @@ class ArrayJobTrigger(BaseTrigger):
         queue_empty_since: float | None = None
         errored: list[int] = []
         last_line = ""
+        budget = dict(self.budget) if self.budget and self.budget.get("budget_usd") else None
+        last_poll = time.time()
         try:
             while True:
                 try:
@@ -138,6 +145,27 @@ class ArrayJobTrigger(BaseTrigger):
                     await asyncio.sleep(delay)
                     continue
                 failures = 0
+                if budget is not None and acct is None:
+                    now = time.time()
+                    running = sum(1 for st in states.values() if st == JobState.RUNNING)
+                    rate = running * budget.get("task_rate_usd_per_hour", 0.0) + budget.get(
+                        "fixed_rate_usd_per_hour", 0.0)
+                    before = budget["spent_usd"]
+                    budget["spent_usd"] = before + rate * (now - last_poll) / 3600
+                    crossed = budget["spent_usd"] > budget["budget_usd"]
+                    if crossed:
+                        # when the spend crossed the cap, between the last poll and this one
+                        at = last_poll + (budget["budget_usd"] - before) / rate * 3600 if rate > 0 else now
+                        self.log.warning("budget exceeded: %.4f USD spent of %.4f USD; cancelling job %s",
+                                         budget["spent_usd"], budget["budget_usd"], self.job_id)
+                        await runner.run(sched.cancel_argv(self.job_id))
+                        yield TriggerEvent({"status": "budget_exceeded", "job_id": self.job_id,
+                                            "spent_usd": round(budget["spent_usd"], 6),
+                                            "budget_usd": budget["budget_usd"], "crossed_at": at,
+                                            "cancelled_at": time.time(), "poll_seconds": self.poll_seconds,
+                                            "running_tasks": running})
+                        return
+                    last_poll = now
                 done = images_done(self.work_dir) if self.work_dir else None
                 line = progress_line(states, done, self.n_images, self.started_at)
                 if line != last_line:
@@ -145,6 +173,7 @@ class ArrayJobTrigger(BaseTrigger):
                     last_line = line
                 if acct is not None:
                     yield TriggerEvent({"status": "ended", "job_id": self.job_id, "reconnects": reconnects,
+                                        "spent_usd": budget["spent_usd"] if budget else None,
                                         "accounting": {str(t): _acct_dict(a) for t, a in acct.items()}})
                     return
                 # Once the queue is empty, accounting usually lands within a second: ask again soon.

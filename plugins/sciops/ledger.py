@@ -1,0 +1,150 @@
+"""The run ledger: one row per run, in a database reached through an Airflow connection.
+
+The connection is ``sciops_ledger`` (or ``SCIOPS_LEDGER_CONN_ID``): PostgreSQL in
+docker-compose, any SQLAlchemy URL Airflow can express. Without such a connection the
+ledger is a SQLite file, ``$AIRFLOW_HOME/sciops_ledger.db``. Rows are written by
+``record`` for every run that got past ``validate`` — successful, failed or aborted — and
+read by the budget estimate, the runs dashboard and the what-if planner.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONN = "sciops_ledger"
+metadata = MetaData()
+runs = Table(
+    "sciops_runs", metadata,
+    Column("dag_id", String(250), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("airflow_run_id", String(250)),
+    Column("project", String(100), index=True),
+    Column("trigger", String(50)),
+    Column("status", String(30)),
+    Column("backend", String(30)),
+    Column("macro", String(250)),
+    Column("macro_sha256", String(64), index=True),
+    Column("images_total", Integer),
+    Column("images_ok", Integer),
+    Column("images_failed", Integer),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("duration_s", Float),
+    Column("task_seconds", Float),
+    Column("seconds_per_image", Float),
+    Column("node_hours", Float),
+    Column("cost_usd", Float),
+    Column("cost_per_image_usd", Float),
+    Column("instance_type", String(50)),
+    Column("params", Text),
+    Column("phases", Text),
+    Column("cost", Text),
+    Column("run_dir", Text),
+    Column("report", Text),
+)
+_engines: dict[str, Any] = {}
+
+
+def _connection(conn_id: str):
+    """An Airflow connection from inside a task (Task SDK) or from the API server / scheduler."""
+    try:
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(conn_id)
+    except Exception:  # noqa: BLE001 - not in a task, or not defined
+        pass
+    try:
+        from airflow.models.connection import Connection
+
+        return Connection.get_connection_from_secrets(conn_id)
+    except Exception:  # noqa: BLE001 - not defined anywhere: the default ledger
+        return None
+
+
+def ledger_url(conn_id: str | None = None) -> str:
+    conn_id = conn_id or os.environ.get("SCIOPS_LEDGER_CONN_ID") or DEFAULT_CONN
+    conn = _connection(conn_id)
+    if conn is None:
+        home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+        return f"sqlite:///{home}/sciops_ledger.db"
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    uri = conn.get_uri()
+    return uri.replace("postgres://", "postgresql://", 1)
+
+
+def engine(url: str | None = None):
+    url = url or ledger_url()
+    if url not in _engines:
+        eng = create_engine(url, future=True)
+        metadata.create_all(eng)
+        _engines[url] = eng
+    return _engines[url]
+
+
+def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ledger row of a ``run.json`` document."""
+    images = doc.get("images") or {}
+    cost = doc.get("cost") or {}
+    ok = images.get("ok") or 0
+    task_seconds = (doc.get("array") or {}).get("task_seconds") or 0.0
+    started, ended = doc.get("started_at"), doc.get("ended_at")
+    node_hours = sum((cost.get("node_hours") or {}).values())
+    types = [k.split(" ")[0] for k in (cost.get("node_hours") or {}) if not k.startswith("task-hours")]
+    return {
+        "dag_id": doc.get("dag_id") or "fiji_project", "run_id": doc["run_id"],
+        "airflow_run_id": doc.get("airflow_run_id"), "project": doc.get("project"),
+        "trigger": doc.get("trigger"), "status": doc.get("status"),
+        "backend": (doc.get("params") or {}).get("backend"),
+        "macro": (doc.get("macro") or {}).get("name"), "macro_sha256": (doc.get("macro") or {}).get("sha256"),
+        "images_total": images.get("total"), "images_ok": images.get("ok"), "images_failed": images.get("failed"),
+        "started_at": started, "ended_at": ended,
+        "duration_s": round(ended - started, 3) if started and ended else None,
+        "task_seconds": task_seconds, "seconds_per_image": round(task_seconds / ok, 4) if ok else None,
+        "node_hours": round(node_hours, 6), "cost_usd": cost.get("total_usd"),
+        "cost_per_image_usd": doc.get("cost_per_image_usd"),
+        "instance_type": ",".join(sorted(set(types))) or None,
+        "params": json.dumps(doc.get("params") or {}), "phases": json.dumps(doc.get("phases") or {}),
+        "cost": json.dumps(cost), "run_dir": doc.get("run_dir"), "report": doc.get("report"),
+    }
+
+
+def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+    """Insert or replace the run's row (a retried ``record`` rewrites it)."""
+    row = row_from_run(doc)
+    with engine(url).begin() as conn:
+        conn.execute(delete(runs).where(runs.c.dag_id == row["dag_id"], runs.c.run_id == row["run_id"]))
+        conn.execute(runs.insert().values(**row))
+    return row
+
+
+def rows(project: str | None = None, macro: str | None = None, limit: int = 500,
+         url: str | None = None) -> list[dict[str, Any]]:
+    q = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+    if project:
+        q = q.where(runs.c.project == project)
+    if macro:
+        q = q.where((runs.c.macro == macro) | (runs.c.macro_sha256 == macro))
+    with engine(url).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def past_performance(macro_sha256: str | None = None, macro: str | None = None, project: str | None = None,
+                     url: str | None = None) -> dict[str, Any] | None:
+    """Median task-seconds per image over the successful past runs of a macro (None if none)."""
+    found = [r for r in rows(macro=macro_sha256 or macro, url=url)
+             if r["status"] == "success" and r["seconds_per_image"]]
+    if project:
+        found = [r for r in found if r["project"] == project] or found
+    if not found:
+        return None
+    return {"runs": len(found), "seconds_per_image": statistics.median(r["seconds_per_image"] for r in found),
+            "run_ids": [r["run_id"] for r in found[:10]]}
