@@ -43,9 +43,13 @@ print(f"\ndemo: run {run['run_id']} {run['status']}: {run['images']['ok']} of {r
       f"{run['images']['failed']} failed, ImageJ {run['imagej_version']}")
 for name, p in sorted(run["phases"].items(), key=lambda kv: kv[1]["start"]):
     print(f"  {name:<10} {p.get('seconds', 0):7.1f} s  {p['status']}")
+cost = run.get("cost") or {}
+print(f"  cost {cost.get('total_usd', 0):.4f} USD at {cost.get('hourly_rate_usd', 0)} USD per task-hour "
+      f"({sum((cost.get('node_hours') or {}).values()):.4f} task-hours; set hourly_rate_usd for your facility)")
 print(f"\nresults in {run_dir}/")
-for f in ("results.csv", "results.parquet", "summary.csv", "failures.csv", "run.json"):
+for f in ("results.csv", "results.parquet", "summary.csv", "failures.csv", "run.json", "report.html"):
     print(f"  {f}")
+print(f"run ledger: {os.environ['AIRFLOW_HOME']}/sciops_ledger.db (table sciops_runs)")
 print("\n" + summary_table(run_dir))
 sys.exit(int(sys.argv[1]))
 PY

@@ -40,6 +40,16 @@ def _cli(info, cfg):
                                                                           env=pc.aws_env(cfg.aws_conn_id))
 
 
+def _begin(context, phase_name: str):
+    """Both operators start alike: the run, its cluster's name and CLI, the phase, what pcluster says now."""
+    from sciops.pipeline import phase_start
+
+    info, cfg = _run(context)
+    settings, name, cli = _cli(info, cfg)
+    phase_start(info["run_dir"], phase_name, keep_start=True)
+    return info, cfg, settings, name, cli, cli.describe(name)
+
+
 class PClusterCreateOperator(BaseOperator):
     """Create the run's cluster (or find it), wait until it is ready; returns its head node address."""
 
@@ -47,12 +57,9 @@ class PClusterCreateOperator(BaseOperator):
         import yaml
 
         from sciops.clusters import parallelcluster as pc
-        from sciops.pipeline import phase_end, phase_start
+        from sciops.pipeline import phase_end
 
-        info, cfg = _run(context)
-        settings, name, cli = _cli(info, cfg)
-        phase_start(info["run_dir"], "cluster_create", keep_start=True)
-        state = cli.describe(name)
+        info, cfg, settings, name, cli, state = _begin(context, "cluster_create")
         if state["state"] == pc.READY:
             log.info("cluster %s already exists and is ready (a retry): not creating another", name)
             return self._done(info, settings, name, state)
@@ -128,12 +135,9 @@ class PClusterDeleteOperator(BaseOperator):
 
     def execute(self, context):
         from sciops.clusters import parallelcluster as pc
-        from sciops.pipeline import phase_end, phase_start
+        from sciops.pipeline import phase_end
 
-        info, cfg = _run(context)
-        settings, name, cli = _cli(info, cfg)
-        phase_start(info["run_dir"], "teardown", keep_start=True)
-        state = cli.describe(name)
+        info, cfg, settings, name, cli, state = _begin(context, "teardown")
         if state["state"] == pc.GONE:
             phase_end(info["run_dir"], "teardown")
             log.info("cluster %s does not exist (never made, or already deleted)", name)
