@@ -205,11 +205,13 @@ def slack_receiver(monkeypatch):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - the http.server API
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            posts.append({"path": self.path, "json": json.loads(body or b"{}")})
+            posts.append({"path": self.path, "json": json.loads(body or b"{}"),
+                          "auth": self.headers.get("Authorization")})
+            api = self.path.startswith("/api/")  # the Web API answers JSON, a webhook answers "ok"
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", "application/json" if api else "text/plain")
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(b'{"ok": true, "ts": "1.0"}' if api else b"ok")
 
         def log_message(self, *args):
             pass
@@ -219,5 +221,9 @@ def slack_receiver(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_SLACK", json.dumps(
         {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{server.server_port}",
          "password": "T0000/B0000/not-a-real-token"}))
+    # the Web API way too (chat.postMessage), for the tests that ask for it by name
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_SLACK_API", json.dumps(
+        {"conn_type": "slack", "password": "xoxb-not-a-real-token",
+         "extra": {"base_url": f"http://127.0.0.1:{server.server_port}/api/", "channel": "#imaging"}}))
     yield posts
     server.shutdown()
