@@ -17,10 +17,11 @@ source scripts/env.sh
 for tool in java Xvfb docker-compose aws chromium; do
     command -v "$tool" >/dev/null || { echo "test: $tool is missing after setup" >&2; exit 1; }
 done
-# The real systems the tests talk to: Grid Engine, Slurm, sshd and S3 (moto_server) on 127.0.0.1. If one cannot
+# The real systems the tests talk to: Grid Engine, Slurm, sshd, S3 (moto_server) and PostgreSQL on 127.0.0.1. If one cannot
 # start, the suite fails here (set -e), it is never skipped.
 bash scripts/testbed/gridengine.sh start
 bash scripts/testbed/slurm.sh start
 bash scripts/testbed/sshd.sh start
 bash scripts/testbed/s3.sh start
+bash scripts/testbed/postgres.sh start
 exec python -m pytest "$@"

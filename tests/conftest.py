@@ -227,3 +227,10 @@ def slack_receiver(monkeypatch):
          "extra": {"base_url": f"http://127.0.0.1:{server.server_port}/api/", "channel": "#imaging"}}))
     yield posts
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_ledger():
+    """PostgreSQL on 127.0.0.1 (scripts/testbed/postgres.sh): the ledger's connection URI. Never skipped."""
+    _run_testbed("postgres.sh", "start")
+    return _run_testbed("postgres.sh", "conn").strip().splitlines()[-1]

@@ -78,7 +78,11 @@ def ledger_url(conn_id: str | None = None) -> str:
     if conn.conn_type == "sqlite":
         return f"sqlite:///{conn.host}"
     uri = conn.get_uri()
-    return uri.replace("postgres://", "postgresql://", 1)
+    # psycopg2 is what Airflow's images ship; SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3
+    for prefix in ("postgres://", "postgresql://"):
+        if uri.startswith(prefix):
+            return "postgresql+psycopg2://" + uri[len(prefix):]
+    return uri
 
 
 def engine(url: str | None = None):

@@ -1,0 +1,30 @@
+"""The run ledger on PostgreSQL (as in docker-compose), through the Airflow connection sciops_ledger."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+
+def test_ledger_rows_on_postgres(postgres_ledger, monkeypatch):
+    from sciops import ledger
+
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_LEDGER", postgres_ledger)
+    url = ledger.ledger_url()
+    assert url.startswith("postgresql+psycopg2://") and ledger.engine(url).dialect.name == "postgresql"
+    project = f"pg-{uuid.uuid4().hex[:8]}"
+    for i, status in enumerate(("success", "failed", "budget exceeded")):
+        doc = {"run_id": f"manual__{project}-{i}", "airflow_run_id": f"manual__{project}-{i}", "dag_id": "fiji_project",
+               "project": project, "trigger": "UI/API", "status": status, "params": {"backend": "existing"},
+               "macro": {"name": "count_nuclei", "sha256": "a" * 64},
+               "images": {"total": 10, "ok": 10 - 3 * i, "failed": 3 * i}, "started_at": 1000.0 + i,
+               "ended_at": 1100.0 + i, "array": {"task_seconds": 20.0}, "phases": {"validate": {"status": "success"}},
+               "cost": {"total_usd": 0.5, "node_hours": {"task-hours on n1": 0.01}}, "cost_per_image_usd": 0.05}
+        ledger.write(doc, url)
+    ledger.write({**doc, "status": "budget exceeded", "cost": {"total_usd": 0.75}}, url)  # a retried record
+    rows = {r["status"]: r for r in ledger.rows(project=project, url=url)}
+    assert set(rows) == {"success", "failed", "budget exceeded"}
+    assert rows["budget exceeded"]["cost_usd"] == pytest.approx(0.75)  # replaced, not duplicated
+    assert rows["success"]["seconds_per_image"] == pytest.approx(2.0)
+    perf = ledger.past_performance(macro_sha256="a" * 64, project=project, url=url)
+    assert perf["runs"] == 1 and perf["seconds_per_image"] == pytest.approx(2.0)
