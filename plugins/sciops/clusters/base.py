@@ -1,4 +1,9 @@
-"""ClusterBackend: create or attach a cluster, hand out a runner and a scheduler, tear it down."""
+"""ClusterBackend: a cluster that exists, reached through a runner, driven through a scheduler.
+
+Creating and deleting an ephemeral cluster is not a backend method: it is the job of the
+``create_cluster`` / ``delete_cluster`` tasks (``sciops.operators.cluster``), which wait in
+the triggerer.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -11,13 +16,6 @@ class ClusterBackend(ABC):
     name = "base"
     #: Python 3 that runs the task runner on the compute nodes.
     python = "python3"
-
-    def create(self, cluster_name: str) -> dict:
-        """Create (or find) the cluster; idempotent. Returns what later tasks need to reach it."""
-        return {}
-
-    def delete(self, cluster_name: str) -> None:
-        """Delete the cluster; harmless when it is already gone."""
 
     @abstractmethod
     def runner(self) -> CommandRunner: ...
