@@ -91,7 +91,7 @@ def api_planner(macro: str = Query(..., description="macro name or sha256"), ima
         raise HTTPException(404, f"no successful past run of macro {macro!r}: nothing to estimate from")
     try:
         est = costs.estimate(images, found["seconds_per_image"], backend=backend, nodes=nodes,
-                             instance_type=instance_type or "c5.xlarge", region=region, memory_mb=memory_mb,
+                             instance_type=instance_type, region=region, memory_mb=memory_mb,
                              hourly_rate_usd=hourly_rate_usd)
     except KeyError as exc:
         raise HTTPException(422, str(exc)) from None

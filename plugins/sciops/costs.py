@@ -206,7 +206,7 @@ def tasks_per_node(instance_type: str, memory_mb: int) -> int:
 
 
 def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int = 1, hourly_rate_usd: float = 0.0,
-             instance_type: str | None = None, head_node_type: str = "t3.medium", region: str = "us-east-1",
+             instance_type: str | None = None, head_node_type: str | None = None, region: str = "us-east-1",
              memory_mb: int = 2048, create_seconds: float = DEFAULT_CREATE_SECONDS,
              prices: dict[str, Any] | None = None) -> dict[str, Any]:
     """Duration and cost of ``images`` at ``seconds_per_image`` (task-seconds) on ``nodes`` nodes.
@@ -220,6 +220,10 @@ def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int 
         duration = images * seconds_per_image / max(nodes, 1)
         return {"backend": backend, "concurrent_tasks": nodes, "task_hours": round(task_hours, 4),
                 "duration_s": round(duration, 1), "cost_usd": round(task_hours * hourly_rate_usd, 4)}
+    from sciops.clusters.parallelcluster import with_defaults
+
+    shape = with_defaults({"compute_instance_type": instance_type, "head_node_instance_type": head_node_type})
+    instance_type, head_node_type = shape["compute_instance_type"], shape["head_node_instance_type"]
     prices = prices or load_prices()
     per_node = tasks_per_node(instance_type, memory_mb)
     compute_s = images * seconds_per_image / (nodes * per_node)

@@ -61,9 +61,11 @@ def run_started(info: dict[str, Any]) -> bool:
     if cfg["backend"] == "existing":
         where = f"existing {cfg.get('scheduler')} cluster via {cfg.get('ssh_conn_id')}"
     elif cfg["backend"] == "parallelcluster":
-        c = cfg.get("cluster") or {}
-        where = (f"new ParallelCluster in {c.get('region')}: {c.get('compute_instance_type', 'c5.xlarge')} × up to "
-                 f"{c.get('max_count', 4)}{' (spot)' if c.get('spot') else ''}")
+        from sciops.clusters.parallelcluster import with_defaults
+
+        c = with_defaults(cfg.get("cluster"))
+        where = (f"new ParallelCluster in {c.get('region')}: {c['compute_instance_type']} × up to "
+                 f"{c['max_count']}{' (spot)' if c['spot'] else ''}")
     budget = f", budget {cfg['budget_usd']} USD" if cfg.get("budget_usd") else ""
     return send(f":microscope: SciOps run started: project *{info['project']}*, {info['images']} images, "
                 f"macro {cfg['macro']}, on {where}{budget} (run {info['run_id']})", cfg.get("slack_conn_id"))

@@ -169,11 +169,12 @@ def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha
                      cfg.budget_usd)
         return None
     if cfg.backend == "parallelcluster":
-        c = dict(cfg.cluster or {})
-        est = costs.estimate(images, perf["seconds_per_image"], backend=cfg.backend, nodes=c.get("max_count", 4),
-                             instance_type=c.get("compute_instance_type", "c5.xlarge"),
-                             head_node_type=c.get("head_node_instance_type", "t3.medium"),
-                             region=c.get("region", "us-east-1"), memory_mb=cfg.memory_mb)
+        from sciops.clusters.parallelcluster import with_defaults
+
+        c = with_defaults(cfg.cluster)
+        est = costs.estimate(images, perf["seconds_per_image"], backend=cfg.backend, nodes=c["max_count"],
+                             instance_type=c["compute_instance_type"], head_node_type=c["head_node_instance_type"],
+                             region=c["region"], memory_mb=cfg.memory_mb)
     else:
         est = costs.estimate(images, perf["seconds_per_image"], backend=cfg.backend,
                              nodes=cfg.slots or 1, hourly_rate_usd=cfg.hourly_rate_usd)
@@ -407,15 +408,16 @@ def budget_rates(cfg: config_mod.RunConfig, run_dir: Path) -> dict[str, float] |
         return {"budget_usd": cfg.budget_usd, "spent_usd": 0.0, "task_rate_usd_per_hour": cfg.hourly_rate_usd,
                 "fixed_rate_usd_per_hour": 0.0}
     from sciops import costs
+    from sciops.clusters.parallelcluster import with_defaults
 
-    c = dict(cfg.cluster or {})
+    c = with_defaults(cfg.cluster)
     prices = costs.load_prices()
-    region, itype = c.get("region", "us-east-1"), c.get("compute_instance_type", "c5.xlarge")
-    head = costs.on_demand_price(prices, region, c.get("head_node_instance_type", "t3.medium"))
+    region, itype = c["region"], c["compute_instance_type"]
+    head = costs.on_demand_price(prices, region, c["head_node_instance_type"])
     node = costs.on_demand_price(prices, region, itype)
     created = _phase_path(run_dir, "cluster_create")
     since = json.loads(created.read_text())["start"] if created.exists() else time.time()
-    fixed = head + c.get("min_count", 0) * node
+    fixed = head + c["min_count"] * node
     return {"budget_usd": cfg.budget_usd, "spent_usd": fixed * (time.time() - since) / 3600,
             "task_rate_usd_per_hour": node / costs.tasks_per_node(itype, cfg.memory_mb),
             "fixed_rate_usd_per_hour": fixed}

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import MISSING as dataclass_missing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,13 @@ class PClusterSettings:
 USER_FIELDS = ("region", "subnet_id", "key_name", "custom_ami", "head_node_instance_type", "compute_instance_type",
                "min_count", "max_count", "spot", "spot_max_price", "shared_storage_gb", "root_volume_gb", "os")
 REQUIRED = ("region", "subnet_id", "key_name", "custom_ami")
+
+
+def with_defaults(cluster: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's ``cluster`` parameter with PClusterSettings' defaults filled in (the one place they live)."""
+    defaults = {f.name: f.default for f in fields(PClusterSettings) if f.name in USER_FIELDS
+                and f.default is not dataclass_missing}
+    return {**defaults, **{k: v for k, v in (cluster or {}).items() if v is not None}}
 
 
 def settings_from(cluster: dict[str, Any] | None, *, bucket: str, run_id: str, project: str,
