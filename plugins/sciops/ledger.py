@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
 
+from sciops.connections import get_connection
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN = "sciops_ledger"
@@ -53,25 +55,9 @@ runs = Table(
 _engines: dict[str, Any] = {}
 
 
-def _connection(conn_id: str):
-    """An Airflow connection from inside a task (Task SDK) or from the API server / scheduler."""
-    try:
-        from airflow.sdk import BaseHook
-
-        return BaseHook.get_connection(conn_id)
-    except Exception:  # noqa: BLE001 - not in a task, or not defined
-        pass
-    try:
-        from airflow.models.connection import Connection
-
-        return Connection.get_connection_from_secrets(conn_id)
-    except Exception:  # noqa: BLE001 - not defined anywhere: the default ledger
-        return None
-
-
 def ledger_url(conn_id: str | None = None) -> str:
     conn_id = conn_id or os.environ.get("SCIOPS_LEDGER_CONN_ID") or DEFAULT_CONN
-    conn = _connection(conn_id)
+    conn = get_connection(conn_id)
     if conn is None:
         home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
         return f"sqlite:///{home}/sciops_ledger.db"

@@ -18,10 +18,10 @@ DEFAULT_CONN = "sciops_slack"
 
 
 def send(text: str, conn_id: str | None = None) -> bool:
-    from sciops.ledger import _connection
+    from sciops.connections import get_connection
 
     conn_id = conn_id or os.environ.get("SCIOPS_SLACK_CONN_ID") or DEFAULT_CONN
-    conn = _connection(conn_id)
+    conn = get_connection(conn_id)
     if conn is None:
         log.info("no Slack connection %r: not sent: %s", conn_id, text.splitlines()[0])
         return False
