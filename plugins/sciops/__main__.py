@@ -55,13 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             stats = sync_down(storage, args.project, args.run_id, args.local_dir, workers=args.workers)
         else:
-            if storage.is_local:
-                base = storage.path(args.project, "output") if args.project else storage.root
-                names = sorted(x.name for x in base.iterdir()) if base.is_dir() else []
-            else:
-                names = storage.projects() if not args.project else sorted(
-                    {o.key.split("/output/", 1)[1].split("/", 1)[0]
-                     for o in storage.client.list(storage.key(args.project, "output") + "/")})
+            names = storage.runs(args.project) if args.project else storage.projects()
             print("\n".join(names))
             return 0
     except ConfigError as exc:

@@ -197,6 +197,21 @@ class S3Client:
                 return
             token = root.findtext(f"{NS}NextContinuationToken")
 
+    def folders(self, prefix: str = "") -> list[str]:
+        """The next path segment under ``prefix`` (ListObjectsV2 with ``delimiter=/``): no object listed."""
+        out, token = [], None
+        while True:
+            query = {"list-type": "2", "prefix": prefix, "delimiter": "/", "max-keys": "1000"}
+            if token:
+                query["continuation-token"] = token
+            _, _, data = self.request("GET", query=query, what=f"list s3://{self.bucket}/{prefix}")
+            root = ET.fromstring(data)
+            out += [(p.findtext(f"{NS}Prefix") or "")[len(prefix):].rstrip("/")
+                    for p in root.iter(f"{NS}CommonPrefixes")]
+            if root.findtext(f"{NS}IsTruncated") != "true":
+                return sorted(x for x in out if x)
+            token = root.findtext(f"{NS}NextContinuationToken")
+
     def head(self, key: str) -> Obj | None:
         try:
             _, hdrs, _ = self.request("HEAD", key)

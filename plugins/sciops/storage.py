@@ -90,6 +90,10 @@ class LocalStorage:
     def projects(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
 
+    def runs(self, project: str) -> list[str]:
+        base = self.path(check_key_part(project, "project"), "output")
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
     def tree(self, *parts: str):
         from sciops.sync import LocalTree
 
@@ -172,12 +176,10 @@ class S3Storage:
         return work_root() / check_key_part(project, "project")
 
     def projects(self) -> list[str]:
-        seen = set()
-        for obj in self.client.list(self.prefix + "/" if self.prefix else ""):
-            rel = obj.key[len(self.prefix) + 1:] if self.prefix else obj.key
-            if "/" in rel:
-                seen.add(rel.split("/", 1)[0])
-        return sorted(seen)
+        return self.client.folders(self.prefix + "/" if self.prefix else "")
+
+    def runs(self, project: str) -> list[str]:
+        return self.client.folders(self.key(project, "output") + "/")
 
     def tree(self, *parts: str):
         from sciops.sync import S3Tree

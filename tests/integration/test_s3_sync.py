@@ -204,3 +204,18 @@ def test_unreachable_storage_is_a_config_error(case, s3_endpoint, s3_root, monke
     assert {"no_bucket": "does not exist", "endpoint_down": "cannot reach",
             "wrong_credentials": "refused"}[case] in str(err.value)
     assert "not-the-secret" not in str(err.value)
+
+
+def test_projects_and_runs_are_listed_by_folder(s3_root, tmp_path):
+    """Project and run names come from delimiter listings (CommonPrefixes), not from every object."""
+    from sciops.storage import LocalStorage
+
+    for name in ("alpha", "beta"):
+        sync_up(s3_root, make_lan_project(tmp_path / name), name)
+    sync(LocalTree(tmp_path / "alpha" / "output"), s3_root.tree("alpha", "output"))
+    assert s3_root.projects() == ["alpha", "beta"]
+    assert s3_root.runs("alpha") == ["old-run"] and s3_root.runs("beta") == []
+    out = _cli("--storage-root", s3_root.url, "--conn-id", "sciops_s3", "ls", "alpha").communicate(timeout=60)[0]
+    assert out.strip() == "old-run"
+    local = LocalStorage(str(tmp_path))
+    assert "alpha" in local.projects() and local.runs("alpha") == ["old-run"]
