@@ -226,6 +226,7 @@ def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int 
     instance_type, head_node_type = shape["compute_instance_type"], shape["head_node_instance_type"]
     prices = prices or load_prices()
     per_node = tasks_per_node(instance_type, memory_mb)
+    nodes = max(nodes, 1)
     compute_s = images * seconds_per_image / (nodes * per_node)
     node_price = on_demand_price(prices, region, instance_type)
     head_price = on_demand_price(prices, region, head_node_type)

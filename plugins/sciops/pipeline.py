@@ -236,12 +236,12 @@ def check_pcluster(cfg: config_mod.RunConfig, project: Project, run_id: str, air
     log.info("pcluster dry run passed for %s (%s)", pc.cluster_name(airflow_run_id), path)
 
 
-def open_project(name: Any, storage=None) -> tuple[Project, dict[str, int] | None]:
+def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | None]:
     """The project under the storage root, or a ConfigError that says what exists.
 
-    On S3 this also fetches ``project.yaml`` and ``src/`` into the run's working copy (a
-    few small files) and returns the sizes of the objects under ``input/``; the images
-    themselves are staged in later. On a local root the second value is ``None``.
+    On S3 this lists the project once, fetches ``project.yaml`` and ``src/`` into the run's
+    working copy (a few small files) and returns that listing (relative path → size and
+    ETag); the images themselves are staged in later. On a local root the second value is ``None``.
     """
     from sciops.sync import LocalTree, sync
 
@@ -268,24 +268,42 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, int] | Non
     workspace = storage.workspace(name)
     workspace.mkdir(parents=True, exist_ok=True)
     sync(storage.tree(name), LocalTree(workspace), include=["project.yaml", "src"], delete=True,
-         label=f"fetch project.yaml and src/ of {name}")
-    inputs = {rel[len("input/"):]: e.size for rel, e in listing.items() if rel.startswith("input/")}
-    return Project(name, workspace), inputs
+         label=f"fetch project.yaml and src/ of {name}", source=listing)
+    return Project(name, workspace), listing
 
 
 def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str], Path]:
     """Every check that needs no ImageJ: config, project, input, macro. Raises ConfigError."""
-    project, inputs = open_project(conf.get("project"), storage_of(conf))
+    return _check(conf, storage_of(conf))[:4]
+
+
+def _check(conf: dict[str, Any], storage):
+    """:func:`check`, plus the project's S3 listing (None on a local root) for validate to reuse."""
+    project, listing = open_project(conf.get("project"), storage)
+    inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
     cfg = config_mod.build(conf, project.defaults())
-    if inputs is None and not project.input_dir.is_dir() or inputs == {}:
+    if inputs is None and not project.input_dir.is_dir() or inputs == []:
         raise ConfigError([("project", f"project {project.name!r} has no input/ folder; put the images in "
                                        f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
-    images = project.list_images(cfg.patterns) if inputs is None else match_images(list(inputs), cfg.patterns)
+    images = project.list_images(cfg.patterns) if inputs is None else match_images(inputs, cfg.patterns)
     if not images:
         raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
     macro = project.resolve_macro(cfg.macro)
-    return cfg, project, images, macro
+    if cfg.sync_to:
+        check_lan_folder(cfg.sync_to)
+    return cfg, project, images, macro, listing
+
+
+def check_lan_folder(folder: str) -> None:
+    """``sync_to`` must be a folder this worker can write (or create), found out before the run, not after."""
+    import os
+
+    path = Path(folder)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError([("sync_to", f"{folder} cannot be written by this worker ({existing} is not a writable "
+                                       "folder); give a LAN folder mounted read-write here")])
 
 
 def validate(conf: dict[str, Any], airflow_run_id: str,
@@ -296,7 +314,12 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     run, so that ``record`` can write ``run.json`` even when the smoke run fails.
     """
     started = time.time()
-    cfg, project, images, macro = check(conf)
+    storage = storage_of(conf)
+    cfg, project, images, macro, listing = _check(conf, storage)
+    # cheap before slow: settings and the budget estimate need nothing remote; the cluster checks reach out
+    if cfg.backend == "parallelcluster":
+        pcluster_settings(cfg, project.name, airflow_run_id)
+    estimate = check_budget(cfg, project.name, len(images), sha256(macro))
     if cfg.backend == "local":
         launcher = smoke_launcher = require_launcher(cfg.launcher)
     elif cfg.backend == "parallelcluster":
@@ -309,7 +332,6 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         smoke_launcher = detect_launcher(cfg.launcher)
     run_id = safe_run_id(airflow_run_id)
     run_dir = project.run_dir(run_id)
-    estimate = check_budget(cfg, project.name, len(images), sha256(macro))
     info = {"run_id": run_id, "airflow_run_id": airflow_run_id, "project": project.name,
             "project_root": str(project.root), "run_dir": str(run_dir), "config": cfg.model_dump(),
             "images": len(images), "macro_path": str(macro), "macro_sha256": sha256(macro), "launcher": launcher,
@@ -318,11 +340,10 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         if publish:
             publish(info)
         if cfg.smoke_test and smoke_launcher:
-            storage = storage_of(cfg)
-            if not storage.is_local:  # the smoke images only; the rest is staged in later
+            if listing is not None:  # the smoke images only; the rest is staged in later
                 from sciops.sync import LocalTree, sync
 
-                sync(storage.tree(project.name), LocalTree(project.root),
+                sync(storage.tree(project.name), LocalTree(project.root), source=listing,
                      include=[f"input/{rel}" for rel in images[:SMOKE_FETCH]], label="fetch smoke-test images")
             job = stage_job_files(run_dir / "work", macro)
             manifest = dict(_manifest(info, cfg, project, job, chunks=[], expected=expected_outputs(macro)),

@@ -65,6 +65,9 @@ class LocalStorage:
 
     def __init__(self, root: str):
         path = root.removeprefix("file://")
+        if not path.startswith(("/", "~")):
+            raise StorageError(f"storage root {root!r} is not an absolute folder path; give e.g. /data/projects "
+                               "or s3://bucket/prefix")
         self.root = Path(path).expanduser().resolve()
         self.url = str(self.root)
 

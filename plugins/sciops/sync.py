@@ -252,8 +252,11 @@ def _selected(rel: str, include: Iterable[str] | None, exclude: Iterable[str] | 
 def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = False, workers: int = 16,
          include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
          progress_seconds: float = 5.0, label: str | None = None,
-         emit: Callable[[str], None] | None = None) -> SyncStats:
-    """Make ``dst`` hold every file of ``src`` (filtered); see the module docstring."""
+         emit: Callable[[str], None] | None = None, source: dict[str, Entry] | None = None) -> SyncStats:
+    """Make ``dst`` hold every file of ``src`` (filtered); see the module docstring.
+
+    ``source``: the source's listing when the caller has it already (it is not listed again).
+    """
     include = list(include) if include is not None else None
     exclude = list(exclude or [])
     direction = "up" if isinstance(dst, S3Tree) else "down" if isinstance(src, S3Tree) else "copy"
@@ -262,8 +265,9 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
     t0 = time.monotonic()
     stats = SyncStats(direction, str(src), str(dst))
     with ThreadPoolExecutor(2) as pool:  # list both sides at once
-        fs, fd = pool.submit(src.list), pool.submit(dst.list)
-        source, dest = fs.result(), fd.result()
+        fs = pool.submit(src.list) if source is None else None
+        fd = pool.submit(dst.list)
+        source, dest = (fs.result() if fs else source), fd.result()
     source = {rel: e for rel, e in source.items() if _selected(rel, include, exclude)}
     for rel in source:
         safe_rel(rel)  # refuse the whole sync before writing anything if one path is unsafe

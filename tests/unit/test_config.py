@@ -38,6 +38,17 @@ BAD = [
     ({"macro_args": {"bad key": 1}}, "macro_args", "must be a word"),
     ({"macro_args": {"k": "a\tb"}}, "macro_args", "tabs or newlines"),
     ({"images_per_tsk": 5}, "images_per_tsk", "unknown parameter"),
+    ({"storage_root": "projects/here"}, "storage_root", "absolute folder path"),
+    ({"storage_root": "s3://Bad_Bucket"}, "storage_root", "not a valid bucket name"),
+    ({"storage_root": "ftp://host/x"}, "storage_root", "s3://bucket"),
+    ({"aws_conn_id": "my conn"}, "aws_conn_id", "not an Airflow connection id"),
+    ({"sync_from": "lan/proj"}, "sync_from", "absolute path"),
+    ({"sync_to": "../up"}, "sync_to", "absolute path"),
+    ({"sync_to": "/etc/hostname/results"}, "sync_to", "cannot be written"),
+    ({"budget_usd": 0}, "budget_usd", "positive amount"),
+    ({"hourly_rate_usd": -1}, "hourly_rate_usd", "0 or more"),
+    ({"slack_conn_id": "a;b"}, "slack_conn_id", "not an Airflow connection id"),
+    ({"backend": "parallelcluster", "scheduler": "sge"}, "scheduler", "does not go with backend"),
 ]
 
 
