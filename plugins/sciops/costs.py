@@ -184,13 +184,13 @@ def pcluster_cost(ec2, cluster_name: str, region: str, prices: dict[str, Any], v
                            max(iv.end for iv in intervals)) if spot_types else {}
     per_type = instance_costs(intervals, region, prices, history)
     life_hours = (max(iv.end for iv in intervals) - min(iv.start for iv in intervals)) / 3600
-    storage = ebs_cost(volume_gb, life_hours, region, prices)
-    compute = sum(r["usd"] for r in per_type.values())
+    # rounded before adding, so the breakdown in run.json and the report adds up to its total
+    storage = round(ebs_cost(volume_gb, life_hours, region, prices), 6)
+    compute = round(sum(r["usd"] for r in per_type.values()), 6)
     return {"kind": "ec2", "region": region, "prices_as_of": prices.get("as_of"),
             "node_hours": {k: round(v["node_hours"], 6) for k, v in per_type.items()},
             "by_instance_type": {k: {kk: round(vv, 6) for kk, vv in v.items()} for k, v in per_type.items()},
-            "compute_usd": round(compute, 6), "storage_usd": round(storage, 6),
-            "total_usd": round(compute + storage, 6)}
+            "compute_usd": compute, "storage_usd": storage, "total_usd": round(compute + storage, 6)}
 
 
 # -- estimates (budget check before a run, and the what-if planner) ------------------------------
