@@ -1,6 +1,6 @@
 """``python -m sciops``: the storage commands a lab runs from its LAN machine.
 
-    python -m sciops sync-up   LOCAL_PROJECT_DIR [--project NAME] [--delete]
+    python -m sciops sync-up   LOCAL_PROJECT_DIR [--project NAME] [--delete] [--verify]
     python -m sciops sync-down PROJECT RUN_ID LOCAL_PROJECT_DIR
     python -m sciops ls        [PROJECT]
 
@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("sync-up", help="a LAN project folder -> the storage root (output/ is not sent)")
     up.add_argument("local_dir")
     up.add_argument("--project", help="project name in the storage root (default: the folder's name)")
-    up.add_argument("--delete", action="store_true", help="delete files in the storage root that are not local")
+    up.add_argument("--delete", action="store_true", help="delete files in the storage root that are not local "
+                    "(lists the bucket)")
+    up.add_argument("--verify", action="store_true", help="list the bucket instead of trusting the sync manifest "
+                    "that the last sync up left (use after changing the project in the bucket with other tools)")
     down = sub.add_parser("sync-down", help="output/<run_id>/ of a project -> LOCAL/output/<run_id>/")
     down.add_argument("project")
     down.add_argument("run_id")
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             project = args.project or Path(args.local_dir).expanduser().resolve().name
             if not SAFE_NAME.match(project):
                 raise ConfigError([("project", f"{project!r}: use letters, digits, '.', '_' or '-' (give --project)")])
-            stats = sync_up(storage, args.local_dir, project, delete=args.delete, workers=args.workers)
+            stats = sync_up(storage, args.local_dir, project, delete=args.delete, verify=args.verify,
+                            workers=args.workers)
         elif args.cmd == "sync-down":
             from sciops.sync import sync_down
 
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{stats.direction}: {stats.transferred} transferred ({stats.bytes} bytes), {stats.skipped} unchanged, "
           f"{stats.deleted} deleted, {stats.seconds:.2f} s")
+    if stats.destination_from != "listing":
+        print(f"(the bucket was not listed: its state came from the {stats.destination_from}; --verify lists it)")
     return 0
 
 

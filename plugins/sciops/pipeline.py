@@ -542,7 +542,7 @@ def sync_up(conf: dict[str, Any]) -> dict[str, Any] | None:
     storage = storage_of(conf)
     storage.check()
     start = time.time()
-    stats = _stats(sync_mod.sync_up(storage, folder, conf["project"]))
+    stats = _stats(sync_mod.sync_up(storage, folder, conf["project"], verify=True))  # a run checks the bucket
     return dict(stats, phase="sync_up", start=start, end=time.time(), status="success")
 
 

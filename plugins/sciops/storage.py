@@ -179,7 +179,10 @@ class S3Storage:
         return work_root() / check_key_part(project, "project")
 
     def projects(self) -> list[str]:
-        return self.client.folders(self.prefix + "/" if self.prefix else "")
+        """Folders with a project's name (not ``.sciops/``, where sync up keeps its manifests)."""
+        from sciops.names import SAFE_NAME
+
+        return [n for n in self.client.folders(self.prefix + "/" if self.prefix else "") if SAFE_NAME.match(n)]
 
     def runs(self, project: str) -> list[str]:
         return self.client.folders(self.key(project, "output") + "/")

@@ -12,17 +12,22 @@ Used for sync up (a LAN project folder → the storage root), sync down (``outpu
   upload reuses the parts already uploaded, a download continues its ``.sciops-part`` file.
 - Every relative path is checked: nothing lands outside the destination.
 - A progress line (files, bytes, rate, ETA) is logged every ``progress_seconds``.
+- Sync up on S3 keeps a manifest of what it wrote (:class:`SyncManifest`): with
+  ``verify=False`` the bucket's state is read from it instead of listed.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
 import os
 import posixpath
 import shutil
+import socket
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,10 +64,17 @@ class SyncStats:
     parts_reused: int = 0
     resumed_bytes: int = 0
     seconds: float = 0.0
+    destination_from: str = "listing"  # or where the destination's state came from instead (a manifest)
     transferred_paths: list[str] = field(default_factory=list)
+    # for the caller's bookkeeping (the sync manifest), not reported
+    dest_state: dict[str, Entry] = field(default_factory=dict, repr=False)
+    written: dict[str, Entry] = field(default_factory=dict, repr=False)
+    deleted_paths: list[str] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        for internal in ("dest_state", "written", "deleted_paths"):
+            del d[internal]
         d["transferred_paths"] = d["transferred_paths"][:50]
         return d
 
@@ -252,10 +264,13 @@ def _selected(rel: str, include: Iterable[str] | None, exclude: Iterable[str] | 
 def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = False, workers: int = 16,
          include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
          progress_seconds: float = 5.0, label: str | None = None,
-         emit: Callable[[str], None] | None = None, source: dict[str, Entry] | None = None) -> SyncStats:
+         emit: Callable[[str], None] | None = None, source: dict[str, Entry] | None = None,
+         dest: dict[str, Entry] | None = None, before_write: Callable[[], None] | None = None) -> SyncStats:
     """Make ``dst`` hold every file of ``src`` (filtered); see the module docstring.
 
     ``source``: the source's listing when the caller has it already (it is not listed again).
+    ``dest``: the destination's state when the caller knows it (the sync manifest): not listed.
+    ``before_write``: called once before the first transfer or deletion (not at all for a no-op).
     """
     include = list(include) if include is not None else None
     exclude = list(exclude or [])
@@ -266,8 +281,9 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
     stats = SyncStats(direction, str(src), str(dst))
     with ThreadPoolExecutor(2) as pool:  # list both sides at once
         fs = pool.submit(src.list) if source is None else None
-        fd = pool.submit(dst.list)
-        source, dest = (fs.result() if fs else source), fd.result()
+        fd = pool.submit(dst.list) if dest is None else None
+        source, dest = (fs.result() if fs else source), (fd.result() if fd else dest)
+    stats.dest_state = dest
     source = {rel: e for rel, e in source.items() if _selected(rel, include, exclude)}
     for rel in source:
         safe_rel(rel)  # refuse the whole sync before writing anything if one path is unsafe
@@ -280,13 +296,17 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
             todo.append(rel)
         else:
             stats.skipped += 1
+    doomed = sorted(rel for rel in set(dest) - set(source) if _selected(rel, include, exclude)) if delete else []
+    if (todo or doomed) and before_write is not None:
+        before_write()
     total = sum(source[r].size for r in todo)
     progress = Progress(label, len(todo), total, progress_seconds, emit)
     lock = threading.Lock()
 
     def one(rel: str) -> None:
-        reused, resumed = _transfer(src, dst, rel, source[rel], progress)
+        reused, resumed, etag = _transfer(src, dst, rel, source[rel], progress)
         with lock:
+            stats.written[rel] = Entry(source[rel].size, etag)
             stats.transferred += 1
             stats.bytes += source[rel].size
             stats.parts_reused += reused
@@ -303,11 +323,11 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
                     exc = fut.exception()
                     if exc is not None:
                         errors.append(f"{futures[fut]}: {exc}")
-        if delete and not errors:
-            for rel in sorted(set(dest) - set(source)):
-                if _selected(rel, include, exclude):
-                    _delete(dst, rel)
-                    stats.deleted += 1
+        if not errors:
+            for rel in doomed:
+                _delete(dst, rel)
+                stats.deleted += 1
+                stats.deleted_paths.append(rel)
     finally:
         for tree in (src, dst):
             if isinstance(tree, LocalTree):
@@ -338,24 +358,24 @@ def _delete(dst, rel: str) -> None:
         dst.path(rel).unlink(missing_ok=True)
 
 
-def _transfer(src, dst, rel: str, e: Entry, progress: Progress) -> tuple[int, int]:
-    """Copy one file; returns (multipart parts reused, bytes resumed)."""
+def _transfer(src, dst, rel: str, e: Entry, progress: Progress) -> tuple[int, int, str | None]:
+    """Copy one file; returns (multipart parts reused, bytes resumed, the new object's ETag if uploaded)."""
     if isinstance(dst, S3Tree):
-        return _upload(src, dst, rel, e, progress), 0
+        return _upload(src, dst, rel, e, progress)
     target = dst.path(rel)
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(src, S3Tree):
-        return 0, _download(src, dst, rel, e, target, progress)
+        return 0, _download(src, dst, rel, e, target, progress), None
     tmp = target.with_name(target.name + PARTIAL_SUFFIX)
     shutil.copyfile(src.path(rel), tmp)
     os.replace(tmp, target)
     st = target.stat()
     dst.cache.put(rel, st.st_size, st.st_mtime_ns, None, src.etag(rel, e, None))
     progress.add(e.size)
-    return 0, 0
+    return 0, 0, None
 
 
-def _upload(src: LocalTree, dst: S3Tree, rel: str, e: Entry, progress: Progress) -> int:
+def _upload(src: LocalTree, dst: S3Tree, rel: str, e: Entry, progress: Progress) -> tuple[int, int, str | None]:
     path, key = src.path(rel), dst.key(rel)
     client = dst.client
     if e.size <= MULTIPART_THRESHOLD:
@@ -363,7 +383,7 @@ def _upload(src: LocalTree, dst: S3Tree, rel: str, e: Entry, progress: Progress)
         if etag and "-" not in etag:
             src.cache.put(rel, e.size, e.mtime_ns, None, etag)
         progress.add(e.size)
-        return 0
+        return 0, 0, etag or None
     parts = -(-e.size // PART_SIZE)
     done: dict[int, tuple[int, str]] = {}
     upload_id = None
@@ -387,7 +407,7 @@ def _upload(src: LocalTree, dst: S3Tree, rel: str, e: Entry, progress: Progress)
     etag = client.complete_multipart(key, upload_id, etags)
     if etag:
         src.cache.put(rel, e.size, e.mtime_ns, PART_SIZE, etag)
-    return reused
+    return reused, 0, etag or None
 
 
 def _download(src: S3Tree, dst: LocalTree, rel: str, e: Entry, target: Path, progress: Progress) -> int:
@@ -426,15 +446,99 @@ class _Counting:
         self.progress.add(len(block))
 
 
+# -- the sync manifest: what sync up last wrote ------------------------------------------------
+class SyncManifest:
+    """``<root>/.sciops/sync/<project>.json.gz``: every object sync up keeps under ``<root>/<project>/``
+    (``output/`` aside) with its size and ETag, as of the last sync up that finished.
+
+    A sync up may take the destination's state from it instead of listing the bucket (one GET
+    instead of a page per 1,000 keys). It is marked incomplete before a sync writes anything and
+    rewritten when it finishes, so an interrupted or failed sync leaves a manifest that is not
+    trusted: the next sync lists. What it cannot see is a change made with another tool
+    (``aws s3 rm``, the console): ``verify`` lists the bucket and rewrites it.
+    """
+
+    VERSION = 1
+
+    def __init__(self, storage, project: str):
+        self.client = storage.client
+        self.key = storage.key(".sciops", "sync", f"{project}.json.gz")
+        self.state: dict | None = None
+
+    def read(self) -> dict | None:
+        """The manifest as stored, ``None`` when there is none or it is unreadable."""
+        from sciops.s3 import S3RequestError
+
+        try:
+            data = json.loads(gzip.decompress(self.client.get_bytes(self.key)))
+            if data.get("version") != self.VERSION or not isinstance(data.get("objects"), dict):
+                raise ValueError(f"version {data.get('version')!r}")
+            data["objects"] = {rel: Entry(int(v[0]), v[1]) for rel, v in data["objects"].items()}
+        except S3RequestError as exc:
+            if exc.status != 404:
+                raise
+            data = None
+        except (OSError, EOFError, zlib.error, ValueError, TypeError, IndexError, AttributeError) as exc:
+            log.warning("ignoring the unreadable sync manifest s3://%s/%s (%s); listing the bucket instead",
+                        self.client.bucket, self.key, exc)
+            data = None
+        self.state = data
+        return data
+
+    def trusted(self) -> dict | None:
+        return self.state if self.state and self.state.get("complete") else None
+
+    def write(self, objects: dict[str, Entry], complete: bool) -> None:
+        body = gzip.compress(json.dumps({
+            "version": self.VERSION, "complete": complete, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "by": socket.gethostname(), "objects": {rel: [e.size, e.etag] for rel, e in sorted(objects.items())},
+        }, separators=(",", ":")).encode(), 6)
+        self.client.put(self.key, body, len(body))
+
+    def mark_incomplete(self) -> None:
+        self.write({}, complete=False)
+        self.state = {"complete": False, "objects": {}}
+
+    def update(self, stats: SyncStats, keep: Callable[[str], bool]) -> None:
+        """After a finished sync: the destination as it was, plus what was written, minus what was deleted."""
+        objects = {rel: e for rel, e in stats.dest_state.items() if keep(rel)}
+        for rel, e in stats.written.items():
+            if e.etag:
+                objects[rel] = e
+            else:  # a store that does not answer a PUT with an ETag: leave it out, the next sync checks it
+                objects.pop(rel, None)
+        for rel in stats.deleted_paths:
+            objects.pop(rel, None)
+        old = self.state or {}
+        if old.get("complete") and old.get("objects") == objects:
+            return
+        self.write(objects, complete=True)
+
+
 # -- what the DAG and the CLI call ---------------------------------------------------------------
-def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = False, **kw) -> SyncStats:
-    """A LAN project folder → ``<root>/<project>/`` (``output/`` stays behind: runs write it)."""
+def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = False, verify: bool = True,
+            **kw) -> SyncStats:
+    """A LAN project folder → ``<root>/<project>/`` (``output/`` stays behind: runs write it).
+
+    On S3, ``verify=False`` takes the destination's state from the sync manifest when the last
+    sync up finished (see :class:`SyncManifest`) instead of listing the bucket; ``delete`` always lists.
+    """
     local = Path(local_dir).expanduser().resolve()
     if not (local / "input").is_dir():
         raise StorageError(f"{local} is not a project folder (it has no input/ folder); give the folder that "
                            "holds input/, src/ and project.yaml")
-    return sync(LocalTree(local), storage.tree(project), delete=delete, exclude=["output"],
-                label=f"sync up {project}", **kw)
+    tree, label, exclude = storage.tree(project), f"sync up {project}", ["output"]
+    if not isinstance(tree, S3Tree):
+        return sync(LocalTree(local), tree, delete=delete, exclude=exclude, label=label, **kw)
+    manifest = SyncManifest(storage, project)
+    manifest.read()
+    known = None if (verify or delete) else manifest.trusted()
+    stats = sync(LocalTree(local), tree, delete=delete, exclude=exclude, label=label,
+                 dest=known["objects"] if known else None, before_write=manifest.mark_incomplete, **kw)
+    if known:
+        stats.destination_from = f"sync manifest of {known.get('written')} by {known.get('by')}"
+    manifest.update(stats, keep=lambda rel: _selected(rel, None, exclude))
+    return stats
 
 
 def sync_down(storage, project: str, run_id: str, local_dir: Path | str, **kw) -> SyncStats:

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import REPO
 from sciops.errors import ConfigError, StorageError
-from sciops.sync import LocalTree, S3Tree, file_etag, safe_rel, sync, sync_down, sync_up
+from sciops.sync import Entry, LocalTree, S3Tree, SyncManifest, file_etag, safe_rel, sync, sync_down, sync_up
 
 NAMES = ["input/plate 1/well A1.tif", "input/plate 1/sub dir/é-ü 細胞.tif", "input/empty.tif", "input/big.tif",
          "src/macro.ijm", "project.yaml"]
@@ -86,8 +86,10 @@ def test_delete_only_when_asked(s3_root, tmp_path):
     assert "src/macro.ijm" in s3_root.tree("proj").list()
     sync_up(s3_root, lan, "proj")
     assert "src/macro.ijm" in s3_root.tree("proj").list()
-    assert sync_up(s3_root, lan, "proj", delete=True).deleted == 1
+    deleting = sync_up(s3_root, lan, "proj", delete=True, verify=False)
+    assert deleting.deleted == 1 and deleting.destination_from == "listing"  # --delete always lists
     assert "src/macro.ijm" not in s3_root.tree("proj").list()
+    assert "src/macro.ijm" not in SyncManifest(s3_root, "proj").read()["objects"]
 
 
 def test_interrupted_multipart_upload_resumes_with_its_parts(s3_root, tmp_path):
@@ -135,7 +137,10 @@ def test_killed_sync_resumes_where_it_stopped(s3_root, tmp_path):
     proc.wait()
     there = len(s3_root.tree("proj").list())
     assert 0 < there < 400, there
-    stats = sync_up(s3_root, lan, "proj")
+    # the killed sync had marked the manifest unfinished: even the fast mode lists the bucket
+    assert SyncManifest(s3_root, "proj").read()["complete"] is False
+    stats = sync_up(s3_root, lan, "proj", verify=False)
+    assert stats.destination_from == "listing"
     assert stats.skipped >= there - 2 and stats.transferred == 400 - stats.skipped
     assert len(s3_root.tree("proj").list()) == 400
 
@@ -219,3 +224,80 @@ def test_projects_and_runs_are_listed_by_folder(s3_root, tmp_path):
     assert out.strip() == "old-run"
     local = LocalStorage(str(tmp_path))
     assert "alpha" in local.projects() and local.runs("alpha") == ["old-run"]
+
+
+# -- the sync manifest: a sync up that need not list the bucket ----------------------------------
+def _listing(storage, project):
+    return {rel: (e.size, e.etag) for rel, e in storage.tree(project).list().items() if not rel.startswith("output/")}
+
+
+def _manifest(storage, project):
+    m = SyncManifest(storage, project).read()
+    return m["complete"], {rel: (e.size, e.etag) for rel, e in m["objects"].items()}
+
+
+def test_manifest_matches_the_bucket_and_spares_the_listing(s3_root, tmp_path, monkeypatch):
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    sync(LocalTree(lan / "output"), s3_root.tree("proj", "output"))  # a run's results: not sync up's
+    assert _manifest(s3_root, "proj") == (True, _listing(s3_root, "proj"))
+    assert s3_root.projects() == ["proj"]  # .sciops/ (where manifests live) is not a project
+
+    listed = []
+    real_list = S3Tree.list
+    monkeypatch.setattr(S3Tree, "list", lambda self: listed.append(str(self)) or real_list(self))
+    noop = sync_up(s3_root, lan, "proj", verify=False)
+    assert (noop.transferred, listed) == (0, [])
+    assert noop.destination_from.startswith("sync manifest of ")
+    (lan / "input/plate 1/well A1.tif").write_bytes(b"changed")
+    (lan / "input/new.tif").write_bytes(b"new")
+    changed = sync_up(s3_root, lan, "proj", verify=False)
+    assert sorted(changed.transferred_paths) == ["input/new.tif", "input/plate 1/well A1.tif"] and listed == []
+    monkeypatch.setattr(S3Tree, "list", real_list)
+    assert _manifest(s3_root, "proj") == (True, _listing(s3_root, "proj"))
+    assert s3_root.client.get_bytes(s3_root.key("proj", "input/plate 1/well A1.tif")) == b"changed"
+
+
+def test_a_change_made_with_another_tool_is_repaired_by_verify(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    s3_root.client.delete(s3_root.key("proj", "src/macro.ijm"))  # e.g. `aws s3 rm`, unknown to the manifest
+    assert sync_up(s3_root, lan, "proj", verify=False).transferred == 0  # the documented blind spot
+    repaired = sync_up(s3_root, lan, "proj")  # what the DAG's sync_up and `sync-up --verify` do
+    assert repaired.transferred_paths == ["src/macro.ijm"] and repaired.destination_from == "listing"
+    assert _manifest(s3_root, "proj") == (True, _listing(s3_root, "proj"))
+
+
+def test_an_unreadable_or_failed_manifest_is_not_trusted(s3_root, tmp_path, caplog):
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    key = s3_root.key(".sciops", "sync", "proj.json.gz")
+    s3_root.client.put(key, b"not gzip", 8)
+    with caplog.at_level(logging.WARNING):
+        stats = sync_up(s3_root, lan, "proj", verify=False)
+    assert stats.destination_from == "listing" and stats.transferred == 0
+    assert "unreadable sync manifest" in caplog.text
+    assert _manifest(s3_root, "proj") == (True, _listing(s3_root, "proj"))  # rewritten from the listing
+
+    # a sync that fails part-way (a file vanished between the listing and its upload) leaves the
+    # manifest marked unfinished, so the next sync lists the bucket
+    (lan / "input/new.tif").write_bytes(b"new")
+    local = LocalTree(lan).list()
+    local["input/vanished.tif"] = Entry(5, None, 1)
+    with pytest.raises(StorageError, match="vanished.tif"):
+        sync_up(s3_root, lan, "proj", verify=False, source=local)
+    assert SyncManifest(s3_root, "proj").read()["complete"] is False
+    after = sync_up(s3_root, lan, "proj", verify=False)
+    assert after.destination_from == "listing" and after.transferred == 0  # new.tif went up before the failure
+    assert _manifest(s3_root, "proj") == (True, _listing(s3_root, "proj"))
+
+
+def test_cli_sync_up_trusts_the_manifest_and_verify_lists(s3_root, tmp_path):
+    lan = make_lan_project(tmp_path / "lan")
+    base = ("--storage-root", s3_root.url, "--conn-id", "sciops_s3", "sync-up", str(lan), "--project", "proj")
+    first = _cli(*base).communicate(timeout=120)[0]
+    assert f"{len(NAMES)} transferred" in first and "not listed" not in first
+    second = _cli(*base).communicate(timeout=120)[0]
+    assert "0 transferred" in second and "the bucket was not listed" in second and "--verify" in second
+    third = _cli(*base, "--verify").communicate(timeout=120)[0]
+    assert "0 transferred" in third and "not listed" not in third
