@@ -26,7 +26,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from sciops.operators.cluster import PClusterCreateOperator, PClusterDeleteOperator
 from sciops.operators.run_array import FijiArrayOperator
 
-COLLATED = Asset("sciops://collated-results")
+COLLATED = Asset("x-sciops://collated-results")  # x-: a custom scheme, no provider lookup at parse time
 
 
 def _nullable(kind: str, description: str, **schema) -> Param:
