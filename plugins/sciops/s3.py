@@ -20,8 +20,8 @@ import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from sciops.errors import StorageError
 
@@ -40,9 +40,19 @@ class Credentials:
     access_key: str
     secret_key: str = ""
     token: str | None = None
+    #: botocore credentials that renew themselves (an assumed role, the instance profile): their
+    #: keys expire within hours, and a long sync must not fail with ExpiredToken half-way.
+    source: Any = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never show the secret, even in a traceback's locals
         return "Credentials(access_key=<hidden>, secret_key=<hidden>)"
+
+    def current(self) -> "Credentials":
+        """The keys to sign with now (``source`` refreshes them shortly before they expire)."""
+        if self.source is None:
+            return self
+        frozen = self.source.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
 
 class S3RequestError(StorageError):
@@ -139,7 +149,7 @@ class S3Client:
         what = what or f"{method} s3://{self.bucket}/{key}"
         delay = 0.2
         for attempt in range(RETRIES + 1):
-            signed = sign(method, self.host, path, query or {}, self.creds, self.region)
+            signed = sign(method, self.host, path, query or {}, self.creds.current(), self.region)
             target = path + ("?" + canonical_query(query) if query else "")
             fh = None
             try:

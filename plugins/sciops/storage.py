@@ -220,7 +220,8 @@ def connection_credentials(conn_id: str):
 
     A connection given as ``AIRFLOW_CONN_<ID>`` with a key pair is read directly (the CLI
     stays fast); anything else (a connection in the metadata DB or a secrets backend, a role
-    to assume, the instance profile) goes through the Amazon provider's ``AwsBaseHook``.
+    to assume, the instance profile) goes through the Amazon provider's ``AwsBaseHook``, and
+    the S3 client signs with ``Credentials.current()``, which renews expiring keys.
     """
     from sciops.s3 import Credentials
 
@@ -247,7 +248,8 @@ def connection_credentials(conn_id: str):
                                            "connection")])
     frozen = found.get_frozen_credentials()
     region = hook.conn_config.region_name or session.region_name or "us-east-1"
-    return Credentials(frozen.access_key, frozen.secret_key, frozen.token), region, hook.conn_config.endpoint_url
+    return (Credentials(frozen.access_key, frozen.secret_key, frozen.token, source=found), region,
+            hook.conn_config.endpoint_url)
 
 
 def _parse_env_connection(value: str) -> dict[str, Any] | None:

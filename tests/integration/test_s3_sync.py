@@ -301,3 +301,39 @@ def test_cli_sync_up_trusts_the_manifest_and_verify_lists(s3_root, tmp_path):
     assert "0 transferred" in second and "the bucket was not listed" in second and "--verify" in second
     third = _cli(*base, "--verify").communicate(timeout=120)[0]
     assert "0 transferred" in third and "not listed" not in third
+
+
+def test_expiring_credentials_are_renewed_before_signing(s3_endpoint, s3_root, monkeypatch):
+    """Keys of an assumed role or the instance profile expire within hours; a long sync renews them."""
+    import datetime as dt
+    import json
+
+    from botocore.credentials import RefreshableCredentials
+
+    from sciops.s3 import Credentials, S3Client
+    from sciops.storage import connection_credentials
+
+    good = s3_endpoint["sciops_s3_auth"]
+    renewals = []
+
+    def renew():
+        renewals.append(1)
+        return {"access_key": good["login"], "secret_key": good["password"], "token": None,
+                "expiry_time": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()}
+
+    expiring = RefreshableCredentials.create_from_metadata(  # keys that expire in a minute (and are stale)
+        {"access_key": "AKIAEXPIRED", "secret_key": "old", "token": None,
+         "expiry_time": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)).isoformat()},
+        refresh_using=renew, method="test")
+    creds = Credentials("AKIAEXPIRED", "old", source=expiring)
+    client = S3Client(f"{s3_root.bucket}-renew", creds, endpoint_url=good["extra"]["endpoint_url"])
+    client.request("PUT", what="create bucket")  # the auth endpoint refuses the old keys: this used the new ones
+    client.put("k", b"x", 1)
+    assert renewals and client.get_bytes("k") == b"x"
+
+    # a connection without keys goes through the provider's hook, and keeps the renewing source
+    monkeypatch.setenv("AIRFLOW_CONN_NO_KEYS", json.dumps({"conn_type": "aws", "extra": {"region_name": "eu-west-1"}}))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
+    found, region, _ = connection_credentials("no_keys")
+    assert (found.current().access_key, region) == ("AKIAFROMENV", "eu-west-1") and found.source is not None
