@@ -19,7 +19,7 @@ from sciops.errors import ConfigError, SciOpsError, StorageError
 from sciops.imagej import detect_launcher, require_launcher, smoke_candidates, smoke_run
 from sciops.project import (Project, chunk, expected_outputs, match_images, read_manifest, safe_run_id, sha256,
                             stage_job_files, write_json)
-from sciops.storage import get_storage, work_root
+from sciops.storage import PROJECT_PARTS, get_storage, work_root
 
 log = logging.getLogger(__name__)
 #: Images fetched from S3 for the smoke run (it needs a few non-empty ones).
@@ -260,7 +260,7 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
                                            "first or fix the name")])
         return Project(name, root), None
     storage.check()  # ConfigError naming storage_root / aws_conn_id
-    listing = storage.tree(name).list()
+    listing = storage.tree(name).list(include=PROJECT_PARTS)  # not output/: past runs can hold millions of files
     if not listing:
         raise ConfigError([("project", f"no project {name!r} in {storage.url}; existing projects: "
                                        f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up first "

@@ -207,20 +207,26 @@ class S3Client:
                 return
             token = root.findtext(f"{NS}NextContinuationToken")
 
-    def folders(self, prefix: str = "") -> list[str]:
-        """The next path segment under ``prefix`` (ListObjectsV2 with ``delimiter=/``): no object listed."""
-        out, token = [], None
+    def level(self, prefix: str = "") -> tuple[list[Obj], list[str]]:
+        """One level under ``prefix`` (ListObjectsV2 with ``delimiter=/``): the objects right there,
+        and the sub-prefixes (whole keys ending in ``/``), whose objects are not listed."""
+        objs, prefixes, token = [], [], None
         while True:
             query = {"list-type": "2", "prefix": prefix, "delimiter": "/", "max-keys": "1000"}
             if token:
                 query["continuation-token"] = token
             _, _, data = self.request("GET", query=query, what=f"list s3://{self.bucket}/{prefix}")
             root = ET.fromstring(data)
-            out += [(p.findtext(f"{NS}Prefix") or "")[len(prefix):].rstrip("/")
-                    for p in root.iter(f"{NS}CommonPrefixes")]
+            objs += [Obj(c.findtext(f"{NS}Key"), int(c.findtext(f"{NS}Size") or 0),
+                         (c.findtext(f"{NS}ETag") or "").strip('"')) for c in root.iter(f"{NS}Contents")]
+            prefixes += [p.findtext(f"{NS}Prefix") or "" for p in root.iter(f"{NS}CommonPrefixes")]
             if root.findtext(f"{NS}IsTruncated") != "true":
-                return sorted(x for x in out if x)
+                return objs, prefixes
             token = root.findtext(f"{NS}NextContinuationToken")
+
+    def folders(self, prefix: str = "") -> list[str]:
+        """The next path segment under ``prefix``: no object below it is listed."""
+        return sorted(x for x in (p[len(prefix):].rstrip("/") for p in self.level(prefix)[1]) if x)
 
     def head(self, key: str) -> Obj | None:
         try:

@@ -202,12 +202,16 @@ class LocalTree:
     def path(self, rel: str) -> Path:
         return self.root / safe_rel(rel)
 
-    def list(self) -> dict[str, Entry]:
+    def list(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> dict[str, Entry]:
+        """Every file (``include``/``exclude`` as in :func:`sync`; top-level folders they rule out are not walked)."""
         out: dict[str, Entry] = {}
         if not self.root.is_dir():
             return out
         base = str(self.root)
+        top = _top_level(include, exclude)
         for dirpath, dirnames, filenames in os.walk(base):
+            if top is not None and dirpath == base:
+                dirnames[:] = [d for d in dirnames if top(d)]
             dirnames.sort()
             for name in filenames:
                 if name.endswith(PARTIAL_SUFFIX):  # an unfinished download
@@ -218,7 +222,8 @@ class LocalTree:
                 except FileNotFoundError:
                     continue
                 rel = os.path.relpath(full, base).replace(os.sep, "/")
-                out[rel] = Entry(st.st_size, None, st.st_mtime_ns)
+                if _selected(rel, include, exclude):
+                    out[rel] = Entry(st.st_size, None, st.st_mtime_ns)
         return out
 
     def etag(self, rel: str, entry: Entry, shape: int | None) -> str:
@@ -241,17 +246,37 @@ class S3Tree:
     def key(self, rel: str) -> str:
         return self.prefix + safe_rel(rel)
 
-    def list(self) -> dict[str, Entry]:
+    def list(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> dict[str, Entry]:
+        """Every object (``include``/``exclude`` as in :func:`sync`). When they rule out top-level
+        folders (a project's ``output/`` with every past run in it), one delimiter listing finds the
+        top level and only the wanted folders are listed."""
+        top = _top_level(include, exclude)
+        if top is None:
+            objs: Iterable = self.client.list(self.prefix)
+        else:
+            files, folders = self.client.level(self.prefix)
+            wanted = [f for f in folders if top(f[len(self.prefix):].rstrip("/"))]
+            objs = [*files, *(o for f in wanted for o in self.client.list(f))]
         out = {}
-        for obj in self.client.list(self.prefix):
+        for obj in objs:
             rel = obj.key[len(self.prefix):]
             if not rel or rel.endswith("/"):  # "folder" markers made by consoles
                 continue
-            out[rel] = Entry(obj.size, obj.etag)
+            if _selected(rel, include, exclude):
+                out[rel] = Entry(obj.size, obj.etag)
         return out
 
 
 # -- the engine ------------------------------------------------------------------------------
+def _top_level(include: Iterable[str] | None, exclude: Iterable[str] | None) -> Callable[[str], bool] | None:
+    """Which top-level folders can hold a selected file; ``None`` when every one can."""
+    inc = None if include is None else {p.strip("/").split("/")[0] for p in include}
+    exc = {p.strip("/") for p in exclude or () if "/" not in p.strip("/")}
+    if inc is None and not exc:
+        return None
+    return lambda name: (inc is None or name in inc) and name not in exc
+
+
 def _selected(rel: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
     """``include``/``exclude``: top-level names (``input``, ``project.yaml``) or path prefixes."""
     def hit(patterns):
@@ -280,8 +305,8 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
     t0 = time.monotonic()
     stats = SyncStats(direction, str(src), str(dst))
     with ThreadPoolExecutor(2) as pool:  # list both sides at once
-        fs = pool.submit(src.list) if source is None else None
-        fd = pool.submit(dst.list) if dest is None else None
+        fs = pool.submit(src.list, include, exclude) if source is None else None
+        fd = pool.submit(dst.list, include, exclude) if dest is None else None
         source, dest = (fs.result() if fs else source), (fd.result() if fd else dest)
     stats.dest_state = dest
     source = {rel: e for rel, e in source.items() if _selected(rel, include, exclude)}

@@ -337,3 +337,31 @@ def test_expiring_credentials_are_renewed_before_signing(s3_endpoint, s3_root, m
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
     found, region, _ = connection_credentials("no_keys")
     assert (found.current().access_key, region) == ("AKIAFROMENV", "eu-west-1") and found.source is not None
+
+
+def test_listings_leave_out_the_folders_a_sync_does_not_touch(s3_root, tmp_path, monkeypatch):
+    """A project's output/ holds every past run: sync up, validate and stage in never list it."""
+    from sciops.s3 import S3Client
+
+    lan = make_lan_project(tmp_path / "lan")
+    sync_up(s3_root, lan, "proj")
+    sync(LocalTree(lan / "output"), s3_root.tree("proj", "output"))
+    everything = s3_root.tree("proj").list()
+    assert "output/old-run/results.csv" in everything
+
+    listed = []
+    real = S3Client.list
+    monkeypatch.setattr(S3Client, "list", lambda self, prefix="": listed.append(prefix) or real(self, prefix))
+    tree = s3_root.tree("proj")
+    assert tree.list(exclude=["output"]) == {k: v for k, v in everything.items() if not k.startswith("output/")}
+    assert sorted(listed) == ["labroot/proj/input/", "labroot/proj/src/"]
+    listed.clear()
+    from sciops.storage import PROJECT_PARTS
+
+    parts = tree.list(include=PROJECT_PARTS)
+    assert set(parts) == set(NAMES) and sorted(listed) == ["labroot/proj/input/", "labroot/proj/src/"]
+    listed.clear()
+    assert sync_up(s3_root, lan, "proj").transferred == 0 and "labroot/proj/output/" not in listed
+    # the same rule on a folder: output/ is not walked, the selection is the same
+    assert set(LocalTree(lan).list(exclude=["output"])) == set(NAMES)
+    assert set(LocalTree(lan).list(include=["input/plate 1"])) == {n for n in NAMES if n.startswith("input/plate 1/")}
