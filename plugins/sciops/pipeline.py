@@ -207,6 +207,18 @@ def pcluster_settings(cfg: config_mod.RunConfig, project: str, airflow_run_id: s
     return settings
 
 
+def write_cluster_config(run_dir: Path | str, settings) -> Path:
+    """``work/cluster.yaml``: the ParallelCluster config the dry run checks and create_cluster uses."""
+    import yaml
+
+    from sciops.clusters import parallelcluster as pc
+
+    path = Path(run_dir, "work", "cluster.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(pc.build_config(settings), sort_keys=False))
+    return path
+
+
 def check_pcluster(cfg: config_mod.RunConfig, project: Project, run_id: str, airflow_run_id: str) -> None:
     """Every check of an ephemeral cluster before it exists: settings, then ``pcluster --dryrun``.
 
@@ -216,15 +228,11 @@ def check_pcluster(cfg: config_mod.RunConfig, project: Project, run_id: str, air
     """
     import os
 
-    import yaml
-
     from sciops.clusters import parallelcluster as pc
     from sciops.errors import ClusterError
 
     settings = pcluster_settings(cfg, project.name, airflow_run_id)
-    path = project.run_dir(run_id) / "work" / "cluster.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(pc.build_config(settings), sort_keys=False))
+    path = write_cluster_config(project.run_dir(run_id), settings)
     suppress = tuple(v for v in os.environ.get("SCIOPS_PCLUSTER_SUPPRESS", "").split(",") if v)
     try:
         problems = pc.PCluster(settings.region, env=pc.aws_env(cfg.aws_conn_id)).dryrun(

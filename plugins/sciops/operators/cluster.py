@@ -10,7 +10,6 @@ the run and logs an alert with the command to delete the cluster by hand.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -54,10 +53,8 @@ class PClusterCreateOperator(BaseOperator):
     """Create the run's cluster (or find it), wait until it is ready; returns its head node address."""
 
     def execute(self, context):
-        import yaml
-
         from sciops.clusters import parallelcluster as pc
-        from sciops.pipeline import phase_end
+        from sciops.pipeline import phase_end, write_cluster_config
 
         info, cfg, settings, name, cli, state = _begin(context, "cluster_create")
         if state["state"] == pc.READY:
@@ -69,10 +66,7 @@ class PClusterCreateOperator(BaseOperator):
             phase_end(info["run_dir"], "cluster_create", err)
             raise AirflowFailException(str(err))
         if state["state"] == pc.GONE:
-            path = Path(info["run_dir"], "work", "cluster.yaml")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(pc.build_config(settings), sort_keys=False))
-            cli.create(name, str(path))
+            cli.create(name, str(write_cluster_config(info["run_dir"], settings)))
             log.info("creating cluster %s in %s (%s x up to %d, %s)", name, settings.region,
                      settings.compute_instance_type, settings.max_count, "spot" if settings.spot else "on-demand")
         else:
