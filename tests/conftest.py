@@ -20,6 +20,10 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "SCIOPS_POLL_SECONDS": "1",
+    # dag.test has no scheduler to race (see sciops.triggers): defer at once and hold no event,
+    # so these tests exercise the triggers. The deployment tests run with the real defaults.
+    "SCIOPS_WORKER_WAIT_SECONDS": "0",
+    "SCIOPS_MIN_DEFER_SECONDS": "0",
 })
 
 

@@ -183,11 +183,22 @@ class ArrayRun:
             state = self.start()
         else:
             log.info("re-attaching to %s job %s (attempt %d)", self.scheduler.name, state.job_id, state.attempt)
+        return self.advance(state)[1]
+
+    def advance(self, state: ArrayState, deadline: float | None = None) -> tuple[ArrayState | None, dict | None]:
+        """Poll from here, resubmitting failed chunks, until the run ends or ``deadline`` passes.
+
+        Returns ``(None, result)`` when the run ended, ``(state, None)`` when the deadline came
+        first (``state`` is the attempt still running: wait for it elsewhere).
+        """
         started = time.time()
         while True:
-            nxt = self.conclude(state, self.wait(state, started))
+            acct = self.wait(state, started, deadline)
+            if acct is None:
+                return state, None
+            nxt = self.conclude(state, acct)
             if nxt is None:
-                return self.result(state)
+                return None, self.result(state)
             state = nxt
 
     def conclude(self, state: ArrayState, acct: dict[int, TaskAccounting]) -> ArrayState | None:
@@ -239,8 +250,12 @@ class ArrayRun:
                 + f". See {self.m['run_dir']}/logs/")
         return result
 
-    def wait(self, state: ArrayState, started: float) -> dict[int, TaskAccounting]:
-        """Poll until every task of ``state`` has ended; return accounting for each."""
+    def wait(self, state: ArrayState, started: float,
+             deadline: float | None = None) -> dict[int, TaskAccounting] | None:
+        """Poll until every task of ``state`` has ended; return accounting for each.
+
+        None when ``deadline`` (a ``time.time()``) passes first.
+        """
         queue_empty_since: float | None = None
         last_line = ""
         errored: list[int] = []
@@ -269,11 +284,13 @@ class ArrayRun:
                                            give_up=time.time() - queue_empty_since > ACCOUNTING_GRACE_SECONDS)
                 if acct is not None:
                     return acct
-                # Accounting usually lands within a second of the queue emptying: ask again soon.
-                time.sleep(min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS))
-                continue
-            queue_empty_since = None
-            time.sleep(self.poll_seconds)
+                pause = min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS)  # accounting lands within a second
+            else:
+                queue_empty_since = None
+                pause = self.poll_seconds
+            if deadline is not None and time.time() + pause > deadline:
+                return None
+            time.sleep(pause)
 
     def accounting(self, state: ArrayState) -> dict[int, TaskAccounting]:
         try:

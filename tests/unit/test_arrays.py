@@ -108,3 +108,52 @@ def test_cancelled_outside_heuristic(tmp_path, task_ids, acct, outside):
     accounting = {t: TaskAccounting(t, JobState(s), reason=r) for t, (s, r) in acct.items()}
     failed = [t for t, a in accounting.items() if a.state != JobState.DONE]
     assert run.cancelled_outside(state, accounting, failed) is outside
+
+
+SLOW_RUNNER = "import time, sys; time.sleep(float(__import__('os').environ.get('SLOW', '3'))); sys.exit(0)\n"
+
+
+def test_advance_returns_the_running_state_at_the_deadline_and_ends_later(tmp_path, monkeypatch):
+    import time
+
+    m = make_manifest(tmp_path, 1, {})
+    (tmp_path / "work" / "job" / "sciops_task.py").write_text(SLOW_RUNNER)
+    monkeypatch.setenv("SLOW", "2")
+    run = array_run(tmp_path, m, [])
+    state = run.start()
+    still, result = run.advance(state, deadline=time.time() + 0.5)
+    assert still is state and result is None      # gave up at the deadline, the task still running
+    still, result = run.advance(state)            # the rest of the wait, from wherever it is taken up
+    assert still is None and result["attempts"] == 1 and result["failed_tasks"] == []
+
+
+def test_a_fast_array_ends_inside_the_worker_window(tmp_path):
+    import time
+
+    m = make_manifest(tmp_path, 2, {"2": "first"})
+    run = array_run(tmp_path, m, [])
+    still, result = run.advance(run.start(), deadline=time.time() + 60)
+    assert still is None and result["attempts"] == 2 and result["failed_tasks"] == []
+
+
+def test_trigger_events_wait_for_the_minimum_after_the_deferral():
+    """Airflow's stale-executor-event race (sciops.triggers): no event sooner than the hold."""
+    import asyncio
+    import time
+
+    from sciops.triggers import hold
+
+    t0 = time.time()
+    asyncio.run(hold(t0, 0.6))
+    assert time.time() - t0 >= 0.6
+    slept = []
+
+    async def spy(seconds):
+        slept.append(seconds)
+
+    real, asyncio.sleep = asyncio.sleep, spy
+    try:
+        asyncio.run(hold(time.time() - 10, 0.6))   # deferred long ago: no wait at all
+    finally:
+        asyncio.sleep = real
+    assert slept == []

@@ -1,7 +1,8 @@
 """``FijiArrayOperator``: run a planned project as one array job, resubmitting failed chunks.
 
 One deferrable sequence (STYLE 2): submit → save ``{job_id, attempt, task_ids}`` in
-``task_state_store`` → defer to :class:`~sciops.triggers.array.ArrayJobTrigger` →
+``task_state_store`` → watch from the worker for ``worker_wait_seconds`` (a short array
+ends there, with no deferral to race: see :mod:`sciops.triggers`) → defer to :class:`~sciops.triggers.array.ArrayJobTrigger` →
 ``execute_complete`` records the attempt and either resubmits the failed chunks and
 defers again, or ends (with a failures list, or raising with the job ids and reasons).
 A retried or restarted task finds the saved job and re-attaches: it never submits twice.
@@ -10,6 +11,7 @@ The logic lives in :class:`sciops.arrays.ArrayRun`; this class only wires it to 
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,18 @@ class FijiArrayOperator(BaseOperator):
     :param manifest_path: the run manifest written by ``plan`` (templated).
     :param poll_seconds: seconds between status polls (``SCIOPS_POLL_SECONDS`` overrides).
     :param deferrable: wait in the triggerer (True) or poll from the worker (False).
+    :param worker_wait_seconds: with ``deferrable``, watch this long from the worker before
+        deferring (``SCIOPS_WORKER_WAIT_SECONDS`` overrides; 0 defers at once): a short array
+        ends here without a deferral (see ``sciops.triggers`` for why that matters).
     """
 
     template_fields = ("manifest_path",)
     ui_color = "#b7d7e8"
 
     def __init__(self, *, manifest_path: str, poll_seconds: float = 5.0, deferrable: bool = True,
-                 **kwargs: Any):
+                 worker_wait_seconds: float = 30.0, **kwargs: Any):
         super().__init__(**kwargs)
+        self.worker_wait_seconds = worker_wait_seconds
         self.manifest_path = manifest_path
         self.poll_seconds = poll_seconds
         self.deferrable = deferrable
@@ -76,6 +82,14 @@ class FijiArrayOperator(BaseOperator):
             state = run.start()
         else:
             self.log.info("re-attaching to %s job %s (attempt %d)", run.scheduler.name, state.job_id, state.attempt)
+        # Watch the first seconds from here: an array that ends in them never defers, so it
+        # cannot meet Airflow's stale-event race after a deferral (see sciops.triggers).
+        window = self._worker_wait()
+        if window > 0:
+            still, result = self._finish(run_dir, lambda: run.advance(state, deadline=time.time() + window))
+            if still is None:
+                return result
+            state = still
         self._defer(run, backend, state, run_dir, context)
         return None
 
@@ -83,7 +97,7 @@ class FijiArrayOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from sciops.arrays import ArrayState, accounting_from_dict
-        from sciops.errors import JobFailedError, SchedulerQueryError
+        from sciops.errors import SchedulerQueryError
         from sciops.pipeline import phase_end
 
         run, backend, saved, run_dir = self._array_run(context)
@@ -102,18 +116,37 @@ class FijiArrayOperator(BaseOperator):
                                "finished images are kept")
             phase_end(run_dir, PHASE, exc)
             raise AirflowFailException(str(exc))
-        try:
-            if event.get("status") != "ended":
-                # A watch that failed (cluster unreachable too long): the job may still run.
-                # Raising lets Airflow retry this task, which re-attaches to the same job.
-                raise SchedulerQueryError(f"lost track of {run.scheduler.name} job {state.job_id}: "
-                                          f"{event.get('message')}")
-            acct = {int(t): accounting_from_dict(int(t), a) for t, a in event["accounting"].items()}
+        if event.get("status") != "ended":
+            # A watch that failed (cluster unreachable too long): the job may still run.
+            # Raising lets Airflow retry this task, which re-attaches to the same job.
+            exc = SchedulerQueryError(f"lost track of {run.scheduler.name} job {state.job_id}: "
+                                      f"{event.get('message')}")
+            phase_end(run_dir, PHASE, exc)
+            raise exc
+        acct = {int(t): accounting_from_dict(int(t), a) for t, a in event["accounting"].items()}
+
+        def conclude():
             nxt = run.conclude(state, acct)
-            if nxt is not None:
-                self._defer(run, backend, nxt, run_dir, context)
-                return None
-            result = run.result(state)
+            if nxt is None:
+                return None, run.result(state)
+            window = self._worker_wait()  # a resubmission that ends quickly ends here too
+            return run.advance(nxt, deadline=time.time() + window) if window > 0 else (nxt, None)
+
+        still, result = self._finish(run_dir, conclude)
+        if still is None:
+            return result
+        self._defer(run, backend, still, run_dir, context)
+        return None
+
+    def _finish(self, run_dir: Path, step):
+        """Run ``step`` (→ ``(state still running, None)`` or ``(None, result)``), ending the phase with it."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from sciops.errors import JobFailedError
+        from sciops.pipeline import phase_end
+
+        try:
+            still, result = step()
         except JobFailedError as exc:
             phase_end(run_dir, PHASE, exc)
             # Every attempt is spent (or someone deleted the job): an Airflow retry would only
@@ -122,8 +155,12 @@ class FijiArrayOperator(BaseOperator):
         except Exception as exc:
             phase_end(run_dir, PHASE, exc)
             raise
-        phase_end(run_dir, PHASE)
-        return result
+        if still is None:
+            phase_end(run_dir, PHASE)
+        return still, result
+
+    def _worker_wait(self) -> float:
+        return float(os.environ.get("SCIOPS_WORKER_WAIT_SECONDS", self.worker_wait_seconds))
 
     def _defer(self, run, backend, state, run_dir: Path, context: Any) -> None:
         from sciops.triggers.array import ArrayJobTrigger
@@ -133,18 +170,20 @@ class FijiArrayOperator(BaseOperator):
             scheduler_options=_scheduler_options(run.m), ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
             poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
             started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"),
-            budget=self._budget(run.m, context))
+            budget=self._budget(run.m, context, state), deferred_at=time.time())
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(days=7))
 
 
     @staticmethod
-    def _budget(manifest: dict[str, Any], context: Any) -> dict[str, float] | None:
+    def _budget(manifest: dict[str, Any], context: Any, state) -> dict[str, float] | None:
         budget = manifest.get("budget") or {}
         if not budget.get("budget_usd"):
             return None
         store = context.get("task_state_store")
         spent = store.get(SPEND_KEY) if store is not None else None
-        return {**budget, "spent_usd": float(spent if spent is not None else budget.get("spent_usd", 0.0))}
+        # the spend since this attempt's submission is not counted yet (the worker watched it)
+        return {**budget, "spent_usd": float(spent if spent is not None else budget.get("spent_usd", 0.0)),
+                "since": state.submitted_at or time.time()}
 
 
 def _scheduler_options(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -38,15 +38,21 @@ class ArrayJobTrigger(BaseTrigger):
     :param budget: ``{"budget_usd", "spent_usd", "task_rate_usd_per_hour", "fixed_rate_usd_per_hour"}``:
         at every poll the spend grows by running tasks × task rate + the fixed rate over the
         time since the last poll; past ``budget_usd`` the job is cancelled in that same poll
-        and the event says ``budget_exceeded``.
+        and the event says ``budget_exceeded``. ``since`` (optional): the time from which the
+        spend is not counted yet (the submission, when the worker watched the first seconds).
+    :param deferred_at: when the task deferred; no event is sent sooner than
+        ``min_defer_seconds`` after it (Airflow's stale-executor-event race: see ``sciops.triggers``).
     """
 
     def __init__(self, job_id: str, task_ids: list[int], scheduler: str, scheduler_options: dict[str, Any],
                  ssh_conn_id: str | None, poll_seconds: float = 5.0, n_images: int = 0,
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
                  accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1,
-                 ssh_host: str | None = None, budget: dict[str, float] | None = None):
+                 ssh_host: str | None = None, budget: dict[str, float] | None = None,
+                 deferred_at: float | None = None, min_defer_seconds: float | None = None):
         super().__init__()
+        from sciops.triggers import min_defer_seconds as default_hold
+
         self.job_id = job_id
         self.task_ids = list(task_ids)
         self.scheduler = scheduler
@@ -61,6 +67,8 @@ class ArrayJobTrigger(BaseTrigger):
         self.attempt = attempt
         self.ssh_host = ssh_host
         self.budget = dict(budget) if budget else None
+        self.deferred_at = deferred_at or time.time()
+        self.min_defer_seconds = default_hold() if min_defer_seconds is None else min_defer_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return ("sciops.triggers.array.ArrayJobTrigger", {
@@ -69,7 +77,8 @@ class ArrayJobTrigger(BaseTrigger):
             "poll_seconds": self.poll_seconds, "n_images": self.n_images, "work_dir": self.work_dir,
             "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
             "accounting_grace_seconds": self.accounting_grace_seconds, "attempt": self.attempt,
-            "ssh_host": self.ssh_host, "budget": self.budget,
+            "ssh_host": self.ssh_host, "budget": self.budget, "deferred_at": self.deferred_at,
+            "min_defer_seconds": self.min_defer_seconds,
         })
 
     def _runner(self):
@@ -82,6 +91,18 @@ class ArrayJobTrigger(BaseTrigger):
         return base + random.uniform(0, base)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from sciops.triggers import hold
+
+        watch = self._watch()
+        try:
+            event = await watch.__anext__()  # _watch yields exactly one event
+        finally:
+            await watch.aclose()  # closes the SSH connection now, not at garbage collection
+        # never before the scheduler has handled the deferral (see sciops.triggers)
+        await hold(self.deferred_at, self.min_defer_seconds)
+        yield event
+
+    async def _watch(self) -> AsyncIterator[TriggerEvent]:
         from sciops.arrays import (ACCOUNTING_RETRY_SECONDS, _acct_dict, complete_accounting, ended,
                                    exit_file_accounting, images_done, progress_line)
         from sciops.schedulers import get_scheduler
@@ -100,7 +121,9 @@ class ArrayJobTrigger(BaseTrigger):
         errored: list[int] = []
         last_line = ""
         budget = dict(self.budget) if self.budget and self.budget.get("budget_usd") else None
-        last_poll = time.time()
+        last_poll = float(budget.get("since") or time.time()) if budget else time.time()
+        readable_dir = await asyncio.to_thread(lambda: bool(self.work_dir and os.path.isdir(self.work_dir)))
+        readable = self.work_dir if readable_dir else None
         try:
             while True:
                 try:
@@ -119,8 +142,9 @@ class ArrayJobTrigger(BaseTrigger):
                     else:
                         queue_empty_since = queue_empty_since or time.time()
                         stuck = [t for t, s in states.items() if s == JobState.ERROR]
-                        readable = self.work_dir if self.work_dir and os.path.isdir(self.work_dir) else None
-                        acct = None if stuck else exit_file_accounting(readable, self.task_ids, self.attempt)
+                        # file reads go to a thread: the triggerer's event loop serves every trigger
+                        acct = None if stuck else await asyncio.to_thread(
+                            exit_file_accounting, readable, self.task_ids, self.attempt)
                     if acct is None and ended(states):
                         if stuck and not errored:
                             self.log.warning("tasks %s stuck in an error state: deleting job %s", stuck, self.job_id)
@@ -166,7 +190,7 @@ class ArrayJobTrigger(BaseTrigger):
                                             "running_tasks": running})
                         return
                     last_poll = now
-                done = images_done(self.work_dir) if self.work_dir else None
+                done = await asyncio.to_thread(images_done, readable) if readable else None
                 line = progress_line(states, done, self.n_images, self.started_at)
                 if line != last_line:
                     self.log.info("job %s: %s", self.job_id, line)
