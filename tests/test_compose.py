@@ -26,3 +26,16 @@ def test_compose_file_validates_and_has_the_airflow3_services():
     assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= targets
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert "imagej" in dockerfile and "xvfb" in dockerfile
+
+
+def test_compose_shares_one_config_and_pins_the_image_by_requirements_txt():
+    config = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    env = config["x-airflow-common"]["environment"]
+    assert env["AIRFLOW_CONFIG"] == "/opt/airflow/config/airflow.cfg"        # one JWT secret for all
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"].startswith("/opt/airflow/config/")
+    assert config["services"]["airflow-init"]["command"] == ["/opt/sciops/init.sh"]
+    init = (REPO / "docker" / "init.sh").read_text()
+    assert "chown -R" not in "\n".join(line for line in init.splitlines() if "PROJECTS" in line)
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "COPY requirements.txt" in dockerfile and "-r /requirements.txt" in dockerfile
+    assert "${AIRFLOW_UID:-50000}" in config["x-airflow-common"]["user"]
