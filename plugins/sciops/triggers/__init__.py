@@ -9,8 +9,9 @@ and the task is failed as "killed externally" (apache/airflow#67287 for ``queued
 #72716 for ``running``; only the ``scheduled`` case is guarded in 3.3.2). Two rules keep
 SciOps out of it:
 
-1. The operators wait in the worker first (``SCIOPS_WORKER_WAIT_SECONDS``): an array
-   that ends within that window never defers at all, so a fast run has no deferral to race.
+1. ``run_array`` watches from the worker first (``SCIOPS_WORKER_WAIT_SECONDS``, 30 s): an
+   array that ends within that window never defers at all, so a fast run has no deferral
+   to race. (The cluster operators do not: a cluster takes minutes, and rule 2 covers them.)
 2. A trigger never sends its event sooner than ``SCIOPS_MIN_DEFER_SECONDS`` (15 s)
    after the task deferred (:func:`hold`). The scheduler handles an executor's report
    within a loop or two (about a second each when idle); 15 s leaves a busy scheduler
