@@ -16,6 +16,9 @@ for the run after `validate` (which dry-runs pcluster's own validators first) an
 `delete_cluster`, a teardown, deletes it after `collate` whatever failed.
 
 Everything lands in `<storage root>/<project>/output/<run_id>/`.
+
+**The form**: every field shows its built-in default. A field left at its default takes
+the project's `project.yaml` value when that file sets one; a field you change wins.
 """
 from __future__ import annotations
 
@@ -23,15 +26,17 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
+from sciops.config import form_params
 from sciops.operators.cluster import PClusterCreateOperator, PClusterDeleteOperator
 from sciops.operators.run_array import FijiArrayOperator
 
 COLLATED = Asset("x-sciops://collated-results")  # x-: a custom scheme, no provider lookup at parse time
 
 
-def _nullable(kind: str, description: str, **schema) -> Param:
-    # null = "take it from project.yaml, else the built-in default" (see sciops.config.DEFAULTS)
-    return Param(None, type=["null", kind], description=description, **schema)
+def _params() -> dict[str, Param]:
+    # Declared once, in sciops.config.RunConfig: defaults, bounds, enums, form sections and
+    # the rule "a field left at its default takes project.yaml's value".
+    return {name: Param(default, **schema) for name, (default, schema) in form_params().items()}
 
 
 @dag(
@@ -42,43 +47,7 @@ def _nullable(kind: str, description: str, **schema) -> Param:
     tags=["sciops", "imagej"],
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     max_active_tasks=4,
-    params={
-        "project": Param("", type="string", description="Project folder under the storage root", minLength=1),
-        "macro": _nullable("string", "Shipped macro name (count_nuclei) or a file in the project, e.g. src/x.ijm"),
-        "macro_args": _nullable("object", "key: value arguments handed to the macro"),
-        "file_pattern": _nullable("string", "Comma-separated globs under input/, e.g. *.tif,*.png"),
-        "images_per_task": _nullable("integer", "Images per array task (one JVM each)"),
-        "max_attempts": _nullable("integer", "Submissions of a failed chunk, the first included"),
-        "image_timeout_s": _nullable("integer", "Seconds one image may take before it is killed"),
-        "stall_seconds": _nullable("integer", "Idle seconds after which a JVM counts as hung on a dialog"),
-        "memory": _nullable("string", "Memory per task, e.g. 2G (the JVM heap is derived from it)"),
-        "backend": _nullable("string", "Where the array runs: local (this machine), existing (a cluster over SSH) "
-                                       "or parallelcluster (an AWS cluster made for the run)",
-                             enum=[None, "local", "existing", "parallelcluster"]),
-        "scheduler": _nullable("string", "existing backend: the cluster's scheduler", enum=[None, "sge", "slurm"]),
-        "ssh_conn_id": _nullable("string", "existing backend: Airflow SSH connection of the head node"),
-        "queue": _nullable("string", "existing backend: queue (SGE -q) or partition (Slurm)"),
-        "accounting_project": _nullable("string", "existing backend: accounting project (SGE -P) or account (Slurm)"),
-        "memory_resource": _nullable("string", "existing backend: memory complex to request, e.g. h_vmem"),
-        "exclusive": _nullable("boolean", "existing backend: one task per node (-l exclusive=true)"),
-        "one_per_host": _nullable("boolean", "existing backend: one ImageJ per node (SGE -l fiji=1, Slurm --gres=fiji:1)"),
-        "cluster_python": _nullable("string", "existing backend: Python 3 on the compute nodes"),
-        "cluster_storage_root": _nullable("string", "existing backend: the storage root's path on the cluster"),
-        "slots": _nullable("integer", "local backend: tasks at once (0 = one per CPU)"),
-        "launcher": _nullable("string", "ImageJ launcher", enum=[None, "auto", "imagej1", "fiji"]),
-        "smoke_test": _nullable("boolean", "Run the macro on a few images in validate first"),
-        "storage_root": _nullable("string", "s3://bucket[/prefix] or a folder (default: $SCIOPS_STORAGE_ROOT)"),
-        "aws_conn_id": _nullable("string", "S3 storage: Airflow AWS connection (default: aws_default)"),
-        "sync_from": _nullable("string", "LAN project folder (as this worker sees it) to sync up before the run"),
-        "sync_to": _nullable("string", "LAN folder to sync output/<run_id>/ down to (default: sync_from)"),
-        "cluster": _nullable("object", "parallelcluster backend: region, subnet_id, key_name, custom_ami, "
-                                       "head_node_instance_type, compute_instance_type, min_count, max_count, spot, "
-                                       "spot_max_price, shared_storage_gb, root_volume_gb"),
-        "budget_usd": _nullable("number", "Cap in USD: refused if past runs say it would cost more; cancelled at the "
-                                          "cap while it runs"),
-        "hourly_rate_usd": _nullable("number", "existing/local: USD per task-hour (your facility's charge; default 0)"),
-        "slack_conn_id": _nullable("string", "Slack connection for start/end messages (default: sciops_slack)"),
-    },
+    params=_params(),
 )
 def fiji_project():
     from airflow.sdk.exceptions import AirflowSkipException
@@ -92,21 +61,30 @@ def fiji_project():
         ctx = get_current_context()
         return {**ctx["params"], **(ctx["dag_run"].conf or {})}
 
+    def refusals():
+        from sciops.pipeline import refusals as pipeline_refusals
+
+        ctx = get_current_context()  # a refused run gets a ledger row (status refused, the reason)
+        return pipeline_refusals(run_conf(), ctx["run_id"], ctx["dag"].dag_id,
+                                 getattr(ctx["dag_run"].run_type, "value", None))
+
     @task(retries=0)  # a bad parameter does not fix itself
     def sync_up() -> dict:
         from sciops.pipeline import sync_up as run_sync_up
 
-        return skip_if_none(run_sync_up(run_conf()), "no sync_from: the project is already in the storage root")
+        with refusals():
+            return skip_if_none(run_sync_up(run_conf()), "no sync_from: the project is already in the storage root")
 
     @task(retries=0, trigger_rule="none_failed")  # runs after a skipped sync_up
     def validate() -> dict:
+        from sciops.notify import run_started
         from sciops.pipeline import validate as run_validate
 
         ctx = get_current_context()
-        from sciops.notify import run_started
-
         # published early so that record finds the run folder even if the smoke run fails
-        info = run_validate(run_conf(), ctx["run_id"], publish=lambda info: ctx["ti"].xcom_push("run_info", info))
+        with refusals():
+            info = run_validate(run_conf(), ctx["run_id"],
+                                publish=lambda info: ctx["ti"].xcom_push("run_info", info))
         run_started(info)
         return info
 

@@ -8,9 +8,11 @@ Airflow's own authentication (a JWT from ``/auth/token`` or the UI's session coo
 - ``/sciops/api/runs``                  ledger rows (``?project=``, ``?limit=``)
 - ``/sciops/api/summary``               what the dashboard draws (``?project=``)
 - ``/sciops/api/planner``               N nodes of type X → duration and cost, from past runs
+- ``/sciops/api/tradeoff``              instance types × node counts → duration and cost, and the
+                                        cheapest option within a deadline (what the planner form shows)
 - ``/sciops/runs/{dag_id}/{run_id}/report``  the run's ``report.html``
 
-The UI gets a "SciOps runs" navigation entry, a "Report" tab on DAG runs and a
+The UI gets a "SciOps" navigation entry, a "Report" tab on DAG runs and a
 "SciOps report" extra link on tasks. The library (``plugins/sciops/``) is excluded from
 Airflow's plugin loader (``plugins/.airflowignore``); this file is the only plugin module.
 """
@@ -20,6 +22,7 @@ import html
 import json
 import statistics
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
@@ -60,9 +63,9 @@ def api_runs(project: str | None = None, limit: int = Query(200, ge=1, le=5000))
 
 def summary(project: str | None = None) -> dict[str, Any]:
     rows = _rows(project)
-    per_run = [{k: r.get(k) for k in ("run_id", "airflow_run_id", "project", "macro", "status", "started_at",
-                                      "duration_s", "cost_usd", "cost_per_image_usd", "images_ok", "images_total",
-                                      "node_hours", "backend")} for r in sorted(rows, key=lambda r: r["started_at"] or 0)]
+    per_run = [{k: r.get(k) for k in ("run_id", "airflow_run_id", "dag_id", "project", "macro", "status",
+                                      "started_at", "duration_s", "cost_usd", "cost_per_image_usd", "images_ok",
+                                      "images_total", "node_hours", "backend", "reason")} for r in sorted(rows, key=lambda r: r["started_at"] or 0)]
     by_macro: dict[str, list[float]] = {}
     for r in rows:
         if r.get("cost_per_image_usd") is not None:
@@ -84,94 +87,228 @@ def api_planner(macro: str = Query(..., description="macro name or sha256"), ima
                 backend: str = Query("parallelcluster"), region: str = "us-east-1", memory_mb: int = 2048,
                 hourly_rate_usd: float = 0.0, project: str | None = None) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
-    from sciops import costs, ledger
+    from sciops import costs
 
-    found = ledger.past_performance(macro_sha256=macro, project=project)
-    if not found:
-        raise HTTPException(404, f"no successful past run of macro {macro!r}: nothing to estimate from")
-    try:
-        est = costs.estimate(images, found["seconds_per_image"], backend=backend, nodes=nodes,
-                             instance_type=instance_type, region=region, memory_mb=memory_mb,
-                             hourly_rate_usd=hourly_rate_usd)
-    except KeyError as exc:
-        raise HTTPException(422, str(exc)) from None
+    found = _past(macro, project)
+    if backend == "parallelcluster" and instance_type:
+        _known_type(instance_type, region)
+    est = costs.estimate(images, found["seconds_per_image"], backend=backend, nodes=nodes,
+                         instance_type=instance_type, region=region, memory_mb=memory_mb,
+                         hourly_rate_usd=hourly_rate_usd)
     return {"macro": macro, "images": images, "from_runs": found["runs"],
             "seconds_per_image": found["seconds_per_image"], "estimate": est}
 
 
-@app.get("/runs/{dag_id}/{run_id}/report")
-def run_report(dag_id: str, run_id: str):
-    """The run's report.html: only a file the ledger recorded for that run is ever served."""
-    from sciops.project import safe_run_id
-
-    for r in _rows(limit=5000):
-        if r["dag_id"] == dag_id and (run_id == r["airflow_run_id"] or safe_run_id(run_id) == r["run_id"]):
-            if r.get("report"):
-                try:
-                    return FileResponse(r["report"], media_type="text/html")
-                except (OSError, RuntimeError):
-                    break
-    raise HTTPException(404, f"no report recorded for {dag_id} run {run_id}")
+@app.get("/api/tradeoff")
+def api_tradeoff(macro: str = Query(..., description="macro name or sha256"), images: int = Query(..., ge=1),
+                 deadline_h: float | None = Query(None, gt=0), region: str = "us-east-1",
+                 instance_types: str = Query("", description="comma-separated; empty = every priced type"),
+                 nodes: str = Query("1,2,4,8,16,32", description="comma-separated node counts"),
+                 memory_mb: int = Query(2048, ge=256), project: str | None = None) -> dict[str, Any]:
+    """Time and cost over instance types × node counts, and the cheapest option within the deadline."""
+    found = _past(macro, project)
+    return {"macro": macro, "images": images, "from_runs": found["runs"],
+            "seconds_per_image": found["seconds_per_image"],
+            **_tradeoff(images, found["seconds_per_image"], deadline_h, region, instance_types, nodes, memory_mb)}
 
 
-def _line_chart(points: list[tuple[float, float]], label: str, element_id: str, unit: str) -> str:
-    width, height, left, bottom = 860, 220, 60, 28
-    if not points:
-        return f'<p class="empty">No runs yet for {html.escape(label)}.</p>'
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y1 = max(ys) or 1
-    sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - 10)  # noqa: E731
-    sy = lambda y: 10 + (1 - y / y1) * (height - bottom - 10)  # noqa: E731
-    path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(points))
-    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#1f77b4"><title>{y:.4g} {unit}'
-                   f'</title></circle>' for x, y in points)
-    return (f'<svg id="{element_id}" class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'xmlns="http://www.w3.org/2000/svg"><text x="4" y="20" font-size="11">{y1:.4g} {unit}</text>'
-            f'<path d="{path}" fill="none" stroke="#1f77b4"/>{dots}<text x="{left}" y="{height - 6}" '
-            f'font-size="11">{html.escape(label)} (oldest → newest)</text></svg>')
+def _past(macro: str, project: str | None) -> dict[str, Any]:
+    from sciops import ledger
+
+    found = ledger.past_performance(macro_sha256=macro, project=project or None)
+    if not found:
+        raise HTTPException(404, f"no successful past run of macro {macro!r}: nothing to estimate from; run it once "
+                                 "(a small project is enough) and ask again")
+    return found
+
+
+def _known_type(instance_type: str, region: str) -> None:
+    from sciops import costs
+
+    known = costs.priced_types(region)
+    if instance_type not in known:
+        raise HTTPException(422, f"unknown instance type {instance_type!r} in {region}: the planner knows "
+                                 f"{', '.join(known) or 'none (no prices for this region)'}")
+
+
+def _tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, region: str, instance_types: str,
+              nodes: str, memory_mb: int) -> dict[str, Any]:
+    from sciops import costs
+
+    try:
+        counts = [int(n) for n in nodes.replace(" ", "").split(",") if n]
+    except ValueError:
+        raise HTTPException(422, f"node counts {nodes!r}: give whole numbers separated by commas, e.g. 1,2,4,8") \
+            from None
+    types = [t.strip() for t in instance_types.split(",") if t.strip()]
+    try:
+        return costs.tradeoff(images, seconds_per_image, region=region, instance_types=types or None,
+                              node_counts=counts, memory_mb=memory_mb,
+                              deadline_s=deadline_h * 3600 if deadline_h else None)
+    except costs.PlannerError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    m = int(round(seconds / 60))
+    return f"{m // 60}:{m % 60:02d}"
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<style>body{{font-family:sans-serif;margin:20px;max-width:1000px;color:#222}}table{{border-collapse:collapse;
+font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}.empty{{color:#777}}
+label{{display:inline-block;margin:4px 12px 4px 0}}label span{{display:block;font-size:12px;color:#555}}
+tr.best{{background:#e6f4ea;font-weight:bold}}.status-refused{{color:#b26a00}}.status-failed{{color:#d62728}}
+.error{{color:#d62728;font-weight:bold}}</style></head><body>{body}</body></html>"""
+
+
+def _charts(runs: list[dict[str, Any]]) -> str:
+    from sciops import charts
+
+    ran = [r for r in runs if r["status"] != "refused" and r["started_at"]]
+    if not ran:
+        return '<p class="empty" id="no-runs">No finished runs yet: the charts appear after the first run.</p>'
+    if all(not r["cost_usd"] for r in ran):
+        cost = (f'<p class="empty" id="cost-chart">Every run so far cost 0 USD ({len(ran)} run(s) on local or '
+                'existing backends with hourly_rate_usd 0): nothing to chart. Set hourly_rate_usd to your '
+                "facility's charge to see cost here.</p>")
+    else:
+        cost = charts.time_series([(r["started_at"], r["cost_usd"] or 0.0) for r in ran], "cost per run (USD)",
+                                  "cost-chart")
+    dur = charts.time_series([(r["started_at"], (r["duration_s"] or 0.0) / 60) for r in ran],
+                             "duration per run (minutes)", "duration-chart")
+    return f"<h2>Cost per run</h2>{cost}<h2>Duration per run</h2>{dur}"
+
+
+def _planner(s: dict[str, Any], q: dict[str, Any]) -> str:
+    from sciops import charts, costs
+
+    macros = sorted(s["cost_per_image_by_macro"]) or sorted({r["macro"] for r in s["per_run"] if r["macro"]})
+    regions = sorted(costs.load_prices().get("on_demand_usd_per_hour", {}))
+    opt = lambda values, chosen: "".join(  # noqa: E731
+        f'<option value="{_e(v)}"{" selected" if v == chosen else ""}>{_e(v)}</option>' for v in values)
+    form = f"""<form id="planner" method="get">
+<input type="hidden" name="project" value="{_e(q.get('project') or '')}">
+<label for="pl-macro"><span>Macro (from past runs)</span><select id="pl-macro" name="macro" required>
+{opt(macros, q.get('macro'))}</select></label>
+<label for="pl-images"><span>Images</span><input id="pl-images" name="images" type="number" min="1" required
+ value="{_e(q.get('images') or 10000)}"></label>
+<label for="pl-deadline"><span>Deadline (hours, optional)</span><input id="pl-deadline" name="deadline_h"
+ type="number" min="0.1" step="0.1" value="{_e(q.get('deadline_h') or '')}"></label>
+<label for="pl-region"><span>Region</span><select id="pl-region" name="region">
+{opt(regions, q.get('region') or 'us-east-1')}</select></label>
+<label for="pl-memory"><span>Memory per task (MB)</span><input id="pl-memory" name="memory_mb" type="number"
+ min="512" value="{_e(q.get('memory_mb') or 2048)}"></label>
+<label for="pl-types"><span>Instance types (comma-separated; empty = all priced)</span><input id="pl-types"
+ name="instance_types" size="40" value="{_e(q.get('instance_types') or '')}"></label>
+<label for="pl-nodes"><span>Node counts</span><input id="pl-nodes" name="nodes"
+ value="{_e(q.get('nodes') or '1,2,4,8,16,32')}"></label>
+<button type="submit" name="plan" value="1">Compare options</button></form>"""
+    if not q.get("plan"):
+        return form + ('<p class="empty">Choose a macro and an image count: the planner compares instance types × '
+                       'node counts from the measured seconds per image of past runs.</p>' if macros else
+                       '<p class="empty">No past runs yet: the planner needs one finished run of a macro.</p>')
+    try:
+        found = _past(q["macro"], q.get("project"))
+        result = _tradeoff(int(q["images"]), found["seconds_per_image"], q.get("deadline_h"),
+                           q.get("region") or "us-east-1", q.get("instance_types") or "",
+                           q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or 2048))
+    except HTTPException as exc:
+        return form + f'<p class="error" id="planner-error">{_e(exc.detail)}</p>'
+    best = result["best"]
+    rows = "".join(
+        f'<tr class="{"best" if (o["instance_type"], o["nodes"]) == (best["instance_type"], best["nodes"]) else ""}">'
+        f'<td>{_e(o["instance_type"])}</td><td>{o["nodes"]}</td><td>{o["concurrent_tasks"]}</td>'
+        f'<td>{_hours(o["duration_s"])}</td><td>{o["cost_usd"]:.2f}</td>'
+        f'<td>{"—" if o["meets_deadline"] is None else "yes" if o["meets_deadline"] else "no"}</td></tr>'
+        for o in result["options"])
+    deadline = q.get("deadline_h")
+    chart = charts.tradeoff(result["options"], best, deadline)
+    return form + f"""<p id="planner-answer"><b>{_e(best['pick'].capitalize())}: {best['nodes']} × {_e(best['instance_type'])}
+</b>, about {_hours(best['duration_s'])} (h:mm) for {_e(q['images'])} images, {best['cost_usd']:.2f} USD.
+From {found['runs']} past run(s) at {found['seconds_per_image']:.3g} task-seconds per image; on-demand prices
+as of {_e(result['prices_as_of'])}, {result['create_seconds'] // 60} min cluster creation and
+{result['boot_seconds'] // 60} min node boot included.</p>
+{chart}
+<table id="planner-table"><thead><tr><th>instance type</th><th>nodes</th><th>tasks at once</th>
+<th>duration (h:mm)</th><th>cost (USD)</th><th>within deadline</th></tr></thead><tbody>{rows}</tbody></table>"""
 
 
 @app.get("/dashboard", response_class=HTMLResponse)
-def dashboard(project: str | None = None) -> str:
-    s = summary(project)
-    runs = [r for r in s["per_run"] if r["started_at"]]
-    cost = _line_chart([(r["started_at"], r["cost_usd"] or 0.0) for r in runs], "cost per run", "cost-chart", "USD")
-    dur = _line_chart([(r["started_at"], (r["duration_s"] or 0.0) / 60) for r in runs], "duration per run",
-                      "duration-chart", "min")
-    macros = "".join(f"<tr><td>{html.escape(m)}</td><td>{v['median_usd']:.5f}</td><td>{v['runs']}</td></tr>"
+def dashboard(project: str | None = None, macro: str | None = None, images: int | None = Query(None, ge=1),
+              deadline_h: float | None = Query(None, gt=0), region: str | None = None,
+              memory_mb: int | None = Query(None, ge=256), instance_types: str | None = None,
+              nodes: str | None = None, plan: str | None = None) -> str:
+    s = summary(project or None)
+    runs = s["per_run"]
+    options = "".join(f'<option value="{_e(p)}"{" selected" if p == project else ""}>{_e(p)}</option>'
+                      for p in s["projects"])
+    macros = "".join(f"<tr><td>{_e(m)}</td><td>{v['median_usd']:.5f}</td><td>{v['runs']}</td></tr>"
                      for m, v in s["cost_per_image_by_macro"].items())
-    options = "".join(f'<option value="{html.escape(p)}"{" selected" if p == project else ""}>{html.escape(p)}'
-                      f'</option>' for p in s["projects"])
     table = "".join(
-        f"<tr><td>{html.escape(str(r['project']))}</td><td>{html.escape(str(r['run_id']))}</td>"
-        f"<td>{html.escape(str(r['status']))}</td><td>{r['images_ok']}/{r['images_total']}</td>"
-        f"<td>{(r['duration_s'] or 0) / 60:.1f}</td><td>{(r['cost_usd'] or 0):.4f}</td></tr>" for r in reversed(runs))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>SciOps runs</title>
-<style>body{{font-family:sans-serif;margin:20px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 8px}}.empty{{color:#777}}</style></head><body>
-<h1>SciOps runs{' — ' + html.escape(project) if project else ''}</h1>
-<form method="get"><label>Project <select name="project"><option value="">all</option>{options}</select></label>
-<button>Filter</button></form>
-<h2>Cost per run</h2>{cost}<h2>Duration per run</h2>{dur}
-<h2>Cost per image by macro (median)</h2><table id="by-macro"><tr><th>macro</th><th>USD per image</th><th>runs</th></tr>
-{macros}</table>
-<h2>What if…</h2>
-<form id="planner"><input name="macro" placeholder="macro (e.g. count_nuclei)" required>
-<input name="images" type="number" min="1" placeholder="images" required>
-<input name="nodes" type="number" min="1" value="4"> nodes of
-<input name="instance_type" value="c5.xlarge"> in <input name="region" value="us-east-1">
-<button>Estimate</button></form><pre id="planner-out"></pre>
-<script>
-document.getElementById("planner").addEventListener("submit", function (e) {{
-  e.preventDefault();
-  var q = new URLSearchParams(new FormData(e.target));
-  fetch("api/planner?" + q, {{credentials: "same-origin"}}).then(function (r) {{ return r.json(); }})
-    .then(function (j) {{ document.getElementById("planner-out").textContent = JSON.stringify(j, null, 1); }});
-}});
-</script>
-<h2>Runs</h2><table id="runs"><tr><th>project</th><th>run</th><th>status</th><th>images ok</th><th>minutes</th>
-<th>USD</th></tr>{table}</table></body></html>"""
+        f'<tr class="status-{_e(r["status"])}"><td>{_e(_day(r["started_at"]))}</td><td>{_e(r["project"])}</td>'
+        f'<td><a href="runs/{quote(r.get("dag_id") or "fiji_project", safe="")}/'
+        f'{quote(r["airflow_run_id"] or r["run_id"], safe="")}/report">'
+        f'{_e(r["run_id"])}</a></td><td>{_e(r["status"])}</td>'
+        f'<td>{_e(r["images_ok"] if r["images_ok"] is not None else "—")}/{_e(r["images_total"] or "—")}</td>'
+        f'<td>{_hours(r["duration_s"]) if r["status"] != "refused" else "—"}</td>'
+        f'<td>{(r["cost_usd"] or 0):.4f}</td><td title="{_e(r.get("reason"))}">{_e((r.get("reason") or "")[:160])}'
+        f'</td></tr>' for r in reversed(runs))
+    q = {"project": project, "macro": macro, "images": images, "deadline_h": deadline_h, "region": region,
+         "memory_mb": memory_mb, "instance_types": instance_types, "nodes": nodes, "plan": plan}
+    return _page("SciOps runs", f"""<h1>SciOps runs{' — ' + _e(project) if project else ''}</h1>
+<form method="get" id="filter"><label for="project"><span>Project</span><select id="project" name="project">
+<option value="">all projects</option>{options}</select></label> <button type="submit">Show</button></form>
+{_charts(runs)}
+<h2>Cost per image by macro (median)</h2><table id="by-macro"><tr><th>macro</th><th>USD per image</th><th>runs</th>
+</tr>{macros or '<tr><td colspan="3" class="empty">no finished runs yet</td></tr>'}</table>
+<h2 id="planner-heading">Planner: instance types × node counts</h2>{_planner(s, q)}
+<h2>Runs</h2><table id="runs"><tr><th>started (UTC)</th><th>project</th><th>run</th><th>status</th><th>images ok</th>
+<th>duration (h:mm)</th><th>USD</th><th>reason</th></tr>{table}</table>""")
+
+
+def _day(epoch: float | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if epoch else "—"
+
+
+@app.get("/runs/{dag_id}/{run_id}/report")
+def run_report(dag_id: str, run_id: str):
+    """The run's report.html: only a file the ledger recorded for that run is ever served.
+
+    A run without a report (refused in validate, still running, or unknown) gets a readable
+    page saying which, not raw JSON.
+    """
+    from sciops.project import safe_run_id
+
+    row = next((r for r in _rows(limit=5000) if r["dag_id"] == dag_id
+                and (run_id == r["airflow_run_id"] or safe_run_id(run_id) == r["run_id"])), None)
+    if row and row.get("report"):
+        try:
+            return FileResponse(row["report"], media_type="text/html")
+        except (OSError, RuntimeError):
+            pass
+    if row and row["status"] == "refused":
+        body = (f'<h1>Run {_e(run_id)} was refused</h1><p id="refused">Project <b>{_e(row["project"])}</b>, '
+                f'{_e(_day(row["started_at"]))} UTC: <code>validate</code> refused it before anything was spent, '
+                'so it has no report. Fix what the reason names and trigger it again.</p>'
+                f'<pre id="reason">{_e(row.get("reason"))}</pre>')
+        return HTMLResponse(_page(f"Run {run_id}: refused", body + '<p><a href="../../../dashboard">All runs</a></p>'))
+    body = (f'<h1>No report for run {_e(run_id)}</h1><p id="no-report">'
+            + ("The ledger has this run, but its report file is missing: "
+               f'<code>{_e(row.get("report"))}</code>.' if row else
+               "The ledger has no row for it yet: the run may still be going (the report is written by its "
+               "<code>record</code> task), or it stopped before <code>validate</code> finished; see its task logs.")
+            + '</p><p><a href="../../../dashboard">All runs</a></p>')
+    return HTMLResponse(_page(f"Run {run_id}: no report", body), status_code=404)
 
 
 class RunReportLink(BaseOperatorLink):
@@ -189,7 +326,7 @@ class SciOpsPlugin(AirflowPlugin):
     name = "sciops"
     fastapi_apps = [{"app": app, "url_prefix": "/sciops", "name": "SciOps"}]
     external_views = [
-        {"name": "SciOps runs", "href": "/sciops/dashboard", "destination": "nav", "url_route": "sciops-runs"},
+        {"name": "SciOps", "href": "/sciops/dashboard", "destination": "nav", "url_route": "sciops-runs"},
         {"name": "Report", "href": "/sciops/runs/{DAG_ID}/{RUN_ID}/report", "destination": "dag_run",
          "url_route": "sciops-report"},
     ]

@@ -238,3 +238,36 @@ def postgres_ledger():
     """PostgreSQL on 127.0.0.1 (scripts/testbed/postgres.sh): the ledger's connection URI. Never skipped."""
     _run_testbed("postgres.sh", "start")
     return _run_testbed("postgres.sh", "conn").strip().splitlines()[-1]
+
+
+#: Screenshots the browser tests take: kept after the run (CI can upload the folder).
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (the suite fails, never skips, without it)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: scripts/test.sh installs Debian's chromium"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium,
+                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def screenshot(request):
+    """``screenshot(page_or_locator, name)`` → a PNG under artifacts/screenshots/, named after the test."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def take(target, name: str) -> Path:
+        path = ARTIFACTS / f"{request.node.name}-{name}.png"
+        kwargs = {"full_page": True} if hasattr(target, "goto") else {}
+        target.screenshot(path=str(path), **kwargs)
+        assert path.stat().st_size > 5_000, path
+        return path
+
+    return take

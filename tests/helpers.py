@@ -32,3 +32,16 @@ def fresh_dag():
 
 def task_states(dr) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def get(base: str, path: str, token: str | None = None) -> tuple[int, str]:
+    """GET ``base + path`` with a bearer token: ``(status, body)``, error statuses included."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

@@ -1,9 +1,16 @@
-"""RunConfig: the validated parameters of one run.
+"""RunConfig: the parameters of one run, declared once and checked.
 
-Values come from three places, first wins: the DAG run's conf (the UI form), the
-project's ``project.yaml``, the defaults below. Every check here runs in the DAG's
-``validate`` task, before any cluster exists or any money is spent, and each
-problem names the field and the fix.
+Each parameter is one field of :class:`RunConfig`: its type, built-in default, bounds,
+description, form section and whether ``project.yaml`` may set it. The DAG's trigger form
+(:func:`form_params`), the README's parameter table (:func:`readme_table`, checked by a
+test) and the checks in the DAG's ``validate`` task all come from it.
+
+Values come from three places: the DAG run's conf (the UI form or a REST call), the
+project's ``project.yaml``, the built-in defaults. **A run value that equals the built-in
+default counts as not given**, so ``project.yaml`` wins over every field the user left
+as the form showed it (the form sends every field, changed or not); a run value that
+differs from the default wins over both. Every check runs in ``validate``, before any
+cluster exists or any money is spent, and each problem names the field and the fix.
 """
 from __future__ import annotations
 
@@ -13,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sciops.errors import ConfigError
-from sciops.names import SAFE_NAME  # noqa: F401 - re-exported: config.SAFE_NAME
+from sciops.names import SAFE_NAME
+
 SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 BACKENDS = ("local", "existing", "parallelcluster")
@@ -24,45 +32,27 @@ WORD = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
 COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
 ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
 
-#: Built-in defaults; ``project.yaml`` and the run's conf override them.
-DEFAULTS: dict[str, Any] = {
-    "macro": "count_nuclei",
-    "macro_args": {},
-    "file_pattern": "*.tif,*.tiff",
-    "images_per_task": 25,
-    "max_attempts": 3,
-    "image_timeout_s": 600,
-    "stall_seconds": 60,
-    "memory": "2G",
-    "backend": "local",
-    "slots": 0,
-    "launcher": "auto",
-    "smoke_test": True,
-    # existing backend (a cluster reached over SSH)
-    "scheduler": None,
-    "ssh_conn_id": "sciops_cluster",
-    "queue": None,
-    "accounting_project": None,
-    "memory_resource": None,
-    "exclusive": False,
-    "one_per_host": False,
-    "cluster_python": "python3",
-    "cluster_storage_root": None,
-    # storage (run-level only: project.yaml lives in the storage root, so it cannot choose it)
-    "storage_root": None,
-    "aws_conn_id": None,
-    "sync_from": None,
-    "sync_to": None,
-    # parallelcluster backend: region, subnet_id, key_name, custom_ami, instance types, counts, spot...
-    "cluster": None,
-    # cost
-    "budget_usd": None,
-    "hourly_rate_usd": 0.0,
-    "slack_conn_id": None,
-}
-#: Fields a run's conf may set but project.yaml may not.
-RUN_ONLY = ("storage_root", "aws_conn_id", "sync_from")
-FIELDS = ("project", *DEFAULTS)
+#: The trigger form's sections, in order (Airflow groups fields by ``section``).
+SECTIONS = ("Run", "Local backend", "Existing cluster (SSH)", "ParallelCluster", "Storage", "Cost and messages")
+PROJECT_YAML_NOTE = "Left at its default, project.yaml's value applies."
+RUN_ONLY_NOTE = "project.yaml cannot set it."
+
+
+def _param(default: Any, description: str, *, section: str = "Run", project_yaml: bool = True,
+           shown: str | None = None, enum: tuple | None = None, labels: dict[str, str] | None = None,
+           pattern: str | None = None, **bounds: Any) -> Any:
+    """One parameter: a pydantic field carrying what the form and the README show.
+
+    ``shown`` is the README's default column when the default is not a plain value
+    (e.g. ``$SCIOPS_STORAGE_ROOT``); ``labels`` name enum entries in the form
+    (``"None"`` is the entry for "not set").
+    """
+    extra: dict[str, Any] = {"section": section, "project_yaml": project_yaml}
+    for key, value in (("shown", shown), ("enum", list(enum) if enum else None), ("values_display", labels),
+                       ("pattern", pattern)):
+        if value is not None:
+            extra[key] = value
+    return Field(default, description=description, json_schema_extra=extra, **bounds)
 
 
 def parse_memory_mb(text: str | int) -> int:
@@ -80,63 +70,82 @@ def parse_memory_mb(text: str | int) -> int:
     return int(mb)
 
 
-class RunConfig(BaseModel):
-    """The parameters of one run, checked.
+_EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
 
-    :param project: folder name of the project under the storage root.
-    :param macro: a shipped macro name (``count_nuclei``) or a path inside the project
-        (``src/my_macro.ijm``).
-    :param macro_args: ``key=value`` arguments handed to the macro.
-    :param file_pattern: comma-separated globs matched (case-insensitively) against image
-        paths relative to ``input/``; ``*`` also crosses folders.
-    """
+
+class RunConfig(BaseModel):
+    """The parameters of one run, checked (each field's description says what it does)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project: str
-    macro: str
-    macro_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    file_pattern: str
-    images_per_task: int
-    max_attempts: int
-    image_timeout_s: int
-    stall_seconds: int
-    memory: str
-    backend: str
-    slots: int
-    launcher: str
-    smoke_test: bool
-    scheduler: str | None = None
-    ssh_conn_id: str
-    queue: str | None = None
-    accounting_project: str | None = None
-    memory_resource: str | None = None
-    exclusive: bool
-    one_per_host: bool
-    cluster_python: str
-    cluster_storage_root: str | None = None
-    storage_root: str | None = None
-    aws_conn_id: str | None = None
-    sync_from: str | None = None
-    sync_to: str | None = None
-    cluster: dict[str, Any] | None = None
-    budget_usd: float | None = None
-    hourly_rate_usd: float = 0.0
-    slack_conn_id: str | None = None
-
-    @field_validator("budget_usd")
-    @classmethod
-    def _budget(cls, v: float | None) -> float | None:
-        if v is not None and v <= 0:
-            raise ValueError(f"must be a positive amount of US dollars (got {v}); leave it empty for no cap")
-        return v
-
-    @field_validator("hourly_rate_usd")
-    @classmethod
-    def _rate(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"must be 0 or more US dollars per task-hour (got {v})")
-        return v
+    project: str = Field(description="Project folder under the storage root (letters, digits, '._-')",
+                         min_length=1, json_schema_extra={"section": "Run", "project_yaml": False,
+                                                          "shown": "(required)", "pattern": SAFE_NAME.pattern})
+    macro: str = _param("count_nuclei", "A shipped macro (count_nuclei) or a file in the project, e.g. src/x.ijm")
+    macro_args: dict[str, str | int | float | bool] = _param({}, "key: value arguments handed to the macro")
+    file_pattern: str = _param("*.tif,*.tiff", "Comma-separated globs under input/, case-insensitive; "
+                                               "* also crosses folders")
+    images_per_task: int = _param(25, "Images per array task (one JVM each)", ge=1, le=100_000)
+    max_attempts: int = _param(3, "Submissions of a failed chunk, the first included", ge=1, le=20)
+    image_timeout_s: int = _param(600, "Seconds one image may take before it is killed and recorded 'timeout'",
+                                  ge=1, le=7 * 86400)
+    stall_seconds: int = _param(60, "No output and an idle CPU this long = ImageJ hung on an error dialog",
+                                ge=1, le=86400)
+    memory: str = _param("2G", "Memory per task, e.g. 2G or 512M (at least 512M); the JVM's -Xmx is derived "
+                               "from it")
+    backend: str = _param("local", "Where the array runs: local (this machine), existing (a cluster over SSH) "
+                                   "or parallelcluster (an AWS cluster made for the run)", enum=BACKENDS)
+    launcher: str = _param("auto", "ImageJ launcher: fiji (ImageJ-linux64 --headless, via SCIOPS_FIJI or PATH), "
+                                   "imagej1 (java -jar ij.jar -batch under Xvfb) or auto (whichever is found)",
+                           enum=LAUNCHERS)
+    smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
+    slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
+    scheduler: str | None = _param(None, "existing backend: the cluster's scheduler (empty = the backend's own: "
+                                         "sge for existing, slurm for parallelcluster)", section=_EXISTING,
+                                   shown="the backend's", enum=(None, "sge", "slurm"),
+                                   labels={"None": "the backend's own"})
+    ssh_conn_id: str = _param("sciops_cluster", "existing backend: Airflow SSH connection of a submit host",
+                              section=_EXISTING, pattern=WORD.pattern)
+    queue: str | None = _param(None, "existing backend: queue (SGE -q) or partition (Slurm --partition)",
+                               section=_EXISTING, pattern=WORD.pattern)
+    accounting_project: str | None = _param(None, "existing backend: accounting project (SGE -P) or account "
+                                                  "(Slurm --account)", section=_EXISTING, pattern=WORD.pattern)
+    memory_resource: str | None = _param(None, "existing backend: memory complex to request, e.g. h_vmem (SGE "
+                                               "limits virtual memory, so it asks for -Xmx + 2.5 GB)",
+                                         section=_EXISTING, pattern=SAFE_ARG_KEY.pattern)
+    exclusive: bool = _param(False, "existing backend: one task per node (SGE -l exclusive=true, Slurm "
+                                    "--exclusive)", section=_EXISTING)
+    one_per_host: bool = _param(False, "existing backend: one ImageJ per node (SGE -l fiji=1, Slurm "
+                                       "--gres=fiji:1: a resource your cluster defines)", section=_EXISTING)
+    cluster_python: str = _param("python3", "existing backend: Python 3 on the compute nodes (the task runner "
+                                            "needs nothing else)", section=_EXISTING, pattern=COMMAND.pattern)
+    cluster_storage_root: str | None = _param(None, "existing backend: the storage root's absolute path on the "
+                                                    "cluster (empty = the same path as here)", section=_EXISTING,
+                                              shown="same path")
+    cluster: dict[str, Any] = _param({}, "parallelcluster backend: {region, subnet_id, key_name, custom_ami} "
+                                         "(required) and head_node_instance_type (t3.medium), "
+                                         "compute_instance_type (c5.xlarge), min_count (0), max_count (4), "
+                                         "spot (false), spot_max_price, shared_storage_gb (100), "
+                                         "root_volume_gb (60), os (alinux2023)", section=_PC)
+    storage_root: str | None = _param(None, "s3://bucket[/prefix] or an absolute folder (empty = "
+                                            "$SCIOPS_STORAGE_ROOT)", section=_STORAGE, project_yaml=False,
+                                      shown="$SCIOPS_STORAGE_ROOT")
+    aws_conn_id: str | None = _param(None, "S3 storage: the Airflow AWS connection (empty = aws_default; an "
+                                           "endpoint_url in its extras reaches S3-compatible stores)",
+                                     section=_STORAGE, project_yaml=False, shown="aws_default",
+                                     pattern=WORD.pattern)
+    sync_from: str | None = _param(None, "A LAN project folder (as this worker sees it) synced up before the "
+                                         "run (output/ stays behind)", section=_STORAGE, project_yaml=False)
+    sync_to: str | None = _param(None, "LAN folder that output/<run_id>/ is synced down to (empty = sync_from; "
+                                       "nothing else there is touched)", section=_STORAGE, shown="sync_from")
+    budget_usd: float | None = _param(None, "Cap in USD (empty = no cap): the run is refused if past runs of the "
+                                            "macro say it would cost more, and the array is cancelled when the "
+                                            "spend reaches it (status 'budget exceeded')", section=_COST, gt=0)
+    hourly_rate_usd: float = _param(0.0, "existing/local: USD per task-hour (your facility's charge); "
+                                         "parallelcluster uses EC2 prices", section=_COST, ge=0)
+    slack_conn_id: str | None = _param(None, "Slack connection (slackwebhook or slack API) for start/end "
+                                             "messages (empty = sciops_slack if it exists, else no messages)",
+                                       section=_COST, shown="sciops_slack", pattern=WORD.pattern)
 
     @field_validator("slack_conn_id")
     @classmethod
@@ -185,20 +194,6 @@ class RunConfig(BaseModel):
             if p.startswith(("/", "~")) or ".." in p.replace("\\", "/").split("/"):
                 raise ValueError(f"{p!r} must stay inside input/: no absolute paths and no '..'")
         return ",".join(parts)
-
-    @field_validator("images_per_task", "max_attempts", "image_timeout_s", "stall_seconds")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"must be a whole number of at least 1 (got {v}); set it to 1 or more")
-        return v
-
-    @field_validator("slots")
-    @classmethod
-    def _slots(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"must be 0 (one per CPU) or a positive number of parallel tasks (got {v})")
-        return v
 
     @field_validator("memory")
     @classmethod
@@ -303,13 +298,95 @@ class RunConfig(BaseModel):
         return self.file_pattern.split(",")
 
 
-def merge(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run conf over project.yaml over built-in defaults; ``None`` means "not given"."""
-    merged = dict(DEFAULTS)
-    for source in (project_defaults or {}, conf):
-        merged.update({k: v for k, v in source.items() if v is not None})
-    return merged
+#: Built-in defaults (``project`` has none: it is required).
+DEFAULTS: dict[str, Any] = {name: f.get_default(call_default_factory=True)
+                            for name, f in RunConfig.model_fields.items() if name != "project"}
+#: Fields a run's conf may set but project.yaml may not (they choose where the project is).
+RUN_ONLY = tuple(name for name, f in RunConfig.model_fields.items()
+                 if name != "project" and not (f.json_schema_extra or {}).get("project_yaml", True))
+FIELDS = tuple(RunConfig.model_fields)
 
+
+_NO_DEFAULT = object()
+
+
+def given(name: str, value: Any) -> bool:
+    """Whether a run's conf sets ``name``: not None, not an empty optional string, not the built-in default.
+
+    The form sends every field, so "equal to the built-in default" is what "left alone" looks
+    like (a number compares by value, ``0`` as ``0.0``; a boolean only to a boolean).
+    """
+    default = DEFAULTS.get(name, _NO_DEFAULT)
+    if value is None or (value == "" and default is None):
+        return False
+    if isinstance(value, bool) or isinstance(default, bool):
+        return not (type(value) is type(default) and value == default)
+    return value != default
+
+
+def merge(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run conf over project.yaml over built-in defaults (see :func:`given` for "not given")."""
+    return {**DEFAULTS, **{k: v for k, v in (project_defaults or {}).items() if v is not None},
+            **{k: v for k, v in conf.items() if given(k, v)}}
+
+
+def sources(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> dict[str, str]:
+    """Where each parameter's value came from: ``run``, ``project.yaml`` or ``default``."""
+    out = {name: "default" for name in DEFAULTS}
+    out.update({k: "project.yaml" for k, v in (project_defaults or {}).items() if k in out and v is not None})
+    out.update({k: "run" for k, v in conf.items() if k in out and given(k, v)})
+    return out
+
+
+
+_SCHEMA_KEYS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "minLength", "pattern", "values_display",
+                "section")
+
+
+def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Each parameter as ``(default, JSON schema)`` for an Airflow ``Param``: the trigger form.
+
+    The schema is pydantic's for the field (type, bounds, enum, pattern), flattened to the
+    keys Airflow's form reads; the description says what the field does and how
+    ``project.yaml`` and the form combine. Airflow checks a run's conf against it when the
+    run is created, so the form (and a REST call) refuse what the schema can say.
+    """
+    props = RunConfig.model_json_schema()["properties"]
+    out = {}
+    for name, field in RunConfig.model_fields.items():
+        prop = dict(props[name])
+        types = []
+        for alt in prop.pop("anyOf", None) or [prop]:
+            types.append(alt.get("type"))
+            prop.update({k: v for k, v in alt.items() if k != "type"})
+        if None in types:  # e.g. a dict's additionalProperties anyOf: only the outer type matters
+            types = [prop.get("type", "object")]
+        schema = {k: prop[k] for k in _SCHEMA_KEYS if k in prop and k != "type"}
+        schema["type"] = types[0] if len(types) == 1 else types
+        if not field.is_required():
+            note = PROJECT_YAML_NOTE if (field.json_schema_extra or {}).get("project_yaml", True) else RUN_ONLY_NOTE
+            schema["description"] = f"{field.description}. {note}"
+        else:
+            schema["description"] = field.description
+        out[name] = (DEFAULTS.get(name, ""), schema)
+    return out
+
+
+def readme_table() -> str:
+    """The README's parameter table (tests/unit/test_config.py fails when the README differs)."""
+    lines = ["| parameter | section | default | project.yaml | meaning |", "|---|---|---|---|---|"]
+    for name, field in RunConfig.model_fields.items():
+        extra = field.json_schema_extra or {}
+        default = extra.get("shown") or ("none" if DEFAULTS[name] is None else f"`{_yaml_value(DEFAULTS[name])}`")
+        lines.append(f"| `{name}` | {extra.get('section', 'Run')} | {default} | "
+                     f"{'yes' if extra.get('project_yaml', True) else 'no'} | {field.description.replace('*', chr(92) + '*')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if isinstance(value, (bool, dict)) else str(value)
 
 def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> RunConfig:
     """Check the run's parameters; raise :class:`ConfigError` naming every bad field."""
@@ -339,7 +416,18 @@ def _field(err: dict) -> str:
     return ".".join(loc) if loc else "config"
 
 
+_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than"),
+           "less_than_equal": ("le", "at most"), "less_than": ("lt", "less than")}
+
+
 def _message(err: dict) -> str:
+    kind = err.get("type", "")
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        name = str((err.get("loc") or ("",))[0])
+        field = RunConfig.model_fields.get(name)
+        what = f": {field.description}" if field and field.description else ""
+        return f"must be {words} {err['ctx'][key]:g} (got {err.get('input')!r}){what}"
     msg = err.get("msg", "invalid")
     msg = msg.removeprefix("Value error, ")
     if err.get("type", "").endswith(("_type", "_parsing")):

@@ -196,6 +196,8 @@ def pcluster_cost(ec2, cluster_name: str, region: str, prices: dict[str, Any], v
 # -- estimates (budget check before a run, and the what-if planner) ------------------------------
 #: Assumed cluster creation time when no past run says otherwise (pcluster typically 10-15 min).
 DEFAULT_CREATE_SECONDS = 900
+#: Compute nodes are launched when jobs arrive (Slurm power saving) and billed from launch: ~5 min to boot.
+DEFAULT_BOOT_SECONDS = 300
 
 
 def tasks_per_node(instance_type: str, memory_mb: int) -> int:
@@ -208,12 +210,13 @@ def tasks_per_node(instance_type: str, memory_mb: int) -> int:
 def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int = 1, hourly_rate_usd: float = 0.0,
              instance_type: str | None = None, head_node_type: str | None = None, region: str = "us-east-1",
              memory_mb: int = 2048, create_seconds: float = DEFAULT_CREATE_SECONDS,
-             prices: dict[str, Any] | None = None) -> dict[str, Any]:
+             boot_seconds: float = DEFAULT_BOOT_SECONDS, prices: dict[str, Any] | None = None) -> dict[str, Any]:
     """Duration and cost of ``images`` at ``seconds_per_image`` (task-seconds) on ``nodes`` nodes.
 
     ``existing``/``local``: ``nodes`` = tasks at once; cost = task-hours × ``hourly_rate_usd``.
     ``parallelcluster``: ``nodes`` compute nodes of ``instance_type`` (tasks per node from its
-    vCPUs and memory) plus the head node, for creation + compute time, on-demand prices.
+    vCPUs and memory), each billed for its boot and its share of the work, plus the head
+    node for creation + boot + compute time, at on-demand prices.
     """
     task_hours = images * seconds_per_image / 3600
     if backend != "parallelcluster":
@@ -230,9 +233,79 @@ def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int 
     compute_s = images * seconds_per_image / (nodes * per_node)
     node_price = on_demand_price(prices, region, instance_type)
     head_price = on_demand_price(prices, region, head_node_type)
-    hours = (create_seconds + compute_s) / 3600
-    cost = nodes * node_price * compute_s / 3600 + head_price * hours
+    hours = (create_seconds + boot_seconds + compute_s) / 3600
+    node_s = max(boot_seconds + compute_s, MIN_BILLED_SECONDS)  # each node: its boot, then its share
+    cost = nodes * node_price * node_s / 3600 + head_price * hours
     return {"backend": backend, "nodes": nodes, "instance_type": instance_type, "tasks_per_node": per_node,
             "concurrent_tasks": nodes * per_node, "task_hours": round(task_hours, 4),
-            "duration_s": round(create_seconds + compute_s, 1), "compute_s": round(compute_s, 1),
+            "duration_s": round(create_seconds + boot_seconds + compute_s, 1), "compute_s": round(compute_s, 1),
             "cost_usd": round(cost, 4), "prices_as_of": prices.get("as_of")}
+
+
+#: Node counts the planner compares when none are given.
+PLANNER_NODES = (1, 2, 4, 8, 16, 32)
+
+
+class PlannerError(ValueError):
+    """A planner question that cannot be answered as asked; the message says what to change."""
+
+
+def priced_types(region: str, prices: dict[str, Any] | None = None) -> list[str]:
+    """Compute instance types the planner can price in ``region`` (known shape and an on-demand price)."""
+    from sciops.clusters.parallelcluster import INSTANCE_TYPES
+
+    prices = prices or load_prices()
+    return sorted(t for t in (prices.get("on_demand_usd_per_hour", {}).get(region) or {}) if t in INSTANCE_TYPES)
+
+
+def tradeoff(images: int, seconds_per_image: float, *, region: str = "us-east-1",
+             instance_types: Iterable[str] | None = None, node_counts: Iterable[int] = PLANNER_NODES,
+             memory_mb: int = 2048, deadline_s: float | None = None,
+             prices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every instance type × node count: duration and cost (:func:`estimate`), and the pick.
+
+    The pick is the cheapest option that finishes within ``deadline_s`` (the fastest one if
+    none does, flagged), else the cheapest overall. Unknown regions and instance types are
+    a :class:`PlannerError` naming what is known.
+    """
+    prices = prices or load_prices()
+    known = priced_types(region, prices)
+    if not known:
+        regions = ", ".join(sorted(prices.get("on_demand_usd_per_hour", {})))
+        raise PlannerError(f"no prices for region {region!r} (as of {prices.get('as_of')}); priced regions: {regions}."
+                           " Add the region to the sciops_prices Variable")
+    wanted = list(dict.fromkeys(instance_types or known))
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise PlannerError(f"unknown instance type {', '.join(map(repr, unknown))} in {region}: the planner knows "
+                           f"{', '.join(known)} (prices as of {prices.get('as_of')})")
+    counts = sorted({int(n) for n in node_counts})
+    if not counts or counts[0] < 1:
+        raise PlannerError("node counts must be whole numbers of at least 1, e.g. 1,2,4,8")
+    options = []
+    for itype in wanted:
+        if tasks_per_node(itype, memory_mb) < 1 or not _fits(itype, memory_mb):
+            continue
+        for n in counts:
+            est = estimate(images, seconds_per_image, backend="parallelcluster", nodes=n, instance_type=itype,
+                           region=region, memory_mb=memory_mb, prices=prices)
+            options.append({"label": itype, "instance_type": itype, "nodes": n,
+                            "concurrent_tasks": est["concurrent_tasks"], "duration_s": est["duration_s"],
+                            "cost_usd": est["cost_usd"],
+                            "meets_deadline": None if deadline_s is None else est["duration_s"] <= deadline_s})
+    if not options:
+        raise PlannerError(f"a task of {memory_mb} MB fits none of {', '.join(wanted)}; lower the memory or add "
+                           "larger instance types")
+    options.sort(key=lambda o: (o["cost_usd"], o["duration_s"]))
+    within = [o for o in options if o["meets_deadline"] is not False]
+    best = within[0] if within else min(options, key=lambda o: (o["duration_s"], o["cost_usd"]))
+    best = dict(best, pick="cheapest within the deadline" if deadline_s and within
+                else "fastest (none meets the deadline)" if deadline_s else "cheapest")
+    return {"options": options, "best": best, "region": region, "prices_as_of": prices.get("as_of"),
+            "create_seconds": DEFAULT_CREATE_SECONDS, "boot_seconds": DEFAULT_BOOT_SECONDS}
+
+
+def _fits(instance_type: str, memory_mb: int) -> bool:
+    from sciops.clusters.parallelcluster import INSTANCE_TYPES, NODE_RESERVED_MB
+
+    return memory_mb + NODE_RESERVED_MB <= INSTANCE_TYPES[instance_type][1] * 1024

@@ -3,8 +3,10 @@
 The connection is ``sciops_ledger`` (or ``SCIOPS_LEDGER_CONN_ID``): PostgreSQL in
 docker-compose, any SQLAlchemy URL Airflow can express. Without such a connection the
 ledger is a SQLite file, ``$AIRFLOW_HOME/sciops_ledger.db``. Rows are written by
-``record`` for every run that got past ``validate`` — successful, failed or aborted — and
-read by the budget estimate, the runs dashboard and the what-if planner.
+``record`` for every run that got past ``validate`` — successful, failed or aborted — and by
+``validate`` (or ``sync_up``) for a run refused before its run folder existed (status
+``refused``, with the reason); read by the budget estimate, the runs dashboard and the
+what-if planner.
 """
 from __future__ import annotations
 
@@ -51,7 +53,10 @@ runs = Table(
     Column("cost", Text),
     Column("run_dir", Text),
     Column("report", Text),
+    Column("reason", Text),  # why a run was refused or failed (the first failed phase's error)
 )
+#: Columns added after the first release: a ledger created before them gets them on first use.
+ADDED_COLUMNS = ("reason",)
 _engines: dict[str, Any] = {}
 
 
@@ -76,8 +81,28 @@ def engine(url: str | None = None):
     if url not in _engines:
         eng = create_engine(url, future=True)
         metadata.create_all(eng)
+        _add_missing_columns(eng)
         _engines[url] = eng
     return _engines[url]
+
+
+def _add_missing_columns(eng) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for each of :data:`ADDED_COLUMNS` an older ledger lacks (nullable: no rewrite)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(eng).get_columns(runs.name)}
+    with eng.begin() as conn:
+        for name in ADDED_COLUMNS:
+            if name not in have:
+                col = runs.c[name]
+                conn.execute(text(f"ALTER TABLE {runs.name} ADD COLUMN {name} {col.type.compile(eng.dialect)}"))
+                log.info("ledger: added column %s to %s", name, runs.name)
+
+
+def _fit(value: Any, column: str) -> Any:
+    """A string cut to its column's length (PostgreSQL refuses longer ones; a refused run's input is anything)."""
+    length = getattr(runs.c[column].type, "length", None)
+    return value[:length] if isinstance(value, str) and length else value
 
 
 def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
@@ -102,14 +127,15 @@ def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
         "node_hours": round(node_hours, 6), "cost_usd": cost.get("total_usd"),
         "cost_per_image_usd": doc.get("cost_per_image_usd"),
         "instance_type": ",".join(sorted(set(types))) or None,
-        "params": json.dumps(doc.get("params") or {}), "phases": json.dumps(doc.get("phases") or {}),
+        "params": json.dumps(doc.get("params") or {}, default=str), "phases": json.dumps(doc.get("phases") or {}),
         "cost": json.dumps(cost), "run_dir": doc.get("run_dir"), "report": doc.get("report"),
+        "reason": (doc.get("reason") or None) and str(doc["reason"])[:4000],
     }
 
 
 def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     """Insert or replace the run's row (a retried ``record`` rewrites it)."""
-    row = row_from_run(doc)
+    row = {k: _fit(v, k) for k, v in row_from_run(doc).items()}
     with engine(url).begin() as conn:
         conn.execute(delete(runs).where(runs.c.dag_id == row["dag_id"], runs.c.run_id == row["run_id"]))
         conn.execute(runs.insert().values(**row))

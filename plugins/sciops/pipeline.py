@@ -314,6 +314,41 @@ def check_lan_folder(folder: str) -> None:
                                        "folder); give a LAN folder mounted read-write here")])
 
 
+REFUSED = "refused"
+
+
+@contextmanager
+def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = None,
+             trigger: str | None = None) -> Iterator[None]:
+    """A :class:`ConfigError` raised inside becomes a ledger row (status ``refused``, the reason), then re-raised.
+
+    That is how a run refused before it has a run folder (bad parameter, missing project,
+    budget) still shows on the dashboard; ``record`` writes the row of one refused later
+    (the smoke run). Nothing was spent, so there is no cost and no report.
+    """
+    started = time.time()
+    try:
+        yield
+    except ConfigError as exc:
+        from sciops import ledger
+
+        project = conf.get("project")
+        doc = {"run_id": safe_run_id(airflow_run_id), "airflow_run_id": airflow_run_id, "dag_id": dag_id,
+               "trigger": TRIGGERS.get(trigger, trigger), "status": REFUSED, "reason": str(exc),
+               "project": project if isinstance(project, str) else repr(project),
+               "macro": {"name": conf.get("macro") if isinstance(conf.get("macro"), str) else None},
+               "params": config_mod.merge(conf),  # project.yaml's values may not have been read
+               "started_at": started, "ended_at": time.time(),
+               "phases": {"validate": {"status": "failed", "start": started, "end": time.time(),
+                                       "error": str(exc)}}}
+        try:
+            ledger.write(doc)
+            log.info("refused run %s recorded in the ledger", doc["run_id"])
+        except Exception as lexc:  # noqa: BLE001 - the refusal itself is what the user must see
+            log.error("the refused run could not be written to the ledger (%s: %s)", type(lexc).__name__, lexc)
+        raise
+
+
 def validate(conf: dict[str, Any], airflow_run_id: str,
              publish: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Check everything before anything is spent; returns what later tasks need (an XCom).
@@ -324,6 +359,9 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     started = time.time()
     storage = storage_of(conf)
     cfg, project, images, macro, listing = _check(conf, storage)
+    chosen = {k: v for k, v in config_mod.sources(conf, project.defaults()).items() if v != "default"}
+    log.info("parameters set by the run or project.yaml (the rest are built-in defaults): %s",
+             ", ".join(f"{k}={getattr(cfg, k)!r} ({v})" for k, v in chosen.items()) or "none")
     # cheap before slow: settings and the budget estimate need nothing remote; the cluster checks reach out
     if cfg.backend == "parallelcluster":
         pcluster_settings(cfg, project.name, airflow_run_id)
@@ -342,6 +380,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     run_dir = project.run_dir(run_id)
     info = {"run_id": run_id, "airflow_run_id": airflow_run_id, "project": project.name,
             "project_root": str(project.root), "run_dir": str(run_dir), "config": cfg.model_dump(),
+            "config_sources": chosen,
             "images": len(images), "macro_path": str(macro), "macro_sha256": sha256(macro), "launcher": launcher,
             "imagej_version": None, "estimate": estimate}
     with phase(run_dir, "validate", start=started):
@@ -690,6 +729,8 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
     status = "failed" if failed_phases else "success"
     if any(BUDGET_EXCEEDED in (phases[p].get("error") or "") for p in failed_phases):
         status = BUDGET_EXCEEDED
+    elif failed_phases == ["validate"]:  # the smoke run said no: nothing was spent
+        status = REFUSED
     cost = run_cost(cfg, info, work)
     ok = collated.get("ok")
     doc = {
@@ -699,6 +740,8 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
         "macro": {"name": info["config"]["macro"], "sha256": info["macro_sha256"]},
         "imagej_version": _imagej_version(work, info), "launcher": info["launcher"].get("kind"),
         "status": status, "failed_phases": failed_phases,
+        "reason": next((phases[p].get("error") for p in failed_phases if phases[p].get("error")), None),
+        "param_sources": info.get("config_sources"),
         "started_at": min(starts) if starts else None, "ended_at": max(ends) if ends else None,
         "phases": phases,
         "images": {"total": info["images"], "ok": ok, "failed": collated.get("failed")},

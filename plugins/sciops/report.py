@@ -1,95 +1,52 @@
 """``report.html``: one self-contained page per run (no network, no external scripts or fonts).
 
 A timeline of array tasks per node (from the runners' own start/end records), a histogram
-of per-image runtimes (``summary.csv``), the cost breakdown and the failures. Charts are
-inline SVG drawn here; a few lines of inline JavaScript record each chart's rendered size
+of per-image runtimes (``summary.csv``), the cost breakdown, the phases in the order they
+ran and the failures. Charts are inline SVG from :mod:`sciops.charts` (matplotlib); a few lines of inline JavaScript record each chart's rendered size
 in ``data-rendered-*`` attributes (what the headless-browser test reads).
 """
 from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from sciops import charts
 from sciops.costs import task_intervals
-
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def timeline_svg(tasks: list[dict[str, Any]], width: int = 900) -> str:
+def timeline_svg(tasks: list[dict[str, Any]]) -> str:
     if not tasks:
         return '<p class="empty">No array task recorded a start and an end.</p>'
-    t0 = min(t["start"] for t in tasks)
-    span = max(max(t["end"] for t in tasks) - t0, 1e-6)
-    hosts = sorted({t["host"] or "?" for t in tasks})
-    rows: dict[str, list[list[dict]]] = {h: [] for h in hosts}  # lanes per host, so overlaps stay visible
-    for t in sorted(tasks, key=lambda t: t["start"]):
-        lanes = rows[t["host"] or "?"]
-        for lane in lanes:
-            if lane[-1]["end"] <= t["start"]:
-                lane.append(t)
-                break
-        else:
-            lanes.append([t])
-    left, lane_h, top = 140, 18, 24
-    n_lanes = sum(max(len(v), 1) for v in rows.values())
-    height = top + n_lanes * lane_h + 30
-    plot_w = width - left - 20
-    parts = [f'<svg id="timeline" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="Array tasks per node">']
-    y = top
-    for host in hosts:
-        lanes = rows[host] or [[]]
-        parts.append(f'<text x="4" y="{y + 13}" font-size="12">{_e(host)[:20]}</text>')
-        for lane in lanes:
-            for t in lane:
-                x = left + (t["start"] - t0) / span * plot_w
-                w = max((t["end"] - t["start"]) / span * plot_w, 1.5)
-                color = PALETTE[((t["attempt"] or 1) - 1) % len(PALETTE)] if t.get("exit") == 0 else "#d62728"
-                parts.append(f'<rect class="task" x="{x:.1f}" y="{y + 2}" width="{w:.1f}" height="{lane_h - 4}" '
-                             f'fill="{color}"><title>task {t["task"]} attempt {t["attempt"]} on {_e(host)}: '
-                             f'{t["end"] - t["start"]:.1f} s, exit {t.get("exit")}</title></rect>')
-            y += lane_h
-    for i in range(6):
-        x = left + plot_w * i / 5
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{y}" stroke="#ddd"/>'
-                     f'<text x="{x:.1f}" y="{y + 16}" font-size="11" text-anchor="middle">{span * i / 5:.0f} s</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return charts.timeline(tasks)
 
 
-def histogram_svg(seconds: list[float], width: int = 900, height: int = 260, bins: int = 20) -> str:
+def histogram_svg(seconds: list[float]) -> str:
     if not seconds:
         return '<p class="empty">No image finished.</p>'
-    lo, hi = min(seconds), max(seconds)
-    if hi - lo < 1e-9:
-        hi = lo + 1
-    counts = [0] * bins
-    for s in seconds:
-        counts[min(int((s - lo) / (hi - lo) * bins), bins - 1)] += 1
-    left, bottom, top = 50, 30, 10
-    plot_w, plot_h = width - left - 10, height - bottom - top
-    peak = max(counts)
-    parts = [f'<svg id="histogram" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="Seconds per image">']
-    bw = plot_w / bins
-    for i, c in enumerate(counts):
-        h = plot_h * c / peak
-        parts.append(f'<rect class="bar" x="{left + i * bw + 1:.1f}" y="{top + plot_h - h:.1f}" width="{bw - 2:.1f}" '
-                     f'height="{h:.1f}" fill="#1f77b4"><title>{lo + i * (hi - lo) / bins:.2f}–'
-                     f'{lo + (i + 1) * (hi - lo) / bins:.2f} s: {c} image(s)</title></rect>')
-    for i in range(5):
-        x = left + plot_w * i / 4
-        parts.append(f'<text x="{x:.1f}" y="{height - 10}" font-size="11" text-anchor="middle">'
-                     f'{lo + (hi - lo) * i / 4:.2f} s</text>')
-    parts.append(f'<text x="4" y="{top + 10}" font-size="11">{peak}</text></svg>')
-    return "".join(parts)
+    return charts.histogram(seconds)
+
+
+def cost_rows(cost: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per priced item, each with its USD (an hourly rate prices task-hours; EC2 per instance type)."""
+    by_type = cost.get("by_instance_type") or {}
+    rate = cost.get("hourly_rate_usd") or 0.0
+    rows = []
+    for item, hours in (cost.get("node_hours") or {}).items():
+        usd = by_type[item].get("usd", 0.0) if item in by_type else hours * rate
+        rows.append({"item": item, "node-hours": round(hours, 4), "USD": round(usd, 4)})
+    return rows
+
+
+def phase_rows(phases: dict[str, Any]) -> list[dict[str, Any]]:
+    """Phases in the order they ran (by start; a phase that never started goes last)."""
+    ordered = sorted(phases.items(), key=lambda kv: (kv[1].get("start") is None, kv[1].get("start") or 0))
+    return [{"phase": k, "seconds": v.get("seconds") if v.get("seconds") is not None else "—",
+             "status": v.get("status") or "—"} for k, v in ordered]
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str], cls: str) -> str:
@@ -114,15 +71,12 @@ def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
     if (run_dir / "failures.csv").exists():
         failures = pd.read_csv(run_dir / "failures.csv").fillna("").to_dict("records")
     cost = doc.get("cost") or {}
-    cost_rows = [{"item": k, "node-hours": round(v, 4)} for k, v in (cost.get("node_hours") or {}).items()]
-    by_type = cost.get("by_instance_type") or {}
-    for r in cost_rows:
-        r["USD"] = round(by_type.get(r["item"], {}).get("usd", 0.0), 4) if by_type else ""
-    totals = [{"item": "compute", "USD": cost.get("compute_usd")}, {"item": "storage", "USD": cost.get("storage_usd")},
-              {"item": "total", "USD": cost.get("total_usd")},
-              {"item": "per image (ok)", "USD": doc.get("cost_per_image_usd")}]
-    phases = [{"phase": k, "seconds": v.get("seconds"), "status": v.get("status")}
-              for k, v in (doc.get("phases") or {}).items()]
+    items = cost_rows(cost)
+    per_image = doc.get("cost_per_image_usd")
+    totals = [{"item": "compute", "USD": cost.get("compute_usd", 0.0)},
+              {"item": "storage", "USD": cost.get("storage_usd", 0.0)}, {"item": "total", "USD": cost.get("total_usd", 0.0)},
+              {"item": "per image (ok)", "USD": per_image if per_image is not None else "— (no image finished)"}]
+    phases = phase_rows(doc.get("phases") or {})
     images = doc.get("images") or {}
     title = f"SciOps run {doc.get('run_id')} — {doc.get('project')}"
     return f"""<!doctype html>
@@ -144,7 +98,7 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
 <h2>Seconds per image</h2>
 {histogram_svg(seconds)}
 <h2>Cost</h2>
-{_table(cost_rows, ["item", "node-hours", "USD"], "cost")}
+{_table(items, ["item", "node-hours", "USD"], "cost")}
 {_table(totals, ["item", "USD"], "cost-totals")}
 <p class="empty">Prices: {_e(cost.get('prices_as_of') or cost.get('kind', ''))}{_e(' · rate ' + str(cost.get('hourly_rate_usd')) + ' USD/task-hour' if cost.get('kind') == 'hourly_rate' else '')}</p>
 <h2>Phases</h2>
@@ -156,7 +110,7 @@ document.querySelectorAll("svg.chart").forEach(function (svg) {{
   var box = svg.getBoundingClientRect();
   svg.setAttribute("data-rendered-width", Math.round(box.width));
   svg.setAttribute("data-rendered-height", Math.round(box.height));
-  svg.setAttribute("data-rendered-marks", svg.querySelectorAll("rect").length);
+  svg.setAttribute("data-rendered-marks", svg.getAttribute("data-marks"));
 }});
 document.body.setAttribute("data-rendered", "yes");
 </script>

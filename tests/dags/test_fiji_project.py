@@ -76,6 +76,13 @@ def test_bad_config_fails_in_validate_before_any_work(airflow_db, fiji_dag, make
     assert states["validate"] == "failed"
     assert states["plan"] == "upstream_failed" and states["run_array"] == "upstream_failed"
     assert not (root / "output").exists()
+    # refused runs do not vanish: the ledger (and so the dashboard) has the run and the reason
+    from sciops import ledger
+    from sciops.project import safe_run_id
+
+    row = next(r for r in ledger.rows(project="bad") if r["run_id"] == safe_run_id(dr.run_id))
+    assert row["status"] == "refused" and "file_pattern" in row["reason"] and "inside input/" in row["reason"]
+    assert row["cost_usd"] is None and row["report"] is None
 
 
 def test_broken_macro_fails_the_smoke_run_in_seconds(airflow_db, fiji_dag, make_project):
@@ -87,6 +94,7 @@ def test_broken_macro_fails_the_smoke_run_in_seconds(airflow_db, fiji_dag, make_
     assert states["validate"] == "failed" and states["run_array"] == "upstream_failed"
     # validate ran far enough to open the run folder: record wrote run.json saying why
     run = json.loads(next((root / "output").glob("*/run.json")).read_text())
-    assert run["status"] == "failed" and run["failed_phases"] == ["validate"]
-    assert "smoke run failed" in run["phases"]["validate"]["error"]
+    # refused: only validate failed, nothing was spent; the ledger row carries the reason
+    assert run["status"] == "refused" and run["failed_phases"] == ["validate"]
+    assert "smoke run failed" in run["phases"]["validate"]["error"] and "smoke run failed" in run["reason"]
     assert run["phases"]["validate"]["seconds"] < 120

@@ -28,3 +28,34 @@ def test_ledger_rows_on_postgres(postgres_ledger, monkeypatch):
     assert rows["success"]["seconds_per_image"] == pytest.approx(2.0)
     perf = ledger.past_performance(macro_sha256="a" * 64, project=project, url=url)
     assert perf["runs"] == 1 and perf["seconds_per_image"] == pytest.approx(2.0)
+
+
+def test_older_ledger_gains_the_reason_column_and_keeps_its_rows(postgres_ledger, monkeypatch):
+    """A ledger made before refused runs were recorded: its rows stay, the new column is added once."""
+    import subprocess
+
+    from sqlalchemy import create_engine, text
+
+    from helpers import REPO
+    from sciops import ledger, pipeline
+    from sciops.errors import ConfigError
+
+    uri = subprocess.run(["bash", str(REPO / "scripts/testbed/postgres.sh"), "fresh-db", "sciops_old_ledger"],
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    url = "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    old = [c for c in ledger.runs.columns if c.name not in ledger.ADDED_COLUMNS]
+    with create_engine(url).begin() as conn:
+        cols = ", ".join(f"{c.name} {c.type.compile(conn.dialect)}" for c in old)
+        conn.execute(text(f"CREATE TABLE sciops_runs ({cols}, PRIMARY KEY (dag_id, run_id))"))
+        conn.execute(text("INSERT INTO sciops_runs (dag_id, run_id, project, status) VALUES "
+                          "('fiji_project', 'manual__old', 'legacy', 'success')"))
+    ledger._engines.pop(url, None)
+    assert [r["run_id"] for r in ledger.rows(project="legacy", url=url)] == ["manual__old"]
+    # a refused run's input can be anything: a 300-character project name is cut to its column, not refused
+    conf = {"project": "p" * 300}
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_LEDGER", uri)
+    with pytest.raises(ConfigError):
+        with pipeline.refusals(conf, "manual__refused-long", "fiji_project", "manual"):
+            raise ConfigError([("project", "not a safe project name")])
+    row = next(r for r in ledger.rows(url=url) if r["run_id"] == "manual__refused-long")
+    assert row["status"] == "refused" and row["project"] == "p" * 100 and "not a safe project name" in row["reason"]

@@ -1,57 +1,77 @@
-"""report.html in headless Chromium (Debian's chromium): it renders offline, with its charts."""
+"""report.html in headless Chromium (Debian's, through Playwright): it renders offline, with its charts."""
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 
 import pytest
 
 T0 = 1_800_000_000.0
+#: Phases as record collects them (alphabetically, from phases/*.json), starting in another order.
+PHASES = {"collate": 120.0, "plan": 6.0, "record": 130.0, "run_array": 7.0, "stage_in": 5.0, "validate": 0.0}
 
 
-@pytest.fixture
-def run_dir(tmp_path):
-    work = tmp_path / "run" / "work" / "status"
+def _run_dir(root, tasks):
+    work = root / "work" / "status"
     work.mkdir(parents=True)
-    for task, host, start, secs, exit_code, attempt in ((1, "node-a", 0, 40, 0, 1), (2, "node-b", 2, 35, 0, 1),
-                                                        (3, "node-a", 41, 30, 137, 1), (3, "node-b", 80, 28, 0, 2)):
+    for task, host, start, secs, exit_code, attempt in tasks:
         (work / f"task-{task:04d}.attempt-{attempt}.json").write_text(json.dumps(
             {"task": task, "attempt": attempt, "host": host, "start": T0 + start, "end": T0 + start + secs,
              "exit": exit_code, "images": 2}))
-    run = tmp_path / "run"
-    (run / "summary.csv").write_text("image,count,seconds\n" + "".join(
+    (root / "summary.csv").write_text("image,count,seconds\n" + "".join(
         f"img{i}.tif,{i},{0.5 + (i % 7) * 0.3:.2f}\n" for i in range(40)))
-    (run / "failures.csv").write_text("image,task,attempt,status,error\nbad.tif,3,2,failed,Unsupported format\n")
-    return run
+    (root / "failures.csv").write_text("image,task,attempt,status,error\nbad.tif,3,2,failed,Unsupported format\n")
+    return root
 
 
-def test_report_renders_in_headless_chromium(run_dir, tmp_path):
-    from sciops import report
-
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is missing: scripts/test.sh installs Debian's chromium"
+def _doc(**over):
     doc = {"run_id": "manual__r1", "project": "cells", "status": "success", "macro": {"name": "count_nuclei"},
            "params": {"backend": "existing"}, "images": {"ok": 40, "failed": 1, "total": 41},
-           "cost": {"kind": "hourly_rate", "hourly_rate_usd": 2.0, "node_hours": {"task-hours on node-a": 0.02},
-                    "compute_usd": 0.04, "storage_usd": 0.0, "total_usd": 0.04},
-           "cost_per_image_usd": 0.001, "phases": {"validate": {"seconds": 3.2, "status": "success"}}}
-    path = report.write(run_dir, doc)
+           "cost": {"kind": "hourly_rate", "hourly_rate_usd": 2.0,
+                    "node_hours": {"task-hours on node-a": 0.02, "task-hours on node-b": 0.01},
+                    "compute_usd": 0.06, "storage_usd": 0.0, "total_usd": 0.06},
+           "cost_per_image_usd": 0.0015,
+           "phases": {k: {"seconds": 1.5, "status": "success", "start": T0 + v, "end": T0 + v + 1.5}
+                      for k, v in PHASES.items()}}
+    return {**doc, **over}
+
+
+def _ticks(page, chart: str) -> list[str]:
+    return [t.strip() for t in page.locator(f'#{chart} g[id^="xtick"] text').all_text_contents()]
+
+
+@pytest.mark.parametrize("tasks,name", [
+    (((1, "node-a", 0, 40, 0, 1), (2, "node-b", 2, 35, 0, 1), (3, "node-a", 41, 30, 137, 1),
+      (3, "node-b", 80, 28, 0, 2)), "two-minutes"),
+    (((1, "node-a", 0, 1.1, 0, 1), (2, "node-a", 0.4, 1.9, 0, 1)), "two-seconds"),  # ticks once read "0 s 1 s 1 s 2 s"
+])
+def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, tasks, name):
+    from sciops import report
+
+    run_dir = _run_dir(tmp_path / "run", tasks)
+    path = report.write(run_dir, _doc())
     text = path.read_text()
     assert not re.search(r"""(src|href)=["']https?://""", text)  # self-contained: nothing fetched
-    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1800"]
-    shot = tmp_path / "report.png"
-    proc = subprocess.run(args + [f"--screenshot={shot}", path.as_uri()], capture_output=True, text=True, timeout=120)
-    assert shot.exists() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    dom = subprocess.run(args + ["--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert 'data-rendered="yes"' in dom  # the page's script ran
-    for chart, marks in (("timeline", 4), ("histogram", 20)):
-        tag = re.search(rf'<svg[^>]*id="{chart}"[^>]*>', dom).group(0)
-        width = int(re.search(r'data-rendered-width="(\d+)"', tag).group(1))
-        height = int(re.search(r'data-rendered-height="(\d+)"', tag).group(1))
-        assert width > 500 and height > 50, (chart, width, height)
-        assert int(re.search(r'data-rendered-marks="(\d+)"', tag).group(1)) >= marks
-    assert "Unsupported format" in dom and "node-b" in dom and "0.04" in dom
+    page = browser.new_page(viewport={"width": 1000, "height": 1400})
+    page.goto(path.as_uri())
+    assert page.locator("body").get_attribute("data-rendered") == "yes"  # the page's script ran
+    for chart, marks in (("timeline", len(tasks)), ("histogram", 5)):
+        svg = page.locator(f"svg#{chart}")
+        box = svg.bounding_box()
+        assert box["width"] > 500 and box["height"] > 50, (chart, box)
+        assert int(svg.get_attribute("data-marks")) >= marks
+    ticks = _ticks(page, "timeline")
+    values = [float(t.replace("\u2212", "-")) for t in ticks]
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks) and values == sorted(values), ticks
+    # phases in the order they ran, not alphabetically
+    phases = page.locator("table.phases tbody tr td:first-child").all_text_contents()
+    assert phases == sorted(PHASES, key=PHASES.get), phases
+    # no empty cell anywhere: an hourly rate prices each host's task-hours
+    cells = page.locator("td").all_text_contents()
+    assert cells and all(c.strip() for c in cells), cells
+    usd = page.locator("table.cost tbody tr td:last-child").all_text_contents()
+    assert usd == ["0.04", "0.02"], usd
+    assert page.get_by_text("Unsupported format").count() == 1
+    assert page.locator("#timeline").get_by_text("node-a").count() == 1  # one label per host, not per lane
+    screenshot(page, name)
+    page.close()

@@ -26,6 +26,7 @@ BAD = [
     ({"file_pattern": " , "}, "file_pattern", "is empty"),
     ({"images_per_task": 0}, "images_per_task", "at least 1"),
     ({"images_per_task": -3}, "images_per_task", "at least 1"),
+    ({"images_per_task": 10**6}, "images_per_task", "at most 100000"),
     ({"images_per_task": "many"}, "images_per_task", "valid integer"),
     ({"max_attempts": 0}, "max_attempts", "at least 1"),
     ({"image_timeout_s": 0}, "image_timeout_s", "at least 1"),
@@ -34,7 +35,7 @@ BAD = [
     ({"memory": "12"}, "memory", "at least '512M'"),
     ({"backend": "kubernetes"}, "backend", "unknown backend"),
     ({"launcher": "napari"}, "launcher", "unknown launcher"),
-    ({"slots": -2}, "slots", "0 (one per CPU)"),
+    ({"slots": -2}, "slots", "at least 0 (got -2): local backend"),
     ({"macro_args": {"bad key": 1}}, "macro_args", "must be a word"),
     ({"macro_args": {"k": "a\tb"}}, "macro_args", "tabs or newlines"),
     ({"images_per_tsk": 5}, "images_per_tsk", "unknown parameter"),
@@ -45,8 +46,8 @@ BAD = [
     ({"sync_from": "lan/proj"}, "sync_from", "absolute path"),
     ({"sync_to": "../up"}, "sync_to", "absolute path"),
     ({"sync_to": "/etc/hostname/results"}, "sync_to", "cannot be written"),
-    ({"budget_usd": 0}, "budget_usd", "positive amount"),
-    ({"hourly_rate_usd": -1}, "hourly_rate_usd", "0 or more"),
+    ({"budget_usd": 0}, "budget_usd", "more than 0 (got 0)"),
+    ({"hourly_rate_usd": -1}, "hourly_rate_usd", "at least 0"),
     ({"slack_conn_id": "a;b"}, "slack_conn_id", "not an Airflow connection id"),
     ({"backend": "parallelcluster", "scheduler": "sge"}, "scheduler", "does not go with backend"),
 ]
@@ -118,3 +119,62 @@ def test_project_macro_and_nested_images(make_project):
 @pytest.mark.parametrize("text,mb", [("2G", 2048), ("512M", 512), ("1.5GB", 1536), ("4096", 4096), ("1T", 1048576)])
 def test_parse_memory(text, mb):
     assert config.parse_memory_mb(text) == mb
+
+
+def test_form_defaults_do_not_override_project_yaml(make_project):
+    """The form sends every field; a field left at its default must not beat project.yaml."""
+    make_project("proj", project_yaml="images_per_task: 7\nsmoke_test: false\nhourly_rate_usd: 1.5\nqueue: q1\n")
+    form = {name: default for name, (default, _) in config.form_params().items()}
+    form.update(project="proj", max_attempts=5, hourly_rate_usd=0, queue="")  # the JSON form sends 0 and ""
+    cfg, *_ = check(form)
+    assert (cfg.images_per_task, cfg.smoke_test, cfg.hourly_rate_usd, cfg.queue) == (7, False, 1.5, "q1")
+    assert cfg.max_attempts == 5  # changed in the form: the run wins
+    src = config.sources(form, {"images_per_task": 7, "smoke_test": False})
+    assert (src["images_per_task"], src["max_attempts"], src["memory"]) == ("project.yaml", "run", "default")
+    assert config.given("smoke_test", False) and not config.given("smoke_test", True)
+    assert config.given("images_per_task", 26) and not config.given("images_per_task", 25)
+
+
+def test_form_schema_shows_defaults_and_bounds():
+    """What the trigger form draws: real defaults, bounds, enums without a bare null, sections."""
+    params = config.form_params()
+    assert set(params) == set(config.FIELDS)
+    default, schema = params["images_per_task"]
+    assert (default, schema["type"], schema["minimum"], schema["maximum"]) == (25, "integer", 1, 100_000)
+    assert params["smoke_test"][0] is True and params["smoke_test"][1]["type"] == "boolean"
+    assert params["backend"] == ("local", params["backend"][1]) and "null" not in str(params["backend"][1]["enum"])
+    assert params["launcher"][1]["enum"] == list(config.LAUNCHERS)
+    sched_default, sched = params["scheduler"]
+    assert sched_default is None and sched["values_display"]["None"]  # "not set" has a name in the dropdown
+    assert params["budget_usd"][1]["exclusiveMinimum"] == 0
+    assert params["project"][1]["pattern"] == config.SAFE_NAME.pattern
+    for name, (_, schema) in params.items():
+        assert schema["section"] in config.SECTIONS, name
+        assert name == "project" or "project.yaml" in schema["description"], name
+
+
+def test_form_schema_refuses_what_validate_refuses():
+    """Airflow validates a run's conf against each Param's schema when the run is created."""
+    import jsonschema
+
+    params = config.form_params()
+    for name, bad in (("images_per_task", -1), ("max_attempts", 0), ("backend", "kubernetes"),
+                      ("budget_usd", 0), ("queue", "a;b"), ("project", "../x")):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, params[name][1])
+        with pytest.raises(ConfigError):
+            config.build({"project": "p", name: bad} if name != "project" else {"project": bad})
+    with pytest.raises(jsonschema.ValidationError):  # the form is stricter than pydantic's lax "yes" → True
+        jsonschema.validate("yes", params["smoke_test"][1])
+    for name, (default, schema) in params.items():
+        if name != "project":
+            jsonschema.validate(default, schema)  # every default passes its own schema
+
+
+def test_readme_parameter_table_is_generated():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    begin = "<!-- parameters: generated by sciops.config.readme_table() -->\n"
+    table = readme[readme.index(begin) + len(begin):readme.index("<!-- parameters: end -->")]
+    assert table == config.readme_table(), "README's parameter table drifted: paste sciops.config.readme_table()"

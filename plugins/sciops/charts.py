@@ -1,0 +1,119 @@
+"""Charts as inline SVG, drawn with matplotlib on the server: report.html and the dashboard.
+
+matplotlib does what hand-drawn SVG got wrong (repeating ticks such as "0 s 1 s 1 s 2 s",
+no dates on time axes, a "1 USD" axis when everything cost 0): its locators choose the
+ticks, its date formatters the labels. The pages stay self-contained (no script, font or
+network fetch); text stays text (``svg.fonttype: none``), so a browser test can read the
+tick labels. Each chart's ``<svg>`` carries ``id``, ``class="chart"`` and ``data-marks``
+(how many things it drew).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Any, Iterable
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+FAILED = "#d62728"
+
+
+def _figure(width_px: int, height_px: int):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_px / 100, height_px / 100), dpi=100, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def to_svg(fig, element_id: str, marks: int, label: str) -> str:
+    """The figure as an ``<svg>`` element (no XML prolog) with the attributes the pages and tests use."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": element_id}):
+        fig.savefig(buf, format="svg")
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    return text.replace("<svg", f'<svg id="{element_id}" class="chart" data-marks="{marks}" role="img" '
+                                f'aria-label="{label}"', 1)
+
+
+def time_series(points: Iterable[tuple[float, float]], ylabel: str, element_id: str,
+                width: int = 860, height: int = 240) -> str:
+    """Values over wall-clock time (epoch seconds → dates on the axis), one dot per run."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    points = sorted(points)
+    fig, ax = _figure(width, height)
+    xs = [dt.datetime.fromtimestamp(t, dt.timezone.utc) for t, _ in points]
+    ys = [v for _, v in points]
+    ax.plot(xs, ys, marker="o", markersize=4, color=PALETTE[0], linewidth=1)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("run started (UTC)")
+    ax.grid(alpha=0.3)
+    return to_svg(fig, element_id, len(points), ylabel)
+
+
+def timeline(tasks: list[dict[str, Any]], element_id: str = "timeline", width: int = 900) -> str:
+    """Array task attempts per node over the run's seconds; overlapping tasks on a node get their own lane."""
+    t0 = min(t["start"] for t in tasks)
+    lanes: list[tuple[str, list[dict[str, Any]]]] = []
+    for host in sorted({t["host"] or "?" for t in tasks}):
+        host_lanes: list[list[dict[str, Any]]] = []
+        for t in sorted((t for t in tasks if (t["host"] or "?") == host), key=lambda t: t["start"]):
+            lane = next((ln for ln in host_lanes if ln[-1]["end"] <= t["start"]), None)
+            if lane is None:
+                host_lanes.append([t])
+            else:
+                lane.append(t)
+        lanes += [(host if i == 0 else "", lane) for i, lane in enumerate(host_lanes)]
+    fig, ax = _figure(width, 70 + 22 * len(lanes))
+    for y, (_, lane) in enumerate(lanes):
+        colors = [PALETTE[((t.get("attempt") or 1) - 1) % len(PALETTE)] if t.get("exit") == 0 else FAILED
+                  for t in lane]
+        ax.broken_barh([(t["start"] - t0, max(t["end"] - t["start"], 1e-3)) for t in lane], (y - 0.4, 0.8),
+                       facecolors=colors)
+    ax.set_yticks(range(len(lanes)), [name[:24] for name, _ in lanes])
+    ax.set_ylim(len(lanes) - 0.5, -0.5)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds since the first task started (colour: attempt; red: failed)")
+    ax.grid(axis="x", alpha=0.3)
+    return to_svg(fig, element_id, len(tasks), "Array tasks per node")
+
+
+def histogram(seconds: list[float], element_id: str = "histogram", width: int = 900, height: int = 260) -> str:
+    fig, ax = _figure(width, height)
+    counts, _, _ = ax.hist(seconds, bins=min(20, max(len(set(seconds)), 1)), color=PALETTE[0], edgecolor="white")
+    ax.set_xlabel("seconds per image")
+    ax.set_ylabel("images")
+    ax.grid(axis="y", alpha=0.3)
+    return to_svg(fig, element_id, int(sum(1 for c in counts if c)), "Seconds per image")
+
+
+def tradeoff(options: list[dict[str, Any]], best: dict[str, Any] | None, deadline_h: float | None,
+             element_id: str = "tradeoff-chart", width: int = 860, height: int = 360) -> str:
+    """Duration (h) against cost (USD) of each option, one colour per instance type; the pick is ringed."""
+    fig, ax = _figure(width, height)
+    kinds = sorted({o["label"] for o in options})
+    for i, kind in enumerate(kinds):
+        mine = sorted((o for o in options if o["label"] == kind), key=lambda o: o["nodes"])
+        ax.plot([o["duration_s"] / 3600 for o in mine], [o["cost_usd"] for o in mine], marker="o", linewidth=1,
+                color=PALETTE[i % len(PALETTE)], label=kind)
+        for o in mine:
+            ax.annotate(f"{o['nodes']}", (o["duration_s"] / 3600, o["cost_usd"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    if deadline_h:
+        ax.axvline(deadline_h, color="#999", linestyle="--", linewidth=1, label=f"deadline {deadline_h:g} h")
+    if best:
+        ax.scatter([best["duration_s"] / 3600], [best["cost_usd"]], s=220, facecolors="none", edgecolors="black",
+                   linewidths=2, zorder=5, label="cheapest within the deadline" if deadline_h else "cheapest")
+    ax.set_xlabel("duration (hours; the number by each dot is the node count)")
+    ax.set_ylabel("cost (USD)")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return to_svg(fig, element_id, len(options), "Duration against cost per option")

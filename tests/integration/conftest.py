@@ -1,0 +1,82 @@
+"""The integration tests' Airflow API server (simple auth manager, one admin), its token and ledger rows."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+T0 = 1_800_000_000.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def api_server(airflow_db):
+    port = _free_port()
+    # Airflow's simple auth manager with one admin user whose password we choose (never all-admins:
+    # that would let anonymous requests in and prove nothing about the plugin's auth).
+    passwords = Path(airflow_db) / "passwords.json"
+    passwords.write_text(json.dumps({"sciops-admin": "a-test-password"}))
+    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "sciops-admin:admin",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
+    # the UI's pages (the trigger form) need fiji_project in the database: what the dag-processor would do
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    proc = subprocess.run([airflow, "dags", "reserialize"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = open(Path(airflow_db) / "api-server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "api-server", "--port", str(port),
+                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError, OSError):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError("the API server did not start:\n"
+                                     + (Path(airflow_db) / "api-server.log").read_text()[-3000:])
+            time.sleep(1)
+    req = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"username": "sciops-admin", "password": "a-test-password"}).encode())
+    token = json.loads(urllib.request.urlopen(req, timeout=10).read())["access_token"]
+    yield base, token
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def ledger_rows(airflow_db, tmp_path_factory):
+    """Three past runs of one macro in two projects (the default ledger: SQLite in AIRFLOW_HOME)."""
+    from sciops import ledger
+
+    reports = tmp_path_factory.mktemp("reports")
+    for i, (project, secs, cost, status) in enumerate((("alpha", 2.0, 0.10, "success"), ("alpha", 2.4, 0.12, "success"),
+                                                       ("beta", 3.0, 0.30, "failed"))):
+        report = reports / f"r{i}.html"
+        report.write_text(f"<html><body>report {i}</body></html>")
+        ledger.write({"run_id": f"manual__api-{i}", "airflow_run_id": f"manual__2026-11-2{i}T00:00:00+00:00",
+                      "dag_id": "fiji_project", "project": project, "trigger": "UI/API", "status": status,
+                      "params": {"backend": "parallelcluster"}, "macro": {"name": "count_api", "sha256": "f" * 64},
+                      "images": {"total": 100, "ok": 100 if status == "success" else 50, "failed": 0},
+                      "started_at": T0 + i * 86400, "ended_at": T0 + i * 86400 + 600,
+                      "array": {"task_seconds": secs * 100}, "phases": {},
+                      "cost": {"total_usd": cost, "node_hours": {"c5.xlarge (on-demand)": 0.5}},
+                      "cost_per_image_usd": cost / 100, "report": str(report)})
+
+

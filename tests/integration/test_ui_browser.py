@@ -1,0 +1,180 @@
+"""The pages a scientist uses, in headless Chromium against the real Airflow API server.
+
+The trigger form (Airflow's own UI, drawn from the DAG's Params), the SciOps dashboard and
+its planner, the "Report" tab of a refused run. Assertions are on the rendered DOM;
+screenshots land in artifacts/screenshots/.
+"""
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from urllib.parse import quote
+
+import pytest
+from helpers import get
+
+T0 = 1_800_000_000.0
+
+
+def _api(base, token, method, path, body=None):
+    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def page(browser, api_server):
+    base, token = api_server
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.add_cookies([{"name": "_token", "value": token, "url": base}])  # what the UI's login sets
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def _open_trigger_form(page, base):
+    page.goto(f"{base}/dags/fiji_project")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.locator("[role=dialog][data-state=open]")
+    dialog.get_by_role("button", name="Run", exact=True).click()
+    return dialog
+
+
+def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server, screenshot):
+    from sciops import config
+
+    base, token = api_server
+    dialog = _open_trigger_form(page, base)
+    for section in config.SECTIONS:
+        assert dialog.get_by_role("button", name=section, exact=True).count() == 1, section
+    # numbers show their default and carry their bounds; booleans and enums their true default
+    images = dialog.locator("input[name=element_images_per_task]")
+    assert images.input_value() == "25"
+    assert (images.get_attribute("aria-valuemin"), images.get_attribute("aria-valuemax")) == ("1", "100000")
+    assert dialog.locator("input[name=element_smoke_test]").is_checked()
+    assert dialog.locator("#element_backend").inner_text().strip() == "local"
+    assert dialog.locator("#element_launcher").inner_text().strip() == "auto"
+    assert dialog.locator("input[name=element_macro]").input_value() == "count_nuclei"
+    assert "null" not in dialog.inner_text()
+    # each field says how it combines with project.yaml
+    assert dialog.get_by_text(config.PROJECT_YAML_NOTE, exact=False).count() >= 10
+    dialog.get_by_role("button", name="Existing cluster (SSH)", exact=True).click()
+    assert dialog.locator("#element_scheduler").inner_text().strip() == "the backend's own"
+    screenshot(dialog, "form")
+    dialog.get_by_role("button", name="Run", exact=True).click()  # one section open at a time
+    # the form holds a number inside its bounds (it clamps -1 to the minimum)
+    images.fill("-1")
+    images.blur()
+    assert images.input_value() == "1"
+    images.fill("10")
+    images.blur()
+    dialog.locator("input[name=element_project]").fill("formtest")
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+    page.wait_for_url(re.compile(r".*/runs/.*"), timeout=30_000)
+    status, runs = _api(base, token, "GET", "/api/v2/dags/fiji_project/dagRuns?order_by=-run_after&limit=5")
+    conf = next(r["conf"] for r in runs["dag_runs"] if r["conf"].get("project") == "formtest")
+    # the form sends every field; only the one changed counts as given, so project.yaml keeps the rest
+    assert set(conf) == set(config.FIELDS)
+    sources = config.sources(conf, {"images_per_task": 7, "max_attempts": 5})
+    assert (sources["images_per_task"], sources["max_attempts"], sources["memory"]) == ("run", "project.yaml",
+                                                                                         "default")
+    # the REST API checks the same schema when a run is created: refused with the field named
+    status, body = _api(base, token, "POST", "/api/v2/dags/fiji_project/dagRuns",
+                        {"logical_date": None, "conf": {"project": "formtest", "images_per_task": -1}})
+    assert status == 400 and "images_per_task" in body and "minimum of 1" in body, body
+
+
+@pytest.fixture(scope="module")
+def zero_cost_rows(ledger_rows):
+    from sciops import ledger
+
+    for i in range(2):
+        ledger.write({"run_id": f"manual__free-{i}", "airflow_run_id": f"manual__free-{i}", "dag_id": "fiji_project",
+                      "project": "gamma", "status": "success", "params": {"backend": "local"},
+                      "macro": {"name": "count_free"}, "images": {"total": 8, "ok": 8, "failed": 0},
+                      "started_at": T0 + 3 * 86400 + i * 3600, "ended_at": T0 + 3 * 86400 + i * 3600 + 30,
+                      "cost": {"total_usd": 0.0}, "cost_per_image_usd": 0.0})
+
+
+def test_dashboard_charts_and_planner(page, api_server, ledger_rows, zero_cost_rows, screenshot):
+    base, _ = api_server
+    page.goto(f"{base}/sciops/dashboard?project=alpha")
+    # dates on the time axes (the two runs are a day apart in January 2027)
+    for chart in ("cost-chart", "duration-chart"):
+        labels = " ".join(page.locator(f'#{chart} g[id^="xtick"] text').all_text_contents()
+                          + page.locator(f"#{chart} text").all_text_contents())
+        assert re.search(r"Jan|2027", labels), (chart, labels)
+    # every planner input is labelled
+    for control in page.locator("#planner input:not([type=hidden]), #planner select").all():
+        assert page.locator(f'label[for="{control.get_attribute("id")}"]').count() == 1, control.get_attribute("id")
+    page.select_option("#pl-macro", "count_api")
+    page.fill("#pl-images", "10000")
+    page.fill("#pl-deadline", "1")
+    page.fill("#pl-types", "c5.xlarge, m5.2xlarge")
+    page.fill("#pl-nodes", "1,2,4,8")
+    page.get_by_role("button", name="Compare options").click()
+    page.wait_for_selector("#planner-table")
+    rows = page.locator("#planner-table tbody tr")
+    assert rows.count() == 8  # 2 instance types × 4 node counts
+    best = page.locator("#planner-table tr.best td").all_text_contents()
+    assert len(best) == 6 and best[5] == "yes", best
+    # the pick is the cheapest row that meets the deadline
+    table = [r.locator("td").all_text_contents() for r in rows.all()]
+    within = [r for r in table if r[5] == "yes"]
+    assert float(best[4]) == min(float(r[4]) for r in within)
+    assert "Cheapest within the deadline" in page.locator("#planner-answer").inner_text()
+    chart = page.locator("svg#tradeoff-chart")
+    assert chart.count() == 1 and int(chart.get_attribute("data-marks")) == 8
+    assert chart.bounding_box()["width"] > 500
+    screenshot(page, "planner")
+    # an unknown instance type gets a sentence, not {"detail": "'z9.huge'"}
+    page.fill("#pl-types", "z9.huge")
+    page.get_by_role("button", name="Compare options").click()
+    error = page.locator("#planner-error").inner_text()
+    assert "unknown instance type 'z9.huge'" in error and "c5.xlarge" in error, error
+    # every run cost 0: a sentence, not an axis that reads "1 USD"
+    page.goto(f"{base}/sciops/dashboard?project=gamma")
+    assert "Every run so far cost 0 USD" in page.locator("#cost-chart").inner_text()
+    assert page.locator("svg#duration-chart").count() == 1
+
+
+def test_refused_run_on_dashboard_and_in_its_report_tab(page, api_server, screenshot):
+    from sciops import config, pipeline
+    from sciops.errors import ConfigError
+
+    base, token = api_server
+    status, run = _api(base, token, "POST", "/api/v2/dags/fiji_project/dagRuns",
+                       {"logical_date": None, "conf": {"project": "refusedproj"}})
+    assert status == 200, run
+    run_id = run["dag_run_id"]
+    conf = {"project": "refusedproj", "memory": "lots"}
+    with pytest.raises(ConfigError):
+        with pipeline.refusals(conf, run_id, "fiji_project", "manual"):
+            config.build(conf)
+    page.goto(f"{base}/sciops/dashboard?project=refusedproj")
+    row = page.locator("#runs tr.status-refused")
+    assert row.count() == 1
+    assert "memory" in row.inner_text() and "not a memory size" in row.inner_text()
+    # the run's own "Report" tab in Airflow's UI: a readable page, not raw JSON
+    page.goto(f"{base}/dags/fiji_project/runs/{quote(run_id, safe='')}")
+    page.get_by_text("Report", exact=True).first.click()
+    frame = page.frame_locator("iframe")
+    frame.locator("#refused").wait_for()
+    assert "not a memory size" in frame.locator("#reason").inner_text()
+    screenshot(page, "report-tab")
+    status, body = get(base, "/sciops/runs/fiji_project/manual__never/report", token)
+    assert status == 404 and "<h1>No report for run manual__never</h1>" in body and '"detail"' not in body
+
+
+def test_navigation_label_is_whole(page, api_server):
+    base, _ = api_server
+    page.goto(f"{base}/")
+    link = page.get_by_role("link", name="SciOps")
+    link.wait_for()
+    width, full = link.evaluate("e => [e.clientWidth, e.scrollWidth]")
+    assert link.inner_text().strip() == "SciOps" and full <= width
