@@ -244,9 +244,13 @@ def postgres_ledger():
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium, headless, driven by Playwright (the suite fails, never skips, without it)."""
+    """Debian's chromium, headless, driven by Playwright (the suite fails, never skips, without it).
+
+    Per module: Playwright's sync API keeps an asyncio loop running in the main thread while it
+    is open, and later tests call ``asyncio.run``.
+    """
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")

@@ -174,7 +174,7 @@ def test_refused_run_on_dashboard_and_in_its_report_tab(page, api_server, screen
 def test_navigation_label_is_whole(page, api_server):
     base, _ = api_server
     page.goto(f"{base}/")
-    link = page.get_by_role("link", name="SciOps")
+    link = page.get_by_test_id("nav-sidebar").get_by_role("link", name="SciOps", exact=True)
     link.wait_for()
     width, full = link.evaluate("e => [e.clientWidth, e.scrollWidth]")
     assert link.inner_text().strip() == "SciOps" and full <= width
