@@ -65,6 +65,21 @@ EXIT_INTERRUPTED = 137
 FINAL = ("ok", "failed", "timeout")
 
 TASK_ENV_VARS = ("SCIOPS_TASK_ID", "SGE_TASK_ID", "SLURM_ARRAY_TASK_ID")
+#: The only variables a macro's JVM inherits (macros are user code: the worker's AWS keys, SSH
+#: agent, Slack token and Airflow settings stay out). HOME and TMPDIR point at the JVM's scratch.
+MACRO_ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "JAVA_HOME", "USER", "LOGNAME", "SHELL", "TERM",
+                   "SCIOPS_TASK_ID", "SCIOPS_JOB_ID", "SCIOPS_ATTEMPT", "SGE_TASK_ID", "JOB_ID",
+                   "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID")
+
+
+def macro_env(environ, home, tmp, display=None):
+    """The environment a macro's JVM gets: :data:`MACRO_ENV_ALLOW` and ``LC_*`` only."""
+    env = {k: v for k, v in environ.items() if k in MACRO_ENV_ALLOW or k.startswith("LC_")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(HOME=home, TMPDIR=tmp)
+    if display:
+        env["DISPLAY"] = display
+    return env
 
 
 def task_id_from_env(environ=None):
@@ -274,12 +289,12 @@ class ChunkRunner:
         self.scratch = tempfile.mkdtemp(prefix="sciops-task%d-" % self.task_id, dir=self.m.get("scratch_dir"))
         xvfb = None
         try:
-            env = dict(os.environ)
+            display = None
             if self.m["launcher"].get("kind", "imagej1") == "imagej1":
                 xvfb = Xvfb(self.m["launcher"].get("xvfb", "Xvfb"))
-                env["DISPLAY"] = xvfb.start()
+                display = xvfb.start()
             while remaining:
-                finished = self.run_jvm(remaining, env)
+                finished = self.run_jvm(remaining, display)
                 if self.interrupted:
                     return EXIT_INTERRUPTED
                 if not finished:
@@ -297,7 +312,7 @@ class ChunkRunner:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return 0
 
-    def run_jvm(self, images, env):
+    def run_jvm(self, images, display=None):
         """Start one JVM on ``images``; return {image: status record} of those it finished."""
         self.jvm_starts += 1
         home = os.path.join(self.scratch, "home")
@@ -318,6 +333,7 @@ class ChunkRunner:
         xmx = heap_mb(int(self.m.get("memory_mb", 2048)))
         argv = launcher_argv(self.m["launcher"], xmx, home, tmp, self.m["driver_path"], jobfile)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
+        env = macro_env(os.environ, home, tmp, display)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         lines = queue.Queue()

@@ -10,11 +10,36 @@ callbacks, so they work the same under the scheduler and under ``dag.test()``.
 from __future__ import annotations
 
 import logging
+import re
 import os
 from typing import Any
 
 log = logging.getLogger(__name__)
 DEFAULT_CONN = "sciops_slack"
+
+
+class _Redact(logging.Filter):
+    """Replaces the Slack secrets in a record: slack_sdk logs request URLs (a webhook URL holds its token)."""
+
+    TOKENS = re.compile(r"xox[a-z]-[A-Za-z0-9-]+|(?<=/)T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+")
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            msg = msg.replace(secret, "***")
+        record.msg, record.args = self.TOKENS.sub("***", msg), None
+        return True
+
+
+_redact = _Redact()
+#: The logger handed to slack_sdk's clients (instead of the hook's own), so that their retry
+#: lines ("Going to retry the same request: POST <webhook URL>") reach the log redacted.
+client_log = logging.getLogger("sciops.notify.slack_client")
+client_log.addFilter(_redact)
 
 
 def send(text: str, conn_id: str | None = None) -> bool:
@@ -25,18 +50,23 @@ def send(text: str, conn_id: str | None = None) -> bool:
     if conn is None:
         log.info("no Slack connection %r: not sent: %s", conn_id, text.splitlines()[0])
         return False
+    _redact.secrets.update(x for x in (conn.password, (conn.extra_dejson or {}).get("webhook_token")) if x)
     try:
         if conn.conn_type == "slack":
             from airflow.providers.slack.hooks.slack import SlackHook
 
             channel = (conn.extra_dejson or {}).get("channel") or os.environ.get("SCIOPS_SLACK_CHANNEL")
-            SlackHook(slack_conn_id=conn_id).call("chat.postMessage", json={"channel": channel, "text": text})
+            SlackHook(slack_conn_id=conn_id, logger=client_log).call(
+                "chat.postMessage", json={"channel": channel, "text": text})
         else:
             from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-            SlackWebhookHook(slack_webhook_conn_id=conn_id).send(text=text)
+            SlackWebhookHook(slack_webhook_conn_id=conn_id, logger=client_log).send(text=text)
     except Exception as exc:  # noqa: BLE001 - a lost message must not fail the run
-        log.warning("Slack message not sent through %r (%s: %s)", conn_id, type(exc).__name__, str(exc)[:300])
+        reason = str(exc)[:300]
+        for secret in _redact.secrets:
+            reason = reason.replace(secret, "***")
+        log.warning("Slack message not sent through %r (%s: %s)", conn_id, type(exc).__name__, reason)
         return False
     log.info("Slack: %s", text.splitlines()[0])
     return True

@@ -133,3 +133,14 @@ def test_jvm_killed_from_outside_stops_the_task_then_fails_the_image_the_second_
     got = st.read_statuses(st.status_path(str(work), 1))
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_killme.tif": "failed", "c.tif": "ok"}
     assert "twice" in got["b_killme.tif"]["error"]
+
+
+def test_macro_env_is_an_allow_list():
+    """Macros are user code: the worker's keys and settings never reach their JVM."""
+    worker = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "SGE_TASK_ID": "3", "HOME": "/root",
+              "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t", "SSH_AUTH_SOCK": "/tmp/agent",
+              "AIRFLOW__CORE__FERNET_KEY": "f", "AIRFLOW_CONN_SCIOPS_SLACK": "c", "SLACK_TOKEN": "x",
+              "LD_PRELOAD": "/evil.so", "JAVA_TOOL_OPTIONS": "-javaagent:/evil.jar"}
+    env = st.macro_env(worker, "/scratch/home", "/scratch/tmp", ":7")
+    assert env == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "SGE_TASK_ID": "3",
+                   "HOME": "/scratch/home", "TMPDIR": "/scratch/tmp", "DISPLAY": ":7"}
