@@ -39,6 +39,8 @@ if (bitDepth() == 24)
     run("8-bit");
 if (is("Inverting LUT"))
     run("Invert LUT");
+// a title with "]" or spaces would break the redirect=[...] option below: give it a plain one
+rename("sciops_original");
 orig = getTitle();
 run("Duplicate...", "title=mask");
 if (background > 0)

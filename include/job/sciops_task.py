@@ -455,7 +455,8 @@ def main(argv=None):
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--task", type=int)
     ap.add_argument("--attempt", type=int, default=int(os.environ.get("SCIOPS_ATTEMPT", "1")))
-    ap.add_argument("--images", nargs="*", help="process these images instead of a chunk (smoke run)")
+    ap.add_argument("--images", action="append", help="process this image instead of a chunk (smoke run; repeat "
+                                                      "it, as --images=NAME so a name may start with '-')")
     ap.add_argument("--status-file")
     args = ap.parse_args(argv)
     with open(args.manifest, encoding="utf-8") as fh:

@@ -28,10 +28,21 @@ BACKENDS = ("local", "existing", "parallelcluster")
 #: Schedulers each backend can drive (the first is its default). ParallelCluster 3 is Slurm only.
 SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm"), "parallelcluster": ("slurm",)}
 LAUNCHERS = ("auto", "imagej1", "fiji")
-WORD = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+#: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).
+WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
+#: macro_args keys the driver sets itself (a macro argument must not override them).
+RESERVED_ARGS = ("input", "output")
+#: Connections a run may name without the deployment listing them (SCIOPS_ALLOWED_CONN_IDS adds more).
+CONN_ID_DEFAULT_ALLOW = re.compile(r"^(sciops_[A-Za-z0-9_.@-]*|aws_default)$")
+#: The backends each form section's fields apply to (a run may not set them for another backend).
+#: A ParallelCluster is driven over SSH like an existing cluster, so it uses that section too.
+SECTION_BACKENDS = {"Local backend": ("local",), "Existing cluster (SSH)": ("existing", "parallelcluster"),
+                    "ParallelCluster": ("parallelcluster",)}
 COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
 ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
 
+#: No node has more memory for one task than this (MB): a bigger value is a typo (100000T).
+MAX_TASK_MB = 4 * 1024 * 1024
 #: The trigger form's sections, in order (Airflow groups fields by ``section``).
 SECTIONS = ("Run", "Local backend", "Existing cluster (SSH)", "ParallelCluster", "Storage", "Cost and messages")
 PROJECT_YAML_NOTE = "Left at its default, project.yaml's value applies."
@@ -76,7 +87,8 @@ _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3],
 class RunConfig(BaseModel):
     """The parameters of one run, checked (each field's description says what it does)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: True is not 1, "5" is not 5; no NaN or infinity (JSON and YAML can spell both)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     project: str = Field(description="Project folder under the storage root (letters, digits, '._-')",
                          min_length=1, json_schema_extra={"section": "Run", "project_yaml": False,
@@ -100,8 +112,8 @@ class RunConfig(BaseModel):
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
-    scheduler: str | None = _param(None, "existing backend: the cluster's scheduler (empty = the backend's own: "
-                                         "sge for existing, slurm for parallelcluster)", section=_EXISTING,
+    scheduler: str | None = _param(None, "The cluster's scheduler (empty = the backend's own: sge for existing, "
+                                         "slurm for parallelcluster)",
                                    shown="the backend's", enum=(None, "sge", "slurm"),
                                    labels={"None": "the backend's own"})
     ssh_conn_id: str = _param("sciops_cluster", "existing backend: Airflow SSH connection of a submit host",
@@ -178,6 +190,8 @@ class RunConfig(BaseModel):
     @classmethod
     def _macro_args(cls, v: dict) -> dict:
         for key, value in v.items():
+            if key in RESERVED_ARGS:
+                raise ValueError(f"argument {key!r} is set by SciOps for every image; rename the macro's argument")
             if not SAFE_ARG_KEY.match(key):
                 raise ValueError(f"argument name {key!r} must be a word (letters, digits, '_')")
             if any(c in str(value) for c in "\t\n\r"):
@@ -204,6 +218,9 @@ class RunConfig(BaseModel):
             raise ValueError(f"{v!r} is not a memory size; write it like '2G' or '512M'") from None
         if mb < 512:
             raise ValueError(f"{v!r} is too little for an ImageJ JVM; give at least '512M'")
+        if mb > MAX_TASK_MB:
+            raise ValueError(f"{v!r} is more than any node has (at most '{MAX_TASK_MB // 1024 // 1024}T' per task); "
+                             "give the memory one task needs, e.g. '4G'")
         return v
 
     @field_validator("backend")
@@ -404,9 +421,71 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
         raise ConfigError(problems)
     merged = merge(conf, {k: v for k, v in (project_defaults or {}).items() if k in DEFAULTS})
     try:
-        return RunConfig(**merged)
+        cfg = RunConfig(**merged)
     except ValidationError as exc:
-        raise ConfigError([(_field(err), _message(err)) for err in exc.errors()]) from None
+        raise ConfigError(_problems(exc)) from None
+    problems = deployment_problems(cfg.model_dump()) + other_backend_problems(cfg, conf)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def allowed_storage_roots() -> list[str]:
+    """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings."""
+    import os
+
+    roots = [os.environ.get("SCIOPS_STORAGE_ROOT", "")] + os.environ.get("SCIOPS_ALLOWED_STORAGE_ROOTS", "").split(",")
+    return [r.strip().rstrip("/") for r in roots if r.strip()]
+
+
+def deployment_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the deployment does not let a run choose: other storage roots, other connections.
+
+    ``values`` are the run's raw ``storage_root`` and connection ids (checked before the storage
+    root is opened, so a refused root is never listed).
+    """
+    import os
+
+    problems = []
+    root = values.get("storage_root")
+    if given("storage_root", root) and (not isinstance(root, str)
+                                        or root.removeprefix("file://").rstrip("/") not in allowed_storage_roots()):
+        problems.append(("storage_root", f"{root!r} is not a storage root this deployment allows; use the default "
+                                         "(leave it empty) or ask the admin to add it to SCIOPS_ALLOWED_STORAGE_ROOTS"))
+    extra = {c.strip() for c in os.environ.get("SCIOPS_ALLOWED_CONN_IDS", "").split(",") if c.strip()}
+    for name in ("ssh_conn_id", "aws_conn_id", "slack_conn_id"):
+        value = values.get(name)
+        if isinstance(value, str) and value and not CONN_ID_DEFAULT_ALLOW.match(value) and value not in extra:
+            problems.append((name, f"connection {value!r} is not one a run may use: runs may name sciops_* "
+                                   "connections and aws_default; the admin lists others in SCIOPS_ALLOWED_CONN_IDS"))
+    return problems
+
+
+def other_backend_problems(cfg: RunConfig, conf: dict[str, Any]) -> list[tuple[str, str]]:
+    """A field of another backend, set in the run's conf, would be silently ignored: refuse it."""
+    problems = []
+    for name, value in conf.items():
+        field = RunConfig.model_fields.get(name)
+        backends = SECTION_BACKENDS.get((field.json_schema_extra or {}).get("section", "")) if field else None
+        if backends and cfg.backend not in backends and given(name, value):
+            problems.append((name, f"is for the {' or '.join(backends)} backend but this run's backend is "
+                                   f"{cfg.backend!r}: set backend to {backends[0]!r} or leave {name} at its default"))
+    return problems
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """pydantic's errors as (field, message); a macro argument of no allowed type is one problem, not four."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        if len(loc) >= 2 and loc[0] == "macro_args":
+            problem = ("macro_args", f"argument {loc[1]!r} must be text, a number or true/false "
+                                     f"(got {err.get('input')!r})")
+        else:
+            problem = (_field(err), _message(err))
+        if problem not in out:
+            out.append(problem)
+    return out
 
 
 def _field(err: dict) -> str:

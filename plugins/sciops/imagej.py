@@ -84,7 +84,7 @@ def smoke_run(manifest: dict[str, Any], images: list[str]) -> dict[str, Any]:
         status = Path(tmp, "smoke.jsonl")
         runner = Path(manifest["driver_path"]).with_name("sciops_task.py")
         argv = [sys.executable, str(runner), "--manifest", str(mpath), "--status-file", str(status),
-                "--images", *images]
+                *(f"--images={img}" for img in images)]  # "=": an image named "-x.tif" is not an option
         log.info("smoke run of %s on %s", manifest["macro_path"], ", ".join(images))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=len(images) * (SMOKE_TIMEOUT_S + 60))
         records = [json.loads(x) for x in status.read_text().splitlines()] if status.exists() else []

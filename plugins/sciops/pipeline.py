@@ -99,6 +99,9 @@ def backend_options(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None = 
 def storage_of(conf: dict[str, Any] | config_mod.RunConfig):
     """The run's storage root (``storage_root`` / ``aws_conn_id``, else the environment's)."""
     get = conf.get if isinstance(conf, dict) else lambda k: getattr(conf, k)
+    refused = config_mod.deployment_problems({k: get(k) for k in ("storage_root", "aws_conn_id")})
+    if refused:  # before the root is opened: a refused root is never listed
+        raise ConfigError(refused)
     try:
         return get_storage(get("storage_root"), get("aws_conn_id"))
     except StorageError as exc:
@@ -253,8 +256,12 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
     """
     from sciops.sync import LocalTree, sync
 
-    if not isinstance(name, str) or not config_mod.SAFE_NAME.match(name):
-        config_mod.build({"project": name if isinstance(name, str) else ""})  # raises with the rule
+    if not isinstance(name, str):
+        raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {name!r}"
+                                       if name is not None else "is required: the name of a project folder under "
+                                       "the storage root")])
+    if not config_mod.SAFE_NAME.match(name):
+        config_mod.build({"project": name})  # raises with the rule
     storage = storage or get_storage()
     if storage.is_local:
         try:
@@ -297,6 +304,10 @@ def _check(conf: dict[str, Any], storage):
     if not images:
         raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
+    unsafe = [rel for rel in images if any(c in rel for c in "\t\n\r\x00")]
+    if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
+        raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
+                                       f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
     macro = project.resolve_macro(cfg.macro)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
@@ -378,6 +389,11 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         smoke_launcher = detect_launcher(cfg.launcher)
     run_id = safe_run_id(airflow_run_id)
     run_dir = project.run_dir(run_id)
+    try:
+        (run_dir / PHASES).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError([("project", f"cannot create the run folder {run_dir} ({exc.strerror}); make "
+                                       f"{project.name}/output/ writable by the worker")]) from None
     info = {"run_id": run_id, "airflow_run_id": airflow_run_id, "project": project.name,
             "project_root": str(project.root), "run_dir": str(run_dir), "config": cfg.model_dump(),
             "config_sources": chosen,

@@ -65,23 +65,41 @@ class Project:
     def defaults(self) -> dict[str, Any]:
         """Run defaults from ``project.yaml`` ({} when there is none)."""
         path = self.root / "project.yaml"
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             return {}
+        self.check_inside(path, "project.yaml", "put the file itself in the project")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError([("project.yaml", "is not UTF-8 text; write it as key: value lines or remove it")]) \
+                from None
         except yaml.YAMLError as exc:
-            raise ConfigError([("project.yaml", f"is not valid YAML ({exc}); fix the file or remove it")]) from None
+            # the position and the problem only: the file's own text is not echoed (it may not be a config at all)
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError([("project.yaml", f"is not valid YAML{where} ({getattr(exc, 'problem', None) or 'syntax'}"
+                                                "); fix the file or remove it")]) from None
         if data is None:
             return {}
         if not isinstance(data, dict):
             raise ConfigError([("project.yaml", "must be a mapping of run defaults (key: value lines)")])
         return data
 
+    def check_inside(self, path: Path, field: str, fix: str) -> None:
+        """A ConfigError on ``field`` unless ``path`` (symlinks followed) stays inside the project folder."""
+        root = self.root.resolve()
+        target = path.resolve()
+        if target != root and root not in target.parents:
+            raise ConfigError([(field, f"{path.relative_to(self.root)} leads outside project {self.name!r} (a "
+                                       f"symlink); {fix}")])
+
     def list_images(self, patterns: list[str]) -> list[str]:
         """Images under ``input/`` matching any pattern, as sorted relative POSIX paths.
 
-        Hidden files and folders are skipped; symlinks that leave ``input/`` are ignored.
+        Hidden files and folders are skipped; symlinks that leave ``input/`` are ignored, and an
+        ``input/`` that is itself a link out of the project is refused.
         """
+        self.check_inside(self.input_dir, "project", "put the images (or a folder of them) in input/ itself")
         base = self.input_dir.resolve()
         found = []
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):

@@ -19,6 +19,11 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _script_json(data: Any) -> str:
+    """JSON that stays valid inside ``<script>``: not HTML-escaped (that breaks it), but ``<``, ``>``, ``&`` as \\u."""
+    return json.dumps(data, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def timeline_svg(tasks: list[dict[str, Any]]) -> str:
     if not tasks:
         return '<p class="empty">No array task recorded a start and an end.</p>'
@@ -114,7 +119,7 @@ document.querySelectorAll("svg.chart").forEach(function (svg) {{
 }});
 document.body.setAttribute("data-rendered", "yes");
 </script>
-<script type="application/json" id="run-json">{_e(json.dumps({k: doc.get(k) for k in ('run_id', 'status', 'images')}))}</script>
+<script type="application/json" id="run-json">{_script_json({k: doc.get(k) for k in ('run_id', 'status', 'images')})}</script>
 </body></html>
 """
 

@@ -83,12 +83,20 @@ class SSHRunner:
             try:
                 code, out, err = _exec(client, command, timeout or self.cmd_timeout)
                 break
-            except (OSError, EOFError) as exc:
-                # A dropped connection (sshd restarted, network blip): reconnect once.
+            except _NotSent as exc:
+                # The command never left (sshd restarted, network blip before the channel opened):
+                # reconnect once and send it then.
                 self.close()
                 if attempt == 2:
-                    raise CommandError(list(argv), 255, "", f"SSH to {self.ssh_conn_id} failed: {exc}") from exc
-                log.warning("SSH connection %s lost (%s); reconnecting", self.ssh_conn_id, exc)
+                    raise CommandError(list(argv), 255, "", f"SSH to {self.ssh_conn_id} failed: {exc.__cause__}") \
+                        from exc
+                log.warning("SSH connection %s lost (%s); reconnecting", self.ssh_conn_id, exc.__cause__)
+            except (OSError, EOFError) as exc:  # TimeoutError included
+                # Sent, outcome unknown (a qsub may have been accepted): never sent again.
+                self.close()
+                raise CommandError(list(argv), 255, "", f"SSH command on {self.ssh_conn_id} was sent but its outcome "
+                                                        f"is unknown ({type(exc).__name__}: {exc}); not sent again"
+                                   ) from exc
         result = CommandResult(list(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         if check and code != 0:
             raise CommandError(list(argv), code, result.stdout, result.stderr)
@@ -103,14 +111,21 @@ class SSHRunner:
         self._client = None
 
 
+class _NotSent(Exception):
+    """The SSH channel could not be opened: the command never reached the host (safe to send again)."""
+
+
 def _exec(client, command: str, timeout: float) -> tuple[int, bytes, bytes]:
     """Run one command on a paramiko client; both streams drained together (no window deadlock).
 
     Not the hook's ``exec_ssh_client_command``: that logs every output line at INFO, and a
     ``qacct`` of a large array is thousands of lines per poll.
     """
-    chan = client.get_transport().open_session(timeout=timeout)
-    chan.settimeout(timeout)
+    try:
+        chan = client.get_transport().open_session(timeout=timeout)
+        chan.settimeout(timeout)
+    except (OSError, EOFError, AttributeError) as exc:  # AttributeError: no transport (closed client)
+        raise _NotSent(str(exc)) from exc
     chan.exec_command(command)
     chan.shutdown_write()
     out, err = bytearray(), bytearray()

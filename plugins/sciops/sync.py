@@ -208,7 +208,9 @@ class LocalTree:
         if not self.root.is_dir():
             return out
         base = str(self.root)
+        real_base = os.path.realpath(base)
         top = _top_level(include, exclude)
+        outside: list[str] = []
         for dirpath, dirnames, filenames in os.walk(base):
             if top is not None and dirpath == base:
                 dirnames[:] = [d for d in dirnames if top(d)]
@@ -217,13 +219,21 @@ class LocalTree:
                 if name.endswith(PARTIAL_SUFFIX):  # an unfinished download
                     continue
                 full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, base).replace(os.sep, "/")
+                # a file symlink is synced only if it stays in the tree: a link to ~/.ssh/id_rsa or
+                # airflow.cfg must not be copied into a storage root that others read
+                if os.path.islink(full) and not os.path.realpath(full).startswith(real_base + os.sep):
+                    outside.append(rel)
+                    continue
                 try:
                     st = os.stat(full)
                 except FileNotFoundError:
                     continue
-                rel = os.path.relpath(full, base).replace(os.sep, "/")
                 if _selected(rel, include, exclude):
                     out[rel] = Entry(st.st_size, None, st.st_mtime_ns)
+        if outside:
+            log.warning("%s: skipped %d symlink(s) leading outside the folder (not synced): %s", base, len(outside),
+                        ", ".join(outside[:10]))
         return out
 
     def etag(self, rel: str, entry: Entry, shape: int | None) -> str:

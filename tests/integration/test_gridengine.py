@@ -5,6 +5,7 @@ import asyncio
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -164,8 +165,8 @@ def test_resource_requests_are_accepted_by_real_grid_engine(gridengine, job_dir,
 
 
 @pytest.mark.parametrize("conf,field,words", [
-    ({"ssh_conn_id": "no_such_connection"}, "ssh_conn_id", "cannot reach the head node"),
-    ({"ssh_conn_id": "closed_port"}, "ssh_conn_id", "cannot reach the head node"),
+    ({"ssh_conn_id": "sciops_no_such_connection"}, "ssh_conn_id", "cannot reach the head node"),
+    ({"ssh_conn_id": "sciops_closed_port"}, "ssh_conn_id", "cannot reach the head node"),
     ({"cluster_storage_root": "/nowhere/projects"}, "cluster_storage_root", "does not see"),
     ({"cluster_python": "python9"}, "ssh_conn_id", "lacks python9"),
 ])
@@ -178,10 +179,30 @@ def test_existing_backend_bad_input_is_refused_before_anything_runs(gridengine, 
 
     closed = json.loads(os.environ["AIRFLOW_CONN_SCIOPS_CLUSTER"])
     closed["port"] = 1
-    monkeypatch.setenv("AIRFLOW_CONN_CLOSED_PORT", json.dumps(closed))
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_CLOSED_PORT", json.dumps(closed))
     make_project("p")
     cfg, project, _, _ = check({"project": "p", "backend": "existing", **conf})
     with pytest.raises(ConfigError) as err:
         check_cluster(cfg, project)
     assert err.value.fields == [field] and words in str(err.value), err.value
     assert not (project.root / "output").exists()
+
+
+def test_a_timed_out_ssh_command_is_not_sent_again(gridengine, tmp_path):
+    """A submit whose outcome is unknown must not be resent: qsub was once submitted twice this way."""
+    import uuid
+
+    from sciops.errors import CommandError
+
+    marker = Path("/tmp") / f"sciops-resend-{uuid.uuid4().hex[:8]}"
+    runner = SSHRunner(gridengine)
+    try:
+        with pytest.raises(CommandError) as err:
+            runner.run(["sh", "-c", f"echo sent >> {marker}; sleep 4"], timeout=1)
+        assert "not sent again" in str(err.value)
+        time.sleep(5)
+        assert marker.read_text().splitlines() == ["sent"]  # once
+        assert runner.run(["echo", "ok"]).stdout.strip() == "ok"  # the runner reconnects for the next command
+    finally:
+        runner.close()
+        marker.unlink(missing_ok=True)
