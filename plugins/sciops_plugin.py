@@ -91,7 +91,10 @@ def api_planner(macro: str = Query(..., description="macro name or sha256"), ima
 
     found = _past(macro, project)
     if backend == "parallelcluster" and instance_type:
-        _known_type(instance_type, region)
+        try:
+            costs.check_types([instance_type], region)
+        except costs.PlannerError as exc:
+            raise HTTPException(422, str(exc)) from None
     est = costs.estimate(images, found["seconds_per_image"], backend=backend, nodes=nodes,
                          instance_type=instance_type, region=region, memory_mb=memory_mb,
                          hourly_rate_usd=hourly_rate_usd)
@@ -120,15 +123,6 @@ def _past(macro: str, project: str | None) -> dict[str, Any]:
         raise HTTPException(404, f"no successful past run of macro {macro!r}: nothing to estimate from; run it once "
                                  "(a small project is enough) and ask again")
     return found
-
-
-def _known_type(instance_type: str, region: str) -> None:
-    from sciops import costs
-
-    known = costs.priced_types(region)
-    if instance_type not in known:
-        raise HTTPException(422, f"unknown instance type {instance_type!r} in {region}: the planner knows "
-                                 f"{', '.join(known) or 'none (no prices for this region)'}")
 
 
 def _tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, region: str, instance_types: str,

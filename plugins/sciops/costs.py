@@ -258,16 +258,9 @@ def priced_types(region: str, prices: dict[str, Any] | None = None) -> list[str]
     return sorted(t for t in (prices.get("on_demand_usd_per_hour", {}).get(region) or {}) if t in INSTANCE_TYPES)
 
 
-def tradeoff(images: int, seconds_per_image: float, *, region: str = "us-east-1",
-             instance_types: Iterable[str] | None = None, node_counts: Iterable[int] = PLANNER_NODES,
-             memory_mb: int = 2048, deadline_s: float | None = None,
-             prices: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every instance type × node count: duration and cost (:func:`estimate`), and the pick.
-
-    The pick is the cheapest option that finishes within ``deadline_s`` (the fastest one if
-    none does, flagged), else the cheapest overall. Unknown regions and instance types are
-    a :class:`PlannerError` naming what is known.
-    """
+def check_types(instance_types: Iterable[str] | None, region: str,
+                prices: dict[str, Any] | None = None) -> list[str]:
+    """The instance types asked for (all priced ones if none), or a :class:`PlannerError` naming the known ones."""
     prices = prices or load_prices()
     known = priced_types(region, prices)
     if not known:
@@ -279,6 +272,21 @@ def tradeoff(images: int, seconds_per_image: float, *, region: str = "us-east-1"
     if unknown:
         raise PlannerError(f"unknown instance type {', '.join(map(repr, unknown))} in {region}: the planner knows "
                            f"{', '.join(known)} (prices as of {prices.get('as_of')})")
+    return wanted
+
+
+def tradeoff(images: int, seconds_per_image: float, *, region: str = "us-east-1",
+             instance_types: Iterable[str] | None = None, node_counts: Iterable[int] = PLANNER_NODES,
+             memory_mb: int = 2048, deadline_s: float | None = None,
+             prices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every instance type × node count: duration and cost (:func:`estimate`), and the pick.
+
+    The pick is the cheapest option that finishes within ``deadline_s`` (the fastest one if
+    none does, flagged), else the cheapest overall. Unknown regions and instance types are
+    a :class:`PlannerError` naming what is known.
+    """
+    prices = prices or load_prices()
+    wanted = check_types(instance_types, region, prices)
     counts = sorted({int(n) for n in node_counts})
     if not counts or counts[0] < 1:
         raise PlannerError("node counts must be whole numbers of at least 1, e.g. 1,2,4,8")

@@ -293,10 +293,11 @@ def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str
 
 
 def _check(conf: dict[str, Any], storage):
-    """:func:`check`, plus the project's S3 listing (None on a local root) for validate to reuse."""
+    """:func:`check`, plus the project's S3 listing (None on a local root) and its project.yaml, for validate."""
     project, listing = open_project(conf.get("project"), storage)
     inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
-    cfg = config_mod.build(conf, project.defaults())
+    defaults = project.defaults()
+    cfg = config_mod.build(conf, defaults)
     if inputs is None and not project.input_dir.is_dir() or inputs == []:
         raise ConfigError([("project", f"project {project.name!r} has no input/ folder; put the images in "
                                        f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
@@ -311,7 +312,7 @@ def _check(conf: dict[str, Any], storage):
     macro = project.resolve_macro(cfg.macro)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
-    return cfg, project, images, macro, listing
+    return cfg, project, images, macro, listing, defaults
 
 
 def check_lan_folder(folder: str) -> None:
@@ -369,8 +370,8 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     """
     started = time.time()
     storage = storage_of(conf)
-    cfg, project, images, macro, listing = _check(conf, storage)
-    chosen = {k: v for k, v in config_mod.sources(conf, project.defaults()).items() if v != "default"}
+    cfg, project, images, macro, listing, defaults = _check(conf, storage)
+    chosen = {k: v for k, v in config_mod.sources(conf, defaults).items() if v != "default"}
     log.info("parameters set by the run or project.yaml (the rest are built-in defaults): %s",
              ", ".join(f"{k}={getattr(cfg, k)!r} ({v})" for k, v in chosen.items()) or "none")
     # cheap before slow: settings and the budget estimate need nothing remote; the cluster checks reach out

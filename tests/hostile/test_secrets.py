@@ -50,8 +50,7 @@ def _demo(storage: Path) -> Path:
     root = storage / "demo"
     # copyfile, not copytree: new folders keep the storage root's group and setgid bit (the cluster's user
     # writes output/ there); copytree would copy the example's modes over them
-    shutil.copytree(REPO / "examples" / "demo", root, copy_function=shutil.copyfile,
-                    ignore=lambda *_: [], dirs_exist_ok=False)
+    shutil.copytree(REPO / "examples" / "demo", root, copy_function=shutil.copyfile)
     for path in [root, *root.rglob("*")]:
         if path.is_dir():
             path.chmod(0o2775)

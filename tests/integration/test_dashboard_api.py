@@ -48,6 +48,8 @@ def test_planner_estimates_from_past_runs(api_server, ledger_rows):
     assert est["cost_usd"] == pytest.approx(4 * 0.17 * (300 + est["compute_s"]) / 3600
                                             + 0.0416 * (900 + 300 + est["compute_s"]) / 3600, abs=1e-3)
     assert get(base, "/sciops/api/planner?macro=never-ran&images=10", token)[0] == 404
+    status, body = get(base, "/sciops/api/planner?macro=count_api&images=10&instance_type=z9.huge", token)
+    assert status == 422 and "unknown instance type 'z9.huge'" in body and "c5.xlarge" in body, body
 
 
 def test_dashboard_and_report_pages(api_server, ledger_rows):
