@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/pcluster-venv.sh      # pcluster's own venv, for checking generated cluster configs
-# What only the tests need: Debian's chromium renders report.html headless.
+# What only the tests need: Debian's chromium, driven by Playwright (report.html, the trigger form, the dashboard).
 command -v chromium >/dev/null || {
-    echo "test: installing chromium (the report test opens report.html in it)"
+    echo "test: installing chromium (the browser tests drive it through Playwright)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
