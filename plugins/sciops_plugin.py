@@ -1,7 +1,10 @@
 """The SciOps Airflow plugin: runs dashboard, what-if planner, per-run reports.
 
 Served by Airflow's API server under ``/sciops`` (a FastAPI app), every route behind
-Airflow's own authentication (a JWT from ``/auth/token`` or the UI's session cookie):
+Airflow's own authentication (a JWT from ``/auth/token`` or the UI's session cookie) and
+its auth manager's permissions: a user sees only the runs of DAGs whose runs the auth
+manager lets them read (``is_authorized_dag(GET, RUN)``, the check Airflow's own
+``/dagRuns`` routes make), in every list, chart, planner estimate and report:
 
 - ``/sciops/dashboard``                 cost and duration per run over time, cost per image by
                                         macro, filter by project, and the planner form
@@ -44,11 +47,49 @@ def _auth():
 app = FastAPI(title="SciOps", description="Runs, costs and the what-if planner", dependencies=[_auth()])
 
 
-def _rows(project: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+def may_read_runs(user, dag_ids: set[str]) -> set[str]:
+    """The DAGs among ``dag_ids`` whose runs the auth manager lets ``user`` read.
+
+    The same question Airflow's own ``GET /dagRuns`` asks (``is_authorized_dag`` with method
+    GET and entity RUN, with the DAG's team in multi-team mode), so the plugin never shows
+    more than the Airflow UI would: with the simple auth manager every role may read every
+    DAG; with FAB or Keycloak, per-DAG permissions hold here too.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.models.dag import DagModel
+
+    teams = DagModel.get_dag_id_to_team_name_mapping(sorted(dag_ids)) if dag_ids else {}
+    manager = get_auth_manager()
+    return {d for d in dag_ids if manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
+                                                             details=DagDetails(id=d, team_name=teams.get(d)),
+                                                             user=user)}
+
+
+def _user():
+    from airflow.api_fastapi.core_api.security import get_user
+
+    return Depends(get_user)
+
+
+User = _user()
+
+
+def _readable(user=User) -> set[str]:
+    """A dependency: the DAG ids (of those in the ledger) whose runs the requesting user may read."""
+    from sciops import ledger
+
+    return may_read_runs(user, ledger.dag_ids())
+
+
+Readable = Depends(_readable)
+
+
+def _rows(readable: set[str], project: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
     from sciops import ledger
 
     out = []
-    for r in ledger.rows(project=project or None, limit=limit):
+    for r in ledger.rows(project=project or None, limit=limit, dag_ids=readable):
         r = dict(r)
         for key in ("params", "phases", "cost"):
             r[key] = json.loads(r[key]) if r.get(key) else {}
@@ -57,12 +98,13 @@ def _rows(project: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
 
 
 @app.get("/api/runs")
-def api_runs(project: str | None = None, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
-    return {"runs": _rows(project, limit)}
+def api_runs(project: str | None = None, limit: int = Query(200, ge=1, le=5000),
+             readable: set[str] = Readable) -> dict[str, Any]:
+    return {"runs": _rows(readable, project, limit)}
 
 
-def summary(project: str | None = None) -> dict[str, Any]:
-    rows = _rows(project)
+def summary(readable: set[str], project: str | None = None) -> dict[str, Any]:
+    rows = _rows(readable, project)
     per_run = [{k: r.get(k) for k in ("run_id", "airflow_run_id", "dag_id", "project", "macro", "status",
                                       "started_at", "duration_s", "cost_usd", "cost_per_image_usd", "images_ok",
                                       "images_total", "node_hours", "backend", "reason")} for r in sorted(rows, key=lambda r: r["started_at"] or 0)]
@@ -77,19 +119,20 @@ def summary(project: str | None = None) -> dict[str, Any]:
 
 
 @app.get("/api/summary")
-def api_summary(project: str | None = None) -> dict[str, Any]:
-    return summary(project)
+def api_summary(project: str | None = None, readable: set[str] = Readable) -> dict[str, Any]:
+    return summary(readable, project)
 
 
 @app.get("/api/planner")
 def api_planner(macro: str = Query(..., description="macro name or sha256"), images: int = Query(..., ge=1),
                 nodes: int = Query(1, ge=1, le=10000), instance_type: str | None = None,
                 backend: str = Query("parallelcluster"), region: str = "us-east-1", memory_mb: int = 2048,
-                hourly_rate_usd: float = 0.0, project: str | None = None) -> dict[str, Any]:
+                hourly_rate_usd: float = 0.0, project: str | None = None,
+                readable: set[str] = Readable) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
     from sciops import costs
 
-    found = _past(macro, project)
+    found = _past(macro, project, readable)
     if backend == "parallelcluster" and instance_type:
         try:
             costs.check_types([instance_type], region)
@@ -107,18 +150,19 @@ def api_tradeoff(macro: str = Query(..., description="macro name or sha256"), im
                  deadline_h: float | None = Query(None, gt=0), region: str = "us-east-1",
                  instance_types: str = Query("", description="comma-separated; empty = every priced type"),
                  nodes: str = Query("1,2,4,8,16,32", description="comma-separated node counts"),
-                 memory_mb: int = Query(2048, ge=256), project: str | None = None) -> dict[str, Any]:
+                 memory_mb: int = Query(2048, ge=256), project: str | None = None,
+                 readable: set[str] = Readable) -> dict[str, Any]:
     """Time and cost over instance types × node counts, and the cheapest option within the deadline."""
-    found = _past(macro, project)
+    found = _past(macro, project, readable)
     return {"macro": macro, "images": images, "from_runs": found["runs"],
             "seconds_per_image": found["seconds_per_image"],
             **_tradeoff(images, found["seconds_per_image"], deadline_h, region, instance_types, nodes, memory_mb)}
 
 
-def _past(macro: str, project: str | None) -> dict[str, Any]:
+def _past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
     from sciops import ledger
 
-    found = ledger.past_performance(macro_sha256=macro, project=project or None)
+    found = ledger.past_performance(macro_sha256=macro, project=project or None, dag_ids=readable)
     if not found:
         raise HTTPException(404, f"no successful past run of macro {macro!r}: nothing to estimate from; run it once "
                                  "(a small project is enough) and ask again")
@@ -181,7 +225,7 @@ def _charts(runs: list[dict[str, Any]]) -> str:
     return f"<h2>Cost per run</h2>{cost}<h2>Duration per run</h2>{dur}"
 
 
-def _planner(s: dict[str, Any], q: dict[str, Any]) -> str:
+def _planner(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> str:
     from sciops import charts, costs
 
     macros = sorted(s["cost_per_image_by_macro"]) or sorted({r["macro"] for r in s["per_run"] if r["macro"]})
@@ -210,7 +254,7 @@ def _planner(s: dict[str, Any], q: dict[str, Any]) -> str:
                        'node counts from the measured seconds per image of past runs.</p>' if macros else
                        '<p class="empty">No past runs yet: the planner needs one finished run of a macro.</p>')
     try:
-        found = _past(q["macro"], q.get("project"))
+        found = _past(q["macro"], q.get("project"), readable)
         result = _tradeoff(int(q["images"]), found["seconds_per_image"], q.get("deadline_h"),
                            q.get("region") or "us-east-1", q.get("instance_types") or "",
                            q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or 2048))
@@ -239,8 +283,8 @@ as of {_e(result['prices_as_of'])}, {result['create_seconds'] // 60} min cluster
 def dashboard(project: str | None = None, macro: str | None = None, images: int | None = Query(None, ge=1),
               deadline_h: float | None = Query(None, gt=0), region: str | None = None,
               memory_mb: int | None = Query(None, ge=256), instance_types: str | None = None,
-              nodes: str | None = None, plan: str | None = None) -> str:
-    s = summary(project or None)
+              nodes: str | None = None, plan: str | None = None, readable: set[str] = Readable) -> str:
+    s = summary(readable, project or None)
     runs = s["per_run"]
     options = "".join(f'<option value="{_e(p)}"{" selected" if p == project else ""}>{_e(p)}</option>'
                       for p in s["projects"])
@@ -263,7 +307,7 @@ def dashboard(project: str | None = None, macro: str | None = None, images: int 
 {_charts(runs)}
 <h2>Cost per image by macro (median)</h2><table id="by-macro"><tr><th>macro</th><th>USD per image</th><th>runs</th>
 </tr>{macros or '<tr><td colspan="3" class="empty">no finished runs yet</td></tr>'}</table>
-<h2 id="planner-heading">Planner: instance types × node counts</h2>{_planner(s, q)}
+<h2 id="planner-heading">Planner: instance types × node counts</h2>{_planner(s, q, readable)}
 <h2>Runs</h2><table id="runs"><tr><th>started (UTC)</th><th>project</th><th>run</th><th>status</th><th>images ok</th>
 <th>duration (h:mm)</th><th>USD</th><th>reason</th></tr>{table}</table>""")
 
@@ -275,15 +319,21 @@ def _day(epoch: float | None) -> str:
 
 
 @app.get("/runs/{dag_id}/{run_id}/report")
-def run_report(dag_id: str, run_id: str):
+def run_report(dag_id: str, run_id: str, user=User):
     """The run's report.html: only a file the ledger recorded for that run is ever served.
 
     A run without a report (refused in validate, still running, or unknown) gets a readable
-    page saying which, not raw JSON.
+    page saying which, not raw JSON. A DAG whose runs the user may not read is 403, whether
+    or not the run exists (no probing for run ids).
     """
     from sciops.project import safe_run_id
 
-    row = next((r for r in _rows(limit=5000) if r["dag_id"] == dag_id
+    readable = may_read_runs(user, {dag_id})
+    if not readable:
+        return HTMLResponse(_page("Not allowed", f'<h1>Not allowed</h1><p id="forbidden">Your Airflow role may not '
+                                                 f'read the runs of DAG <b>{_e(dag_id)}</b>; ask an Airflow admin '
+                                                 'for read access to it.</p>'), status_code=403)
+    row = next((r for r in _rows(readable, limit=5000) if r["dag_id"] == dag_id
                 and (run_id == r["airflow_run_id"] or safe_run_id(run_id) == r["run_id"])), None)
     if row and row.get("report"):
         try:

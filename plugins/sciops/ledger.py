@@ -143,8 +143,11 @@ def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
 
 
 def rows(project: str | None = None, macro: str | None = None, limit: int = 500,
-         url: str | None = None) -> list[dict[str, Any]]:
+         url: str | None = None, dag_ids: set[str] | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows; ``dag_ids`` (None = every DAG) keeps only those DAGs' runs."""
     q = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+    if dag_ids is not None:
+        q = q.where(runs.c.dag_id.in_(sorted(dag_ids)))
     if project:
         q = q.where(runs.c.project == project)
     if macro:
@@ -153,10 +156,16 @@ def rows(project: str | None = None, macro: str | None = None, limit: int = 500,
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
+def dag_ids(url: str | None = None) -> set[str]:
+    """Every DAG id the ledger has runs of."""
+    with engine(url).connect() as conn:
+        return {r[0] for r in conn.execute(select(runs.c.dag_id).distinct())}
+
+
 def past_performance(macro_sha256: str | None = None, macro: str | None = None, project: str | None = None,
-                     url: str | None = None) -> dict[str, Any] | None:
+                     url: str | None = None, dag_ids: set[str] | None = None) -> dict[str, Any] | None:
     """Median task-seconds per image over the successful past runs of a macro (None if none)."""
-    found = [r for r in rows(macro=macro_sha256 or macro, url=url)
+    found = [r for r in rows(macro=macro_sha256 or macro, url=url, dag_ids=dag_ids)
              if r["status"] == "success" and r["seconds_per_image"]]
     if project:
         found = [r for r in found if r["project"] == project] or found

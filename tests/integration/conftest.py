@@ -1,4 +1,9 @@
-"""The integration tests' Airflow API server (simple auth manager, one admin), its token and ledger rows."""
+"""The integration tests' Airflow API server, its tokens and ledger rows.
+
+The server runs Airflow's simple auth manager with one admin and one viewer; the viewer is
+limited to reading ``fiji_project`` (``tests/fixtures/auth/dag_scoped_auth_manager.py``: the
+simple manager lets every role read every DAG, as FAB or Keycloak would not).
+"""
 from __future__ import annotations
 
 import json
@@ -14,6 +19,8 @@ from pathlib import Path
 import pytest
 
 T0 = 1_800_000_000.0
+USERS = {"sciops-admin": "a-test-password", "lab-viewer": "a-viewer-password"}
+AUTH = Path(__file__).resolve().parents[1] / "fixtures" / "auth"
 
 
 def _free_port() -> int:
@@ -28,8 +35,11 @@ def api_server(airflow_db):
     # Airflow's simple auth manager with one admin user whose password we choose (never all-admins:
     # that would let anonymous requests in and prove nothing about the plugin's auth).
     passwords = Path(airflow_db) / "passwords.json"
-    passwords.write_text(json.dumps({"sciops-admin": "a-test-password"}))
-    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "sciops-admin:admin",
+    passwords.write_text(json.dumps(USERS))
+    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "sciops-admin:admin,lab-viewer:viewer",
+           "AIRFLOW__CORE__AUTH_MANAGER": "dag_scoped_auth_manager.DagScopedAuthManager",
+           "SCIOPS_TEST_DAG_SCOPES": json.dumps({"lab-viewer": ["fiji_project"]}),
+           "PYTHONPATH": f"{AUTH}:{os.environ.get('PYTHONPATH', '')}",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
@@ -52,12 +62,16 @@ def api_server(airflow_db):
                 raise AssertionError("the API server did not start:\n"
                                      + (Path(airflow_db) / "api-server.log").read_text()[-3000:])
             time.sleep(1)
-    req = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"username": "sciops-admin", "password": "a-test-password"}).encode())
-    token = json.loads(urllib.request.urlopen(req, timeout=10).read())["access_token"]
-    yield base, token
+    yield base, token_for(base, "sciops-admin")
     proc.terminate()
     proc.wait(30)
+
+
+def token_for(base: str, user: str) -> str:
+    """A JWT for one of :data:`USERS` from ``/auth/token``, as the CLI and scripts get one."""
+    req = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"username": user, "password": USERS[user]}).encode())
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())["access_token"]
 
 
 @pytest.fixture(scope="session")
