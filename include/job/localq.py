@@ -14,6 +14,7 @@ at most ``--slots`` at a time and updates those files. Standard library only.
     localq.py status --spool DIR JOBID      # JSON {task: state}
     localq.py acct   --spool DIR JOBID      # JSON {task: {state, exit_code, seconds, max_rss_mb}}
     localq.py cancel --spool DIR JOBID      # harmless when the job is gone
+    localq.py find   --spool DIR NAME       # ids of the jobs submitted under NAME, one a line
 """
 from __future__ import annotations
 
@@ -151,6 +152,21 @@ def load(spool, job_id):
     return job, tasks
 
 
+def find(spool, name):
+    """Print the ids of the jobs submitted under ``name`` (a job folder without job.json is half made: skipped)."""
+    try:
+        entries = sorted(os.listdir(spool))
+    except FileNotFoundError:
+        return 0
+    for job_id in entries:
+        try:
+            if read_json(os.path.join(spool, job_id, "job.json")).get("name") == name:
+                print(job_id)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_serve"]:
@@ -170,7 +186,12 @@ def main(argv=None):
         p = sub.add_parser(name)
         p.add_argument("--spool", required=True)
         p.add_argument("job_id")
+    f = sub.add_parser("find")
+    f.add_argument("--spool", required=True)
+    f.add_argument("name")
     args = ap.parse_args(argv)
+    if args.cmd == "find":
+        return find(args.spool, args.name)
     if args.cmd == "submit":
         if args.command[:1] == ["--"]:
             args.command = args.command[1:]

@@ -8,6 +8,7 @@ a small JSON dict, :class:`ArrayState`, persisted by the caller before it waits.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -51,12 +52,22 @@ class ArrayState:
         return cls(**data)
 
 
+def job_name(manifest: dict[str, Any], attempt: int) -> str:
+    """The scheduler job name of one attempt: unique per run, plan and attempt, so a job can be found by it.
+
+    ``plan_id`` is new each time ``plan`` runs: a DAG run cleared and run again (same run id)
+    never finds the jobs of its earlier life, while a retried ``run_array`` (same plan) does.
+    """
+    token = manifest.get("plan_id") or hashlib.sha1(manifest["work_dir"].encode()).hexdigest()[:8]
+    return f"sciops-{manifest['run_id'][:48]}-{token}-a{attempt}"
+
+
 def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, python: str | None = None) -> ArraySpec:
     """The array job for some chunks of a run (``attempt`` > 1 is a resubmission)."""
     work = manifest["work_dir"]
     runner = os.path.join(work, "job", "sciops_task.py")
     return ArraySpec(
-        name="sciops-" + manifest["run_id"][:60],
+        name=job_name(manifest, attempt),
         command=[python or sys.executable, runner, "--manifest", os.path.join(work, "manifest.json"),
                  "--attempt", str(attempt)],
         task_ids=task_ids,
@@ -152,12 +163,15 @@ class ArrayRun:
     :param python: the Python that runs the task runner where the tasks run.
     :param local_work_dir: the run's work dir as seen from here (it may be mounted under
         another path on the cluster than ``manifest['work_dir']``).
+    :param retry: this is a retried task (it may have submitted before it died without saving
+        the job id): every submit first looks for its job by name, in accounting too.
     """
 
     def __init__(self, scheduler: Scheduler, runner: CommandRunner, manifest: dict[str, Any],
                  save_state: Callable[[dict[str, Any]], None], poll_seconds: float = 5.0,
-                 python: str | None = None, local_work_dir: str | None = None):
+                 python: str | None = None, local_work_dir: str | None = None, retry: bool = False):
         self.scheduler, self.runner, self.m = scheduler, runner, manifest
+        self.retry = retry
         self.save_state = save_state
         self.poll_seconds = poll_seconds
         self.python = python
@@ -167,7 +181,7 @@ class ArrayRun:
 
     def submit(self, task_ids: list[int], attempt: int, history: list | None = None) -> ArrayState:
         spec = array_spec(self.m, task_ids, attempt, self.python)
-        job_id = self.scheduler.submit(self.runner, spec)
+        job_id = self.scheduler.submit(self.runner, spec, look_first=self.retry)
         state = ArrayState(job_id, attempt, task_ids, time.time(), list(history or []))
         self.save_state(state.as_dict())
         log.info("submitted %s job %s: attempt %d, %d task(s) %s", self.scheduler.name, job_id, attempt,

@@ -33,6 +33,14 @@ class CommandError(SciOpsError):
         )
 
 
+class OutcomeUnknown(CommandError):
+    """A command was sent but its answer was lost (timeout, dropped link): it may or may not have run.
+
+    Never resend such a command blindly: a ``qsub`` would be submitted twice. Look for what it
+    would have made instead (``Scheduler.find``: the job by its unique name).
+    """
+
+
 class SubmitError(SciOpsError):
     """The scheduler did not accept a job, or its answer held no job id."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -477,7 +478,8 @@ def plan(info: dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[st
                 raise SciOpsError("no head node address: create_cluster did not run or did not succeed")
             info = dict(info, launcher=_probe_launcher(cfg, cluster))
         manifest = dict(_manifest(info, cfg, project, job, chunks, expected_outputs(macro)),
-                        backend_options=backend_options(cfg, cluster), budget=budget_rates(cfg, run_dir))
+                        backend_options=backend_options(cfg, cluster), budget=budget_rates(cfg, run_dir),
+                        plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
         path = write_json(work / "manifest.json", manifest)
         if not shares_files(cfg):
             _send_run_folder(cfg, info, cluster, [cluster_path(d, cfg) for d in dirs])

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from sciops.errors import CommandError
+from sciops.errors import CommandError, OutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,12 @@ class LocalRunner:
 
     def run(self, argv: list[str], *, check: bool = True, timeout: float | None = None) -> CommandResult:
         log.debug("running %s", shell_join(argv))
-        proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+        try:
+            proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            # killed at the timeout, but it may have done its work first (a submit that was slow to answer)
+            raise OutcomeUnknown(list(argv), 255, "", f"no answer in {timeout:.0f} s; killed, outcome unknown") \
+                from exc
         result = CommandResult(list(argv), proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
             raise CommandError(list(argv), proc.returncode, proc.stdout, proc.stderr)
@@ -94,9 +99,9 @@ class SSHRunner:
             except (OSError, EOFError) as exc:  # TimeoutError included
                 # Sent, outcome unknown (a qsub may have been accepted): never sent again.
                 self.close()
-                raise CommandError(list(argv), 255, "", f"SSH command on {self.ssh_conn_id} was sent but its outcome "
-                                                        f"is unknown ({type(exc).__name__}: {exc}); not sent again"
-                                   ) from exc
+                raise OutcomeUnknown(list(argv), 255, "", f"SSH command on {self.ssh_conn_id} was sent but its "
+                                                          f"outcome is unknown ({type(exc).__name__}: {exc}); not "
+                                                          "sent again") from exc
         result = CommandResult(list(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         if check and code != 0:
             raise CommandError(list(argv), code, result.stdout, result.stderr)

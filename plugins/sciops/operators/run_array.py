@@ -59,8 +59,11 @@ class FijiArrayOperator(BaseOperator):
                 store.set(STATE_KEY, state)
 
         work = Path(self.manifest_path).parent
+        ti = context.get("ti")
+        # A retry may follow a try that submitted and died before saving the job id: look first.
+        retry = bool(ti is not None and (getattr(ti, "try_number", 1) or 1) > 1)
         run = ArrayRun(backend.scheduler(str(work)), backend.runner(), manifest, save_state, self._poll(),
-                       python=backend.python, local_work_dir=str(work))
+                       python=backend.python, local_work_dir=str(work), retry=retry)
         saved = store.get(STATE_KEY) if store is not None else None
         return run, backend, saved, work.parent
 

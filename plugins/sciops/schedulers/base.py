@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from sciops.errors import CommandError, SchedulerQueryError, SubmitError
+from sciops.errors import CommandError, OutcomeUnknown, SchedulerQueryError, SubmitError
 from sciops.runners import CommandRunner
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ class Scheduler(ABC):
     name: str = "base"
     #: How a task that left the queue but never reached accounting ended (after a grace period).
     missing_record = (JobState.FAILED, "no accounting record (task lost)")
+    #: After a submit whose answer was lost, look for the job this often, this far apart: the
+    #: submit command may still be running on the head node when the connection dropped.
+    find_tries: int = 3
+    find_pause_s: float = 5.0
 
     @abstractmethod
     def submit_argv(self, spec: ArraySpec) -> list[str]: ...
@@ -125,15 +130,87 @@ class Scheduler(ABC):
     @abstractmethod
     def cancel_argv(self, job_id: str) -> list[str]: ...
 
+    # -- finding a job by its name (job names are unique per run plan and attempt) --------
+    def queue_find_argv(self, name: str) -> list[str] | None:
+        """argv listing the queued or running jobs named ``name`` (None: this scheduler cannot)."""
+        return None
+
+    def parse_queue_find(self, stdout: str, name: str) -> set[str]:
+        return set()
+
+    def acct_find_argv(self, name: str) -> list[str] | None:
+        """argv listing the finished jobs named ``name`` from accounting (None: the queue listing has them)."""
+        return None
+
+    def parse_acct_find(self, stdout: str, name: str) -> set[str]:
+        return set()
+
+    def find(self, runner: CommandRunner, name: str, accounting: bool = True) -> str | None:
+        """The job id already submitted under ``name``, or None when there is none.
+
+        Looks in the queue, then (``accounting``) in accounting, where a job that already
+        ended is. A query that fails raises :class:`SchedulerQueryError`: "cannot tell" is
+        never "no such job". Two jobs of one name mean a double submission: refused loudly.
+        """
+        ids: set[str] = set()
+        argv = self.queue_find_argv(name)
+        if argv:
+            try:
+                ids = self.parse_queue_find(runner.run(argv).stdout, name)
+            except CommandError as exc:
+                raise SchedulerQueryError(f"{self.name}: cannot list jobs named {name!r}: {exc}") from exc
+        if not ids and accounting and (argv := self.acct_find_argv(name)):
+            result = runner.run(argv, check=False)
+            if result.returncode != 0 and not self.no_records_yet(result):
+                raise SchedulerQueryError(f"{self.name}: cannot search accounting for jobs named {name!r}: exit "
+                                          f"{result.returncode}: {result.stderr.strip()[-500:]}")
+            ids = self.parse_acct_find(result.stdout, name)
+        if len(ids) > 1:
+            raise SubmitError(f"{self.name}: {len(ids)} jobs are named {name!r} ({', '.join(sorted(ids))}): one "
+                              "attempt was submitted more than once; cancel all but the oldest, then retry the task")
+        return next(iter(ids), None)
+
     # -- the same four operations, through a runner -------------------------------
-    def submit(self, runner: CommandRunner, spec: ArraySpec) -> str:
+    def submit(self, runner: CommandRunner, spec: ArraySpec, look_first: bool = False) -> str:
+        """Submit ``spec`` once; its job id.
+
+        ``look_first`` (a retried task that may have submitted before it died): a job already
+        named ``spec.name`` is returned instead of submitting. A submit whose answer was lost
+        (:class:`OutcomeUnknown`) is never sent again: the job is looked for by its name, and
+        when it cannot be found the submit fails (a retry looks again first).
+        """
         if not spec.task_ids:
             raise SubmitError(f"{self.name}: nothing to submit for {spec.name!r} (no task ids)")
+        if look_first:
+            found = self.find(runner, spec.name)
+            if found:
+                log.warning("%s: job %s named %r was submitted before (by an earlier try of this task): attaching "
+                            "to it, not submitting again", self.name, found, spec.name)
+                return found
         try:
             result = runner.run(self.submit_argv(spec))
+        except OutcomeUnknown as exc:
+            return self._after_lost_answer(runner, spec, exc)
         except CommandError as exc:
             raise SubmitError(f"{self.name}: submit of {spec.name!r} refused: {exc}") from exc
         return self.parse_submit(result.stdout)
+
+    def _after_lost_answer(self, runner: CommandRunner, spec: ArraySpec, lost: OutcomeUnknown) -> str:
+        for attempt in range(1, self.find_tries + 1):
+            time.sleep(self.find_pause_s)
+            try:
+                found = self.find(runner, spec.name)
+            except SchedulerQueryError as exc:
+                log.warning("%s (look %d of %d)", exc, attempt, self.find_tries)
+                continue
+            if found:
+                log.warning("%s: the answer to submitting %r was lost (%s); found its job %s by name: attaching, "
+                            "not submitting again", self.name, spec.name, lost.stderr, found)
+                return found
+        raise SubmitError(f"{self.name}: the answer to submitting {spec.name!r} was lost ({lost.stderr}) and no job "
+                          f"of that name was found in {self.find_tries} looks over {self.find_tries * self.find_pause_s:.0f}"
+                          " s; not submitted again. A retry of the task looks for it once more before submitting.") \
+            from lost
 
     def status(self, runner: CommandRunner, job_id: str, task_ids: list[int]) -> dict[int, JobState]:
         """State of every task of the job, from ONE scheduler call."""

@@ -57,6 +57,12 @@ class LocalScheduler(Scheduler):
             raise SubmitError(f"local: no job id in submit output {stdout!r}")
         return job_id
 
+    def queue_find_argv(self, name: str) -> list[str]:
+        return self._cmd("find", "--spool", self.spool, name)   # the spool keeps ended jobs too
+
+    def parse_queue_find(self, stdout: str, name: str) -> set[str]:
+        return {line.strip() for line in stdout.splitlines() if line.strip().startswith("local-")}
+
     def status_argv(self, job_id: str) -> list[str]:
         return self._cmd("status", "--spool", self.spool, job_id)
 

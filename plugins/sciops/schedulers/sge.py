@@ -159,6 +159,31 @@ class SGEScheduler(Scheduler):
                     states[task] = state
         return states
 
+    def queue_find_argv(self, name: str) -> list[str]:
+        return ["qstat", "-xml", "-u", "*"]   # qstat -xml gives names whole (plain qstat cuts them at 10)
+
+    def parse_queue_find(self, stdout: str, name: str) -> set[str]:
+        try:
+            root = ET.fromstring(stdout)
+        except ET.ParseError as exc:
+            raise SchedulerQueryError(f"sge: unreadable qstat -xml output: {exc}") from exc
+        return {job.findtext("JB_job_number") for job in root.iter("job_list") if job.findtext("JB_name") == name}
+
+    def acct_find_argv(self, name: str) -> list[str]:
+        return ["qacct", "-j", name]           # qacct -j takes a job name as well as an id
+
+    def parse_acct_find(self, stdout: str, name: str) -> set[str]:
+        ids, jobname = set(), None
+        for line in stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "jobname":
+                jobname = value.strip()
+            elif key == "jobnumber" and jobname == name:
+                ids.add(value.strip())
+            elif line.startswith("="):
+                jobname = None
+        return ids
+
     def accounting_argv(self, job_id: str) -> list[str]:
         return ["qacct", "-j", str(job_id)]
 

@@ -122,6 +122,27 @@ class SlurmScheduler(Scheduler):
                 states[int(m.group(1))] = map_state(STATES, native.split()[0], self.name)
         return states
 
+    def queue_find_argv(self, name: str) -> list[str]:
+        return ["squeue", "--noheader", f"--name={name}", "--format=%F|%j"]   # %F: the array's job id
+
+    def parse_queue_find(self, stdout: str, name: str) -> set[str]:
+        return {jid.strip() for jid, _, jname in (line.partition("|") for line in stdout.splitlines())
+                if jname.strip() == name and jid.strip().isdigit()}
+
+    def acct_find_argv(self, name: str) -> list[str]:
+        # sacct shows today's jobs unless told otherwise; a retried task comes back within days
+        return ["sacct", "--noheader", "--parsable2", "--allocations", f"--name={name}", "--starttime=now-7days",
+                "--format=JobID,JobName"]
+
+    def parse_acct_find(self, stdout: str, name: str) -> set[str]:
+        out = set()
+        for line in stdout.splitlines():
+            jid, _, jname = line.partition("|")
+            m = re.match(r"^(\d+)", jid.strip())   # 73_1, 73_[2-4]: the array's job id
+            if m and jname.strip() == name:
+                out.add(m.group(1))
+        return out
+
     def accounting_argv(self, job_id: str) -> list[str]:
         return ["sacct", "--noheader", "--parsable2", f"--jobs={job_id}",
                 "--format=JobID,JobIDRaw,State,ExitCode,Elapsed,MaxRSS"]

@@ -108,3 +108,18 @@ def test_unknown_state_maps_to_unknown(sched, caplog):
     states = sched.parse_status('{"1": "weird", "2": "done"}', [1, 2, 3])
     assert states == {1: JobState.UNKNOWN, 2: JobState.DONE, 3: JobState.UNKNOWN}
     assert "unknown job state 'weird'" in caplog.text
+
+
+def test_find_by_name_and_a_retry_that_looks_first(tmp_path, sched):
+    runner = LocalRunner()
+    assert sched.find(runner, "t") is None                        # an empty (even missing) spool
+    job_id = sched.submit(runner, spec(tmp_path, ["true"], [1]))
+    wait_finished(sched, runner, job_id, [1])
+    assert sched.find(runner, "t") == job_id                      # ended jobs stay in the spool
+    assert sched.submit(runner, spec(tmp_path, ["true"], [1]), look_first=True) == job_id   # not again
+    other = sched.submit(runner, spec(tmp_path, ["true"], [1]))   # without look_first: a second job
+    from sciops.errors import SubmitError
+
+    with pytest.raises(SubmitError, match="submitted more than once"):
+        sched.find(runner, "t")
+    assert other != job_id
