@@ -6,6 +6,14 @@ Two launchers (see ``include/job/sciops_task.py``):
   ``SCIOPS_FIJI`` or ``ImageJ-linux64`` on PATH;
 * ``imagej1``: ``java -jar ij.jar -batch`` under a private Xvfb (Debian's ``imagej``
   package; what the tests use); ``SCIOPS_IJ_JAR`` overrides the jar.
+
+The smoke run blames the right thing. Before it, the candidate images' headers are read
+(tifffile for TIFF, Pillow for PNG/JPEG/GIF/BMP; never the pixels): an empty, truncated or
+mislabelled file is skipped for the smoke run (it will be a row of failures.csv), and a
+project whose checked images all are so is refused on ``input``; a plane larger than the
+JVM heap is refused on ``memory``. After a failed smoke run, a JVM that never began an image
+is ``launcher`` (or ``memory`` when the JVM could not reserve its heap), an out-of-memory line
+is ``memory``, and only what remains is ``macro``.
 """
 from __future__ import annotations
 
@@ -26,6 +34,21 @@ log = logging.getLogger(__name__)
 SMOKE_IMAGES = 3
 SMOKE_STALL_S = 10
 SMOKE_TIMEOUT_S = 120
+#: Images whose headers are read at most, looking for smoke candidates.
+SMOKE_SCAN = 50
+#: Magic numbers of the formats ImageJ 1 opens itself, by the extensions that claim them.
+MAGIC = {
+    (".tif", ".tiff"): (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    (".png",): (b"\x89PNG\r\n\x1a\n",),
+    (".jpg", ".jpeg"): (b"\xff\xd8\xff",),
+    (".gif",): (b"GIF87a", b"GIF89a"),
+    (".bmp",): (b"BM",),
+}
+#: A JVM that could not reserve its heap says one of these (too much -Xmx for the node or ulimit).
+HEAP_REFUSED = ("Could not reserve enough space", "Invalid maximum heap size", "Too small maximum heap",
+                "Initial heap size set to a larger value", "insufficient memory for the Java Runtime")
+#: ImageJ or the JVM ran out of heap while working.
+OUT_OF_MEMORY = ("OutOfMemoryError", "<Out of memory>", "Java heap space", "out of memory")
 
 
 def choose_launcher(kind: str, fiji: str | None, java: str | None, xvfb: str | None,
@@ -58,15 +81,113 @@ def require_launcher(kind: str) -> dict[str, Any]:
     return launcher
 
 
-def smoke_candidates(input_dir: Path, images: list[str], n: int = SMOKE_IMAGES) -> list[str]:
-    """The first few non-empty images: an empty file is the image's fault, not the macro's."""
-    out = []
+def image_problem(path: Path, heap_mb: int) -> tuple[str, str] | None:
+    """Why ImageJ cannot open ``path``, from its header alone: ``(field, reason)``, or None.
+
+    ``field`` is ``input`` (empty, truncated, not the format its name says) or ``memory``
+    (one plane is larger than the JVM heap). A format SciOps does not know is not judged
+    (None): ImageJ may read it, and the smoke run decides.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "input", "empty file (0 bytes)"
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    suffix = path.suffix.lower()
+    claimed = next((magics for suffixes, magics in MAGIC.items() if suffix in suffixes), None)
+    known = [m for magics in MAGIC.values() for m in magics]
+    if claimed and not head.startswith(claimed):
+        kind = next((s[0][1:].upper() for s, ms in MAGIC.items() if any(head.startswith(m) for m in ms)), None)
+        return "input", (f"named {suffix} but it is {'a ' + kind if kind else 'not an image'} file (it starts with "
+                         f"{head[:8]!r}): corrupt, or renamed")
+    if not any(head.startswith(m) for m in known):
+        return None
+    try:
+        width, height, plane_bytes, data_end = _header(path, head)
+    except Exception as exc:  # noqa: BLE001 - any reader error is the file's: say which
+        return "input", f"unreadable header ({type(exc).__name__}: {str(exc)[:200]}): corrupt or cut short"
+    if data_end and data_end > size:
+        return "input", (f"truncated: its image data runs to byte {data_end:,} but the file has {size:,} bytes "
+                         "(an interrupted copy?)")
+    plane_mb = plane_bytes / 2**20
+    if plane_mb > heap_mb * 0.9:
+        return "memory", (f"one {width}×{height} plane is {plane_mb:,.0f} MB, more than the {heap_mb} MB JVM heap "
+                          f"this memory gives; set memory to at least {_memory_for(plane_mb)}")
+    return None
+
+
+def _memory_for(plane_mb: float) -> str:
+    """A ``memory`` value whose heap holds three planes (the image, a copy the macro makes, a mask)."""
+    from sciops import runner_module
+
+    need = 3 * plane_mb
+    granted = 512
+    while runner_module().heap_mb(granted) < need:
+        granted *= 2
+    return f"{granted // 1024}G" if granted >= 1024 else f"{granted}M"
+
+
+def _header(path: Path, head: bytes) -> tuple[int, int, int, int]:
+    """``(width, height, bytes of one plane, where the pixel data ends)`` without reading pixels."""
+    if head[:2] in (b"II", b"MM"):
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            width, height = int(page.imagewidth), int(page.imagelength)
+            spp = int(page.samplesperpixel)
+            bits = int(page.bitspersample)
+            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+            return width, height, width * height * spp * max(bits // 8, 1), int(end)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        width, height = im.size
+        return width, height, width * height * len(im.getbands()), 0
+
+
+def smoke_candidates(input_dir: Path, images: list[str], memory_mb: int, n: int = SMOKE_IMAGES,
+                     scan: int = SMOKE_SCAN) -> list[str]:
+    """The first few images ImageJ can open, judged from their headers (:func:`image_problem`).
+
+    A bad image is the image's fault, not the macro's: it is skipped here (and ends in
+    failures.csv with ImageJ's own words). When none of the first ``scan`` images present here
+    (on S3, the ones fetched) can be opened, :class:`ConfigError` names ``input`` and/or
+    ``memory`` with the files and their reasons.
+    """
+    from sciops import runner_module
+
+    heap = runner_module().heap_mb(memory_mb)
+    out, problems, checked = [], [], 0
     for rel in images:
-        if (input_dir / rel).stat().st_size > 0:
+        path = input_dir / rel
+        if not path.is_file():
+            continue   # on S3 only the first few images are fetched before the smoke run
+        checked += 1
+        problem = image_problem(path, heap)
+        if problem is None:
             out.append(rel)
-        if len(out) == n:
+        else:
+            problems.append((rel, *problem))
+        if len(out) == n or checked == scan:
             break
-    return out
+    if out:
+        if problems:
+            log.warning("smoke run skips %d image(s) ImageJ cannot open: %s", len(problems),
+                        "; ".join(f"{rel}: {why}" for rel, _, why in problems[:5]))
+        return out
+    if not problems:
+        raise ConfigError([("input", "no image to smoke-test: none of the matching images is present on this worker")])
+    by_field: dict[str, list[str]] = {}
+    for rel, field, why in problems:
+        by_field.setdefault(field, []).append(f"{rel}: {why}")
+    what = f"all {checked} image(s) checked" if checked < len(images) else f"every one of the {checked} image(s)"
+    fixes = {"input": "replace or remove these files in input/ (copy them again from the instrument), or narrow "
+                      "file_pattern",
+             "memory": "raise memory (or process the images tile by tile in the macro)"}
+    raise ConfigError([(field, f"{what} in input/ cannot be opened by ImageJ: " + "; ".join(lines[:5])
+                        + (f" (and {len(lines) - 5} more)" if len(lines) > 5 else "") + f". Fix: {fixes[field]}.")
+                       for field, lines in by_field.items()])
 
 
 def smoke_run(manifest: dict[str, Any], images: list[str]) -> dict[str, Any]:
@@ -92,7 +213,27 @@ def smoke_run(manifest: dict[str, Any], images: list[str]) -> dict[str, Any]:
         if any(r["status"] == "ok" for r in records):
             return summary
         smoke_log = Path(tmp, "logs", "smoke.log")
-        tail = smoke_log.read_text(errors="replace")[-1500:] if smoke_log.exists() else proc.stderr[-1500:]
-        first = records[0] if records else {"image": images[0] if images else "?", "error": "ImageJ did not start"}
-        raise ConfigError([("macro", f"smoke run failed on {first['image']}: {first['error']}. Fix the macro "
-                                     f"(run it on that image in ImageJ to see the error). Log tail:\n{tail}")])
+        text = smoke_log.read_text(errors="replace") if smoke_log.exists() else proc.stderr
+        raise ConfigError([smoke_verdict(images, records, summary, text, manifest)])
+
+
+def smoke_verdict(images: list[str], records: list[dict[str, Any]], summary: dict[str, Any], log_text: str,
+                  manifest: dict[str, Any]) -> tuple[str, str]:
+    """``(field, message)`` for a smoke run in which no image succeeded: who is to blame, and the fix."""
+    tail = log_text[-1500:]
+    memory = manifest.get("memory_mb")
+    if not records:   # no image ever began: the JVM did not start (or stalled before the first image)
+        if any(s in log_text for s in HEAP_REFUSED):
+            return "memory", (f"the JVM could not reserve its heap for memory={memory} MB on this worker (see the "
+                              f"log below); lower memory to what a node has free. Log tail:\n{tail}")
+        why = summary.get("error") or "no output from the task runner"
+        return "launcher", (f"ImageJ did not start on this worker ({why[:400]}); check the launcher "
+                            f"({manifest.get('launcher', {}).get('kind')}: Debian's imagej, xvfb and a JRE, or "
+                            f"SCIOPS_FIJI / SCIOPS_IJ_JAR). Log tail:\n{tail}")
+    first = records[0]
+    if any(s.lower() in (r.get("error") or "").lower() for r in records for s in OUT_OF_MEMORY) or \
+            any(s in log_text for s in OUT_OF_MEMORY):
+        return "memory", (f"ImageJ ran out of memory on {first['image']} with memory={memory} MB: raise memory "
+                          f"(or make the macro work on smaller pieces). Log tail:\n{tail}")
+    return "macro", (f"smoke run failed on {first['image']}: {first['error']}. Fix the macro (run it on that image "
+                     f"in ImageJ to see the error). Log tail:\n{tail}")

@@ -414,7 +414,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
             manifest = dict(_manifest(info, cfg, project, job, chunks=[], expected=expected_outputs(macro)),
                             launcher=smoke_launcher, input_dir=str(project.input_dir), macro_path=str(job["macro"]),
                             driver_path=str(job["driver"]))
-            summary = smoke_run(manifest, smoke_candidates(project.input_dir, images))
+            summary = smoke_run(manifest, smoke_candidates(project.input_dir, images, cfg.memory_mb))
             info["imagej_version"] = summary.get("imagej_version")
         elif cfg.smoke_test:
             log.info("no ImageJ on this worker: the macro is first tried by the cluster's tasks")
