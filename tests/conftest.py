@@ -275,3 +275,25 @@ def screenshot(request):
         return path
 
     return take
+
+
+CONSOLE = REPO / "tests" / "fixtures" / "pcluster" / "console_output.txt"
+
+
+@pytest.fixture
+def pcluster_head(gridengine, monkeypatch):
+    """The head node of a "new cluster" (the testbed sshd) and what EC2 says of it.
+
+    ``sciops_pcluster_head`` is the testbed's SSH connection without a pinned host key, as a
+    ParallelCluster head connection must be. The one seam: EC2's GetConsoleOutput (moto's is
+    a canned kernel log) answers cloud-init's console with this sshd's real host key in it.
+    Returns ``(conn_id, host_key)``.
+    """
+    conn = json.loads(_run_testbed("sshd.sh", "conn").strip().splitlines()[-1])
+    host_key = conn["extra"].pop("host_key")
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_PCLUSTER_HEAD", json.dumps(conn))
+    from sciops.clusters import parallelcluster as pc
+
+    console = CONSOLE.read_text().replace("{KEY}", host_key.split()[1])
+    monkeypatch.setattr(pc, "console_output", lambda instance_id, region, aws_conn_id: console)
+    return "sciops_pcluster_head", host_key

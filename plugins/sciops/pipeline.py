@@ -94,6 +94,7 @@ def backend_options(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None = 
             "scheduler_options": sched}
     if cfg.backend == "parallelcluster" and (cluster or {}).get("head_node_ip"):
         opts["host"] = cluster["head_node_ip"]
+        opts["host_key"] = cluster.get("head_node_host_key")   # pinned by create_cluster
     return opts
 
 
@@ -236,6 +237,9 @@ def check_pcluster(cfg: config_mod.RunConfig, project: Project, run_id: str, air
     from sciops.errors import ClusterError
 
     settings = pcluster_settings(cfg, project.name, airflow_run_id)
+    problems = pc.head_connection_problems(cfg.ssh_conn_id)
+    if problems:
+        raise ConfigError([("ssh_conn_id", p) for p in problems])
     path = write_cluster_config(project.run_dir(run_id), settings)
     suppress = tuple(v for v in os.environ.get("SCIOPS_PCLUSTER_SUPPRESS", "").split(",") if v)
     try:

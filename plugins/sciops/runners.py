@@ -63,11 +63,15 @@ class SSHRunner:
     :param ssh_conn_id: the Airflow SSH connection of the head node.
     :param cmd_timeout: seconds one command may take.
     :param host: overrides the connection's host (a cluster made for this run).
+    :param host_key: the only host key accepted (``"ssh-ed25519 AAAA…"``), overriding the
+        connection's: a cluster made for this run, whose key was read from its console output.
     """
 
-    def __init__(self, ssh_conn_id: str, cmd_timeout: float = 300, host: str | None = None):
+    def __init__(self, ssh_conn_id: str, cmd_timeout: float = 300, host: str | None = None,
+                 host_key: str | None = None):
         self.ssh_conn_id = ssh_conn_id
         self.host = host
+        self.host_key = host_key
         self.cmd_timeout = cmd_timeout
         self._hook = None
         self._client = None
@@ -77,6 +81,10 @@ class SSHRunner:
 
         if self._hook is None:
             self._hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.cmd_timeout, remote_host=self.host or "")
+            if self.host_key:
+                # the hook checks the server against its host_key (paramiko rejects any other key)
+                self._hook.host_key = paramiko_key(self.host_key)
+                self._hook.no_host_key_check = self._hook.allow_host_key_change = False
         self._client = self._hook.get_conn()
         return self._client
 
@@ -114,6 +122,20 @@ class SSHRunner:
             except Exception:  # noqa: BLE001 - closing a broken client has nothing to recover
                 pass
         self._client = None
+
+
+def paramiko_key(line: str):
+    """``"ssh-ed25519 AAAA…"`` → the paramiko key object."""
+    import base64
+
+    import paramiko
+
+    kind, data = line.split()[:2]
+    classes = {"ssh-ed25519": paramiko.Ed25519Key, "ssh-rsa": paramiko.RSAKey, "ecdsa-sha2-nistp256": paramiko.ECDSAKey,
+               "ecdsa-sha2-nistp384": paramiko.ECDSAKey, "ecdsa-sha2-nistp521": paramiko.ECDSAKey}
+    if kind not in classes:
+        raise ValueError(f"host key type {kind!r} is not one SciOps pins ({', '.join(classes)})")
+    return classes[kind](data=base64.b64decode(data))
 
 
 class _NotSent(Exception):
@@ -157,11 +179,14 @@ class AsyncCommandRunner:
 
     :param ssh_conn_id: run on this head node over asyncssh; None runs locally.
     :param host: overrides the connection's host.
+    :param host_key: the only host key accepted (see :class:`SSHRunner`).
     """
 
-    def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120, host: str | None = None):
+    def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120, host: str | None = None,
+                 host_key: str | None = None):
         self.ssh_conn_id = ssh_conn_id
         self.host = host
+        self.host_key = host_key
         self.cmd_timeout = cmd_timeout
         self._conn = None
 
@@ -180,7 +205,10 @@ class AsyncCommandRunner:
             # the SSH provider's import takes ~0.15 s (paramiko): in a thread, not in the event loop
             ssh = await asyncio.to_thread(importlib.import_module, "airflow.providers.ssh.hooks.ssh")
             SSHHookAsync = ssh.SSHHookAsync  # noqa: N806 - a class
-            self._conn = await SSHHookAsync(ssh_conn_id=self.ssh_conn_id, host=self.host).get_conn()
+            hook = SSHHookAsync(ssh_conn_id=self.ssh_conn_id, host=self.host)
+            if self.host_key:   # known_hosts as bytes is its content for asyncssh, not a file name
+                hook.known_hosts = f"{self.host} {' '.join(self.host_key.split()[:2])}".encode()
+            self._conn = await hook.get_conn()
         result = await self._conn.run(shell_join(argv), check=False, timeout=self.cmd_timeout)
         out, err = result.stdout or "", result.stderr or ""
         return CommandResult(list(argv), result.exit_status or 0,

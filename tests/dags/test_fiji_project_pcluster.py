@@ -25,7 +25,7 @@ CRASH = wrapping_macro('exec("sh", "-c", "kill -9 $(ps -o ppid= $PPID) $PPID");'
 
 
 @pytest.fixture
-def pcluster_run(airflow_db, slurm, shared_storage, s3_root, fake_pcluster, tmp_path):
+def pcluster_run(airflow_db, slurm, shared_storage, s3_root, fake_pcluster, pcluster_head, tmp_path):
     """A project in the bucket; returns (conf, the cluster's shared folder, storage, fake pcluster)."""
     from sciops.synthetic import make_images
     from sciops.sync import sync_up
@@ -36,10 +36,10 @@ def pcluster_run(airflow_db, slurm, shared_storage, s3_root, fake_pcluster, tmp_
     (lan / "src" / "crash.ijm").write_text(CRASH)
     make_images(lan / "input", COUNTS, size=256)
     sync_up(s3_root, lan, "cells")
-    conf = {"project": "cells", "backend": "parallelcluster", "ssh_conn_id": "sciops_cluster",
+    conf = {"project": "cells", "backend": "parallelcluster", "ssh_conn_id": pcluster_head[0],
             "cluster_storage_root": str(shared_storage), "memory": "1G", "stall_seconds": 10, "images_per_task": 2,
             "storage_root": s3_root.url, "aws_conn_id": "sciops_s3", "cluster": dict(CLUSTER)}
-    return conf, shared_storage, s3_root, fake_pcluster
+    return conf, shared_storage, s3_root, fake_pcluster, pcluster_head[1]
 
 
 def commands(fake) -> list[str]:
@@ -47,7 +47,7 @@ def commands(fake) -> list[str]:
 
 
 def test_ephemeral_cluster_end_to_end(pcluster_run):
-    conf, shared, storage, fake = pcluster_run
+    conf, shared, storage, fake, host_key = pcluster_run
     dr = fresh_dag().test(run_conf=conf)
     states = task_states(dr)
     assert dr.state == "success", states
@@ -69,10 +69,13 @@ def test_ephemeral_cluster_end_to_end(pcluster_run):
     # the cluster's own copy: staged in by the head node, written by its tasks
     assert (shared / "cells" / "input" / "n05.tif").owner() == "sciops"
     assert list((shared / "cells" / "output" / run_id / "work" / "images").iterdir())
+    # every SSH command went to the head node whose key its console output gave (the connection pins none)
+    manifest = json.loads((shared / "cells" / "output" / run_id / "work" / "manifest.json").read_text())
+    assert manifest["backend_options"]["host_key"] == host_key
 
 
 def test_teardown_runs_when_the_array_fails(pcluster_run):
-    conf, shared, storage, fake = pcluster_run
+    conf, shared, storage, fake, _ = pcluster_run
     dr = fresh_dag().test(run_conf={**conf, "macro": "src/crash.ijm", "max_attempts": 1, "smoke_test": False})
     states = task_states(dr)
     assert dr.state == "failed"
@@ -81,7 +84,7 @@ def test_teardown_runs_when_the_array_fails(pcluster_run):
 
 
 def test_failed_teardown_fails_the_run(pcluster_run, slack_receiver):
-    conf, shared, storage, fake = pcluster_run
+    conf, shared, storage, fake, _ = pcluster_run
     fake.set(delete_outcome="DELETE_FAILED")
     dr = fresh_dag().test(run_conf=conf)
     states = task_states(dr)
@@ -99,12 +102,13 @@ def test_failed_teardown_fails_the_run(pcluster_run, slack_receiver):
     ({"cluster": {**CLUSTER, "compute_instance_type": "c5.large"}, "memory": "4G"}, "memory"),
     ({"cluster": {**CLUSTER, "spot": True, "spot_max_price": -1}}, "cluster.spot_max_price"),
     ({"cluster": {k: v for k, v in CLUSTER.items() if k != "custom_ami"}}, "cluster.custom_ami"),
+    ({"ssh_conn_id": "sciops_cluster"}, "ssh_conn_id"),   # pins a host key: a new cluster has a new one
 ])
 def test_bad_cluster_settings_fail_in_validate_before_anything_is_made(pcluster_run, change, field):
     from sciops.errors import ConfigError
     from sciops.pipeline import validate
 
-    conf, shared, storage, fake = pcluster_run
+    conf, shared, storage, fake, _ = pcluster_run
     with pytest.raises(ConfigError) as err:
         validate({**conf, **change}, "manual__bad")
     assert field in err.value.fields, err.value

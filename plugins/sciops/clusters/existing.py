@@ -32,14 +32,16 @@ class ExistingBackend(ClusterBackend):
     :param scheduler_options: passed to the scheduler (queue, project, resources).
     :param python: Python 3 on the compute nodes (the task runner is stdlib-only).
     :param host: the head node's address when it is not the connection's (a new ParallelCluster).
+    :param host_key: that head node's SSH host key (``"ssh-ed25519 AAAA…"``), pinned for the run.
     """
 
     name = "existing"
 
     def __init__(self, ssh_conn_id: str, scheduler: str = "sge", scheduler_options: dict[str, Any] | None = None,
-                 python: str = "python3", host: str | None = None):
+                 python: str = "python3", host: str | None = None, host_key: str | None = None):
         self.ssh_conn_id = ssh_conn_id
         self.host = host
+        self.host_key = host_key
         self.scheduler_name = scheduler
         self.scheduler_options = scheduler_options or {}
         self.python = python
@@ -47,7 +49,7 @@ class ExistingBackend(ClusterBackend):
 
     def runner(self) -> SSHRunner:
         if self._runner is None:
-            self._runner = SSHRunner(self.ssh_conn_id, host=self.host)
+            self._runner = SSHRunner(self.ssh_conn_id, host=self.host, host_key=self.host_key)
         return self._runner
 
     def scheduler(self, work_dir: str) -> Scheduler:

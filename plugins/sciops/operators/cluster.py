@@ -93,13 +93,25 @@ class PClusterCreateOperator(BaseOperator):
     def _done(self, info, settings, name, state):
         from sciops.pipeline import phase_end
 
-        if not state.get("head_node_ip"):
-            err = RuntimeError(f"cluster {name} is ready but pcluster reports no head node address")
+        from sciops import config as config_mod
+        from sciops.clusters import parallelcluster as pc
+        from sciops.errors import ClusterError
+
+        if not state.get("head_node_ip") or not state.get("head_node_instance_id"):
+            err = RuntimeError(f"cluster {name} is ready but pcluster reports no head node address or instance id")
             phase_end(info["run_dir"], "cluster_create", err)
             raise AirflowFailException(str(err))
+        try:   # pinned before anything is sent to the head node (see parallelcluster.head_node_host_key)
+            host_key = pc.head_node_host_key(state["head_node_instance_id"], settings.region,
+                                             config_mod.RunConfig(**info["config"]).aws_conn_id)
+        except ClusterError as err:
+            phase_end(info["run_dir"], "cluster_create", err)
+            raise AirflowFailException(f"{err}; delete_cluster tears the cluster down") from None
         phase_end(info["run_dir"], "cluster_create")
-        log.info("cluster %s ready; head node %s", name, state["head_node_ip"])
+        log.info("cluster %s ready; head node %s (%s), host key %s pinned from its console output", name,
+                 state["head_node_ip"], state["head_node_instance_id"], host_key[:40])
         return {"cluster_name": name, "region": settings.region, "head_node_ip": state["head_node_ip"],
+                "head_node_instance_id": state["head_node_instance_id"], "head_node_host_key": host_key,
                 "instance_types": {"head": settings.head_node_instance_type,
                                    "compute": settings.compute_instance_type}}
 

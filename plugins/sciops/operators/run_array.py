@@ -173,7 +173,8 @@ class FijiArrayOperator(BaseOperator):
             scheduler_options=_scheduler_options(run.m), ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
             poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
             started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"),
-            budget=self._budget(run.m, context, state), deferred_at=time.time())
+            budget=self._budget(run.m, context, state), deferred_at=time.time(),
+            ssh_host_key=run.m["backend_options"].get("host_key"))
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(days=7))
 
 

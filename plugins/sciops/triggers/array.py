@@ -35,6 +35,7 @@ class ArrayJobTrigger(BaseTrigger):
     :param started_at: when the run's array began (for elapsed/ETA).
     :param attempt: the attempt this job is (its runners' exit files are named by it).
     :param ssh_host: the head node's address when it is not the connection's (a new ParallelCluster).
+    :param ssh_host_key: that head node's host key, pinned for the run (the only key accepted).
     :param budget: ``{"budget_usd", "spent_usd", "task_rate_usd_per_hour", "fixed_rate_usd_per_hour"}``:
         at every poll the spend grows by running tasks × task rate + the fixed rate over the
         time since the last poll; past ``budget_usd`` the job is cancelled in that same poll
@@ -49,7 +50,8 @@ class ArrayJobTrigger(BaseTrigger):
                  work_dir: str | None = None, started_at: float | None = None, max_reconnect_attempts: int = 10,
                  accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1,
                  ssh_host: str | None = None, budget: dict[str, float] | None = None,
-                 deferred_at: float | None = None, min_defer_seconds: float | None = None):
+                 deferred_at: float | None = None, min_defer_seconds: float | None = None,
+                 ssh_host_key: str | None = None):
         super().__init__()
         from sciops.triggers import min_defer_seconds as default_hold
 
@@ -66,6 +68,7 @@ class ArrayJobTrigger(BaseTrigger):
         self.accounting_grace_seconds = accounting_grace_seconds
         self.attempt = attempt
         self.ssh_host = ssh_host
+        self.ssh_host_key = ssh_host_key
         self.budget = dict(budget) if budget else None
         self.deferred_at = deferred_at or time.time()
         self.min_defer_seconds = default_hold() if min_defer_seconds is None else min_defer_seconds
@@ -78,13 +81,13 @@ class ArrayJobTrigger(BaseTrigger):
             "started_at": self.started_at, "max_reconnect_attempts": self.max_reconnect_attempts,
             "accounting_grace_seconds": self.accounting_grace_seconds, "attempt": self.attempt,
             "ssh_host": self.ssh_host, "budget": self.budget, "deferred_at": self.deferred_at,
-            "min_defer_seconds": self.min_defer_seconds,
+            "min_defer_seconds": self.min_defer_seconds, "ssh_host_key": self.ssh_host_key,
         })
 
     def _runner(self):
         from sciops.runners import AsyncCommandRunner
 
-        return AsyncCommandRunner(self.ssh_conn_id, host=self.ssh_host)
+        return AsyncCommandRunner(self.ssh_conn_id, host=self.ssh_host, host_key=self.ssh_host_key)
 
     def _backoff(self, failures: int) -> float:
         base = min(2 ** (failures - 1), 30)

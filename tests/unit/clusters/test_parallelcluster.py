@@ -88,3 +88,22 @@ def test_list_clusters():
 def test_argv_is_a_list_with_the_region():
     assert pc.describe_argv("/opt/pc/bin/pcluster", "sciops-a", "eu-west-1") == [
         "/opt/pc/bin/pcluster", "describe-cluster", "--cluster-name", "sciops-a", "--region", "eu-west-1"]
+
+
+def test_host_keys_from_a_cloud_init_console():
+    from helpers import REPO
+
+    text = (REPO / "tests/fixtures/pcluster/console_output.txt").read_text().replace("{KEY}", "AAAAC3NzaC1lZDI1NTE5AAAAIOne")
+    keys = pc.host_keys_from_console(text)
+    assert keys[0] == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOne"          # the strongest type first
+    assert [k.split()[0] for k in keys] == ["ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa"]
+    # fingerprints are not keys; a console without the block has none
+    assert pc.host_keys_from_console(text.split("-----BEGIN SSH HOST KEY KEYS")[0]) == []
+    # after a reboot cloud-init prints the block again: the last one wins
+    rebooted = text + text.replace("AAAAC3NzaC1lZDI1NTE5AAAAIOne", "AAAAC3NzaC1lZDI1NTE5AAAAITwo")
+    assert pc.host_keys_from_console(rebooted)[0] == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITwo"
+
+
+def test_describe_gives_the_head_node_instance():
+    out = pc.parse_describe(0, json.dumps(DESCRIBE_READY))
+    assert out["head_node_instance_id"] == DESCRIBE_READY["headNode"]["instanceId"]
