@@ -51,7 +51,8 @@ PARAMS: list[tuple[dict, str]] = [
     *[({"backend": "existing", "cluster_storage_root": v}, "cluster_storage_root")
       for v in ("relative", "/a/../b", "/a b", "/x;y")],
     *[({"storage_root": v}, "storage_root") for v in
-      ("/etc", "projects/here", "s3://Bad_Bucket", "ftp://x", "s3://another-bucket", "/a/../b", "file:///etc")],
+      ("/etc", "/nonexistent", "projects/here", "s3://Bad_Bucket", "ftp://x", "s3://another-bucket", "/a/../b",
+       "file:///etc")],
     *[({"aws_conn_id": v}, "aws_conn_id") for v in ("my conn", "aws_admin", "-x")],
     *[({"sync_from": v}, "sync_from") for v in ("lan/proj", "/a/../b", "rel/../x")],
     *[({"sync_to": v}, "sync_to") for v in ("../up", "/etc/hostname/results", "rel")],
