@@ -149,7 +149,7 @@ def fiji_project():
     run_array = FijiArrayOperator(
         task_id="run_array",
         manifest_path="{{ ti.xcom_pull(task_ids='plan')['manifest'] }}",
-        execution_timeout=timedelta(hours=48),
+        timeout=timedelta(hours=48),  # the whole array phase, deferrals included (one limit, see the operator)
     )
     collated = collate(info)
     planned >> run_array >> collated

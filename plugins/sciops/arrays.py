@@ -19,20 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sciops import runner_module
-from sciops.errors import JobFailedError, SchedulerQueryError
+from sciops.errors import ArrayTimeout, BudgetExceeded, JobFailedError, SchedulerQueryError
 from sciops.project import write_json
 from sciops.runners import CommandRunner
 from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting
+from sciops.watch import Watch, acct_dict, drive
 
 log = logging.getLogger(__name__)
-
-#: How long a task may be out of the queue but missing from accounting before we give up
-#: on it: accounting lags the queue (Grid Engine flushes every 15 s by default, Slurm's
-#: sacct lags squeue by seconds), and giving up too early would misreport a finished task.
-ACCOUNTING_GRACE_SECONDS = 120.0
-#: Once the queue is empty, how soon to ask accounting again.
-ACCOUNTING_RETRY_SECONDS = 0.5
-
 
 @dataclass
 class ArrayState:
@@ -112,32 +105,6 @@ def exit_file_accounting(work_dir: str | Path | None, task_ids: list[int],
     return out
 
 
-def ended(states: dict[int, JobState]) -> bool:
-    """Every task is out of the queue (finished or unknown) or stuck in an error state."""
-    return all(s.finished or s in (JobState.UNKNOWN, JobState.ERROR) for s in states.values())
-
-
-def complete_accounting(scheduler: Scheduler, acct: dict[int, TaskAccounting], task_ids: list[int],
-                        errored: list[int], give_up: bool) -> dict[int, TaskAccounting] | None:
-    """Accounting for every task, or None to ask again (accounting lags the queue).
-
-    ``errored`` tasks sat in an error state (SGE ``Eqw``) and were deleted by us; after
-    ``give_up``, tasks still without a record get the scheduler's ``missing_record`` verdict.
-    """
-    missing = [t for t in task_ids if t not in acct or not acct[t].state.finished]
-    if any(t not in errored for t in missing) and not give_up:
-        return None   # a deleted Eqw task never gets a record: no need to wait for it
-    acct = dict(acct)
-    state_, reason = scheduler.missing_record
-    for t in missing:
-        if t in errored:
-            acct[t] = TaskAccounting(t, JobState.FAILED, reason="stuck in an error state (SGE Eqw: is the log "
-                                                                "folder writable on the nodes?); deleted")
-        else:
-            acct[t] = TaskAccounting(t, state_, reason=reason)
-    return acct
-
-
 def progress_line(states: dict[int, JobState], done: int | None, n_images: int, started: float) -> str:
     counts = {s: 0 for s in JobState}
     for s in states.values():
@@ -165,13 +132,21 @@ class ArrayRun:
         another path on the cluster than ``manifest['work_dir']``).
     :param retry: this is a retried task (it may have submitted before it died without saving
         the job id): every submit first looks for its job by name, in accounting too.
+    :param budget: the run's budget cap (``sciops.watch.Watch``), its ``spent_usd`` carried
+        across attempts and deferrals; None = no cap.
+    :param deadline: ``time.time()`` past which the job is cancelled and the run fails (the
+        one timeout of the whole array phase, deferrals included); None = no limit.
     """
 
     def __init__(self, scheduler: Scheduler, runner: CommandRunner, manifest: dict[str, Any],
                  save_state: Callable[[dict[str, Any]], None], poll_seconds: float = 5.0,
-                 python: str | None = None, local_work_dir: str | None = None, retry: bool = False):
+                 python: str | None = None, local_work_dir: str | None = None, retry: bool = False,
+                 budget: dict[str, float] | None = None, deadline: float | None = None):
         self.scheduler, self.runner, self.m = scheduler, runner, manifest
         self.retry = retry
+        self.budget = dict(budget) if budget and budget.get("budget_usd") else None
+        self.deadline = deadline
+        self.current: ArrayState | None = None   # the attempt being watched from here (what on_kill cancels)
         self.save_state = save_state
         self.poll_seconds = poll_seconds
         self.python = python
@@ -184,6 +159,7 @@ class ArrayRun:
         job_id = self.scheduler.submit(self.runner, spec, look_first=self.retry)
         state = ArrayState(job_id, attempt, task_ids, time.time(), list(history or []))
         self.save_state(state.as_dict())
+        self.current = state
         log.info("submitted %s job %s: attempt %d, %d task(s) %s", self.scheduler.name, job_id, attempt,
                  len(task_ids), _ranges(task_ids))
         return state
@@ -207,20 +183,44 @@ class ArrayRun:
         """
         started = time.time()
         while True:
-            acct = self.wait(state, started, deadline)
-            if acct is None:
+            event = self.wait(state, started, deadline)
+            if event is None:
                 return state, None
-            nxt = self.conclude(state, acct)
+            nxt = self.settle(state, event)
             if nxt is None:
                 return None, self.result(state)
             state = nxt
+
+    def settle(self, state: ArrayState, event: dict[str, Any]) -> ArrayState | None:
+        """An attempt's watch ended (in the worker or the triggerer): resubmit (→ new state), end (None) or raise.
+
+        ``budget_exceeded`` writes ``work/budget.json`` and raises :class:`BudgetExceeded`;
+        ``timeout`` raises :class:`ArrayTimeout`; both after the job was cancelled.
+        """
+        if self.budget is not None and event.get("spent_usd") is not None:
+            self.budget["spent_usd"] = event["spent_usd"]
+        if event.get("status") == "budget_exceeded":
+            write_json(self.local_work_dir / "budget.json", event)
+            raise BudgetExceeded(
+                f"budget exceeded: {event['spent_usd']:.4f} USD spent of the {event['budget_usd']:.4f} USD budget; "
+                f"{self.scheduler.name} job {event['job_id']} cancelled {event['cancelled_at'] - event['crossed_at']:.1f}"
+                " s after the cap was reached; finished images are kept")
+        if event.get("status") == "timeout":
+            raise ArrayTimeout(f"{self.scheduler.name} job {event['job_id']} still ran at the array's timeout "
+                               f"({time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(event['deadline']))}): "
+                               f"cancelled; finished images are kept in {self.m['run_dir']}")
+        if event.get("status") != "ended":
+            raise SchedulerQueryError(f"lost track of {self.scheduler.name} job {state.job_id}: "
+                                      f"{event.get('message')}")
+        acct = {int(t): accounting_from_dict(int(t), a) for t, a in event["accounting"].items()}
+        return self.conclude(state, acct)
 
     def conclude(self, state: ArrayState, acct: dict[int, TaskAccounting]) -> ArrayState | None:
         """Record an ended attempt; resubmit the failed tasks (returns the new state) or end (None)."""
         failed = sorted(t for t in state.task_ids if acct[t].state != JobState.DONE)
         state.history.append({"attempt": state.attempt, "job_id": state.job_id, "tasks": state.task_ids,
                               "submitted_at": state.submitted_at, "ended_at": time.time(),
-                              "accounting": {str(t): _acct_dict(acct[t]) for t in state.task_ids}})
+                              "accounting": {str(t): acct_dict(acct[t]) for t in state.task_ids}})
         self.write_attempts(state.history)
         if not failed:
             return None
@@ -264,47 +264,45 @@ class ArrayRun:
                 + f". See {self.m['run_dir']}/logs/")
         return result
 
-    def wait(self, state: ArrayState, started: float,
-             deadline: float | None = None) -> dict[int, TaskAccounting] | None:
-        """Poll until every task of ``state`` has ended; return accounting for each.
+    def watch(self, state: ArrayState) -> Watch:
+        """The pure watch of ``state``'s attempt, with the run's budget and deadline."""
+        return Watch(state.job_id, state.task_ids, self.scheduler.missing_record, poll_seconds=self.poll_seconds,
+                     budget=self.budget, deadline=self.deadline)
 
-        None when ``deadline`` (a ``time.time()``) passes first.
+    def wait(self, state: ArrayState, started: float, deadline: float | None = None) -> dict[str, Any] | None:
+        """Watch ``state``'s attempt from here (:func:`sciops.watch.drive`): its end event.
+
+        None when ``deadline`` (a ``time.time()``) passes first: the attempt is still running
+        (the spend so far is kept in ``self.budget`` for whoever watches next).
         """
-        queue_empty_since: float | None = None
+        watch = self.watch(state)
+        self.current = state
         last_line = ""
-        errored: list[int] = []
-        while True:
+
+        def status():
             try:
-                states = self.scheduler.status(self.runner, state.job_id, state.task_ids)
+                return self.scheduler.status(self.runner, state.job_id, state.task_ids)
             except SchedulerQueryError as exc:
-                # Unknown is not done (STYLE 4): log and ask again next poll.
-                log.warning("%s", exc)
-                states = {t: JobState.UNKNOWN for t in state.task_ids}
+                log.warning("%s", exc)   # unknown is not done (STYLE 4): ask again next poll
+                return None
+
+        def progress(states):
+            nonlocal last_line
             line = progress_line(states, self.images_done(), self.n_images, started)
             if line != last_line:
                 log.info("%s", line)
                 last_line = line
-            if ended(states):
-                stuck = [t for t, s in states.items() if s == JobState.ERROR]
-                if stuck and not errored:
-                    log.warning("tasks %s stuck in an error state; deleting job %s", _ranges(stuck), state.job_id)
-                    self.scheduler.cancel(self.runner, state.job_id)
-                    errored = stuck
-                queue_empty_since = queue_empty_since or time.time()
-                done = exit_file_accounting(self.local_work_dir, state.task_ids, state.attempt)
-                if done is not None and not errored:
-                    return done
-                acct = complete_accounting(self.scheduler, self.accounting(state), state.task_ids, errored,
-                                           give_up=time.time() - queue_empty_since > ACCOUNTING_GRACE_SECONDS)
-                if acct is not None:
-                    return acct
-                pause = min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS)  # accounting lands within a second
-            else:
-                queue_empty_since = None
-                pause = self.poll_seconds
-            if deadline is not None and time.time() + pause > deadline:
-                return None
-            time.sleep(pause)
+
+        def cancel(reason: str) -> None:
+            log.warning("cancelling %s job %s: %s", self.scheduler.name, state.job_id, reason)
+            self.scheduler.cancel(self.runner, state.job_id)
+
+        event = drive(watch, status=status, progress=progress, cancel=cancel, stop_at=deadline,
+                      exit_files=lambda: exit_file_accounting(self.local_work_dir, state.task_ids, state.attempt),
+                      accounting=lambda: self.accounting(state))
+        if self.budget is not None:
+            self.budget["spent_usd"] = watch.spent_usd
+        return event
 
     def accounting(self, state: ArrayState) -> dict[int, TaskAccounting]:
         try:
@@ -323,11 +321,6 @@ class ArrayRun:
 def accounting_from_dict(t: int, a: dict[str, Any]) -> TaskAccounting:
     return TaskAccounting(t, JobState(a["state"]), a.get("exit_code"), a.get("seconds"), a.get("max_rss_mb"),
                           a.get("reason", ""))
-
-
-def _acct_dict(a: TaskAccounting) -> dict[str, Any]:
-    return {"state": a.state.value, "exit_code": a.exit_code, "seconds": a.seconds, "max_rss_mb": a.max_rss_mb,
-            "reason": a.reason}
 
 
 def _ranges(ids: list[int]) -> str:

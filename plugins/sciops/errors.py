@@ -53,6 +53,14 @@ class JobFailedError(SciOpsError):
     """An array job ended with chunks that failed every attempt."""
 
 
+class BudgetExceeded(JobFailedError):
+    """The run's spend passed ``budget_usd``: its job was cancelled (finished images are kept)."""
+
+
+class ArrayTimeout(JobFailedError):
+    """The array ran past the run's timeout: its job was cancelled (finished images are kept)."""
+
+
 class ClusterError(SciOpsError):
     """A cluster could not be created, reached or deleted."""
 

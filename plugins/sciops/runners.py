@@ -211,7 +211,9 @@ class AsyncCommandRunner:
             self._conn = await hook.get_conn()
         result = await self._conn.run(shell_join(argv), check=False, timeout=self.cmd_timeout)
         out, err = result.stdout or "", result.stderr or ""
-        return CommandResult(list(argv), result.exit_status or 0,
+        # no exit status: the session was cut (sshd restarted, a signal): a failure, never a success
+        code = 255 if result.exit_status is None else result.exit_status
+        return CommandResult(list(argv), code,
                              out.decode("utf-8", "replace") if isinstance(out, bytes) else out,
                              err.decode("utf-8", "replace") if isinstance(err, bytes) else err)
 

@@ -65,13 +65,20 @@ def test_ledger_slack_and_cost_for_a_successful_and_a_failed_run(airflow_db, mak
     assert err.value.fields == ["budget_usd"] and "estimated" in str(err.value) and "1 past run" in str(err.value)
 
 
-def test_budget_abort_on_grid_engine(airflow_db, gridengine, shared_storage, make_project):
-    """A tiny budget at a high rate: the job is cancelled within one poll; finished images are kept."""
+@pytest.mark.parametrize("watcher", ["triggerer", "worker"])
+def test_budget_abort_on_grid_engine(airflow_db, gridengine, shared_storage, make_project, monkeypatch, watcher):
+    """A tiny budget at a high rate: the job is cancelled within one poll; finished images are kept.
+
+    Both waits obey the cap (one pure watch, sciops.watch): the triggerer's (the array defers at
+    once) and the worker's (it watches the whole array, as deferrable=False does).
+    """
+    project = f"budget-{watcher}"
+    monkeypatch.setenv("SCIOPS_WORKER_WAIT_SECONDS", "0" if watcher == "triggerer" else "600")
     counts = {"a1.tif": 2, "a2.tif": 3, "a3.tif": 4, "a4.tif": 5, "z_slow1.tif": 6, "z_slow2.tif": 7,
               "z_slow3.tif": 8, "z_slow4.tif": 9}
-    root = make_project("budget", counts=counts)
+    root = make_project(project, counts=counts)
     (root / "src" / "slow.ijm").write_text(SLOW)
-    conf = {"project": "budget", "backend": "existing", "scheduler": "sge", "ssh_conn_id": "sciops_cluster",
+    conf = {"project": project, "backend": "existing", "scheduler": "sge", "ssh_conn_id": "sciops_cluster",
             "memory": "1G", "stall_seconds": 60, "image_timeout_s": 120, "macro": "src/slow.ijm",
             "images_per_task": 2, "hourly_rate_usd": 3600.0, "budget_usd": 20.0}
     dr = fresh_dag().test(run_conf=conf)
@@ -105,4 +112,4 @@ def test_budget_abort_on_grid_engine(airflow_db, gridengine, shared_storage, mak
     assert set(summary.index) | set(failures.index) == set(counts)
     from sciops import ledger
 
-    assert [r["status"] for r in ledger.rows(project="budget")] == ["budget exceeded"]
+    assert [r["status"] for r in ledger.rows(project=project)] == ["budget exceeded"]

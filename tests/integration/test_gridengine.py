@@ -206,3 +206,88 @@ def test_a_timed_out_ssh_command_is_not_sent_again(gridengine, tmp_path):
     finally:
         runner.close()
         marker.unlink(missing_ok=True)
+
+
+def _sleeping_run(shared_storage, seconds: int, run_id: str):
+    """A planned run on Grid Engine whose stand-in tasks sleep ``seconds``; its manifest path."""
+    from sciops.project import write_json
+
+    run_dir = shared_storage / "proj" / "output" / run_id
+    work = run_dir / "work"
+    for d in (work / "job", work / "status", run_dir / "logs"):
+        d.mkdir(parents=True)
+    (work / "job" / "sciops_task.py").write_text(f"import time\ntime.sleep({seconds})\n")
+    manifest = {"run_id": run_id, "run_dir": str(run_dir), "work_dir": str(work), "memory_mb": 1024,
+                "chunks": [["a.tif"], ["b.tif"]], "max_attempts": 2, "backend": "existing",
+                "backend_options": {"ssh_conn_id": "sciops_cluster", "scheduler": "sge", "python": "python3",
+                                    "scheduler_options": {}}}
+    return write_json(work / "manifest.json", manifest)
+
+
+class _Store(dict):   # Airflow's task_state_store: the one seam
+    def set(self, key, value):
+        self[key] = value
+
+
+def _gone_from_queue(job_id: str, timeout: float = 60) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True,
+                             env={"SGE_ROOT": "/var/lib/gridengine", "PATH": "/usr/bin:/bin"}).stdout
+        if not [line for line in out.splitlines() if line.split()[:1] == [job_id]]:
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_on_kill_cancels_the_array_the_worker_watches(gridengine, shared_storage):
+    """The task is killed (timeout, marked failed) while it watches from the worker: the job must not run on."""
+    import threading
+
+    from sciops.operators.run_array import STATE_KEY, FijiArrayOperator
+
+    path = _sleeping_run(shared_storage, 120, "r-kill")
+    store = _Store()
+    op = FijiArrayOperator(task_id="run_array", manifest_path=str(path), deferrable=False, poll_seconds=1)
+    ended = []
+
+    def work():
+        try:
+            op.execute({"task_state_store": store})
+        except Exception as exc:  # noqa: BLE001 - the killed watch ends however it ends
+            ended.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    deadline = time.time() + 30
+    while STATE_KEY not in store and time.time() < deadline:
+        time.sleep(0.2)
+    job_id = store[STATE_KEY]["job_id"]
+    time.sleep(2)
+    op.on_kill()                                    # what Airflow's task runner calls on SIGTERM
+    assert _gone_from_queue(job_id), f"job {job_id} still queued after on_kill"
+
+
+def test_the_array_timeout_cancels_the_job_and_fails_the_task(gridengine, shared_storage):
+    from datetime import timedelta
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from sciops.operators.run_array import DEADLINE_KEY, STATE_KEY, FijiArrayOperator
+
+    path = _sleeping_run(shared_storage, 120, "r-timeout")
+    store = _Store()
+    op = FijiArrayOperator(task_id="run_array", manifest_path=str(path), deferrable=False, poll_seconds=1,
+                           timeout=timedelta(seconds=8))
+    with pytest.raises(AirflowFailException, match="still ran at the array's timeout"):
+        op.execute({"task_state_store": store})
+    assert store[DEADLINE_KEY] > 0              # kept for a retry: the limit counts from the first submission
+    assert _gone_from_queue(store[STATE_KEY]["job_id"])
+
+
+def test_no_task_state_store_refuses_to_submit(gridengine, shared_storage):
+    from sciops.operators.run_array import FijiArrayOperator
+
+    op = FijiArrayOperator(task_id="run_array", manifest_path=str(_sleeping_run(shared_storage, 1, "r-nostore")))
+    with pytest.raises(RuntimeError, match="task_state_store"):
+        op.execute({})

@@ -4,10 +4,12 @@ Small and serializable (STYLE 3): JSON arguments only, ``serialize()`` in step w
 ``__init__``. One connection is held for the whole wait (SSH through asyncssh, or local
 subprocesses); each poll is ONE status command whatever the array size; connection
 errors are retried with backoff and kept apart from job failures; exactly one final
-event; nothing raises out of ``run()``.
+event; nothing raises out of ``run()``. What to do after each answer is decided by
+:class:`sciops.watch.Watch`, the same pure step the worker's loop drives; this is only
+its asyncio loop (commands awaited, file reads in threads).
 
-Events: ``{"status": "ended", "job_id", "reconnects", "accounting": {task: {...}}}`` when every task has
-ended and is accounted for, or ``{"status": "error", "job_id", "message"}``.
+Events: the watch's end event (``ended`` with every task's accounting, ``budget_exceeded``,
+``timeout``) plus ``reconnects``, or ``{"status": "error", "job_id", "message"}``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from sciops.arrays import ACCOUNTING_GRACE_SECONDS
+from sciops.watch import ACCOUNTING_GRACE_SECONDS
 
 
 class ArrayJobTrigger(BaseTrigger):
@@ -41,6 +43,7 @@ class ArrayJobTrigger(BaseTrigger):
         time since the last poll; past ``budget_usd`` the job is cancelled in that same poll
         and the event says ``budget_exceeded``. ``since`` (optional): the time from which the
         spend is not counted yet (the submission, when the worker watched the first seconds).
+    :param deadline: ``time.time()`` past which the job is cancelled (the run's one array timeout).
     :param deferred_at: when the task deferred; no event is sent sooner than
         ``min_defer_seconds`` after it (Airflow's stale-executor-event race: see ``sciops.triggers``).
     """
@@ -51,7 +54,7 @@ class ArrayJobTrigger(BaseTrigger):
                  accounting_grace_seconds: float = ACCOUNTING_GRACE_SECONDS, attempt: int = 1,
                  ssh_host: str | None = None, budget: dict[str, float] | None = None,
                  deferred_at: float | None = None, min_defer_seconds: float | None = None,
-                 ssh_host_key: str | None = None):
+                 ssh_host_key: str | None = None, deadline: float | None = None):
         super().__init__()
         from sciops.triggers import min_defer_seconds as default_hold
 
@@ -69,6 +72,7 @@ class ArrayJobTrigger(BaseTrigger):
         self.attempt = attempt
         self.ssh_host = ssh_host
         self.ssh_host_key = ssh_host_key
+        self.deadline = deadline
         self.budget = dict(budget) if budget else None
         self.deferred_at = deferred_at or time.time()
         self.min_defer_seconds = default_hold() if min_defer_seconds is None else min_defer_seconds
@@ -82,6 +86,7 @@ class ArrayJobTrigger(BaseTrigger):
             "accounting_grace_seconds": self.accounting_grace_seconds, "attempt": self.attempt,
             "ssh_host": self.ssh_host, "budget": self.budget, "deferred_at": self.deferred_at,
             "min_defer_seconds": self.min_defer_seconds, "ssh_host_key": self.ssh_host_key,
+            "deadline": self.deadline,
         })
 
     def _runner(self):
@@ -106,59 +111,67 @@ class ArrayJobTrigger(BaseTrigger):
         yield event
 
     async def _watch(self) -> AsyncIterator[TriggerEvent]:
-        from sciops.arrays import (ACCOUNTING_RETRY_SECONDS, _acct_dict, complete_accounting, ended,
-                                   exit_file_accounting, images_done, progress_line)
+        from sciops.arrays import exit_file_accounting, images_done, progress_line
+        from sciops.errors import SchedulerQueryError
         from sciops.schedulers import get_scheduler
-        from sciops.schedulers.base import JobState
+        from sciops.watch import CANCEL, END, EXIT_FILES, SLEEP, STATUS, Watch
 
         try:
             sched = get_scheduler(self.scheduler, **self.scheduler_options)
             # importing asyncssh takes ~0.35 s: in a thread, not in the triggerer's event loop
             connection_errors = await asyncio.to_thread(_connection_errors)
+            watch = Watch(self.job_id, self.task_ids, sched.missing_record, poll_seconds=self.poll_seconds,
+                          grace_seconds=self.accounting_grace_seconds, budget=self.budget, deadline=self.deadline)
+            # file reads go to a thread: the triggerer's event loop serves every trigger
+            readable_dir = await asyncio.to_thread(lambda: bool(self.work_dir and os.path.isdir(self.work_dir)))
         except Exception as exc:  # noqa: BLE001 - a trigger never raises: report and end
             yield TriggerEvent({"status": "error", "job_id": self.job_id, "message": f"trigger setup: {exc}"})
             return
-        runner = self._runner()
-        failures = 0
-        reconnects = 0
-        queue_empty_since: float | None = None
-        errored: list[int] = []
-        last_line = ""
-        budget = dict(self.budget) if self.budget and self.budget.get("budget_usd") else None
-        last_poll = float(budget.get("since") or time.time()) if budget else time.time()
-        readable_dir = await asyncio.to_thread(lambda: bool(self.work_dir and os.path.isdir(self.work_dir)))
         readable = self.work_dir if readable_dir else None
+        runner = self._runner()
+        failures = reconnects = 0
+        last_line = ""
+        actions = watch.start()
         try:
             while True:
                 try:
-                    res = await runner.run(sched.status_argv(self.job_id))
-                    if res.returncode != 0:
-                        # A failed query is "don't know yet", never "done" (Nextflow issue 1045):
-                        # accounting decides whether the tasks ended.
-                        self.log.warning("status query of job %s failed (exit %s): %s", self.job_id,
-                                         res.returncode, res.stderr.strip()[-300:])
-                        states = {t: JobState.UNKNOWN for t in self.task_ids}
-                    else:
-                        states = sched.parse_status(res.stdout, self.task_ids, self.job_id)
-                    acct = None
-                    if not ended(states):
-                        queue_empty_since = None
-                    else:
-                        queue_empty_since = queue_empty_since or time.time()
-                        stuck = [t for t, s in states.items() if s == JobState.ERROR]
-                        # file reads go to a thread: the triggerer's event loop serves every trigger
-                        acct = None if stuck else await asyncio.to_thread(
-                            exit_file_accounting, readable, self.task_ids, self.attempt)
-                    if acct is None and ended(states):
-                        if stuck and not errored:
-                            self.log.warning("tasks %s stuck in an error state: deleting job %s", stuck, self.job_id)
+                    ask = STATUS
+                    for action in actions:
+                        if action.kind == END:
+                            yield TriggerEvent({**action.event, "reconnects": reconnects})
+                            return
+                        if action.kind == CANCEL:
+                            self.log.warning("cancelling job %s: %s", self.job_id, action.reason)
                             await runner.run(sched.cancel_argv(self.job_id))
-                            errored = stuck
+                        elif action.kind == SLEEP:
+                            await asyncio.sleep(action.seconds)
+                        else:
+                            ask = action.kind
+                    if ask == STATUS:
+                        res = await runner.run(sched.status_argv(self.job_id))
+                        states = None
+                        try:
+                            if res.returncode == 0:
+                                states = sched.parse_status(res.stdout, self.task_ids, self.job_id)
+                        except SchedulerQueryError as exc:
+                            self.log.warning("%s", exc)
+                        if states is None:
+                            # A failed query is "don't know yet", never "done" (Nextflow issue 1045).
+                            self.log.warning("status query of job %s failed (exit %s): %s", self.job_id,
+                                             res.returncode, res.stderr.strip()[-300:])
+                        nxt = watch.on_status(states, time.time())
+                        done = await asyncio.to_thread(images_done, readable) if readable else None
+                        line = progress_line(watch.states, done, self.n_images, self.started_at)
+                        if line != last_line:
+                            self.log.info("job %s: %s", self.job_id, line)
+                            last_line = line
+                    elif ask == EXIT_FILES:
+                        nxt = watch.on_exit_files(await asyncio.to_thread(
+                            exit_file_accounting, readable, self.task_ids, self.attempt), time.time())
+                    else:
                         res = await runner.run(sched.accounting_argv(self.job_id))
-                        raw = {} if res.returncode != 0 else sched.parse_accounting(res.stdout, self.task_ids)
-                        acct = complete_accounting(
-                            sched, raw, self.task_ids, errored,
-                            give_up=time.time() - queue_empty_since > self.accounting_grace_seconds)
+                        nxt = watch.on_accounting({} if res.returncode != 0 else
+                                                  sched.parse_accounting(res.stdout, self.task_ids), time.time())
                 except connection_errors as exc:
                     failures += 1
                     reconnects += 1
@@ -171,42 +184,10 @@ class ArrayJobTrigger(BaseTrigger):
                     self.log.warning("connection to the cluster lost (%d/%d), retrying in %.1fs: %s", failures,
                                      self.max_reconnect_attempts, delay, exc)
                     await asyncio.sleep(delay)
+                    actions = [a for a in actions if a.kind != SLEEP] or [watch.start()[0]]  # the same again
                     continue
                 failures = 0
-                if budget is not None and acct is None:
-                    now = time.time()
-                    running = sum(1 for st in states.values() if st == JobState.RUNNING)
-                    rate = running * budget.get("task_rate_usd_per_hour", 0.0) + budget.get(
-                        "fixed_rate_usd_per_hour", 0.0)
-                    before = budget["spent_usd"]
-                    budget["spent_usd"] = before + rate * (now - last_poll) / 3600
-                    crossed = budget["spent_usd"] > budget["budget_usd"]
-                    if crossed:
-                        # when the spend crossed the cap, between the last poll and this one
-                        at = last_poll + (budget["budget_usd"] - before) / rate * 3600 if rate > 0 else now
-                        self.log.warning("budget exceeded: %.4f USD spent of %.4f USD; cancelling job %s",
-                                         budget["spent_usd"], budget["budget_usd"], self.job_id)
-                        await runner.run(sched.cancel_argv(self.job_id))
-                        yield TriggerEvent({"status": "budget_exceeded", "job_id": self.job_id,
-                                            "spent_usd": round(budget["spent_usd"], 6),
-                                            "budget_usd": budget["budget_usd"], "crossed_at": at,
-                                            "cancelled_at": time.time(), "poll_seconds": self.poll_seconds,
-                                            "running_tasks": running})
-                        return
-                    last_poll = now
-                done = await asyncio.to_thread(images_done, readable) if readable else None
-                line = progress_line(states, done, self.n_images, self.started_at)
-                if line != last_line:
-                    self.log.info("job %s: %s", self.job_id, line)
-                    last_line = line
-                if acct is not None:
-                    yield TriggerEvent({"status": "ended", "job_id": self.job_id, "reconnects": reconnects,
-                                        "spent_usd": budget["spent_usd"] if budget else None,
-                                        "accounting": {str(t): _acct_dict(a) for t, a in acct.items()}})
-                    return
-                # Once the queue is empty, accounting usually lands within a second: ask again soon.
-                await asyncio.sleep(min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS) if queue_empty_since
-                                    else self.poll_seconds)
+                actions = nxt
         except Exception as exc:  # noqa: BLE001 - exactly one final event, never a raise
             self.log.exception("ArrayJobTrigger failed")
             yield TriggerEvent({"status": "error", "job_id": self.job_id, "message": f"trigger error: {exc}"})
