@@ -9,11 +9,12 @@ chunks of `images_per_task`; `run_array` runs them as one array job (one JVM per
 and resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`,
 `summary.csv` and `failures.csv`; `stage_out` pushes the run folder back to S3;
 `sync_down` copies it to the LAN folder (`sync_to`, else `sync_from`); `record` writes
-`run.json`, failed runs included. Storage steps with nothing to do are skipped.
+`run.json`, failed runs included; `outcome` fails the run when a phase failed. Storage
+steps with nothing to do are skipped.
 
-With `backend: parallelcluster`, `create_cluster` makes an AWS ParallelCluster 3 (Slurm)
-for the run after `validate` (which dry-runs pcluster's own validators first) and
-`delete_cluster`, a teardown, deletes it after `collate` whatever failed.
+With `backend: parallelcluster`, `create_cluster` (the setup) makes an AWS ParallelCluster 3
+(Slurm) for the run after `validate` (which dry-runs pcluster's own validators first) and
+`delete_cluster`, its teardown, deletes it after `collate` whatever failed.
 
 Everything lands in `<storage root>/<project>/output/<run_id>/`.
 
@@ -50,7 +51,11 @@ def _params() -> dict[str, Param]:
     params=_params(),
 )
 def fiji_project():
+    import logging
+
     from airflow.sdk.exceptions import AirflowSkipException
+
+    log = logging.getLogger("sciops.dag")
 
     def skip_if_none(result, why: str):
         if result is None:
@@ -88,34 +93,36 @@ def fiji_project():
         run_started(info)
         return info
 
-    def cluster():
-        return get_current_context()["ti"].xcom_pull(task_ids="create_cluster")
-
-    @task(trigger_rule="none_failed")  # runs after a skipped create_cluster
-    def stage_in(info: dict) -> dict:
+    # create_cluster is the setup, and what follows a setup directly must be all_success
+    # (Airflow's rule): stage_in, which passes the cluster on to plan and collate.
+    @task
+    def stage_in(info: dict, cluster: dict | None) -> dict:
         from sciops.pipeline import stage_in as run_stage_in
 
-        return skip_if_none(run_stage_in(info, cluster()),
-                            "the storage root is a local folder: runs work in it directly")
+        staged = run_stage_in(info, cluster)
+        if staged is None:
+            log.info("nothing to stage: the storage root is a local folder, runs work in it directly")
+        return {"cluster": cluster, "staged": staged}
 
-    @task(trigger_rule="none_failed")  # runs after a skipped stage_in
-    def plan(info: dict) -> dict:
+    @task(multiple_outputs=True)
+    def plan(info: dict, staged: dict) -> dict:
         from sciops.pipeline import plan as run_plan
 
-        return run_plan(info, cluster())
+        return {**run_plan(info, staged["cluster"]), "cluster": staged["cluster"]}
 
     # all_done: a run_array that failed (every chunk failed, job deleted outside) still has
-    # finished images on disk, and collate gathers them; record then marks the run failed.
+    # finished images on disk, and collate gathers them; outcome then fails the run.
     @task(outlets=[COLLATED], trigger_rule="all_done")
-    def collate(info: dict) -> dict:
+    def collate(info: dict | None, manifest: str | None, cluster: dict | None) -> dict:
         from sciops.pipeline import collate as run_collate
 
-        planned = get_current_context()["ti"].xcom_pull(task_ids="plan")
-        if not planned:
+        if not info or not manifest:
             raise AirflowSkipException("nothing was planned: nothing to collate")
-        return run_collate(info, planned["manifest"], cluster())
+        return run_collate(info, manifest, cluster)
 
     def run_info():
+        # validate publishes the run info before its smoke run, so that a run refused there still
+        # gets its run.json; an XComArg of that key would fail to render when validate stopped earlier.
         return get_current_context()["ti"].xcom_pull(task_ids="validate", key="run_info")
 
     @task(trigger_rule="all_done")  # partial results are pushed too: nothing is lost
@@ -131,38 +138,43 @@ def fiji_project():
         return skip_if_none(run_sync_down(run_info()), "no sync_to or sync_from: results stay in the storage root")
 
     @task(trigger_rule="all_done", retries=0)
-    def record() -> dict:
+    def record(collated: dict | None, synced_up: dict | None) -> dict:
         from sciops.pipeline import record as run_record
 
         ctx = get_current_context()
-        ti = ctx["ti"]
-        return run_record(run_info(), ti.xcom_pull(task_ids="collate"), ctx["dag"].dag_id,
-                          getattr(ctx["dag_run"].run_type, "value", None), ti.xcom_pull(task_ids="sync_up"))
+        return run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
+                          synced_up)
 
+    @task(trigger_rule="all_done", retries=0)
+    def outcome(recorded: dict | None) -> dict:
+        from sciops.pipeline import outcome as run_outcome
+
+        return run_outcome(recorded)  # raises when a phase failed: the DAG run ends failed
+
+    synced_up = sync_up()
     info = validate()
-    sync_up() >> info
-    create = PClusterCreateOperator(task_id="create_cluster", execution_timeout=timedelta(hours=2))
-    staged = stage_in(info)
-    info >> create >> staged
-    planned = plan(info)
-    staged >> planned
+    synced_up >> info
+    create = PClusterCreateOperator(task_id="create_cluster", run_info=info, execution_timeout=timedelta(hours=2))
+    staged = stage_in(info, create.output)
+    planned = plan(info, staged)
     run_array = FijiArrayOperator(
         task_id="run_array",
-        manifest_path="{{ ti.xcom_pull(task_ids='plan')['manifest'] }}",
+        manifest_path=planned["manifest"],
         timeout=timedelta(hours=48),  # the whole array phase, deferrals included (one limit, see the operator)
     )
-    collated = collate(info)
-    planned >> run_array >> collated
-    # The teardown runs once everything that needs the cluster is done, whatever failed (a
-    # failed create_cluster included: a CREATE_FAILED cluster still exists); its own failure
-    # fails the run (a cluster left running costs money) and alerts. create_cluster is not
-    # marked a setup: Airflow would then require all_success after it, and it skips itself
-    # on other backends.
-    delete = PClusterDeleteOperator(task_id="delete_cluster", execution_timeout=timedelta(hours=2))
-    [create, collated] >> delete.as_teardown(on_failure_fail_dagrun=True)
-    ended = record()
-    collated >> stage_out() >> sync_down() >> ended
-    delete >> ended
+    collated = collate(info, planned["manifest"], planned["cluster"])
+    run_array >> collated
+    # The teardown runs once everything that needs the cluster is done, whatever failed. Its
+    # trigger rule is all_done, not the teardown default (all done and a setup succeeded): a
+    # failed create_cluster still leaves a CREATE_FAILED cluster to delete. Its own failure
+    # fails the run (a cluster left running costs money) and alerts.
+    delete = PClusterDeleteOperator(task_id="delete_cluster", run_info=info, execution_timeout=timedelta(hours=2))
+    collated >> delete.as_teardown(setups=create, on_failure_fail_dagrun=True)
+    delete.trigger_rule = "all_done"
+    recorded = record(collated, synced_up)
+    collated >> stage_out() >> sync_down() >> recorded
+    delete >> recorded
+    outcome(recorded)
 
 
 fiji_project()

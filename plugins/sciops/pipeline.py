@@ -726,8 +726,8 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
     """Write ``run.json`` for every run that got past the project check, failed or not.
 
     On S3 it is also put in ``<project>/output/<run_id>/``, and copied to the LAN folder
-    when results are synced down. Raises after writing when a phase failed, so the DAG run
-    ends failed.
+    when results are synced down. Records failed runs as well as good ones and does not
+    fail for them: :func:`outcome` (the DAG's last task) does.
     """
     if not info:
         raise SciOpsError("validate did not pass: nothing was run and there is no run folder to record in "
@@ -796,11 +796,22 @@ def record(info: dict[str, Any] | None, collated: dict[str, Any] | None = None, 
         write_json(Path(lan, "output", info["run_id"], "run.json"), doc)
         Path(lan, "output", info["run_id"], "report.html").write_bytes((run_dir / "report.html").read_bytes())
     notify.run_ended(doc)
-    if failed_phases:
-        raise SciOpsError(f"run {info['run_id']} failed in {', '.join(failed_phases)}: "
-                          + "; ".join(phases.get(p, {}).get("error") or f"{p} did not finish (see its log)"
-                                      for p in failed_phases)[:2000])
+    doc["failed_phases"] = failed_phases
     return doc
+
+
+def outcome(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's verdict from what ``record`` wrote: raises when a phase failed (the DAG run then fails)."""
+    if not recorded:
+        raise SciOpsError("the run was not recorded (record failed: see its log, and validate's for the field "
+                          "to fix)")
+    failed = recorded.get("failed_phases") or []
+    if failed:
+        phases = recorded.get("phases") or {}
+        raise SciOpsError(f"run {recorded['run_id']} failed in {', '.join(failed)}: "
+                          + "; ".join(phases.get(p, {}).get("error") or f"{p} did not finish (see its log)"
+                                      for p in failed)[:2000])
+    return {"run_id": recorded["run_id"], "status": recorded["status"], "images": recorded["images"]}
 
 
 def summary_table(run_dir: Path | str, limit: int = 20) -> str:

@@ -33,19 +33,24 @@ def test_tags_retries_and_docs(dagbag):
 
 def test_fiji_project_shape(dagbag):
     dag = dagbag.dags["fiji_project"]
-    order = ["sync_up", "validate", "stage_in", "plan", "run_array", "collate", "stage_out", "sync_down", "record"]
+    order = ["sync_up", "validate", "stage_in", "plan", "run_array", "collate", "stage_out", "sync_down", "record",
+             "outcome"]
     for up, down in zip(order, order[1:]):
         assert down in dag.get_task(up).downstream_task_ids or up == "validate", f"{up} -> {down}"
     assert "plan" in dag.get_task("validate").downstream_task_ids
     # skipped storage steps must not skip what follows them; failures must not lose results
-    assert dag.get_task("validate").trigger_rule == dag.get_task("plan").trigger_rule == "none_failed"
-    for name in ("collate", "stage_out", "sync_down", "record"):
+    assert dag.get_task("validate").trigger_rule == "none_failed"
+    for name in ("collate", "stage_out", "sync_down", "record", "outcome"):
         assert dag.get_task(name).trigger_rule == "all_done", name
-    # the cluster: made after validate, deleted by a teardown after collate that fails the run if it fails
-    assert "create_cluster" in dag.get_task("validate").downstream_task_ids
-    assert "stage_in" in dag.get_task("create_cluster").downstream_task_ids
+    # the cluster: made after validate by the setup, deleted by its teardown after collate, whatever failed
+    # (all_done: a failed create leaves a cluster to delete), failing the run if it fails
+    create = dag.get_task("create_cluster")
+    assert "create_cluster" in dag.get_task("validate").downstream_task_ids and create.is_setup
+    assert create.downstream_task_ids == {"stage_in", "delete_cluster"}
     delete = dag.get_task("delete_cluster")
-    assert delete.is_teardown and delete.on_failure_fail_dagrun
+    assert delete.is_teardown and delete.on_failure_fail_dagrun and delete.trigger_rule == "all_done"
+    # state passes as arguments (XComArgs), not by pulls of hard-coded task ids
+    assert create.run_info.operator.task_id == "validate" and delete.run_info.operator.task_id == "validate"
     assert {"create_cluster", "collate"} <= delete.upstream_task_ids and "record" in delete.downstream_task_ids
     assert dag.get_task("validate").retries == 0
     assert {"project", "macro", "images_per_task", "max_attempts", "image_timeout_s", "memory",

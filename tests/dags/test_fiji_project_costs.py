@@ -84,7 +84,7 @@ def test_budget_abort_on_grid_engine(airflow_db, gridengine, shared_storage, mak
     dr = fresh_dag().test(run_conf=conf)
     states = task_states(dr)
     assert dr.state == "failed" and states["run_array"] == "failed", states
-    assert states["collate"] == "success" and states["record"] == "failed"
+    assert states["collate"] == states["record"] == "success" and states["outcome"] == "failed"
     run_dir = only_run(root)
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "budget exceeded"

@@ -129,7 +129,7 @@ def test_sge_job_deleted_outside_is_reported_and_partial_results_kept(airflow_db
     dr = fiji_dag.test(run_conf=sge_conf("deleted", macro="src/faulty.ijm", images_per_task=3, smoke_test=False))
     assert dr.state == "failed"
     st = task_states(dr)
-    assert st["run_array"] == "failed" and st["collate"] == "success" and st["record"] == "failed"
+    assert st["run_array"] == "failed" and st["collate"] == "success" and st["record"] == "success" and st["outcome"] == "failed"
     run_dir = only_run(root)
     run = json.loads((run_dir / "run.json").read_text())
     assert run["failed_phases"] == ["run_array"]

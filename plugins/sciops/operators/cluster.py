@@ -1,6 +1,8 @@
 """``create_cluster`` and ``delete_cluster``: an ephemeral ParallelCluster for one run.
 
-Both skip themselves unless the run's backend is ``parallelcluster``. Both wait in the
+Both take the run's info (``validate``'s result, an XComArg) as ``run_info``. On other
+backends ``create_cluster`` returns None (no cluster to make: it is the DAG's setup task, and
+a setup must succeed for what follows) and ``delete_cluster`` skips. Both wait in the
 triggerer (:class:`~sciops.triggers.cluster.PClusterStateTrigger`). Both are idempotent:
 the cluster's name comes from the Airflow run id, so a retried create finds the cluster
 it made instead of making another, and a delete of a cluster already gone succeeds.
@@ -18,16 +20,14 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 log = logging.getLogger(__name__)
 
 
-def _run(context) -> tuple[dict[str, Any], Any]:
+def _run(info: dict[str, Any] | None) -> tuple[dict[str, Any], Any] | None:
+    """The run's info and config, or None when it has no cluster of its own (another backend)."""
     from sciops import config as config_mod
 
-    info = context["ti"].xcom_pull(task_ids="validate", key="run_info")
     if not info:
         raise AirflowSkipException("validate did not pass: no cluster was asked for")
     cfg = config_mod.RunConfig(**info["config"])
-    if cfg.backend != "parallelcluster":
-        raise AirflowSkipException(f"backend {cfg.backend!r}: no cluster to create or delete")
-    return info, cfg
+    return (info, cfg) if cfg.backend == "parallelcluster" else None
 
 
 def _cli(info, cfg):
@@ -39,24 +39,36 @@ def _cli(info, cfg):
                                                                           env=pc.aws_env(cfg.aws_conn_id))
 
 
-def _begin(context, phase_name: str):
+def _begin(info, cfg, phase_name: str):
     """Both operators start alike: the run, its cluster's name and CLI, the phase, what pcluster says now."""
     from sciops.pipeline import phase_start
 
-    info, cfg = _run(context)
     settings, name, cli = _cli(info, cfg)
     phase_start(info["run_dir"], phase_name, keep_start=True)
     return info, cfg, settings, name, cli, cli.describe(name)
 
 
 class PClusterCreateOperator(BaseOperator):
-    """Create the run's cluster (or find it), wait until it is ready; returns its head node address."""
+    """Create the run's cluster (or find it), wait until it is ready; returns its head node address and key.
+
+    :param run_info: ``validate``'s result (templated: pass the XComArg).
+    """
+
+    template_fields = ("run_info",)
+
+    def __init__(self, *, run_info: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.run_info = run_info
 
     def execute(self, context):
         from sciops.clusters import parallelcluster as pc
         from sciops.pipeline import phase_end, write_cluster_config
 
-        info, cfg, settings, name, cli, state = _begin(context, "cluster_create")
+        run = _run(self.run_info)
+        if run is None:
+            log.info("backend %r: no cluster to create", self.run_info["config"]["backend"])
+            return None
+        info, cfg, settings, name, cli, state = _begin(*run, "cluster_create")
         if state["state"] == pc.READY:
             log.info("cluster %s already exists and is ready (a retry): not creating another", name)
             return self._done(info, settings, name, state)
@@ -82,7 +94,7 @@ class PClusterCreateOperator(BaseOperator):
     def execute_complete(self, context, event: dict[str, Any]):
         from sciops.pipeline import phase_end
 
-        info, cfg = _run(context)
+        info, cfg = _run(self.run_info)
         settings, name, cli = _cli(info, cfg)
         if not event.get("ok"):
             err = RuntimeError(f"cluster {name} did not become ready: {event.get('status')} {event.get('message')}")
@@ -118,8 +130,8 @@ class PClusterCreateOperator(BaseOperator):
 
 def teardown_failed_alert(context) -> None:
     """A cluster that could not be deleted keeps costing money: say so loudly, with the fix."""
-    ti = context["ti"]
-    info = ti.xcom_pull(task_ids="validate", key="run_info") or {}
+    info = getattr(context.get("task"), "run_info", None)
+    info = info if isinstance(info, dict) else {}
     from sciops.clusters import parallelcluster as pc
 
     name = pc.cluster_name(info.get("airflow_run_id", context.get("run_id", "")))
@@ -133,17 +145,26 @@ def teardown_failed_alert(context) -> None:
 
 
 class PClusterDeleteOperator(BaseOperator):
-    """Delete the run's cluster and wait until it is gone. Harmless when it never existed."""
+    """Delete the run's cluster and wait until it is gone. Harmless when it never existed.
 
-    def __init__(self, **kwargs):
+    :param run_info: ``validate``'s result (templated: pass the XComArg).
+    """
+
+    template_fields = ("run_info",)
+
+    def __init__(self, *, run_info: Any, **kwargs):
         kwargs.setdefault("on_failure_callback", teardown_failed_alert)
         super().__init__(**kwargs)
+        self.run_info = run_info
 
     def execute(self, context):
         from sciops.clusters import parallelcluster as pc
         from sciops.pipeline import phase_end
 
-        info, cfg, settings, name, cli, state = _begin(context, "teardown")
+        run = _run(self.run_info)
+        if run is None:
+            raise AirflowSkipException(f"backend {self.run_info['config']['backend']!r}: no cluster to delete")
+        info, cfg, settings, name, cli, state = _begin(*run, "teardown")
         if state["state"] == pc.GONE:
             phase_end(info["run_dir"], "teardown")
             log.info("cluster %s does not exist (never made, or already deleted)", name)
@@ -159,7 +180,7 @@ class PClusterDeleteOperator(BaseOperator):
     def execute_complete(self, context, event: dict[str, Any]):
         from sciops.pipeline import phase_end
 
-        info, cfg = _run(context)
+        info, cfg = _run(self.run_info)
         name = event.get("name")
         if not event.get("ok"):
             err = RuntimeError(f"cluster {name} was not deleted: {event.get('status')} {event.get('message')}")
