@@ -21,7 +21,7 @@ from typing import Any, Callable
 from sciops import runner_module
 from sciops.errors import ArrayTimeout, BudgetExceeded, JobFailedError, SchedulerQueryError
 from sciops.project import write_json
-from sciops.runners import CommandRunner
+from sciops.commands import CommandRunner
 from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting
 from sciops.watch import Watch, acct_dict, drive
 

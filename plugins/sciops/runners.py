@@ -1,56 +1,20 @@
-"""Run a command and get ``(returncode, stdout, stderr)`` back.
+"""Run a command on a head node over SSH and get ``(returncode, stdout, stderr)`` back.
 
-Schedulers never run anything themselves (STYLE 5): they build argv lists and
-parse output, and a runner from this module executes them. ``LocalRunner`` runs a
-subprocess on this machine; the SSH runners (a later issue) run the same argv on a
-head node, each element passed through ``shlex.quote``.
+``SSHRunner`` (paramiko, through the SSH provider's hook) for tasks, ``AsyncCommandRunner``
+(asyncssh) for triggers; both run the argv a scheduler built, each element passed through
+``shlex.quote`` (:func:`sciops.commands.shell_join`). What needs no SSH (the result type, the
+runner protocol, ``LocalRunner``) is in :mod:`sciops.commands`, so that the schedulers import
+nothing of SSH or Airflow; it is re-exported here.
 """
 from __future__ import annotations
 
 import logging
-import shlex
-import subprocess
 import time
-from dataclasses import dataclass
-from typing import Protocol
 
+from sciops.commands import CommandResult, CommandRunner, LocalRunner, shell_join  # noqa: F401 - re-exported
 from sciops.errors import CommandError, OutcomeUnknown
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class CommandRunner(Protocol):
-    def run(self, argv: list[str], *, check: bool = True, timeout: float | None = None) -> CommandResult: ...
-
-
-def shell_join(argv: list[str]) -> str:
-    """One shell command line with every element quoted: the only way argv reaches a shell."""
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
-class LocalRunner:
-    """Runs argv as a subprocess on this machine (no shell involved)."""
-
-    def run(self, argv: list[str], *, check: bool = True, timeout: float | None = None) -> CommandResult:
-        log.debug("running %s", shell_join(argv))
-        try:
-            proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            # killed at the timeout, but it may have done its work first (a submit that was slow to answer)
-            raise OutcomeUnknown(list(argv), 255, "", f"no answer in {timeout:.0f} s; killed, outcome unknown") \
-                from exc
-        result = CommandResult(list(argv), proc.returncode, proc.stdout, proc.stderr)
-        if check and proc.returncode != 0:
-            raise CommandError(list(argv), proc.returncode, proc.stdout, proc.stderr)
-        return result
 
 
 class SSHRunner:

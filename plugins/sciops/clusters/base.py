@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from sciops.runners import CommandRunner
+from sciops.commands import CommandRunner
 from sciops.schedulers.base import Scheduler
 
 

@@ -5,7 +5,7 @@ import os
 import sys
 
 from sciops.clusters.base import ClusterBackend
-from sciops.runners import LocalRunner
+from sciops.commands import LocalRunner
 from sciops.schedulers.local import LocalScheduler
 
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from sciops.errors import CommandError, OutcomeUnknown, SchedulerQueryError, SubmitError
-from sciops.runners import CommandRunner
+from sciops.commands import CommandRunner
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 from sciops.errors import SubmitError
-from sciops.runners import shell_join
+from sciops.commands import shell_join
 from sciops.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting, map_state
 
 STATES = {

@@ -123,3 +123,16 @@ def test_find_by_name_and_a_retry_that_looks_first(tmp_path, sched):
     with pytest.raises(SubmitError, match="submitted more than once"):
         sched.find(runner, "t")
     assert other != job_id
+
+
+def test_schedulers_import_nothing_of_ssh_or_airflow():
+    """The wall (STYLE 5): schedulers build argv and parse output; SSH and Airflow stay out."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import sciops.schedulers.sge, sciops.schedulers.slurm, sciops.schedulers.local, "
+            "sciops.watch; print(sorted(m for m in ('airflow', 'paramiko', 'asyncssh', 'sciops.runners') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
