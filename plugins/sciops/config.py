@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
+                      model_validator)
 
 from sciops.errors import ConfigError
 from sciops.names import SAFE_NAME
@@ -84,6 +85,35 @@ def parse_memory_mb(text: str | int) -> int:
 _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
 
 
+class ClusterSettings(BaseModel):
+    """What a run may ask of an ephemeral ParallelCluster (the ``cluster`` parameter), each key typed once.
+
+    Every key is optional here; the parallelcluster backend requires the first four and fills
+    the rest from ``PClusterSettings``' defaults (``sciops.clusters.parallelcluster``), where the
+    formats (subnet and AMI ids, known instance types) and what fits a node are checked too.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    region: str | None = Field(None, description="AWS region, e.g. eu-west-1 (required)")
+    subnet_id: str | None = Field(None, description="subnet of the head and compute nodes (required)")
+    key_name: str | None = Field(None, description="EC2 key pair for SSH to the head node (required)")
+    custom_ami: str | None = Field(None, description="AMI with Fiji installed (required)")
+    head_node_instance_type: str | None = Field(None, description="head node instance type (t3.medium)")
+    compute_instance_type: str | None = Field(None, description="compute node instance type (c5.xlarge)")
+    min_count: int | None = Field(None, ge=0, le=10_000, description="compute nodes kept running (0)")
+    max_count: int | None = Field(None, ge=1, le=10_000, description="compute nodes at most (4)")
+    spot: bool | None = Field(None, description="spot capacity instead of on-demand (false)")
+    spot_max_price: float | None = Field(None, gt=0, le=1000, description="spot: highest USD per hour per node")
+    shared_storage_gb: int | None = Field(None, ge=1, le=65_536, description="shared EBS volume (100 GB)")
+    root_volume_gb: int | None = Field(None, ge=35, le=16_384, description="each node's root volume (60 GB)")
+    os: str | None = Field(None, pattern=r"^[a-z0-9]+$", description="the AMI's OS as pcluster names it (alinux2023)")
+
+    def given(self) -> dict[str, Any]:
+        """The keys the run set (the rest take PClusterSettings' defaults)."""
+        return self.model_dump(exclude_none=True)
+
+
 class RunConfig(BaseModel):
     """The parameters of one run, checked (each field's description says what it does)."""
 
@@ -134,11 +164,11 @@ class RunConfig(BaseModel):
     cluster_storage_root: str | None = _param(None, "existing backend: the storage root's absolute path on the "
                                                     "cluster (empty = the same path as here)", section=_EXISTING,
                                               shown="same path")
-    cluster: dict[str, Any] = _param({}, "parallelcluster backend: {region, subnet_id, key_name, custom_ami} "
-                                         "(required) and head_node_instance_type (t3.medium), "
-                                         "compute_instance_type (c5.xlarge), min_count (0), max_count (4), "
-                                         "spot (false), spot_max_price, shared_storage_gb (100), "
-                                         "root_volume_gb (60), os (alinux2023)", section=_PC)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings, description=(
+        "parallelcluster backend: {region, subnet_id, key_name, custom_ami} (required) and head_node_instance_type "
+        "(t3.medium), compute_instance_type (c5.xlarge), min_count (0), max_count (4), spot (false), "
+        "spot_max_price, shared_storage_gb (100), root_volume_gb (60), os (alinux2023)"),
+        json_schema_extra={"section": _PC, "project_yaml": True, "shown": "`{}`"})
     storage_root: str | None = _param(None, "s3://bucket[/prefix] or an absolute folder (empty = "
                                             "$SCIOPS_STORAGE_ROOT)", section=_STORAGE, project_yaml=False,
                                       shown="$SCIOPS_STORAGE_ROOT")
@@ -296,6 +326,10 @@ class RunConfig(BaseModel):
             raise ValueError(f"{v!r}: give the LAN project folder's absolute path as this worker sees it (no '..')")
         return v
 
+    @field_serializer("cluster")
+    def _cluster_keys_set(self, v: ClusterSettings) -> dict[str, Any]:
+        return v.given()   # {} when unset, as the form, project.yaml and run.json show it
+
     @model_validator(mode="after")
     def _scheduler_fits_backend(self) -> RunConfig:
         allowed = SCHEDULERS[self.backend]
@@ -316,7 +350,8 @@ class RunConfig(BaseModel):
 
 
 #: Built-in defaults (``project`` has none: it is required).
-DEFAULTS: dict[str, Any] = {name: f.get_default(call_default_factory=True)
+DEFAULTS: dict[str, Any] = {name: (lambda d: d.given() if isinstance(d, ClusterSettings) else d)(
+                                f.get_default(call_default_factory=True))
                             for name, f in RunConfig.model_fields.items() if name != "project"}
 #: Fields a run's conf may set but project.yaml may not (they choose where the project is).
 RUN_ONLY = tuple(name for name, f in RunConfig.model_fields.items()
@@ -357,7 +392,7 @@ def sources(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None
 
 
 _SCHEMA_KEYS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "minLength", "pattern", "values_display",
-                "section")
+                "section", "properties", "additionalProperties")
 
 
 def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
@@ -368,10 +403,16 @@ def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
     ``project.yaml`` and the form combine. Airflow checks a run's conf against it when the
     run is created, so the form (and a REST call) refuse what the schema can say.
     """
-    props = RunConfig.model_json_schema()["properties"]
+    full = RunConfig.model_json_schema()
+    props = full["properties"]
     out = {}
     for name, field in RunConfig.model_fields.items():
         prop = dict(props[name])
+        if "$ref" in prop:   # a nested model (cluster): inlined, so Airflow checks its keys and types too
+            nested = full["$defs"][prop.pop("$ref").rsplit("/", 1)[-1]]
+            prop.update(type="object", additionalProperties=False,
+                        properties={k: {kk: vv for kk, vv in v.items() if kk != "title"}
+                                    for k, v in nested["properties"].items()})
         types = []
         for alt in prop.pop("anyOf", None) or [prop]:
             types.append(alt.get("type"))
@@ -501,10 +542,13 @@ _BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "mor
 
 def _message(err: dict) -> str:
     kind = err.get("type", "")
+    loc = err.get("loc") or ("",)
+    if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "cluster":
+        return f"unknown setting; known: {', '.join(ClusterSettings.model_fields)}"
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
-        name = str((err.get("loc") or ("",))[0])
-        field = RunConfig.model_fields.get(name)
+        fields = ClusterSettings.model_fields if len(loc) == 2 and loc[0] == "cluster" else RunConfig.model_fields
+        field = fields.get(str(loc[-1]))
         what = f": {field.description}" if field and field.description else ""
         return f"must be {words} {err['ctx'][key]:g} (got {err.get('input')!r}){what}"
     msg = err.get("msg", "invalid")

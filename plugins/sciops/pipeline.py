@@ -176,7 +176,7 @@ def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha
     if cfg.backend == "parallelcluster":
         from sciops.clusters.parallelcluster import with_defaults
 
-        c = with_defaults(cfg.cluster)
+        c = with_defaults(cfg.cluster.given())
         est = costs.estimate(images, perf["seconds_per_image"], backend=cfg.backend, nodes=c["max_count"],
                              instance_type=c["compute_instance_type"], head_node_type=c["head_node_instance_type"],
                              region=c["region"], memory_mb=cfg.memory_mb)
@@ -501,7 +501,7 @@ def budget_rates(cfg: config_mod.RunConfig, run_dir: Path) -> dict[str, float] |
     from sciops import costs
     from sciops.clusters.parallelcluster import with_defaults
 
-    c = with_defaults(cfg.cluster)
+    c = with_defaults(cfg.cluster.given())
     prices = costs.load_prices()
     region, itype = c["region"], c["compute_instance_type"]
     head = costs.on_demand_price(prices, region, c["head_node_instance_type"])

@@ -130,11 +130,19 @@ def test_settings_from_a_runs_cluster_parameter():
     s, problems = pc.settings_from({**BASE, "spot": True, "spot_max_price": 0.2, "max_count": 8}, bucket="b",
                                    run_id="r", project="p")
     assert problems == [] and s.spot and s.max_count == 8 and s.tags == {"sciops:dag-id": "fiji_project"}
-    _, problems = pc.settings_from({"region": "eu-west-1", "max_count": "many", "typo": 1}, bucket="b", run_id="r",
-                                   project="p")
-    fields = dict(problems)
-    assert {"cluster.typo", "cluster.subnet_id", "cluster.key_name", "cluster.custom_ami",
-            "cluster.max_count"} <= set(fields)
+    _, problems = pc.settings_from({"region": "eu-west-1"}, bucket="b", run_id="r", project="p")
+    assert {"cluster.subnet_id", "cluster.key_name", "cluster.custom_ami"} == set(dict(problems))
+    # keys and types are the model's (sciops.config.ClusterSettings): named before any of the above
+    from sciops import config
+    from sciops.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        config.build({"project": "p", "backend": "parallelcluster",
+                      "cluster": {"region": "eu-west-1", "max_count": "many", "min_count": -1, "typo": 1}})
+    fields = dict(err.value.problems)
+    assert {"cluster.typo", "cluster.max_count", "cluster.min_count"} <= set(fields), fields
+    assert "unknown setting; known: region, subnet_id" in fields["cluster.typo"]
+    assert fields["cluster.min_count"].startswith("must be at least 0 (got -1): compute nodes kept running")
 
 
 def test_dryrun_output_is_read(tmp_path):
