@@ -34,6 +34,19 @@ def task_states(dr) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dr.get_task_instances()}
 
 
+def wait_ended(sched, runner, job_id: str, tasks: list[int], timeout: float = 90) -> dict:
+    """Poll ``sched`` until every task of ``job_id`` left the queue (finished or unknown): the states."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = sched.status(runner, job_id, tasks)
+        if all(s.value == "unknown" or s.finished for s in states.values()):
+            return states
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} did not end: {states}")
+
+
 def get(base: str, path: str, token: str | None = None) -> tuple[int, str]:
     """GET ``base + path`` with a bearer token: ``(status, body)``, error statuses included."""
     import urllib.error

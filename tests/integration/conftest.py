@@ -67,6 +67,14 @@ def api_server(airflow_db):
     proc.wait(30)
 
 
+@pytest.fixture
+def job_dir(shared_storage):
+    """A folder for jobs' logs on storage the cluster's job user can write."""
+    d = shared_storage / "jobs"
+    (d / "logs").mkdir(parents=True)
+    return str(d)
+
+
 def token_for(base: str, user: str) -> str:
     """A JWT for one of :data:`USERS` from ``/auth/token``, as the CLI and scripts get one."""
     req = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, wait_ended
 from sciops.runners import SSHRunner
 from sciops.schedulers.base import ArraySpec, JobState
 from sciops.schedulers.sge import SGEScheduler
@@ -23,23 +23,6 @@ def qstat_jobs(name: str) -> list[str]:
 
 def spec(tmp: str, name: str, command: list[str], tasks: list[int]) -> ArraySpec:
     return ArraySpec(name=name, command=command, task_ids=tasks, log_dir=f"{tmp}/logs", workdir=tmp)
-
-
-@pytest.fixture
-def job_dir(shared_storage):
-    d = shared_storage / "jobs"
-    (d / "logs").mkdir(parents=True)
-    return str(d)
-
-
-def wait_ended(sched, runner, job_id, tasks, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        states = sched.status(runner, job_id, tasks)
-        if all(s == JobState.UNKNOWN or s.finished for s in states.values()):
-            return states
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not end: {states}")
 
 
 def test_submit_status_accounting_over_ssh(gridengine, job_dir):

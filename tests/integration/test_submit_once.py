@@ -11,10 +11,11 @@ import time
 import uuid
 
 import pytest
+from helpers import wait_ended
 
 from sciops.errors import OutcomeUnknown, SubmitError
 from sciops.runners import SSHRunner
-from sciops.schedulers.base import ArraySpec, JobState
+from sciops.schedulers.base import ArraySpec
 from sciops.schedulers.sge import SGEScheduler
 from sciops.schedulers.slurm import SlurmScheduler
 
@@ -52,59 +53,41 @@ def spec(job_dir: str, name: str, seconds: int = 4) -> ArraySpec:
                      workdir=job_dir)
 
 
-@pytest.fixture
-def job_dir(shared_storage):
-    d = shared_storage / "jobs"
-    (d / "logs").mkdir(parents=True)
-    return str(d)
-
-
-def wait_left_queue(sched, runner, job_id, tasks, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if all(s == JobState.UNKNOWN or s.finished for s in sched.status(runner, job_id, tasks).values()):
-            return
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not leave the queue")
-
-
-@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
-def test_a_lost_submit_answer_finds_the_job_by_name(scheduler, slurm, job_dir):
-    sched = SGEScheduler() if scheduler == "sge" else SlurmScheduler()
-    sched.find_pause_s = 1
-    ssh = SSHRunner(slurm)
-    name = f"sciops-lost-{uuid.uuid4().hex[:8]}-a1"
-    try:
-        runner = LostAnswer(ssh, sched.submit_argv(spec(job_dir, name))[0])
-        job_id = sched.submit(runner, spec(job_dir, name))
-        assert runner.lost == 1
-        assert jobs_named(name) == {job_id}          # submitted exactly once, and that is the id we hold
-        assert sched.find(ssh, name, accounting=False) == job_id
-        wait_left_queue(sched, ssh, job_id, [1, 2])
-        deadline = time.time() + 30                  # accounting lags the queue
-        while sched.find(ssh, name) is None and time.time() < deadline:
-            time.sleep(1)
-        assert sched.find(ssh, name) == job_id       # an ended job is found in accounting
-    finally:
-        ssh.close()
-
-
-@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
-def test_a_lost_submit_that_never_ran_is_not_resent_and_a_retry_submits_once(scheduler, slurm, job_dir):
-    sched = SGEScheduler() if scheduler == "sge" else SlurmScheduler()
+@pytest.fixture(params=["sge", "slurm"])
+def sched_ssh(request, slurm):
+    """Each scheduler (looking again after a lost answer within a second) and an SSH runner to the head node."""
+    sched = SGEScheduler() if request.param == "sge" else SlurmScheduler()
     sched.find_pause_s = 0.5
     ssh = SSHRunner(slurm)
+    yield sched, ssh
+    ssh.close()
+
+
+def test_a_lost_submit_answer_finds_the_job_by_name(sched_ssh, job_dir):
+    sched, ssh = sched_ssh
+    name = f"sciops-lost-{uuid.uuid4().hex[:8]}-a1"
+    runner = LostAnswer(ssh, sched.submit_argv(spec(job_dir, name))[0])
+    job_id = sched.submit(runner, spec(job_dir, name))
+    assert runner.lost == 1
+    assert jobs_named(name) == {job_id}          # submitted exactly once, and that is the id we hold
+    assert sched.find(ssh, name, accounting=False) == job_id
+    wait_ended(sched, ssh, job_id, [1, 2])
+    deadline = time.time() + 30                  # accounting lags the queue
+    while sched.find(ssh, name) is None and time.time() < deadline:
+        time.sleep(1)
+    assert sched.find(ssh, name) == job_id       # an ended job is found in accounting
+
+
+def test_a_lost_submit_that_never_ran_is_not_resent_and_a_retry_submits_once(sched_ssh, job_dir):
+    sched, ssh = sched_ssh
     name = f"sciops-never-{uuid.uuid4().hex[:8]}-a1"
-    try:
-        runner = LostAnswer(ssh, sched.submit_argv(spec(job_dir, name))[0], run_it=False)
-        with pytest.raises(SubmitError) as err:
-            sched.submit(runner, spec(job_dir, name))
-        assert "not submitted again" in str(err.value) and name in str(err.value)
-        assert jobs_named(name) == set()
-        # the task's retry looks first, finds nothing, submits once; a second retry finds that job
-        job_id = sched.submit(ssh, spec(job_dir, name, seconds=30), look_first=True)
-        assert sched.submit(ssh, spec(job_dir, name, seconds=30), look_first=True) == job_id
-        assert jobs_named(name) == {job_id}
-        sched.cancel(ssh, job_id)
-    finally:
-        ssh.close()
+    runner = LostAnswer(ssh, sched.submit_argv(spec(job_dir, name))[0], run_it=False)
+    with pytest.raises(SubmitError) as err:
+        sched.submit(runner, spec(job_dir, name))
+    assert "not submitted again" in str(err.value) and name in str(err.value)
+    assert jobs_named(name) == set()
+    # the task's retry looks first, finds nothing, submits once; a second retry finds that job
+    job_id = sched.submit(ssh, spec(job_dir, name, seconds=30), look_first=True)
+    assert sched.submit(ssh, spec(job_dir, name, seconds=30), look_first=True) == job_id
+    assert jobs_named(name) == {job_id}
+    sched.cancel(ssh, job_id)
