@@ -297,3 +297,50 @@ def pcluster_head(gridengine, monkeypatch):
     console = CONSOLE.read_text().replace("{KEY}", host_key.split()[1])
     monkeypatch.setattr(pc, "console_output", lambda instance_id, region, aws_conn_id: console)
     return "sciops_pcluster_head", host_key
+
+
+def _leftovers() -> dict[str, set[str]]:
+    """What tasks may leave behind on this machine: job-user processes, JVMs and Xvfbs of runners, scratch."""
+    import glob
+    import pwd
+    import tempfile
+
+    procs: set[str] = set()
+    try:
+        job_uid = pwd.getpwnam("sciops").pw_uid
+    except KeyError:
+        job_uid = None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            uid = os.stat(f"/proc/{entry}").st_uid
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state == "Z" or not cmd:
+            continue
+        ours = "Xvfb -displayfd" in cmd or "sciops_task.py" in cmd or "-Dsciops" in cmd or "ij.jar -port0" in cmd
+        if ours or (uid == job_uid and "sshd" not in cmd):
+            procs.add(f"{entry} {cmd[:160]}")
+    return {"processes": procs, "scratch": set(glob.glob(os.path.join(tempfile.gettempdir(), "sciops-task*")))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """After the whole suite, no task's process (job user, JVM, Xvfb) and no task scratch folder is left.
+
+    Compared with what was there before the suite (a killed earlier run is not this run's doing).
+    """
+    before = _leftovers()
+    yield
+    import time
+
+    deadline = time.time() + 30
+    while True:
+        new = {k: v - before[k] for k, v in _leftovers().items()}
+        if not any(new.values()) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert not any(new.values()), f"left behind by the suite: {new}"

@@ -72,6 +72,52 @@ MACRO_ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "JAVA_HOME", "USER", "LOGNA
                    "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID")
 
 
+#: prctl(PR_SET_PDEATHSIG): the kernel signals a child when the process that made it dies.
+PR_SET_PDEATHSIG = 1
+SCRATCH_PREFIX = "sciops-task"
+
+
+def die_with(parent_pid):
+    """A ``preexec_fn``: the child (JVM, Xvfb) is SIGKILLed when the runner dies, however it dies.
+
+    They run in sessions of their own (the runner kills a stuck JVM's whole group), so a
+    ``kill -9`` of the runner, the OOM killer or a scheduler that kills only the task's
+    process would otherwise leave them running, Xvfb for ever. Linux only; elsewhere a no-op.
+    """
+    def preexec():
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:   # the runner died between fork and prctl
+            os._exit(1)
+    return preexec
+
+
+def remove_stale_scratch(base=None):
+    """Remove scratch folders of runners that are gone (a SIGKILL leaves them; the name holds the pid)."""
+    base = base or tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")   # sciops-task<N>-<pid>-<random>
+        if not name.startswith(SCRATCH_PREFIX) or len(parts) < 4 or not parts[2].isdigit():
+            continue
+        path = os.path.join(base, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue   # alive (another user's, or ours still running)
+
+
 def macro_env(environ, home, tmp, display=None):
     """The environment a macro's JVM gets: :data:`MACRO_ENV_ALLOW` and ``LC_*`` only."""
     env = {k: v for k, v in environ.items() if k in MACRO_ENV_ALLOW or k.startswith("LC_")}
@@ -191,7 +237,7 @@ class Xvfb:
         self.proc = subprocess.Popen(
             [self.binary, "-displayfd", str(wfd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
             pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with(os.getpid()),
         )
         os.close(wfd)
         data = b""
@@ -264,6 +310,7 @@ class ChunkRunner:
         self.scratch = None
         self.error = ""            # why the task ended early, for the attempt summary
         self.interrupted = False
+        self.proc = None           # the JVM running now
 
     # -- bookkeeping -------------------------------------------------------------
     def note(self, msg, *args):
@@ -286,7 +333,9 @@ class ChunkRunner:
             self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
                       len(self.images))
         start_failures = 0
-        self.scratch = tempfile.mkdtemp(prefix="sciops-task%d-" % self.task_id, dir=self.m.get("scratch_dir"))
+        remove_stale_scratch(self.m.get("scratch_dir"))
+        self.scratch = tempfile.mkdtemp(prefix="%s%d-%d-" % (SCRATCH_PREFIX, self.task_id, os.getpid()),
+                                        dir=self.m.get("scratch_dir"))
         xvfb = None
         try:
             display = None
@@ -307,9 +356,14 @@ class ChunkRunner:
                 start_failures = 0
                 remaining = [img for img in remaining if img not in finished]
         finally:
+            # also on SIGTERM (scancel, qdel, a timeout), which main() turns into SystemExit
+            if self.proc is not None and self.proc.poll() is None:
+                self.kill(self.proc)
+                self.proc.wait()
             if xvfb:
                 xvfb.stop()
             shutil.rmtree(self.scratch, ignore_errors=True)
+            remove_stale_scratch(self.m.get("scratch_dir"))   # and what killed runners on this node left
         return 0
 
     def run_jvm(self, images, display=None):
@@ -334,8 +388,8 @@ class ChunkRunner:
         argv = launcher_argv(self.m["launcher"], xmx, home, tmp, self.m["driver_path"], jobfile)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
         env = macro_env(os.environ, home, tmp, display)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True, preexec_fn=die_with(os.getpid()))
         lines = queue.Queue()
 
         def pump():
@@ -468,10 +522,20 @@ def main(argv=None):
     if args.images is not None:
         log_path = os.path.join(log_dir, "smoke.log")
     started = time.time()
-    with open(log_path, "a", encoding="utf-8") as log:
-        runner = ChunkRunner(manifest, task_id, args.attempt, log, images=args.images,
-                             status_file=args.status_file)
-        rc = runner.run()
+
+    def stop(signum, frame):
+        # scancel, qdel, a wall-time limit: unwind through run()'s cleanup (JVM, Xvfb, scratch)
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with open(log_path, "a", encoding="utf-8") as log:
+            runner = ChunkRunner(manifest, task_id, args.attempt, log, images=args.images,
+                                 status_file=args.status_file)
+            rc = runner.run()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     summary = {"task": task_id, "attempt": args.attempt, "host": runner.host, "start": started,
                "end": time.time(), "exit": rc, "imagej_version": runner.version, "jvm_starts": runner.jvm_starts,
                "images": len(runner.images), "log": os.path.relpath(log_path, manifest["run_dir"]),

@@ -148,3 +148,57 @@ def test_several_tasks_share_a_node(tmp_path, imagej):
     for t in (1, 2, 3):
         done.update(st.read_statuses(st.status_path(str(tmp_path / "work"), t)))
     assert sorted(done) == names and {v["status"] for v in done.values()} == {"ok"}
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (JVM and Xvfb run in sessions of their own, so not by process group)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists()
+            and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_tasks_children_and_scratch_go_with_it(tmp_path, imagej, sig):
+    """kill -9 (OOM killer, node agent) or SIGTERM (scancel, qdel) of the runner alone: its JVM and Xvfb die
+    too, and its scratch folder is gone (at once on SIGTERM; by the next task on the node after SIGKILL)."""
+    make_images(tmp_path / "input", {"a_slow.tif": 1, "b_slow.tif": 1}, size=64)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a_slow.tif", "b_slow.tif"],
+                         scratch_dir=str(scratch))
+    proc = subprocess.Popen([sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath), "--task", "1"],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any("java" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+                                              for p in _alive(_descendants(proc.pid))):
+        time.sleep(0.2)
+    children = _descendants(proc.pid)
+    assert len(children) >= 2 and list(scratch.iterdir()), "the JVM and Xvfb did not start"
+    proc.send_signal(sig)                     # the runner alone, as the OOM killer or a scheduler's signal
+    proc.wait(30)
+    deadline = time.time() + 15
+    while _alive(children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), f"left running: {_alive(children)}"
+    if sig == signal.SIGTERM:
+        assert list(scratch.iterdir()) == []
+    else:
+        assert list(scratch.iterdir())        # nothing could clean up after SIGKILL ...
+        st.remove_stale_scratch(str(scratch))  # ... the next task on the node does, first thing
+        assert list(scratch.iterdir()) == []
