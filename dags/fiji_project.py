@@ -135,7 +135,10 @@ def fiji_project():
     def sync_down() -> dict:
         from sciops.pipeline import sync_down as run_sync_down
 
-        return skip_if_none(run_sync_down(run_info()), "no sync_to or sync_from: results stay in the storage root")
+        info = run_info()
+        if not info:   # sync_up or validate stopped the run: not "no sync_to"
+            raise AirflowSkipException("validate did not pass: there is no run folder to bring back")
+        return skip_if_none(run_sync_down(info), "no sync_to or sync_from: results stay in the storage root")
 
     @task(trigger_rule="all_done", retries=0)
     def record(collated: dict | None, synced_up: dict | None) -> dict:

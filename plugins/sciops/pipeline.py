@@ -655,8 +655,17 @@ def stage_out(info: dict[str, Any] | None) -> dict[str, Any] | None:
         return {"direction": "up", "by": "head node (aws s3 sync)", "seconds": round(time.time() - start, 3)}
 
 
+#: What a run that collated must have in the LAN folder after sync_down (the tables collate always writes).
+COLLATED_TABLES = ("results.csv", "summary.csv", "failures.csv")
+
+
 def sync_down(info: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``output/<run_id>/`` → the LAN folder (``sync_to``, else ``sync_from``). ``None``: not asked for."""
+    """``output/<run_id>/`` → the LAN folder (``sync_to``, else ``sync_from``). ``None``: not asked for.
+
+    A sync that "succeeds" with the results missing (the bucket lost them: an endpoint restarted
+    between stage_out and here, a lifecycle rule) fails, naming what is missing: a run never
+    ends ``success`` unless its tables are where the user will look.
+    """
     from sciops import sync as sync_mod
 
     if not info:
@@ -666,7 +675,18 @@ def sync_down(info: dict[str, Any] | None) -> dict[str, Any] | None:
     if not target:
         return None
     with phase(info["run_dir"], "sync_down"):
-        return _stats(sync_mod.sync_down(storage_of(cfg), info["project"], info["run_id"], target))
+        storage = storage_of(cfg)
+        stats = _stats(sync_mod.sync_down(storage, info["project"], info["run_id"], target))
+        collated = Path(info["run_dir"], PHASES, "collate.json")
+        if collated.exists() and json.loads(collated.read_text()).get("status") == "success":
+            dest = Path(target, "output", info["run_id"])
+            missing = [name for name in COLLATED_TABLES if not (dest / name).is_file()]
+            if missing:
+                raise SciOpsError(
+                    f"sync_down ended with {', '.join(missing)} missing from {dest}: the storage root does not hold "
+                    f"them ({storage.url}/{info['project']}/output/{info['run_id']}/, {stats.get('transferred', 0)} "
+                    "file(s) copied). Clear stage_out and sync_down in the UI to push and fetch them again.")
+        return stats
 
 
 BUDGET_EXCEEDED = "budget exceeded"

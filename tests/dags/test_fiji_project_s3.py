@@ -55,6 +55,22 @@ def test_local_backend_with_s3_storage_sync_up_and_down(airflow_db, s3_root, tmp
     assert run["phases"]["sync_up"]["transferred"] == len(COUNTS) + 1
     assert json.loads(s3_root.read_bytes("cells", "output", run_id, "run.json"))["status"] == "success"
 
+    # the bucket loses the run's results after stage_out (an endpoint restarted, a lifecycle rule): a sync_down
+    # that copies nothing must fail, naming what is missing, not end "success" (issue 17)
+    from sciops import pipeline
+    from sciops.errors import SciOpsError
+
+    out = s3_root.tree("cells", "output", run_id)
+    for rel in out.list():
+        out.client.delete(out.key(rel))
+    info = {"config": run["params"], "run_dir": run["run_dir"], "project": "cells", "run_id": run_id}
+    elsewhere = tmp_path / "lan2"
+    with pytest.raises(SciOpsError, match="results.csv, summary.csv, failures.csv missing from"):
+        pipeline.sync_down({**info, "config": {**run["params"], "sync_to": str(elsewhere)}})
+    assert pipeline.sync_down(info)["transferred"] == 0   # the LAN copy made before still has them: fine
+    stage_out_again = pipeline.stage_out(info)            # the fix the message gives: push, then fetch again
+    assert stage_out_again and pipeline.sync_down({**info, "config": {**run["params"], "sync_to": str(elsewhere)}})
+
     # a second run: nothing to sync up, the working copy is reused
     dr = fresh_dag().test(run_conf=conf)
     assert dr.state == "success", task_states(dr)
@@ -71,6 +87,12 @@ def test_bad_bucket_fails_in_validate_before_anything_runs(airflow_db, s3_endpoi
     assert dr.state == "failed"
     assert states["validate"] == "failed" and states["sync_up"] == "skipped"
     assert states["stage_in"] == states["plan"] == states["run_array"] == "upstream_failed"
+    # with sync_from, sync_up refuses first; sync_down has no run folder to bring back and skips (it does not fail)
+    lan = lan_project(tmp_path / "lan" / "cells")
+    dr = fresh_dag().test(run_conf={"project": "cells", "storage_root": "s3://no-such-bucket-anywhere",
+                                    "aws_conn_id": "sciops_s3", "sync_from": str(lan)})
+    states = task_states(dr)
+    assert dr.state == "failed" and states["sync_up"] == "failed" and states["sync_down"] == "skipped", states
 
 
 def test_grid_engine_with_s3_storage(airflow_db, gridengine, shared_storage, s3_root, tmp_path, monkeypatch):
