@@ -138,7 +138,7 @@ def _header(path: Path, head: bytes) -> tuple[int, int, int, int]:
             spp = int(page.samplesperpixel)
             bits = int(page.bitspersample)
             end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
-            return width, height, width * height * spp * max(bits // 8, 1), int(end)
+            return width, height, width * height * spp * max((bits + 7) // 8, 1), int(end)   # 12-bit: 2 bytes
     from PIL import Image
 
     with Image.open(path) as im:

@@ -9,7 +9,6 @@ worker's work root: everything crosses through the bucket, as with a real cluste
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest

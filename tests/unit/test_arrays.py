@@ -157,3 +157,29 @@ def test_trigger_events_wait_for_the_minimum_after_the_deferral():
     finally:
         asyncio.sleep = real
     assert slept == []
+
+
+def test_a_new_plan_starts_afresh_after_a_clear(tmp_path):
+    """task_state_store survives a clear: a run planned again must not inherit the old job, spend or deadline."""
+    import time
+
+    from sciops.operators.run_array import DEADLINE_KEY, PLAN_KEY, STATE_KEY, FijiArrayOperator
+
+    m = make_manifest(tmp_path, 2, {})
+    m.update(backend="local", backend_options={"slots": 2}, plan_id="new")
+    path = tmp_path / "work" / "manifest.json"
+    path.write_text(json.dumps(m))
+
+    class Store(dict):   # Airflow's task_state_store: get, set, delete
+        def set(self, key, value):
+            self[key] = value
+
+        def delete(self, key):
+            self.pop(key, None)
+
+    old = {"job_id": "local-gone", "attempt": 1, "task_ids": [1, 2], "submitted_at": 0.0, "history": []}
+    store = Store({PLAN_KEY: "old", STATE_KEY: old, DEADLINE_KEY: time.time() - 3600})   # its deadline long past
+    op = FijiArrayOperator(task_id="run_array", manifest_path=str(path), deferrable=False, poll_seconds=0.2)
+    result = op.execute({"task_state_store": store})
+    assert result["failed_tasks"] == [] and result["job_ids"] != ["local-gone"]   # submitted anew, not timed out
+    assert store[PLAN_KEY] == "new" and store[DEADLINE_KEY] > time.time() and store[STATE_KEY]["job_id"] != "local-gone"

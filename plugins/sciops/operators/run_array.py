@@ -14,6 +14,10 @@ limit of the whole array phase, counted from the first submission and kept in
 ``task_state_store`` across retries; deferrals get the time left (Airflow does not carry
 ``execution_timeout`` across a deferral). ``on_kill`` (the task killed while it watches
 from the worker) cancels the job: an array left running costs money.
+
+What is kept in ``task_state_store`` (job, spend, deadline) belongs to one plan: the store
+survives a clear of the task, so a run whose ``plan`` ran again (a new ``plan_id``) starts
+afresh instead of re-attaching to the jobs, spend and deadline of its earlier life.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from airflow.sdk import BaseOperator
 STATE_KEY = "sciops_array"
 SPEND_KEY = "sciops_spend"
 DEADLINE_KEY = "sciops_deadline"
+PLAN_KEY = "sciops_plan"
 PHASE = "run_array"
 #: Airflow's own deferral timeout is a safety net past the watch's deadline (a trigger that died).
 DEFER_MARGIN = timedelta(hours=1)
@@ -71,6 +76,12 @@ class FijiArrayOperator(BaseOperator):
                                "id across retries; refusing to submit without it")
         manifest = read_manifest(self.manifest_path)
         backend = get_backend(manifest["backend"], **manifest["backend_options"])
+        plan_id = manifest.get("plan_id")
+        kept = store.get(PLAN_KEY)
+        if kept != plan_id:   # a new plan (the run was cleared and planned again): nothing of the old one holds
+            for key in (STATE_KEY, SPEND_KEY, DEADLINE_KEY):
+                store.delete(key)
+            store.set(PLAN_KEY, plan_id)
         deadline = store.get(DEADLINE_KEY)
         if deadline is None:
             deadline = time.time() + self.timeout.total_seconds()
