@@ -71,7 +71,7 @@ class PClusterCreateOperator(BaseOperator):
         info, cfg, settings, name, cli, state = _begin(*run, "cluster_create")
         if state["state"] == pc.READY:
             log.info("cluster %s already exists and is ready (a retry): not creating another", name)
-            return self._done(info, settings, name, state)
+            return self._done(info, cfg, settings, name, state)
         if state["state"] in (pc.FAILED, pc.DELETING):
             err = RuntimeError(f"cluster {name} is {state['status']}: it is torn down by delete_cluster; "
                                "trigger a new run")
@@ -100,12 +100,11 @@ class PClusterCreateOperator(BaseOperator):
             err = RuntimeError(f"cluster {name} did not become ready: {event.get('status')} {event.get('message')}")
             phase_end(info["run_dir"], "cluster_create", err)
             raise AirflowFailException(f"{err}; delete_cluster tears it down")
-        return self._done(info, settings, name, event)
+        return self._done(info, cfg, settings, name, event)
 
-    def _done(self, info, settings, name, state):
+    def _done(self, info, cfg, settings, name, state):
         from sciops.pipeline import phase_end
 
-        from sciops import config as config_mod
         from sciops.clusters import parallelcluster as pc
         from sciops.errors import ClusterError
 
@@ -115,7 +114,7 @@ class PClusterCreateOperator(BaseOperator):
             raise AirflowFailException(str(err))
         try:   # pinned before anything is sent to the head node (see parallelcluster.head_node_host_key)
             host_key = pc.head_node_host_key(state["head_node_instance_id"], settings.region,
-                                             config_mod.RunConfig(**info["config"]).aws_conn_id)
+                                             cfg.aws_conn_id)
         except ClusterError as err:
             phase_end(info["run_dir"], "cluster_create", err)
             raise AirflowFailException(f"{err}; delete_cluster tears the cluster down") from None
