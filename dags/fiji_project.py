@@ -67,15 +67,15 @@ def fiji_project():
         return {**ctx["params"], **(ctx["dag_run"].conf or {})}
 
     def refusals():
-        from sciops.pipeline import refusals as pipeline_refusals
+        from sciops.phases.checks import refusals as checks_refusals
 
         ctx = get_current_context()  # a refused run gets a ledger row (status refused, the reason)
-        return pipeline_refusals(run_conf(), ctx["run_id"], ctx["dag"].dag_id,
+        return checks_refusals(run_conf(), ctx["run_id"], ctx["dag"].dag_id,
                                  getattr(ctx["dag_run"].run_type, "value", None))
 
     @task(retries=0)  # a bad parameter does not fix itself
     def sync_up() -> dict:
-        from sciops.pipeline import sync_up as run_sync_up
+        from sciops.phases.transfer import sync_up as run_sync_up
 
         with refusals():
             return skip_if_none(run_sync_up(run_conf()), "no sync_from: the project is already in the storage root")
@@ -83,21 +83,21 @@ def fiji_project():
     @task(retries=0, trigger_rule="none_failed")  # runs after a skipped sync_up
     def validate() -> dict:
         from sciops.notify import run_started
-        from sciops.pipeline import validate as run_validate
+        from sciops.phases.checks import validate as run_validate
 
         ctx = get_current_context()
         # published early so that record finds the run folder even if the smoke run fails
         with refusals():
             info = run_validate(run_conf(), ctx["run_id"],
-                                publish=lambda info: ctx["ti"].xcom_push("run_info", info))
+                                publish=lambda info: ctx["ti"].xcom_push("run_info", info.dump()))
         run_started(info)
-        return info
+        return info.dump()
 
     # create_cluster is the setup, and what follows a setup directly must be all_success
     # (Airflow's rule): stage_in, which passes the cluster on to plan and collate.
     @task
     def stage_in(info: dict, cluster: dict | None) -> dict:
-        from sciops.pipeline import stage_in as run_stage_in
+        from sciops.phases.transfer import stage_in as run_stage_in
 
         staged = run_stage_in(info, cluster)
         if staged is None:
@@ -106,7 +106,7 @@ def fiji_project():
 
     @task(multiple_outputs=True)
     def plan(info: dict, staged: dict) -> dict:
-        from sciops.pipeline import plan as run_plan
+        from sciops.phases.plan import plan as run_plan
 
         return {**run_plan(info, staged["cluster"]), "cluster": staged["cluster"]}
 
@@ -114,7 +114,7 @@ def fiji_project():
     # finished images on disk, and collate gathers them; outcome then fails the run.
     @task(outlets=[COLLATED], trigger_rule="all_done")
     def collate(info: dict | None, manifest: str | None, cluster: dict | None) -> dict:
-        from sciops.pipeline import collate as run_collate
+        from sciops.phases.transfer import collate as run_collate
 
         if not info or not manifest:
             raise AirflowSkipException("nothing was planned: nothing to collate")
@@ -127,13 +127,13 @@ def fiji_project():
 
     @task(trigger_rule="all_done")  # partial results are pushed too: nothing is lost
     def stage_out() -> dict:
-        from sciops.pipeline import stage_out as run_stage_out
+        from sciops.phases.transfer import stage_out as run_stage_out
 
         return skip_if_none(run_stage_out(run_info()), "nothing to push: local storage root, or no run folder")
 
     @task(trigger_rule="all_done")
     def sync_down() -> dict:
-        from sciops.pipeline import sync_down as run_sync_down
+        from sciops.phases.transfer import sync_down as run_sync_down
 
         info = run_info()
         if not info:   # sync_up or validate stopped the run: not "no sync_to"
@@ -142,7 +142,7 @@ def fiji_project():
 
     @task(trigger_rule="all_done", retries=0)
     def record(collated: dict | None, synced_up: dict | None) -> dict:
-        from sciops.pipeline import record as run_record
+        from sciops.phases.record import record as run_record
 
         ctx = get_current_context()
         return run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
@@ -150,7 +150,7 @@ def fiji_project():
 
     @task(trigger_rule="all_done", retries=0)
     def outcome(recorded: dict | None) -> dict:
-        from sciops.pipeline import outcome as run_outcome
+        from sciops.phases.record import outcome as run_outcome
 
         return run_outcome(recorded)  # raises when a phase failed: the DAG run ends failed
 

@@ -32,7 +32,7 @@ set -e
 python - "$rc" <<'PY'
 import json, os, sys
 from pathlib import Path
-from sciops.pipeline import summary_table
+from sciops.phases.record import summary_table
 out = Path(os.environ["SCIOPS_STORAGE_ROOT"], "demo", "output")
 runs = sorted(out.glob("*/run.json"), key=lambda p: p.stat().st_mtime)
 if not runs:

@@ -85,20 +85,17 @@ def report_url(dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/sciops/runs/{dag_id}/{run_id}/report"
 
 
-def run_started(info: dict[str, Any]) -> bool:
-    cfg = info["config"]
-    where = cfg["backend"]
-    if cfg["backend"] == "existing":
-        where = f"existing {cfg.get('scheduler')} cluster via {cfg.get('ssh_conn_id')}"
-    elif cfg["backend"] == "parallelcluster":
-        from sciops.clusters.parallelcluster import with_defaults
+def run_started(info) -> bool:
+    """``info``: the run's :class:`~sciops.runinfo.RunInfo` (or its XCom dict)."""
+    from sciops.runinfo import RunInfo
 
-        c = with_defaults(cfg.get("cluster"))
-        where = (f"new ParallelCluster in {c.get('region')}: {c['compute_instance_type']} × up to "
-                 f"{c['max_count']}{' (spot)' if c['spot'] else ''}")
-    budget = f", budget {cfg['budget_usd']} USD" if cfg.get("budget_usd") else ""
-    return send(f":microscope: SciOps run started: project *{info['project']}*, {info['images']} images, "
-                f"macro {cfg['macro']}, on {where}{budget} (run {info['run_id']})", cfg.get("slack_conn_id"))
+    info = RunInfo.of(info)
+    cfg = info.config
+    with info.backend() as backend:
+        where = backend.where()
+    budget = f", budget {cfg.budget_usd} USD" if cfg.budget_usd else ""
+    return send(f":microscope: SciOps run started: project *{info.project}*, {info.images} images, "
+                f"macro {cfg.macro}, on {where}{budget} (run {info.run_id})", cfg.slack_conn_id)
 
 
 def run_ended(doc: dict[str, Any]) -> bool:

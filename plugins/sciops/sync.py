@@ -551,6 +551,16 @@ class SyncManifest:
 
 
 # -- what the DAG and the CLI call ---------------------------------------------------------------
+def log_stats(d: dict) -> dict:
+    """Log a transfer's counts (a :meth:`SyncStats.as_dict`, or a head node's ``aws s3 sync`` summary)."""
+    if "transferred" in d:
+        log.info("%s: %d file(s) transferred (%d bytes), %d unchanged, %.1f s", d["direction"], d["transferred"],
+                 d["bytes"], d["skipped"], d["seconds"])
+    else:
+        log.info("%s by %s: %.1f s", d.get("direction"), d.get("by"), d.get("seconds") or 0)
+    return d
+
+
 def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = False, verify: bool = True,
             **kw) -> SyncStats:
     """A LAN project folder → ``<root>/<project>/`` (``output/`` stays behind: runs write it).

@@ -70,7 +70,7 @@ def test_dag_file_has_no_heavy_imports_at_parse_time(dag_file):
     import subprocess
     import sys
 
-    heavy = ("pandas", "pyarrow", "boto3", "botocore", "paramiko", "asyncssh", "sciops.pipeline", "sciops.results",
+    heavy = ("pandas", "pyarrow", "boto3", "botocore", "paramiko", "asyncssh", "sciops.phases", "sciops.results",
              "sciops.storage", "sciops.sync", "sciops.clusters")
     code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
             f"print([m for m in {heavy!r} if m in sys.modules])")

@@ -24,7 +24,7 @@ def only_run(root: Path, newest: bool = True) -> Path:
 def test_ledger_slack_and_cost_for_a_successful_and_a_failed_run(airflow_db, make_project, slack_receiver):
     from sciops import ledger
     from sciops.errors import ConfigError
-    from sciops.pipeline import validate
+    from sciops.phases.checks import validate
 
     root = make_project("costs", counts={"a.tif": 3, "b.tif": 5, "c.tif": 7})
     (root / "src" / "crash.ijm").write_text(CRASH)

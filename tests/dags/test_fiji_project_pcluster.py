@@ -105,7 +105,7 @@ def test_failed_teardown_fails_the_run(pcluster_run, slack_receiver):
 ])
 def test_bad_cluster_settings_fail_in_validate_before_anything_is_made(pcluster_run, change, field):
     from sciops.errors import ConfigError
-    from sciops.pipeline import validate
+    from sciops.phases.checks import validate
 
     conf, shared, storage, fake, _ = pcluster_run
     with pytest.raises(ConfigError) as err:

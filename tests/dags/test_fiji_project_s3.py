@@ -57,19 +57,22 @@ def test_local_backend_with_s3_storage_sync_up_and_down(airflow_db, s3_root, tmp
 
     # the bucket loses the run's results after stage_out (an endpoint restarted, a lifecycle rule): a sync_down
     # that copies nothing must fail, naming what is missing, not end "success" (issue 17)
-    from sciops import pipeline
     from sciops.errors import SciOpsError
+    from sciops.phases import transfer
+    from sciops.runinfo import RunInfo
 
     out = s3_root.tree("cells", "output", run_id)
     for rel in out.list():
         out.client.delete(out.key(rel))
-    info = {"config": run["params"], "run_dir": run["run_dir"], "project": "cells", "run_id": run_id}
-    elsewhere = tmp_path / "lan2"
+    info = RunInfo(run_id=run_id, airflow_run_id=run["airflow_run_id"], project="cells", project_root=run["run_dir"],
+                   run_dir=run["run_dir"], config=run["params"], images=run["images"]["total"], macro_path="",
+                   macro_sha256=run["macro"]["sha256"], launcher={})
+    elsewhere = info.model_copy(update={"config": info.config.model_copy(update={"sync_to": str(tmp_path / "lan2")})})
     with pytest.raises(SciOpsError, match="results.csv, summary.csv, failures.csv missing from"):
-        pipeline.sync_down({**info, "config": {**run["params"], "sync_to": str(elsewhere)}})
-    assert pipeline.sync_down(info)["transferred"] == 0   # the LAN copy made before still has them: fine
-    stage_out_again = pipeline.stage_out(info)            # the fix the message gives: push, then fetch again
-    assert stage_out_again and pipeline.sync_down({**info, "config": {**run["params"], "sync_to": str(elsewhere)}})
+        transfer.sync_down(elsewhere)
+    assert transfer.sync_down(info)["transferred"] == 0   # the LAN copy made before still has them: fine
+    stage_out_again = transfer.stage_out(info)            # the fix the message gives: push, then fetch again
+    assert stage_out_again and transfer.sync_down(elsewhere)
 
     # a second run: nothing to sync up, the working copy is reused
     dr = fresh_dag().test(run_conf=conf)

@@ -106,11 +106,11 @@ def _tree(root: Path) -> set[str]:
 
 
 def _refused(conf: dict, storage: Path, field: str, run_id: str = "manual__hostile") -> ConfigError:
-    from sciops import pipeline
+    from sciops.phases import checks
 
     before = _tree(storage)
     with pytest.raises(ConfigError) as err:
-        pipeline.validate(conf, run_id)
+        checks.validate(conf, run_id)
     assert field in err.value.fields, (conf, err.value.problems)
     message = dict(err.value.problems)[field]
     assert len(message) > 15, message  # a sentence, not a bare type name

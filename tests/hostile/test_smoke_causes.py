@@ -72,11 +72,11 @@ def bare_project(storage):
 
 @pytest.mark.parametrize("make,conf,field,words", CASES, ids=[c[0].__name__.strip("_") for c in CASES])
 def test_bad_images_are_the_images_fault(imagej, airflow_db, bare_project, make, conf, field, words):
-    from sciops import pipeline
+    from sciops.phases import checks
 
     make(bare_project / "input")
     with pytest.raises(ConfigError) as err:
-        pipeline.validate({"project": "proj", **conf}, "manual__smoke")
+        checks.validate({"project": "proj", **conf}, "manual__smoke")
     assert err.value.fields == [field], err.value.problems
     message = dict(err.value.problems)[field]
     assert words in message and "Fix:" in message, message
@@ -84,35 +84,35 @@ def test_bad_images_are_the_images_fault(imagej, airflow_db, bare_project, make,
 
 
 def test_a_project_with_some_bad_images_still_smoke_tests_the_good_ones(imagej, airflow_db, bare_project, caplog):
-    from sciops import pipeline
+    from sciops.phases import checks
 
     make_images(bare_project / "input", {"b.tif": 3}, size=128)
     (bare_project / "input" / "a.tif").write_bytes(b"")
-    info = pipeline.validate({"project": "proj"}, "manual__smoke")
-    assert info["imagej_version"].startswith("1.")
+    info = checks.validate({"project": "proj"}, "manual__smoke")
+    assert info.imagej_version.startswith("1.")
     assert "smoke run skips 1 image(s) ImageJ cannot open: a.tif: empty file" in caplog.text
 
 
 def test_imagej_that_does_not_start_is_the_launchers_fault(imagej, airflow_db, bare_project, tmp_path, monkeypatch):
-    from sciops import pipeline
+    from sciops.phases import checks
 
     make_images(bare_project / "input", {"a.tif": 3}, size=128)
     jar = tmp_path / "ij.jar"
     jar.write_bytes(b"not a jar")
     monkeypatch.setenv("SCIOPS_IJ_JAR", str(jar))
     with pytest.raises(ConfigError) as err:
-        pipeline.validate({"project": "proj"}, "manual__smoke")
+        checks.validate({"project": "proj"}, "manual__smoke")
     assert err.value.fields == ["launcher"]
     assert "ImageJ did not start" in str(err.value) and "Invalid or corrupt jarfile" in str(err.value)
 
 
 def test_a_macro_error_is_still_the_macros_fault(imagej, airflow_db, bare_project):
-    from sciops import pipeline
+    from sciops.phases import checks
 
     make_images(bare_project / "input", {"a.tif": 3}, size=128)
     (bare_project / "src" / "bad.ijm").write_text("// @sciops outputs: results.csv\nx = undefinedFunction(3);\n")
     with pytest.raises(ConfigError) as err:
-        pipeline.validate({"project": "proj", "macro": "src/bad.ijm"}, "manual__smoke")
+        checks.validate({"project": "proj", "macro": "src/bad.ijm"}, "manual__smoke")
     assert err.value.fields == ["macro"] and "Fix the macro" in str(err.value)
 
 

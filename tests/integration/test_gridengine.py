@@ -158,7 +158,8 @@ def test_existing_backend_bad_input_is_refused_before_anything_runs(gridengine, 
     import json
 
     from sciops.errors import ConfigError
-    from sciops.pipeline import check, check_cluster
+    from sciops.phases.checks import check
+    from sciops.runinfo import backend_for
 
     closed = json.loads(os.environ["AIRFLOW_CONN_SCIOPS_CLUSTER"])
     closed["port"] = 1
@@ -166,7 +167,8 @@ def test_existing_backend_bad_input_is_refused_before_anything_runs(gridengine, 
     make_project("p")
     cfg, project, _, _ = check({"project": "p", "backend": "existing", **conf})
     with pytest.raises(ConfigError) as err:
-        check_cluster(cfg, project)
+        with backend_for(cfg) as backend:
+            backend.check(project, "manual__p")
     assert err.value.fields == [field] and words in str(err.value), err.value
     assert not (project.root / "output").exists()
 

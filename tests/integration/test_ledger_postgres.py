@@ -37,7 +37,8 @@ def test_older_ledger_gains_the_reason_column_and_keeps_its_rows(postgres_ledger
     from sqlalchemy import create_engine, text
 
     from helpers import REPO
-    from sciops import ledger, pipeline
+    from sciops import ledger
+    from sciops.phases import checks
     from sciops.errors import ConfigError
 
     uri = subprocess.run(["bash", str(REPO / "scripts/testbed/postgres.sh"), "fresh-db", "sciops_old_ledger"],
@@ -55,7 +56,7 @@ def test_older_ledger_gains_the_reason_column_and_keeps_its_rows(postgres_ledger
     conf = {"project": "p" * 300}
     monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_LEDGER", uri)
     with pytest.raises(ConfigError):
-        with pipeline.refusals(conf, "manual__refused-long", "fiji_project", "manual"):
+        with checks.refusals(conf, "manual__refused-long", "fiji_project", "manual"):
             raise ConfigError([("project", "not a safe project name")])
     row = next(r for r in ledger.rows(url=url) if r["run_id"] == "manual__refused-long")
     assert row["status"] == "refused" and row["project"] == "p" * 100 and "not a safe project name" in row["reason"]

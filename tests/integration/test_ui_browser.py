@@ -144,7 +144,8 @@ def test_dashboard_charts_and_planner(page, api_server, ledger_rows, zero_cost_r
 
 
 def test_refused_run_on_dashboard_and_in_its_report_tab(page, api_server, screenshot):
-    from sciops import config, pipeline
+    from sciops import config
+    from sciops.phases import checks
     from sciops.errors import ConfigError
 
     base, token = api_server
@@ -154,7 +155,7 @@ def test_refused_run_on_dashboard_and_in_its_report_tab(page, api_server, screen
     run_id = run["dag_run_id"]
     conf = {"project": "refusedproj", "memory": "lots"}
     with pytest.raises(ConfigError):
-        with pipeline.refusals(conf, run_id, "fiji_project", "manual"):
+        with checks.refusals(conf, run_id, "fiji_project", "manual"):
             config.build(conf)
     page.goto(f"{base}/sciops/dashboard?project=refusedproj")
     row = page.locator("#runs tr.status-refused")

@@ -5,7 +5,7 @@ import pytest
 
 from sciops import config
 from sciops.errors import ConfigError
-from sciops.pipeline import check
+from sciops.phases.checks import check
 
 BAD = [
     # (conf overrides, field named, words the message must hold)

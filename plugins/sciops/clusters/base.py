@@ -1,24 +1,138 @@
-"""ClusterBackend: a cluster that exists, reached through a runner, driven through a scheduler.
+"""ClusterBackend: everything that differs between the places a run's array can run.
 
-Creating and deleting an ephemeral cluster is not a backend method: it is the job of the
-``create_cluster`` / ``delete_cluster`` tasks (``sciops.operators.cluster``), which wait in
-the triggerer.
+A backend is one class in one module, ``sciops.clusters.<name>`` (its ``Backend``): the
+name is the ``backend`` parameter's value. It owns what differs:
+
+- its settings and their checks before anything is spent (:meth:`check_settings`, cheap;
+  :meth:`check`, which may reach the cluster), and the launcher to smoke-test with;
+- where the run folder is on the cluster (:meth:`cluster_path`, ``shares_files``);
+- staging the project in and the run folder out when the storage root is S3
+  (:meth:`stage_in`, :meth:`stage_out`), and for a cluster without this worker's files
+  sending the planned run there and fetching what it wrote (:meth:`send_run`, :meth:`fetch_run`);
+- cost: the estimate before the run, the rates the watch follows, the bill after;
+- the runner (commands on the submit host) and the scheduler the array is driven through.
+
+A backend is made two ways: for a run being checked or planned, from its config
+(:meth:`for_run`, which knows the run's settings), and in ``run_array`` from the JSON
+options the plan kept in the manifest (the constructor: only the runner and the scheduler
+are used there). Creating and deleting an ephemeral cluster is not a backend method: the
+``create_cluster`` / ``delete_cluster`` tasks do it, waiting in the triggerer.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sciops.commands import CommandRunner
 from sciops.schedulers.base import Scheduler
+
+if TYPE_CHECKING:  # no import at run time: the runtime path (run_array) needs neither
+    from sciops.config import RunConfig
+    from sciops.project import Project
+    from sciops.runinfo import RunInfo
 
 
 class ClusterBackend(ABC):
     name = "base"
     #: Python 3 that runs the task runner on the compute nodes.
     python = "python3"
+    #: Do this worker and the cluster see the same run folder (same machine, or a shared filesystem)?
+    shares_files = True
+    #: Where runs work on the cluster when ``cluster_storage_root`` does not say (None: the same path as here).
+    default_work_root: str | None = None
+    #: Jobs run as another user (the cluster's), sharing a group with Airflow's: run folders are group-writable.
+    group_writable = True
+    #: The run's config and ``create_cluster``'s answer, set by :meth:`for_run` (None when made from a manifest).
+    cfg: RunConfig | None = None
+    cluster: dict[str, Any] | None = None
 
     @abstractmethod
     def runner(self) -> CommandRunner: ...
 
     @abstractmethod
     def scheduler(self, work_dir: str) -> Scheduler: ...
+
+    def close(self) -> None:
+        """Release connections (SSH) the backend opened."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- made for a run ------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def options_for(cls, cfg: RunConfig, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Constructor arguments for the run (JSON: the manifest keeps them for ``run_array``)."""
+
+    @classmethod
+    def for_run(cls, cfg: RunConfig, cluster: dict[str, Any] | None = None):
+        """The backend of a run being checked, planned or recorded (``cluster``: ``create_cluster``'s answer)."""
+        backend = cls(**cls.options_for(cfg, cluster))
+        backend.cfg, backend.cluster = cfg, cluster
+        return backend
+
+    def where(self) -> str:
+        """Where the run's array runs, as the start message says it."""
+        return self.name
+
+    # -- paths ---------------------------------------------------------------------------------
+    def cluster_path(self, path: Path | str) -> str:
+        """A path under this worker's root as the cluster sees it (``cluster_storage_root``)."""
+        root = self.cfg.cluster_storage_root or self.default_work_root
+        if not root:
+            return str(path)
+        from sciops.runinfo import local_root
+
+        return str(Path(root, Path(path).resolve().relative_to(local_root(self.cfg))))
+
+    # -- checks before anything is spent ----------------------------------------------------------
+    def check_settings(self, project: str, airflow_run_id: str) -> None:
+        """Settings that need nothing remote. Raises ConfigError naming the field."""
+
+    @abstractmethod
+    def check(self, project: Project, airflow_run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Reach the cluster (when there is one) and find ImageJ: ``(launcher, smoke launcher here or None)``."""
+
+    # -- storage -----------------------------------------------------------------------------
+    @abstractmethod
+    def stage_in(self, storage, info: RunInfo) -> dict[str, Any]:
+        """The project in the S3 storage root → the run's working copy (where the cluster reads it)."""
+
+    @abstractmethod
+    def stage_out(self, storage, info: RunInfo) -> dict[str, Any]:
+        """The run folder → ``<project>/output/<run_id>/`` in the S3 storage root."""
+
+    def prepare(self, info: RunInfo) -> RunInfo:
+        """Before the manifest is written (``plan``): what only the cluster itself can say (its launcher)."""
+        return info
+
+    def send_run(self, info: RunInfo, dirs: list[Path]) -> None:
+        """After the manifest is written: the run folder to a cluster that does not share this worker's files."""
+
+    def fetch_run(self, info: RunInfo) -> None:
+        """Before collating: what the tasks wrote, from a cluster that does not share this worker's files."""
+
+    # -- cost --------------------------------------------------------------------------------------
+    def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
+        """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend."""
+        from sciops.costs import estimate
+
+        return estimate(images, seconds_per_image, backend=self.name, nodes=self.cfg.slots or 1,
+                        hourly_rate_usd=self.cfg.hourly_rate_usd)
+
+    def budget_rates(self, run_dir: Path) -> dict[str, float] | None:
+        """What the array's watch needs to follow the spend: the cap, the rates, what is spent already."""
+        if not self.cfg.budget_usd:
+            return None
+        return {"budget_usd": self.cfg.budget_usd, "spent_usd": 0.0,
+                "task_rate_usd_per_hour": self.cfg.hourly_rate_usd, "fixed_rate_usd_per_hour": 0.0}
+
+    def cost(self, info: RunInfo, work: Path) -> dict[str, Any]:
+        """Node-hours and USD of the run: task-hours × the facility's rate."""
+        from sciops.costs import rate_cost
+
+        return rate_cost(work, self.cfg.hourly_rate_usd)

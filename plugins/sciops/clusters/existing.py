@@ -8,6 +8,7 @@ live in ``output/<run_id>/`` there, written by one side and read by the other.
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Any
 
 from sciops.clusters.base import ClusterBackend
@@ -55,6 +56,73 @@ class ExistingBackend(ClusterBackend):
     def scheduler(self, work_dir: str) -> Scheduler:
         return get_scheduler(self.scheduler_name, **self.scheduler_options)
 
+    @classmethod
+    def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+        if cfg.scheduler == "slurm":
+            sched = {"partition": cfg.queue, "account": cfg.accounting_project, "exclusive": cfg.exclusive,
+                     "gres": "fiji:1" if cfg.one_per_host else None}
+        else:
+            sched = {"queue": cfg.queue, "project": cfg.accounting_project, "memory_resource": cfg.memory_resource,
+                     "exclusive": cfg.exclusive, "one_per_host": cfg.one_per_host}
+        return {"ssh_conn_id": cfg.ssh_conn_id, "scheduler": cfg.scheduler, "python": cfg.cluster_python,
+                "scheduler_options": sched}
+
+    def where(self) -> str:
+        return f"existing {self.scheduler_name} cluster via {self.ssh_conn_id}"
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check(self, project, airflow_run_id: str):
+        """Reach the head node, find its tools and ImageJ, see the project. Cheap.
+
+        The macro is smoke-run on this worker when it has ImageJ too; else the cluster's first
+        task is the test.
+        """
+        from sciops.errors import ConfigError
+        from sciops.imagej import detect_launcher
+        from sciops.runinfo import storage_for
+
+        on_s3 = not storage_for(self.cfg).is_local
+        try:
+            launcher = self.launcher(self.cfg.launcher, self.probe())
+            runner = self.runner()
+            # On S3 the head node stages the project into the working copy: it must see that folder.
+            where = self.cluster_path(project.root if on_s3 else project.input_dir)
+            if runner.run(["test", "-d", where], check=False).returncode != 0:
+                raise ConfigError([("cluster_storage_root", f"the head node does not see {where}: mount the "
+                                                            f"{'work' if on_s3 else 'storage'} root there, or set "
+                                                            "cluster_storage_root to where it is")])
+            if on_s3 and runner.run(["aws", "--version"], check=False).returncode != 0:
+                raise ConfigError([("storage_root", "the head node has no AWS CLI ('aws'), which stages the project "
+                                                    "in and out of S3: install it there (e.g. apt install awscli)")])
+        except ClusterError as exc:
+            raise ConfigError([("ssh_conn_id", str(exc))]) from None
+        return launcher, detect_launcher(self.cfg.launcher)
+
+    # -- storage: the head node runs the AWS CLI next to the files --------------------------------
+    def head_node(self, argv: list[str]) -> None:
+        """Run argv on the head node (quoted by the runner)."""
+        self.runner().run(argv)
+
+    def aws(self, storage, argv: list[str]) -> None:
+        """``aws <argv>`` on the head node (credentials: its own environment or instance role)."""
+        extra = ["--only-show-errors", "--no-progress", "--region", storage.region]
+        if storage.endpoint_url:
+            extra += ["--endpoint-url", storage.endpoint_url]
+        self.head_node(["aws", *argv, *extra])
+
+    def stage_in(self, storage, info) -> dict[str, Any]:
+        start = time.time()
+        self.aws(storage, ["s3", "sync", storage.uri(info.project) + "/", self.cluster_path(info.project_root) + "/",
+                           "--exclude", "*", "--include", "input/*", "--include", "src/*", "--include", "bin/*",
+                           "--include", "project.yaml"])
+        return {"direction": "down", "by": "head node (aws s3 sync)", "seconds": round(time.time() - start, 3)}
+
+    def stage_out(self, storage, info) -> dict[str, Any]:
+        start = time.time()
+        self.aws(storage, ["s3", "sync", self.cluster_path(info.run_dir) + "/",
+                           storage.uri(info.project, "output", info.run_id) + "/"])
+        return {"direction": "up", "by": "head node (aws s3 sync)", "seconds": round(time.time() - start, 3)}
+
     def probe(self) -> dict[str, str]:
         """Reach the head node and see what it has. Raises ClusterError with the reason."""
         commands = SCHEDULER_COMMANDS[self.scheduler_name]
@@ -84,3 +152,7 @@ class ExistingBackend(ClusterBackend):
     def close(self) -> None:
         if self._runner is not None:
             self._runner.close()
+            self._runner = None
+
+
+Backend = ExistingBackend

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from sciops.clusters.base import ClusterBackend
 from sciops.commands import LocalRunner
@@ -15,13 +16,37 @@ class LocalBackend(ClusterBackend):
     """
 
     name = "local"
+    group_writable = False   # the tasks run as the worker's own user
 
     def __init__(self, slots: int = 0):
         self.slots = slots or os.cpu_count() or 1
         self.python = sys.executable
+
+    @classmethod
+    def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"slots": cfg.slots}
 
     def runner(self) -> LocalRunner:
         return LocalRunner()
 
     def scheduler(self, work_dir: str) -> LocalScheduler:
         return LocalScheduler(spool=os.path.join(work_dir, "jobs"), slots=self.slots)
+
+    def check(self, project, airflow_run_id: str):
+        from sciops.imagej import require_launcher
+
+        launcher = require_launcher(self.cfg.launcher)   # ConfigError naming launcher when there is none
+        return launcher, launcher
+
+    def stage_in(self, storage, info) -> dict[str, Any]:
+        from sciops import sync
+
+        return sync.stage_in(storage, info.project, info.project_root).as_dict()
+
+    def stage_out(self, storage, info) -> dict[str, Any]:
+        from sciops import sync
+
+        return sync.stage_out(storage, info.project, info.run_id, info.run_dir).as_dict()
+
+
+Backend = LocalBackend

@@ -20,32 +20,33 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 log = logging.getLogger(__name__)
 
 
-def _run(info: dict[str, Any] | None) -> tuple[dict[str, Any], Any] | None:
-    """The run's info and config, or None when it has no cluster of its own (another backend)."""
-    from sciops import config as config_mod
+def _run(info: dict[str, Any] | None):
+    """The run's record and its backend, or None when the backend makes no cluster of its own."""
+    from sciops.clusters.parallelcluster import PClusterBackend
+    from sciops.runinfo import RunInfo
 
     if not info:
         raise AirflowSkipException("validate did not pass: no cluster was asked for")
-    cfg = config_mod.RunConfig(**info["config"])
-    return (info, cfg) if cfg.backend == "parallelcluster" else None
+    info = RunInfo.of(info)
+    backend = info.backend()
+    return (info, backend) if isinstance(backend, PClusterBackend) else None
 
 
-def _cli(info, cfg):
+def _cli(info, backend):
     from sciops.clusters import parallelcluster as pc
-    from sciops.pipeline import pcluster_settings
 
-    settings = pcluster_settings(cfg, info["project"], info["airflow_run_id"])
-    return settings, pc.cluster_name(info["airflow_run_id"]), pc.PCluster(settings.region,
-                                                                          env=pc.aws_env(cfg.aws_conn_id))
+    settings = backend.settings(info.project, info.airflow_run_id)
+    return settings, pc.cluster_name(info.airflow_run_id), pc.PCluster(settings.region,
+                                                                       env=pc.aws_env(backend.cfg.aws_conn_id))
 
 
-def _begin(info, cfg, phase_name: str):
+def _begin(info, backend, phase_name: str):
     """Both operators start alike: the run, its cluster's name and CLI, the phase, what pcluster says now."""
-    from sciops.pipeline import phase_start
+    from sciops.phases import phase_start
 
-    settings, name, cli = _cli(info, cfg)
-    phase_start(info["run_dir"], phase_name, keep_start=True)
-    return info, cfg, settings, name, cli, cli.describe(name)
+    settings, name, cli = _cli(info, backend)
+    phase_start(info.run_dir, phase_name, keep_start=True)
+    return info, backend.cfg, settings, name, cli, cli.describe(name)
 
 
 class PClusterCreateOperator(BaseOperator):
@@ -62,7 +63,7 @@ class PClusterCreateOperator(BaseOperator):
 
     def execute(self, context):
         from sciops.clusters import parallelcluster as pc
-        from sciops.pipeline import phase_end, write_cluster_config
+        from sciops.phases import phase_end
 
         run = _run(self.run_info)
         if run is None:
@@ -75,10 +76,10 @@ class PClusterCreateOperator(BaseOperator):
         if state["state"] in (pc.FAILED, pc.DELETING):
             err = RuntimeError(f"cluster {name} is {state['status']}: it is torn down by delete_cluster; "
                                "trigger a new run")
-            phase_end(info["run_dir"], "cluster_create", err)
+            phase_end(info.run_dir, "cluster_create", err)
             raise AirflowFailException(str(err))
         if state["state"] == pc.GONE:
-            cli.create(name, str(write_cluster_config(info["run_dir"], settings)))
+            cli.create(name, str(pc.write_cluster_config(info.run_dir, settings)))
             log.info("creating cluster %s in %s (%s x up to %d, %s)", name, settings.region,
                      settings.compute_instance_type, settings.max_count, "spot" if settings.spot else "on-demand")
         else:
@@ -92,33 +93,34 @@ class PClusterCreateOperator(BaseOperator):
                    method_name="execute_complete")
 
     def execute_complete(self, context, event: dict[str, Any]):
-        from sciops.pipeline import phase_end
+        from sciops.phases import phase_end
 
-        info, cfg = _run(self.run_info)
-        settings, name, cli = _cli(info, cfg)
+        info, backend = _run(self.run_info)
+        cfg = backend.cfg
+        settings, name, cli = _cli(info, backend)
         if not event.get("ok"):
             err = RuntimeError(f"cluster {name} did not become ready: {event.get('status')} {event.get('message')}")
-            phase_end(info["run_dir"], "cluster_create", err)
+            phase_end(info.run_dir, "cluster_create", err)
             raise AirflowFailException(f"{err}; delete_cluster tears it down")
         return self._done(info, cfg, settings, name, event)
 
     def _done(self, info, cfg, settings, name, state):
-        from sciops.pipeline import phase_end
+        from sciops.phases import phase_end
 
         from sciops.clusters import parallelcluster as pc
         from sciops.errors import ClusterError
 
         if not state.get("head_node_ip") or not state.get("head_node_instance_id"):
             err = RuntimeError(f"cluster {name} is ready but pcluster reports no head node address or instance id")
-            phase_end(info["run_dir"], "cluster_create", err)
+            phase_end(info.run_dir, "cluster_create", err)
             raise AirflowFailException(str(err))
         try:   # pinned before anything is sent to the head node (see parallelcluster.head_node_host_key)
             host_key = pc.head_node_host_key(state["head_node_instance_id"], settings.region,
                                              cfg.aws_conn_id)
         except ClusterError as err:
-            phase_end(info["run_dir"], "cluster_create", err)
+            phase_end(info.run_dir, "cluster_create", err)
             raise AirflowFailException(f"{err}; delete_cluster tears the cluster down") from None
-        phase_end(info["run_dir"], "cluster_create")
+        phase_end(info.run_dir, "cluster_create")
         log.info("cluster %s ready; head node %s (%s), host key %s pinned from its console output", name,
                  state["head_node_ip"], state["head_node_instance_id"], host_key[:40])
         return {"cluster_name": name, "region": settings.region, "head_node_ip": state["head_node_ip"],
@@ -158,14 +160,14 @@ class PClusterDeleteOperator(BaseOperator):
 
     def execute(self, context):
         from sciops.clusters import parallelcluster as pc
-        from sciops.pipeline import phase_end
+        from sciops.phases import phase_end
 
         run = _run(self.run_info)
         if run is None:
             raise AirflowSkipException(f"backend {self.run_info['config']['backend']!r}: no cluster to delete")
         info, cfg, settings, name, cli, state = _begin(*run, "teardown")
         if state["state"] == pc.GONE:
-            phase_end(info["run_dir"], "teardown")
+            phase_end(info.run_dir, "teardown")
             log.info("cluster %s does not exist (never made, or already deleted)", name)
             return {"cluster_name": name, "deleted": True, "already_gone": True}
         if state["state"] != pc.DELETING:
@@ -177,14 +179,14 @@ class PClusterDeleteOperator(BaseOperator):
                    method_name="execute_complete")
 
     def execute_complete(self, context, event: dict[str, Any]):
-        from sciops.pipeline import phase_end
+        from sciops.phases import phase_end
 
-        info, cfg = _run(self.run_info)
+        info, _ = _run(self.run_info)
         name = event.get("name")
         if not event.get("ok"):
             err = RuntimeError(f"cluster {name} was not deleted: {event.get('status')} {event.get('message')}")
-            phase_end(info["run_dir"], "teardown", err)
+            phase_end(info.run_dir, "teardown", err)
             raise AirflowFailException(str(err))
-        phase_end(info["run_dir"], "teardown")
+        phase_end(info.run_dir, "teardown")
         log.info("cluster %s deleted", name)
         return {"cluster_name": name, "deleted": True, "already_gone": False}

@@ -109,7 +109,7 @@ class FijiArrayOperator(BaseOperator):
     # -- Airflow ---------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any] | None:
         from sciops.arrays import ArrayState
-        from sciops.pipeline import phase_start
+        from sciops.phases import phase_start
 
         run, backend, saved, run_dir, store = self._array_run(context)
         state = ArrayState.from_dict(saved) if saved else None
@@ -156,7 +156,7 @@ class FijiArrayOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from sciops.errors import JobFailedError
-        from sciops.pipeline import phase_end
+        from sciops.phases import phase_end
 
         self._watching = run
         try:

@@ -1,0 +1,227 @@
+"""``validate``: every check before anything is spent, and the run record it makes.
+
+Cheap before slow: the config and the project (:func:`check`), the backend's settings and
+the budget estimate need nothing remote; then the backend's own checks reach out (the head
+node over SSH, pcluster's dry run); then the smoke run. A problem is a :class:`ConfigError`
+naming the field and the fix; :func:`refusals` turns one into a ledger row.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sciops import config as config_mod
+from sciops.errors import ConfigError, StorageError
+from sciops.phases import PHASES, phase
+from sciops.project import Project, expected_outputs, match_images, safe_run_id, sha256, stage_job_files
+from sciops.runinfo import RunInfo, backend_for, storage_for
+from sciops.storage import PROJECT_PARTS, get_storage
+
+log = logging.getLogger(__name__)
+#: Images fetched from S3 for the smoke run (it needs a few non-empty ones).
+SMOKE_FETCH = 6
+REFUSED = "refused"
+
+
+def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | None]:
+    """The project under the storage root, or a ConfigError that says what exists.
+
+    On S3 this lists the project once, fetches ``project.yaml`` and ``src/`` into the run's
+    working copy (a few small files) and returns that listing (relative path → size and
+    ETag); the images themselves are staged in later. On a local root the second value is ``None``.
+    """
+    from sciops.sync import LocalTree, sync
+
+    if not isinstance(name, str):
+        raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {name!r}"
+                                       if name is not None else "is required: the name of a project folder under "
+                                       "the storage root")])
+    if not config_mod.SAFE_NAME.match(name):
+        config_mod.build({"project": name})  # raises with the rule
+    storage = storage or get_storage()
+    if storage.is_local:
+        try:
+            storage.check()
+            root = storage.path(name)
+        except StorageError as exc:
+            raise ConfigError([("project", str(exc))]) from None
+        if not root.is_dir():
+            raise ConfigError([("project", f"no project folder {name!r} under {storage.root}; existing projects: "
+                                           f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up "
+                                           "first or fix the name")])
+        return Project(name, root), None
+    storage.check()  # ConfigError naming storage_root / aws_conn_id
+    listing = storage.tree(name).list(include=PROJECT_PARTS)  # not output/: past runs can hold millions of files
+    if not listing:
+        raise ConfigError([("project", f"no project {name!r} in {storage.url}; existing projects: "
+                                       f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up first "
+                                       "(sync_from, or python -m sciops sync-up) or fix the name")])
+    workspace = storage.workspace(name)
+    workspace.mkdir(parents=True, exist_ok=True)
+    sync(storage.tree(name), LocalTree(workspace), include=["project.yaml", "src"], delete=True,
+         label=f"fetch project.yaml and src/ of {name}", source=listing)
+    return Project(name, workspace), listing
+
+
+def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str], Path]:
+    """Every check that needs no ImageJ: config, project, input, macro. Raises ConfigError."""
+    return _check(conf, storage_for(conf))[:4]
+
+
+def _check(conf: dict[str, Any], storage):
+    """:func:`check`, plus the project's S3 listing (None on a local root) and its project.yaml, for validate."""
+    project, listing = open_project(conf.get("project"), storage)
+    inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
+    defaults = project.defaults()
+    cfg = config_mod.build(conf, defaults)
+    if inputs is None and not project.input_dir.is_dir() or inputs == []:
+        raise ConfigError([("project", f"project {project.name!r} has no input/ folder; put the images in "
+                                       f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
+    images = project.list_images(cfg.patterns) if inputs is None else match_images(inputs, cfg.patterns)
+    if not images:
+        raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
+                                            "add images or change the pattern (e.g. '*.tif,*.png')")])
+    unsafe = [rel for rel in images if any(c in rel for c in "\t\n\r\x00")]
+    if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
+        raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
+                                       f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
+    macro = project.resolve_macro(cfg.macro)
+    if cfg.sync_to:
+        check_lan_folder(cfg.sync_to)
+    return cfg, project, images, macro, listing, defaults
+
+
+def check_lan_folder(folder: str) -> None:
+    """``sync_to`` must be a folder this worker can write (or create), found out before the run, not after."""
+    path = Path(folder)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError([("sync_to", f"{folder} cannot be written by this worker ({existing} is not a writable "
+                                       "folder); give a LAN folder mounted read-write here")])
+
+
+def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha: str) -> dict[str, Any] | None:
+    """Estimate the run from past runs of the same macro; ConfigError on ``budget_usd`` if over.
+
+    Without a past run there is nothing to estimate from: the cap is then enforced while
+    the array runs (``run_array`` checks the spend at every poll).
+    """
+    from sciops import ledger
+
+    try:
+        perf = ledger.past_performance(macro_sha256=macro_sha, project=project)
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not block a run without a budget
+        if cfg.budget_usd:
+            raise ConfigError([("budget_usd", f"the run ledger cannot be read to estimate the run "
+                                              f"({type(exc).__name__}: {exc}); fix the sciops_ledger connection "
+                                              "or remove the budget")]) from None
+        return None
+    if not perf:
+        if cfg.budget_usd:
+            log.info("no past run of this macro: no estimate; the %.2f USD cap is enforced while it runs",
+                     cfg.budget_usd)
+        return None
+    est = backend_for(cfg).estimate(images, perf["seconds_per_image"])
+    est["from_runs"] = perf["runs"]
+    est["seconds_per_image"] = perf["seconds_per_image"]
+    log.info("estimate from %d past run(s) of this macro: %.1f task-hours, %.0f s, %.2f USD", perf["runs"],
+             est["task_hours"], est["duration_s"], est["cost_usd"])
+    if cfg.budget_usd and est["cost_usd"] > cfg.budget_usd:
+        raise ConfigError([("budget_usd", f"the run is estimated at {est['cost_usd']:.2f} USD ({images} images × "
+                                          f"{perf['seconds_per_image']:.2f} s per image from {perf['runs']} past "
+                                          f"run(s)), over the budget of {cfg.budget_usd:.2f} USD: raise budget_usd, "
+                                          "or run fewer images")])
+    return est
+
+
+@contextmanager
+def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = None,
+             trigger: str | None = None) -> Iterator[None]:
+    """A :class:`ConfigError` raised inside becomes a ledger row (status ``refused``, the reason), then re-raised.
+
+    That is how a run refused before it has a run folder (bad parameter, missing project,
+    budget) still shows on the dashboard; ``record`` writes the row of one refused later
+    (the smoke run). Nothing was spent, so there is no cost and no report.
+    """
+    from sciops.phases.record import TRIGGERS
+
+    started = time.time()
+    try:
+        yield
+    except ConfigError as exc:
+        from sciops import ledger
+
+        project = conf.get("project")
+        doc = {"run_id": safe_run_id(airflow_run_id), "airflow_run_id": airflow_run_id, "dag_id": dag_id,
+               "trigger": TRIGGERS.get(trigger, trigger), "status": REFUSED, "reason": str(exc),
+               "project": project if isinstance(project, str) else repr(project),
+               "macro": {"name": conf.get("macro") if isinstance(conf.get("macro"), str) else None},
+               "params": config_mod.merge(conf),  # project.yaml's values may not have been read
+               "started_at": started, "ended_at": time.time(),
+               "phases": {"validate": {"status": "failed", "start": started, "end": time.time(),
+                                       "error": str(exc)}}}
+        try:
+            ledger.write(doc)
+            log.info("refused run %s recorded in the ledger", doc["run_id"])
+        except Exception as lexc:  # noqa: BLE001 - the refusal itself is what the user must see
+            log.error("the refused run could not be written to the ledger (%s: %s)", type(lexc).__name__, lexc)
+        raise
+
+
+def validate(conf: dict[str, Any], airflow_run_id: str,
+             publish: Callable[[RunInfo], None] | None = None) -> RunInfo:
+    """Check everything before anything is spent; returns the run record later tasks get.
+
+    ``publish`` receives the run record as soon as the run folder exists, before the smoke
+    run, so that ``record`` can write ``run.json`` even when the smoke run fails.
+    """
+    from sciops.imagej import smoke_candidates, smoke_run
+    from sciops.phases.plan import manifest_of
+
+    started = time.time()
+    storage = storage_for(conf)
+    cfg, project, images, macro, listing, defaults = _check(conf, storage)
+    chosen = {k: v for k, v in config_mod.sources(conf, defaults).items() if v != "default"}
+    log.info("parameters set by the run or project.yaml (the rest are built-in defaults): %s",
+             ", ".join(f"{k}={getattr(cfg, k)!r} ({v})" for k, v in chosen.items()) or "none")
+    # cheap before slow: settings and the budget estimate need nothing remote; the cluster checks reach out
+    with backend_for(cfg) as backend:
+        backend.check_settings(project.name, airflow_run_id)
+        estimate = check_budget(cfg, project.name, len(images), sha256(macro))
+        launcher, smoke_launcher = backend.check(project, airflow_run_id)
+    run_id = safe_run_id(airflow_run_id)
+    run_dir = project.run_dir(run_id)
+    try:
+        (run_dir / PHASES).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError([("project", f"cannot create the run folder {run_dir} ({exc.strerror}); make "
+                                       f"{project.name}/output/ writable by the worker")]) from None
+    info = RunInfo(run_id=run_id, airflow_run_id=airflow_run_id, project=project.name,
+                   project_root=str(project.root), run_dir=str(run_dir), config=cfg, config_sources=chosen,
+                   images=len(images), macro_path=str(macro), macro_sha256=sha256(macro), launcher=launcher,
+                   estimate=estimate)
+    with phase(run_dir, "validate", start=started):
+        if publish:
+            publish(info)
+        if cfg.smoke_test and smoke_launcher:
+            if listing is not None:  # the smoke images only; the rest is staged in later
+                from sciops.sync import LocalTree, sync
+
+                sync(storage.tree(project.name), LocalTree(project.root), source=listing,
+                     include=[f"input/{rel}" for rel in images[:SMOKE_FETCH]], label="fetch smoke-test images")
+            job = stage_job_files(run_dir / "work", macro)
+            with info.backend() as backend:
+                manifest = dict(manifest_of(info, backend, project, job, chunks=[], expected=expected_outputs(macro)),
+                                launcher=smoke_launcher, input_dir=str(project.input_dir),
+                                macro_path=str(job["macro"]), driver_path=str(job["driver"]))
+            summary = smoke_run(manifest, smoke_candidates(project.input_dir, images, cfg.memory_mb))
+            info = info.model_copy(update={"imagej_version": summary.get("imagej_version")})
+        elif cfg.smoke_test:
+            log.info("no ImageJ on this worker: the macro is first tried by the cluster's tasks")
+    log.info("run %s of project %s: %d image(s), macro %s (sha256 %s), ImageJ %s", run_id, project.name,
+             len(images), cfg.macro, info.macro_sha256[:12], info.imagej_version or "not smoke-tested")
+    return info

@@ -1,0 +1,73 @@
+"""``plan``: the run's images cut into chunks, the manifest the array runs from, the job files."""
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sciops.errors import SciOpsError
+from sciops.phases import phase
+from sciops.project import Project, chunk, expected_outputs, match_images, sha256, stage_job_files, write_json
+from sciops.runinfo import RunInfo
+
+log = logging.getLogger(__name__)
+
+
+def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], chunks: list[list[str]],
+                expected: list[str]) -> dict[str, Any]:
+    """What the task runner reads (paths as the cluster sees them) and ``run_array`` drives the array from."""
+    cfg, on_cluster = info.config, backend.cluster_path
+    return {
+        "run_id": info.run_id, "project": project.name, "run_dir": on_cluster(info.run_dir),
+        "work_dir": on_cluster(Path(info.run_dir, "work")), "input_dir": on_cluster(project.input_dir),
+        "macro_path": on_cluster(job["macro"]), "driver_path": on_cluster(job["driver"]),
+        "macro_args": {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.macro_args.items()},
+        "expected_outputs": expected, "chunks": chunks, "memory_mb": cfg.memory_mb,
+        "image_timeout_s": cfg.image_timeout_s, "stall_seconds": cfg.stall_seconds,
+        "max_attempts": cfg.max_attempts, "backend": cfg.backend,
+        "backend_options": backend.options_for(cfg, backend.cluster), "launcher": info.launcher,
+    }
+
+
+def _images(info: RunInfo, project: Project) -> list[str]:
+    """The run's images: from the storage root's listing on S3 (the working copy may be on the cluster only)."""
+    storage, patterns = info.storage(), info.config.patterns
+    if storage.is_local:
+        return project.list_images(patterns)
+    return match_images(list(storage.tree(project.name, "input").list()), patterns)
+
+
+def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    """List the images, cut them into chunks, write the manifest and the job files.
+
+    ``cluster``: ``create_cluster``'s answer (the head node), for a backend that made one. On a
+    cluster that does not share this worker's files, the run folder is then sent there.
+    """
+    info = RunInfo.of(info)
+    cfg, run_dir = info.config, Path(info.run_dir)
+    with phase(run_dir, "plan"), info.backend(cluster) as backend:
+        project = Project(info.project, Path(info.project_root))
+        images = _images(info, project)
+        macro = Path(info.macro_path)
+        work = run_dir / "work"
+        job = stage_job_files(work, macro)
+        if sha256(job["macro"]) != info.macro_sha256:
+            raise SciOpsError(f"macro {macro} changed between validate and plan; trigger the run again")
+        chunks = chunk(images, cfg.images_per_task)
+        # The scheduler writes task logs here and the runners their statuses: both must exist
+        # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
+        dirs = [run_dir / "logs", work / "status", work / "images"]
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            if backend.group_writable:
+                d.chmod(0o2775)
+        info = backend.prepare(info)
+        manifest = dict(manifest_of(info, backend, project, job, chunks, expected_outputs(macro)),
+                        budget=backend.budget_rates(run_dir),
+                        plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
+        path = write_json(work / "manifest.json", manifest)
+        if not backend.shares_files:
+            backend.send_run(info, dirs)
+    log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)
+    return {"manifest": str(path), "tasks": len(chunks), "images": len(images)}
