@@ -90,7 +90,7 @@ def main() -> int:
             buckets = {}
             for tool in ("aws_cli", "sciops"):
                 buckets[tool] = f"bench-{tool.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-                S3Storage(f"s3://{buckets[tool]}", CONN_ID).client.request("PUT", what="create bucket")
+                S3Storage(f"s3://{buckets[tool]}", CONN_ID).client.create_bucket()
 
             def run(tool, *extra):
                 if tool == "aws_cli":

@@ -157,7 +157,7 @@ def s3_root(s3_endpoint, tmp_path, monkeypatch):
 
     bucket = f"sciops-test-{uuid.uuid4().hex[:10]}"
     storage = S3Storage(f"s3://{bucket}/labroot", "sciops_s3")
-    storage.client.request("PUT", what="create bucket")
+    storage.client.create_bucket()
     monkeypatch.setenv("SCIOPS_STORAGE_ROOT", storage.url)
     monkeypatch.setenv("SCIOPS_AWS_CONN_ID", "sciops_s3")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

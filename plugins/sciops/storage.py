@@ -140,7 +140,7 @@ class S3Storage:
 
     @property
     def endpoint_url(self) -> str | None:
-        return None if self.client.host.endswith(".amazonaws.com") else self.client.endpoint
+        return self.client.endpoint_url
 
     @property
     def region(self) -> str:
@@ -166,7 +166,8 @@ class S3Storage:
         except S3RequestError as exc:
             if exc.status == 404:
                 raise ConfigError([("storage_root", f"bucket {self.bucket!r} does not exist at "
-                                                    f"{self.client.endpoint}; create it or fix the storage root")]
+                                                    f"{self.client.endpoint_url or 'S3 in ' + self.client.region}; create it or fix the storage "
+                                                    "root")]
                                   ) from None
             if exc.status in (401, 403) or exc.code in CREDENTIAL_CODES:
                 raise ConfigError([("aws_conn_id", f"the credentials of connection {self.conn_id!r} were refused "

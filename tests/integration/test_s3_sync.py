@@ -172,7 +172,7 @@ def test_credentials_never_in_logs(s3_endpoint, s3_root, tmp_path, caplog, monke
     from sciops.storage import S3Storage
 
     auth = S3Storage(f"s3://{s3_root.bucket}-a", "sciops_s3_auth")
-    auth.client.request("PUT", what="create bucket")
+    auth.client.create_bucket()
     with caplog.at_level(logging.DEBUG):
         sync_up(auth, lan, "proj", progress_seconds=0)
         proc = _cli("--storage-root", auth.url, "--conn-id", "sciops_s3_auth", "sync-up", str(lan), "--project", "p2")
@@ -200,7 +200,7 @@ def test_unreachable_storage_is_a_config_error(case, s3_endpoint, s3_root, monke
     if case == "wrong_credentials":
         conn["password"] = "not-the-secret"
     monkeypatch.setenv("AIRFLOW_CONN_CASE", json.dumps(conn))
-    monkeypatch.setattr("sciops.s3.RETRIES", 1)
+    monkeypatch.setattr("sciops.s3.ATTEMPTS", 1)
     bucket = "no-such-bucket-here" if case == "no_bucket" else s3_root.bucket
     with pytest.raises(ConfigError) as err:
         S3Storage(f"s3://{bucket}", "case").check()
@@ -327,7 +327,7 @@ def test_expiring_credentials_are_renewed_before_signing(s3_endpoint, s3_root, m
         refresh_using=renew, method="test")
     creds = Credentials("AKIAEXPIRED", "old", source=expiring)
     client = S3Client(f"{s3_root.bucket}-renew", creds, endpoint_url=good["extra"]["endpoint_url"])
-    client.request("PUT", what="create bucket")  # the auth endpoint refuses the old keys: this used the new ones
+    client.create_bucket()  # the auth endpoint refuses the old keys: this used the new ones
     client.put("k", b"x", 1)
     assert renewals and client.get_bytes("k") == b"x"
 
