@@ -137,15 +137,17 @@ def shared_storage(gridengine, monkeypatch):
 def s3_endpoint():
     """moto_server on 127.0.0.1 (started by scripts/test.sh; started here if not). Never skipped.
 
-    Sets the Airflow connections ``sciops_s3`` (any credentials accepted) and ``sciops_s3_auth``
-    (an endpoint that checks signatures against its one IAM user's key).
+    Sets the Airflow connections ``sciops_s3`` (any credentials accepted), ``sciops_s3_auth``
+    (an endpoint that checks signatures against its one IAM user's key) and ``sciops_s3_kms``
+    (ETags that are not the MD5, as with SSE-KMS: scripts/testbed/moto_kms.py).
     """
     _run_testbed("s3.sh", "start")
-    os.environ["AIRFLOW_CONN_SCIOPS_S3"] = _run_testbed("s3.sh", "conn", "open").strip().splitlines()[-1]
-    os.environ["AIRFLOW_CONN_SCIOPS_S3_AUTH"] = _run_testbed("s3.sh", "conn", "auth").strip().splitlines()[-1]
+    names = {"sciops_s3": "open", "sciops_s3_auth": "auth", "sciops_s3_kms": "kms"}
+    for name, which in names.items():
+        os.environ[f"AIRFLOW_CONN_{name.upper()}"] = _run_testbed("s3.sh", "conn", which).strip().splitlines()[-1]
     import json
 
-    return {name: json.loads(os.environ[f"AIRFLOW_CONN_{name.upper()}"]) for name in ("sciops_s3", "sciops_s3_auth")}
+    return {name: json.loads(os.environ[f"AIRFLOW_CONN_{name.upper()}"]) for name in names}
 
 
 @pytest.fixture

@@ -78,6 +78,8 @@ class Obj:
     key: str
     size: int
     etag: str
+    #: user metadata (``x-amz-meta-*``), from a HEAD only: listings do not carry it
+    meta: dict[str, str] = field(default_factory=dict)
 
 
 def _client(creds: Credentials, region: str, endpoint_url: str | None, timeout: float):
@@ -184,7 +186,8 @@ class S3Client:
             if exc.status == 404:
                 return None
             raise
-        return Obj(key, int(got.get("ContentLength") or 0), (got.get("ETag") or "").strip('"'))
+        return Obj(key, int(got.get("ContentLength") or 0), (got.get("ETag") or "").strip('"'),
+                   dict(got.get("Metadata") or {}))
 
     def get_bytes(self, key: str) -> bytes:
         return self._read(key, lambda body: body.read())
@@ -209,11 +212,12 @@ class S3Client:
         finally:
             body.close()
 
-    def put(self, key: str, body, length: int) -> str:
-        """PUT an object (bytes or a callable opening the file); returns its ETag."""
+    def put(self, key: str, body, length: int, meta: dict[str, str] | None = None) -> str:
+        """PUT an object (bytes or a callable opening the file) with user metadata; returns its ETag."""
         fh = body() if callable(body) else body
         try:
-            got = self.call("put_object", f"PUT s3://{self.bucket}/{key}", Key=key, Body=fh, ContentLength=length)
+            got = self.call("put_object", f"PUT s3://{self.bucket}/{key}", Key=key, Body=fh, ContentLength=length,
+                            **({"Metadata": meta} if meta else {}))
         finally:
             if callable(body):
                 fh.close()
@@ -223,8 +227,9 @@ class S3Client:
         self.call("delete_object", f"DELETE s3://{self.bucket}/{key}", Key=key)
 
     # -- multipart -------------------------------------------------------------------------
-    def create_multipart(self, key: str) -> str:
-        return self.call("create_multipart_upload", f"start multipart upload of {key}", Key=key)["UploadId"]
+    def create_multipart(self, key: str, meta: dict[str, str] | None = None) -> str:
+        return self.call("create_multipart_upload", f"start multipart upload of {key}", Key=key,
+                         **({"Metadata": meta} if meta else {}))["UploadId"]
 
     def upload_part(self, key: str, upload_id: str, number: int, body, length: int) -> str:
         got = self.call("upload_part", f"upload part {number} of {key}", Key=key, UploadId=upload_id,

@@ -98,7 +98,7 @@ class LocalStorage:
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def tree(self, *parts: str):
-        from sciops.sync import LocalTree
+        from sciops.trees import LocalTree
 
         return LocalTree(self.path(*[check_key_part(p) for p in parts]))
 
@@ -189,7 +189,7 @@ class S3Storage:
         return self.client.folders(self.key(project, "output") + "/")
 
     def tree(self, *parts: str):
-        from sciops.sync import S3Tree
+        from sciops.trees import S3Tree
 
         return S3Tree(self.client, self.key(*parts))
 

@@ -4,9 +4,11 @@ Used for sync up (a LAN project folder → the storage root), sync down (``outpu
 → the LAN folder) and, on the local backend, stage in / stage out.
 
 - A file is transferred when it is missing at the destination, its size differs, or its
-  checksum differs: S3's ETag (the MD5, or for a multipart object the MD5 of the parts'
-  MD5s with ``-N``, computed locally with the same part size). Local checksums are cached
-  by (size, mtime) so a no-op resync reads no file.
+  content differs: S3's ETag (the MD5, or for a multipart object the MD5 of the parts'
+  MD5s with ``-N``, computed locally with the same part size), and where the ETag cannot
+  say (SSE-KMS objects, parts of an unknown size) the MD5 SciOps stored with the object
+  (see :mod:`sciops.trees`, which holds the two kinds of tree behind one interface). Local
+  checksums are cached by (size, mtime) so a no-op resync reads no file.
 - Nothing is deleted at the destination unless ``delete=True``.
 - Interrupted? Run it again: finished files are skipped by the rule above, a multipart
   upload reuses the parts already uploaded, a download continues its ``.sciops-part`` file.
@@ -18,12 +20,8 @@ Used for sync up (a LAN project folder → the storage root), sync down (``outpu
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import logging
-import os
-import posixpath
-import shutil
 import socket
 import threading
 import time
@@ -34,21 +32,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from sciops.errors import StorageError
-from sciops.s3 import S3Client
+from sciops.trees import MiB, Entry, LocalTree, S3Tree, Tree, etag_shape, safe_rel, selected
+
+__all__ = ["Entry", "LocalTree", "S3Tree", "SyncManifest", "SyncStats", "sync", "sync_down", "sync_up", "stage_in",
+           "stage_out", "log_stats"]
 
 log = logging.getLogger(__name__)
 
-PART_SIZE = 8 * 1024 * 1024          # the AWS CLI's default multipart chunk size, too
-MULTIPART_THRESHOLD = PART_SIZE      # larger files go in parts
-PARTIAL_SUFFIX = ".sciops-part"
-MiB = 1024 * 1024
-
-
-@dataclass
-class Entry:
-    size: int
-    etag: str | None = None          # S3's ETag; None for a local file not hashed yet
-    mtime_ns: int | None = None
 
 
 @dataclass
@@ -79,90 +69,6 @@ class SyncStats:
         return d
 
 
-def safe_rel(rel: str) -> str:
-    """A relative POSIX path that stays inside its root, or StorageError."""
-    norm = posixpath.normpath(rel)
-    if not rel or rel.startswith("/") or norm.startswith("../") or norm in ("..", ".") or "\x00" in rel:
-        raise StorageError(f"refused path {rel!r}: it would leave the folder being synced")
-    return norm
-
-
-def part_size_for(size: int, parts: int) -> int:
-    """The part size that cut ``size`` bytes into ``parts`` parts (8 MiB, else a whole number of MiB)."""
-    if -(-size // PART_SIZE) == parts:
-        return PART_SIZE
-    guess = -(-size // parts)
-    return -(-guess // MiB) * MiB
-
-
-def file_etag(path: Path, part_size: int | None) -> str:
-    """S3's ETag of this file uploaded whole (``part_size=None``) or in parts of ``part_size``."""
-    with open(path, "rb") as fh:
-        if part_size is None:
-            h = hashlib.md5()
-            for block in iter(lambda: fh.read(MiB), b""):
-                h.update(block)
-            return h.hexdigest()
-        digests = []
-        while True:
-            part = fh.read(part_size)
-            if not part:
-                break
-            digests.append(hashlib.md5(part).digest())
-    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
-
-
-def etag_shape(etag: str | None, size: int) -> int | None:
-    """The part size an ETag implies (None = single-part MD5)."""
-    if etag and "-" in etag:
-        return part_size_for(size, int(etag.rsplit("-", 1)[1]))
-    return None
-
-
-class EtagCache:
-    """Checksums of local files, keyed by (size, mtime): a no-op resync hashes nothing.
-
-    Kept in ``$XDG_CACHE_HOME/sciops/etags/`` (one file per local folder), never in the folder itself.
-    """
-
-    def __init__(self, root: Path):
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sciops" / "etags"
-        self.path = base / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".json")
-        self._lock = threading.Lock()
-        self.dirty = False
-        try:
-            self.data: dict[str, list] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.data = {}
-
-    def get(self, rel: str, entry: Entry, shape: int | None) -> str | None:
-        rec = self.data.get(rel)
-        if rec and rec[0] == entry.size and rec[1] == entry.mtime_ns:
-            return rec[2].get(str(shape or 0))
-        return None
-
-    def put(self, rel: str, size: int, mtime_ns: int, shape: int | None, etag: str) -> None:
-        with self._lock:
-            rec = self.data.get(rel)
-            if not rec or rec[0] != size or rec[1] != mtime_ns:
-                rec = self.data[rel] = [size, mtime_ns, {}]
-            rec[2][str(shape or 0)] = etag
-            self.dirty = True
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            with self._lock:
-                tmp.write_text(json.dumps(self.data))
-            os.replace(tmp, self.path)
-            self.dirty = False
-        except OSError as exc:  # a cache that cannot be written only costs speed
-            log.warning("could not save the checksum cache %s: %s", self.path, exc)
-
-
 class Progress:
     """Counts done files/bytes; logs one line every ``every`` seconds and at the end."""
 
@@ -190,113 +96,7 @@ class Progress:
                 f"{self.nbytes / MiB:.1f} MiB, {rate / MiB:.2f} MiB/s, ETA {eta}")
 
 
-# -- the two kinds of tree -------------------------------------------------------------------
-class LocalTree:
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
-        self.cache = EtagCache(self.root)
-
-    def __str__(self) -> str:
-        return str(self.root)
-
-    def path(self, rel: str) -> Path:
-        return self.root / safe_rel(rel)
-
-    def list(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> dict[str, Entry]:
-        """Every file (``include``/``exclude`` as in :func:`sync`; top-level folders they rule out are not walked)."""
-        out: dict[str, Entry] = {}
-        if not self.root.is_dir():
-            return out
-        base = str(self.root)
-        real_base = os.path.realpath(base)
-        top = _top_level(include, exclude)
-        outside: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(base):
-            if top is not None and dirpath == base:
-                dirnames[:] = [d for d in dirnames if top(d)]
-            dirnames.sort()
-            for name in filenames:
-                if name.endswith(PARTIAL_SUFFIX):  # an unfinished download
-                    continue
-                full = os.path.join(dirpath, name)
-                rel = os.path.relpath(full, base).replace(os.sep, "/")
-                # a file symlink is synced only if it stays in the tree: a link to ~/.ssh/id_rsa or
-                # airflow.cfg must not be copied into a storage root that others read
-                if os.path.islink(full) and not os.path.realpath(full).startswith(real_base + os.sep):
-                    outside.append(rel)
-                    continue
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:
-                    continue
-                if _selected(rel, include, exclude):
-                    out[rel] = Entry(st.st_size, None, st.st_mtime_ns)
-        if outside:
-            log.warning("%s: skipped %d symlink(s) leading outside the folder (not synced): %s", base, len(outside),
-                        ", ".join(outside[:10]))
-        return out
-
-    def etag(self, rel: str, entry: Entry, shape: int | None) -> str:
-        cached = self.cache.get(rel, entry, shape)
-        if cached:
-            return cached
-        etag = file_etag(self.path(rel), shape)
-        self.cache.put(rel, entry.size, entry.mtime_ns, shape, etag)
-        return etag
-
-
-class S3Tree:
-    def __init__(self, client: S3Client, prefix: str):
-        self.client = client
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-
-    def __str__(self) -> str:
-        return f"s3://{self.client.bucket}/{self.prefix}"
-
-    def key(self, rel: str) -> str:
-        return self.prefix + safe_rel(rel)
-
-    def list(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> dict[str, Entry]:
-        """Every object (``include``/``exclude`` as in :func:`sync`). When they rule out top-level
-        folders (a project's ``output/`` with every past run in it), one delimiter listing finds the
-        top level and only the wanted folders are listed."""
-        top = _top_level(include, exclude)
-        if top is None:
-            objs: Iterable = self.client.list(self.prefix)
-        else:
-            files, folders = self.client.level(self.prefix)
-            wanted = [f for f in folders if top(f[len(self.prefix):].rstrip("/"))]
-            objs = [*files, *(o for f in wanted for o in self.client.list(f))]
-        out = {}
-        for obj in objs:
-            rel = obj.key[len(self.prefix):]
-            if not rel or rel.endswith("/"):  # "folder" markers made by consoles
-                continue
-            if _selected(rel, include, exclude):
-                out[rel] = Entry(obj.size, obj.etag)
-        return out
-
-
-# -- the engine ------------------------------------------------------------------------------
-def _top_level(include: Iterable[str] | None, exclude: Iterable[str] | None) -> Callable[[str], bool] | None:
-    """Which top-level folders can hold a selected file; ``None`` when every one can."""
-    inc = None if include is None else {p.strip("/").split("/")[0] for p in include}
-    exc = {p.strip("/") for p in exclude or () if "/" not in p.strip("/")}
-    if inc is None and not exc:
-        return None
-    return lambda name: (inc is None or name in inc) and name not in exc
-
-
-def _selected(rel: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
-    """``include``/``exclude``: top-level names (``input``, ``project.yaml``) or path prefixes."""
-    def hit(patterns):
-        return any(rel == p.rstrip("/") or rel.startswith(p.rstrip("/") + "/") for p in patterns)
-    if include is not None and not hit(include):
-        return False
-    return not (exclude and hit(exclude))
-
-
-def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = False, workers: int = 16,
+def sync(src: Tree, dst: Tree, *, delete: bool = False, workers: int = 16,
          include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
          progress_seconds: float = 5.0, label: str | None = None,
          emit: Callable[[str], None] | None = None, source: dict[str, Entry] | None = None,
@@ -309,7 +109,7 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
     """
     include = list(include) if include is not None else None
     exclude = list(exclude or [])
-    direction = "up" if isinstance(dst, S3Tree) else "down" if isinstance(src, S3Tree) else "copy"
+    direction = "up" if dst.is_remote else "down" if src.is_remote else "copy"
     label = label or f"sync {direction} {src} -> {dst}"
     emit = emit or log.info
     t0 = time.monotonic()
@@ -319,7 +119,7 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
         fd = pool.submit(dst.list, include, exclude) if dest is None else None
         source, dest = (fs.result() if fs else source), (fd.result() if fd else dest)
     stats.dest_state = dest
-    source = {rel: e for rel, e in source.items() if _selected(rel, include, exclude)}
+    source = {rel: e for rel, e in source.items() if selected(rel, include, exclude)}
     for rel in source:
         safe_rel(rel)  # refuse the whole sync before writing anything if one path is unsafe
     stats.files = len(source)
@@ -331,7 +131,7 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
             todo.append(rel)
         else:
             stats.skipped += 1
-    doomed = sorted(rel for rel in set(dest) - set(source) if _selected(rel, include, exclude)) if delete else []
+    doomed = sorted(rel for rel in set(dest) - set(source) if selected(rel, include, exclude)) if delete else []
     if (todo or doomed) and before_write is not None:
         before_write()
     total = sum(source[r].size for r in todo)
@@ -339,7 +139,7 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
     lock = threading.Lock()
 
     def one(rel: str) -> None:
-        reused, resumed, etag = _transfer(src, dst, rel, source[rel], progress)
+        reused, resumed, etag = dst.receive(src, rel, source[rel], progress)
         with lock:
             stats.written[rel] = Entry(source[rel].size, etag)
             stats.transferred += 1
@@ -360,13 +160,12 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
                         errors.append(f"{futures[fut]}: {exc}")
         if not errors:
             for rel in doomed:
-                _delete(dst, rel)
+                dst.delete(rel)
                 stats.deleted += 1
                 stats.deleted_paths.append(rel)
     finally:
-        for tree in (src, dst):
-            if isinstance(tree, LocalTree):
-                tree.cache.save()
+        src.save()
+        dst.save()
     stats.seconds = round(time.monotonic() - t0, 3)
     emit(progress.line() + f" (done in {stats.seconds:.1f} s; {stats.skipped} unchanged skipped"
          + (f", {stats.deleted} deleted" if delete else "") + ")")
@@ -376,109 +175,22 @@ def sync(src: LocalTree | S3Tree, dst: LocalTree | S3Tree, *, delete: bool = Fal
     return stats
 
 
-def _same_content(src, dst, rel: str, e: Entry, d: Entry) -> bool:
-    if isinstance(src, LocalTree) and isinstance(dst, S3Tree):
-        return src.etag(rel, e, etag_shape(d.etag, e.size)) == d.etag
-    if isinstance(src, S3Tree) and isinstance(dst, LocalTree):
-        return dst.etag(rel, d, etag_shape(e.etag, e.size)) == e.etag
-    if isinstance(src, LocalTree) and isinstance(dst, LocalTree):
-        return src.etag(rel, e, None) == dst.etag(rel, d, None)
-    raise StorageError("S3 to S3 sync is not supported; sync through a folder")
-
-
-def _delete(dst, rel: str) -> None:
-    if isinstance(dst, S3Tree):
-        dst.client.delete(dst.key(rel))
-    else:
-        dst.path(rel).unlink(missing_ok=True)
-
-
-def _transfer(src, dst, rel: str, e: Entry, progress: Progress) -> tuple[int, int, str | None]:
-    """Copy one file; returns (multipart parts reused, bytes resumed, the new object's ETag if uploaded)."""
-    if isinstance(dst, S3Tree):
-        return _upload(src, dst, rel, e, progress)
-    target = dst.path(rel)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(src, S3Tree):
-        return 0, _download(src, dst, rel, e, target, progress), None
-    tmp = target.with_name(target.name + PARTIAL_SUFFIX)
-    shutil.copyfile(src.path(rel), tmp)
-    os.replace(tmp, target)
-    st = target.stat()
-    dst.cache.put(rel, st.st_size, st.st_mtime_ns, None, src.etag(rel, e, None))
-    progress.add(e.size)
-    return 0, 0, None
-
-
-def _upload(src: LocalTree, dst: S3Tree, rel: str, e: Entry, progress: Progress) -> tuple[int, int, str | None]:
-    path, key = src.path(rel), dst.key(rel)
-    client = dst.client
-    if e.size <= MULTIPART_THRESHOLD:
-        etag = client.put(key, lambda: open(path, "rb"), e.size)
-        if etag and "-" not in etag:
-            src.cache.put(rel, e.size, e.mtime_ns, None, etag)
-        progress.add(e.size)
-        return 0, 0, etag or None
-    parts = -(-e.size // PART_SIZE)
-    done: dict[int, tuple[int, str]] = {}
-    upload_id = None
-    for candidate in reversed(client.list_uploads(key)):  # newest unfinished upload of this key first
-        upload_id, done = candidate, client.list_parts(key, candidate)
-        break
-    if upload_id is None:
-        upload_id = client.create_multipart(key)
-    etags, reused = [], 0
-    with open(path, "rb") as fh:
-        for number in range(1, parts + 1):
-            data = fh.read(PART_SIZE)
-            md5 = hashlib.md5(data).hexdigest()
-            have = done.get(number)
-            if have and have[0] == len(data) and have[1] == md5:
-                reused += 1
-                etags.append(md5)
-            else:
-                etags.append(client.upload_part(key, upload_id, number, data, len(data)) or md5)
-            progress.add(len(data))
-    etag = client.complete_multipart(key, upload_id, etags)
-    if etag:
-        src.cache.put(rel, e.size, e.mtime_ns, PART_SIZE, etag)
-    return reused, 0, etag or None
-
-
-def _download(src: S3Tree, dst: LocalTree, rel: str, e: Entry, target: Path, progress: Progress) -> int:
-    tmp = target.with_name(target.name + PARTIAL_SUFFIX)
-    start = tmp.stat().st_size if tmp.exists() else 0
-    if start > e.size:
-        start = 0
-    resumed = start
-    with open(tmp, "ab" if start else "wb") as fh:
-        if start < e.size or e.size == 0:
-            counting = _Counting(fh, progress)
-            if start:
-                progress.add(start)
-            src.client.get_to(src.key(rel), counting, start=start)
-    size = tmp.stat().st_size
-    if size != e.size:
-        raise StorageError(f"download of {rel} is {size} bytes, expected {e.size}; run the sync again")
-    shape = etag_shape(e.etag, e.size)
-    if e.etag and resumed and file_etag(tmp, shape) != e.etag:
-        # a resumed file is checked whole: the object may have changed between the two runs
-        tmp.unlink()
-        raise StorageError(f"{rel}: the resumed download does not match the object's checksum; run the sync again")
-    os.replace(tmp, target)
-    st = target.stat()
-    if e.etag:
-        dst.cache.put(rel, st.st_size, st.st_mtime_ns, shape, e.etag)
-    return resumed
-
-
-class _Counting:
-    def __init__(self, fh, progress: Progress):
-        self.fh, self.progress = fh, progress
-
-    def write(self, block: bytes) -> None:
-        self.fh.write(block)
-        self.progress.add(len(block))
+def _same_content(src: Tree, dst: Tree, rel: str, e: Entry, d: Entry) -> bool:
+    """Same size already; same content? See :mod:`sciops.trees` for why the ETag alone cannot say."""
+    # this machine sent or fetched that very object: the MD5 it recorded (no request; no file read when cached)
+    for tree, mine, theirs in ((src, e, d), (dst, d, e)):
+        recorded = tree.object_md5(rel, theirs.etag)
+        if recorded is not None:
+            return recorded == tree.md5(rel, mine)
+    shape = etag_shape(e.etag or d.etag, e.size)   # the ETags: MD5, or multipart MD5 of MD5s
+    if src.checksum(rel, e, shape) == dst.checksum(rel, d, shape):
+        return True
+    mine, theirs = src.md5(rel, e), dst.md5(rel, d)   # SSE-KMS, parts of a size we cannot guess: the stored MD5
+    if mine is None or mine != theirs:
+        return False
+    src.remember(rel, d.etag, mine)
+    dst.remember(rel, e.etag, mine)
+    return True
 
 
 # -- the sync manifest: what sync up last wrote ------------------------------------------------
@@ -573,7 +285,7 @@ def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = Fals
         raise StorageError(f"{local} is not a project folder (it has no input/ folder); give the folder that "
                            "holds input/, src/ and project.yaml")
     tree, label, exclude = storage.tree(project), f"sync up {project}", ["output"]
-    if not isinstance(tree, S3Tree):
+    if not tree.is_remote:
         return sync(LocalTree(local), tree, delete=delete, exclude=exclude, label=label, **kw)
     manifest = SyncManifest(storage, project)
     manifest.read()
@@ -582,7 +294,7 @@ def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = Fals
                  dest=known["objects"] if known else None, before_write=manifest.mark_incomplete, **kw)
     if known:
         stats.destination_from = f"sync manifest of {known.get('written')} by {known.get('by')}"
-    manifest.update(stats, keep=lambda rel: _selected(rel, None, exclude))
+    manifest.update(stats, keep=lambda rel: selected(rel, None, exclude))
     return stats
 
 

@@ -3,6 +3,8 @@
 #   open  :${SCIOPS_S3_PORT:-5055}       accepts any credentials (the suite's storage root)
 #   auth  :${SCIOPS_S3_AUTH_PORT:-5056}  checks SigV4 signatures against its IAM users: one user
 #                                         with an access key is made at start (wrong-credential tests)
+#   kms   :${SCIOPS_S3_KMS_PORT:-5057}   answers like a bucket with default SSE-KMS encryption: every
+#                                         ETag is not the object's MD5 (moto_kms.py; S3's documented rule)
 # Idempotent; state in /var/lib/sciops-testbed/s3.
 #   bash scripts/testbed/s3.sh start|stop|conn [open|auth]
 #   conn prints the Airflow AWS connection (JSON) for AIRFLOW_CONN_<ID>.
@@ -13,6 +15,7 @@ ACTION="${1:-start}"
 STATE=/var/lib/sciops-testbed/s3
 OPEN_PORT="${SCIOPS_S3_PORT:-5055}"
 AUTH_PORT="${SCIOPS_S3_AUTH_PORT:-5056}"
+KMS_PORT="${SCIOPS_S3_KMS_PORT:-5057}"
 MOTO="$REPO/.venv/bin/moto_server"
 PY="$REPO/.venv/bin/python"
 
@@ -25,8 +28,10 @@ up() { "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(s
 launch() {  # name port [env...]; sets LAUNCHED=1 when it had to start a new server
     local name=$1 port=$2; shift 2
     LAUNCHED=0
+    local server=("$MOTO")
+    [ "$name" = kms ] && server=("$PY" "$(dirname "$0")/moto_kms.py")
     if ! running "$(pid "$name")"; then
-        env "$@" setsid "$MOTO" -H 127.0.0.1 -p "$port" >"$STATE/$name.log" 2>&1 < /dev/null &
+        env "$@" setsid "${server[@]}" -H 127.0.0.1 -p "$port" >"$STATE/$name.log" 2>&1 < /dev/null &
         echo $! > "$STATE/$name.pid"
         LAUNCHED=1
     fi
@@ -39,6 +44,7 @@ start() {
     mkdir -p "$STATE"
     chmod 700 "$STATE"
     launch open "$OPEN_PORT"
+    launch kms "$KMS_PORT"
     # Auth is enforced after the first 3 requests: the three that make the IAM user below.
     launch auth "$AUTH_PORT" INITIAL_NO_AUTH_ACTION_COUNT=3
     if [ "$LAUNCHED" = 1 ]; then
@@ -57,14 +63,16 @@ os.write(fd, json.dumps({"id": key["AccessKeyId"], "secret": key["SecretAccessKe
 os.close(fd)
 PY
     fi
-    log "ready: open http://127.0.0.1:$OPEN_PORT, auth http://127.0.0.1:$AUTH_PORT"
+    log "ready: open http://127.0.0.1:$OPEN_PORT, auth http://127.0.0.1:$AUTH_PORT, kms http://127.0.0.1:$KMS_PORT"
 }
 
 conn() {  # the secret is printed only here, for the caller to put in its environment
-    "$PY" - "${1:-open}" "$OPEN_PORT" "$AUTH_PORT" "$STATE/auth-key.json" <<'PY'
+    "$PY" - "${1:-open}" "$OPEN_PORT" "$AUTH_PORT" "$STATE/auth-key.json" "$KMS_PORT" <<'PY'
 import json, sys
-which, open_port, auth_port, key_file = sys.argv[1:]
-if which == "auth":
+which, open_port, auth_port, key_file, kms_port = sys.argv[1:]
+if which == "kms":
+    login, password, port = "testing", "testing-secret", kms_port
+elif which == "auth":
     key = json.load(open(key_file))
     login, password, port = key["id"], key["secret"], auth_port
 else:
@@ -75,7 +83,7 @@ PY
 }
 
 stop() {
-    for name in open auth; do p=$(pid "$name"); running "$p" && kill "$p" || true; done
+    for name in open auth kms; do p=$(pid "$name"); running "$p" && kill "$p" || true; done
     log "stopped"
 }
 

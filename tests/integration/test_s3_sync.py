@@ -13,7 +13,8 @@ import pytest
 
 from helpers import REPO
 from sciops.errors import ConfigError, StorageError
-from sciops.sync import Entry, LocalTree, S3Tree, SyncManifest, file_etag, safe_rel, sync, sync_down, sync_up
+from sciops.sync import SyncManifest, sync, sync_down, sync_up
+from sciops.trees import Entry, LocalTree, S3Tree, file_etag, safe_rel
 
 NAMES = ["input/plate 1/well A1.tif", "input/plate 1/sub dir/é-ü 細胞.tif", "input/empty.tif", "input/big.tif",
          "src/macro.ijm", "project.yaml"]
@@ -365,3 +366,65 @@ def test_listings_leave_out_the_folders_a_sync_does_not_touch(s3_root, tmp_path,
     # the same rule on a folder: output/ is not walked, the selection is the same
     assert set(LocalTree(lan).list(exclude=["output"])) == set(NAMES)
     assert set(LocalTree(lan).list(include=["input/plate 1"])) == {n for n in NAMES if n.startswith("input/plate 1/")}
+
+
+def test_a_dotted_bucket_name_syncs_up_and_down(s3_endpoint, tmp_path, monkeypatch):
+    """Bucket names with dots are allowed (and common: ``lab.images``); they are addressed path-style."""
+    import uuid
+
+    from sciops.storage import S3Storage
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    storage = S3Storage(f"s3://sciops.dotted.{uuid.uuid4().hex[:8]}/lab.root", "sciops_s3")
+    storage.client.create_bucket()
+    storage.check()
+    lan = make_lan_project(tmp_path / "lan")
+    assert sync_up(storage, lan, "proj").transferred == len(NAMES)
+    assert storage.projects() == ["proj"] and sync_up(storage, lan, "proj").transferred == 0
+    copy = tmp_path / "copy"
+    assert sync(storage.tree("proj"), LocalTree(copy)).transferred == len(NAMES)
+    assert files_of(copy) == {k: v for k, v in files_of(lan).items() if not k.startswith("output/")}
+
+
+def test_sse_kms_etags_do_not_make_unchanged_files_travel_again(s3_endpoint, tmp_path, monkeypatch):
+    """A bucket with default SSE-KMS encryption gives ETags that are not the MD5 (the testbed's kms endpoint).
+
+    Unchanged files are not sent again, from this machine (it remembers which ETags it sent) nor
+    from another one (a fresh checksum cache: the MD5 stored with each object settles it), in
+    either direction; a changed file is sent, and only it.
+    """
+    import hashlib
+    import shutil
+    import uuid
+
+    from sciops.storage import S3Storage
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    storage = S3Storage(f"s3://sciops-kms-{uuid.uuid4().hex[:8]}", "sciops_s3_kms")
+    storage.client.create_bucket()
+    lan = make_lan_project(tmp_path / "lan")
+    assert sync_up(storage, lan, "proj").transferred == len(NAMES)
+    remote = storage.tree("proj").list()
+    small = "input/plate 1/well A1.tif"
+    assert remote[small].etag != hashlib.md5((lan / small).read_bytes()).hexdigest()   # the endpoint is KMS-like
+    assert remote["input/big.tif"].etag != file_etag(lan / "input/big.tif", 8 * 1024 * 1024)
+
+    assert sync_up(storage, lan, "proj").transferred == 0            # this machine sent them
+    shutil.rmtree(tmp_path / "cache")                                 # another machine: no cache
+    assert sync_up(storage, lan, "proj").transferred == 0
+    copy = tmp_path / "copy"
+    assert sync_down_tree(storage, copy).transferred == len(NAMES)
+    assert files_of(copy) == {k: v for k, v in files_of(lan).items() if not k.startswith("output/")}
+    assert sync_down_tree(storage, copy).transferred == 0
+    shutil.rmtree(tmp_path / "cache")
+    assert sync_down_tree(storage, copy).transferred == 0
+
+    (lan / small).write_bytes(b"changed, same name")
+    again = sync_up(storage, lan, "proj")
+    assert again.transferred_paths == [small]
+    assert sync_down_tree(storage, copy).transferred_paths == [small]
+    assert (copy / small).read_bytes() == b"changed, same name"
+
+
+def sync_down_tree(storage, folder: Path):
+    return sync(storage.tree("proj"), LocalTree(folder))
