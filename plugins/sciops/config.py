@@ -514,11 +514,20 @@ def other_backend_problems(cfg: RunConfig, conf: dict[str, Any]) -> list[tuple[s
     return problems
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+def cluster_problems(cluster: Any) -> tuple[ClusterSettings | None, list[tuple[str, str]]]:
+    """A ``cluster`` parameter given as a dict, checked by :class:`ClusterSettings` (problems named ``cluster.<key>``)."""
+    try:
+        return ClusterSettings.model_validate(cluster or {}), []
+    except ValidationError as exc:
+        return None, _problems(exc, ("cluster",))
+
+
+def _problems(exc: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
     """pydantic's errors as (field, message); a macro argument of no allowed type is one problem, not four."""
     out: list[tuple[str, str]] = []
     for err in exc.errors():
-        loc = err.get("loc", ())
+        err = {**err, "loc": (*prefix, *err.get("loc", ()))}
+        loc = err["loc"]
         if len(loc) >= 2 and loc[0] == "macro_args":
             problem = ("macro_args", f"argument {loc[1]!r} must be text, a number or true/false "
                                      f"(got {err.get('input')!r})")

@@ -80,37 +80,37 @@ class PClusterSettings:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-#: What a run's ``cluster`` parameter may set (the rest comes from the run itself).
-USER_FIELDS = ("region", "subnet_id", "key_name", "custom_ami", "head_node_instance_type", "compute_instance_type",
-               "min_count", "max_count", "spot", "spot_max_price", "shared_storage_gb", "root_volume_gb", "os")
 REQUIRED = ("region", "subnet_id", "key_name", "custom_ami")
 
 
 def with_defaults(cluster: dict[str, Any] | None) -> dict[str, Any]:
     """A run's ``cluster`` parameter with PClusterSettings' defaults filled in (the one place they live)."""
-    defaults = {f.name: f.default for f in fields(PClusterSettings) if f.name in USER_FIELDS
+    from sciops.config import ClusterSettings
+
+    defaults = {f.name: f.default for f in fields(PClusterSettings) if f.name in ClusterSettings.model_fields
                 and f.default is not dataclass_missing}
     return {**defaults, **{k: v for k, v in (cluster or {}).items() if v is not None}}
 
 
-def settings_from(cluster: dict[str, Any] | None, *, bucket: str, run_id: str, project: str,
+def settings_from(cluster, *, bucket: str, run_id: str, project: str,
                   dag_id: str = "fiji_project") -> tuple[PClusterSettings | None, list[tuple[str, str]]]:
     """The run's ``cluster`` parameter → settings, or the problems (field names ``cluster.<key>``).
 
-    Keys and types were checked by ``sciops.config.ClusterSettings``; here: what this backend requires.
+    ``cluster``: a :class:`sciops.config.ClusterSettings` (keys and types checked once, there), or
+    a dict that is checked by it here; what this backend requires on top is checked here.
     """
-    cluster = {k: v for k, v in (cluster.given() if hasattr(cluster, "given") else dict(cluster or {})).items()
-               if v is not None}
-    problems = [(f"cluster.{k}", f"unknown setting; known: {', '.join(USER_FIELDS)}") for k in cluster
-                if k not in USER_FIELDS]
-    problems += [(f"cluster.{k}", "is required for the parallelcluster backend") for k in REQUIRED
-                 if not cluster.get(k)]
+    from sciops.config import ClusterSettings, cluster_problems
+
+    if not isinstance(cluster, ClusterSettings):
+        cluster, problems = cluster_problems(cluster)
+        if problems:
+            return None, problems
+    given = cluster.given()
+    problems = [(f"cluster.{k}", "is required for the parallelcluster backend") for k in REQUIRED if not given.get(k)]
     if problems:
         return None, problems
-    settings = PClusterSettings(bucket=bucket, run_id=run_id, project=project,
-                                tags={"sciops:dag-id": dag_id},
-                                **{k: v for k, v in cluster.items() if k in USER_FIELDS and v is not None})
-    return settings, []
+    return PClusterSettings(bucket=bucket, run_id=run_id, project=project, tags={"sciops:dag-id": dag_id},
+                            **given), []
 
 
 def check_settings(s: PClusterSettings, task_memory_mb: int, task_cpus: int = 1) -> list[tuple[str, str]]:

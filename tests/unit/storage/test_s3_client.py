@@ -1,7 +1,9 @@
-"""The S3 client is botocore's: how it addresses buckets, and what it never shows."""
+"""The S3 client: how it addresses buckets, how it follows a bucket to its region, what it never shows."""
 from __future__ import annotations
 
 from sciops.s3 import Credentials, S3Client
+
+CREDS = Credentials("AKIDEXAMPLE", "secret")
 
 
 def test_credentials_never_shown():
@@ -11,40 +13,45 @@ def test_credentials_never_shown():
 
 def test_a_dotted_bucket_is_addressed_path_style_on_aws():
     """``lab.images`` as a virtual host (lab.images.s3.amazonaws.com) fails TLS: S3's wildcard certificate
-    covers one label. botocore addresses such a bucket path-style, others as virtual hosts."""
-    def url(bucket):
-        client = S3Client(bucket, Credentials("AKIDEXAMPLE", "secret"), "eu-west-1").s3
-        return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "in/a.tif"})
+    covers one label. Such a bucket is addressed path-style (objects and multipart), others as virtual hosts."""
+    dotted, plain = S3Client("lab.images.v2", CREDS, "eu-west-1"), S3Client("lab-images", CREDS, "eu-west-1")
+    assert dotted.store.config["virtual_hosted_style_request"] == "false"
+    assert plain.store.config["virtual_hosted_style_request"] == "true"
+    url = dotted.boto.generate_presigned_url("upload_part", Params={"Bucket": "lab.images.v2", "Key": "in/a.tif",
+                                                                    "UploadId": "u", "PartNumber": 1})
+    assert url.startswith("https://s3.eu-west-1.amazonaws.com/lab.images.v2/in/a.tif?")
 
-    assert url("lab.images.v2").startswith("https://s3.eu-west-1.amazonaws.com/lab.images.v2/in/a.tif?")
-    assert url("lab-images").startswith("https://lab-images.s3.")
 
-
-def test_a_bucket_in_another_region_is_followed_there():
-    """S3 answers a request sent to the wrong region with 301 PermanentRedirect and the bucket's region
-    (``x-amz-bucket-region``); the client asks again there. No S3 is reachable from here and moto keeps no
-    regions, so S3's two answers are given at botocore's ``before-send`` hook: what is tested is our
-    client's handling of them, which is botocore's region redirector."""
+def test_a_bucket_in_another_region_is_found_there_and_asked_again():
+    """S3 answers a request sent to the wrong region with 301 PermanentRedirect; the client asks S3 where
+    the bucket is (botocore's redirector follows the 301 and reads ``x-amz-bucket-region``), remakes its
+    store for that region and makes the call again. No S3 is reachable from here and moto keeps no
+    regions, so S3's answers are given at botocore's ``before-send`` hook and as the object store's error."""
     from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def stream(self, **_):
+            yield b""
 
     sent = []
 
-    class Raw:
-        def __init__(self, body):
-            self.body = body
-
-        def stream(self, **_):
-            yield self.body
-
-    def answer(request, **_):
+    def answer(request, **_):   # HEAD bucket: first the wrong region, then the right one
         sent.append(request.url)
-        if len(sent) == 1:
-            body = (b"<Error><Code>PermanentRedirect</Code><Message>use the eu-west-1 endpoint</Message>"
-                    b"<Endpoint>lab-images.s3.eu-west-1.amazonaws.com</Endpoint></Error>")
-            return AWSResponse(request.url, 301, {"x-amz-bucket-region": "eu-west-1"}, Raw(body))
-        return AWSResponse(request.url, 200, {"ETag": '"abc"', "Content-Length": "3"}, Raw(b""))
+        status = 301 if len(sent) == 1 else 200
+        return AWSResponse(request.url, status, {"x-amz-bucket-region": "eu-west-1"}, Raw())
 
-    client = S3Client("lab-images", Credentials("AKIDEXAMPLE", "secret"), "us-east-1")
-    client.s3.meta.events.register("before-send.s3", answer)
-    assert client.head("in/a.tif").etag == "abc"
-    assert len(sent) == 2 and "us-east-1" not in sent[1] and "eu-west-1" in sent[1], sent
+    client = S3Client("lab-images", CREDS, "us-east-1")
+    client.boto.meta.events.register("before-send.s3", answer)
+    regions = []
+
+    def listing(store):
+        regions.append(store.config["region"])
+        if store.config["region"] != "eu-west-1":
+            raise RuntimeError("Generic S3 error: Error performing list request: Server returned non-2xx status "
+                               "code: 301 Moved Permanently: <Error><Code>PermanentRedirect</Code><Message>use "
+                               "the eu-west-1 endpoint</Message></Error>")
+        return "listed"
+
+    assert client.call("list s3://lab-images/", listing) == "listed"
+    assert regions == ["us-east-1", "eu-west-1"] and client.region == "eu-west-1"
+    assert len(sent) == 2 and "eu-west-1" in sent[1], sent
