@@ -9,7 +9,9 @@ chunks of `images_per_task`; `run_array` runs them as one array job (one JVM per
 and resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`,
 `summary.csv` and `failures.csv`; `stage_out` pushes the run folder back to S3;
 `sync_down` copies it to the LAN folder (`sync_to`, else `sync_from`); `record` writes
-`run.json`, failed runs included; `outcome` fails the run when a phase failed. Storage
+`run.json`, failed runs included, adds the images processed to the project's index (what
+`only_new` leaves out) and its latest-results table (Asset `x-sciops://latest-results`, whose
+event names the project and the table); `outcome` fails the run when a phase failed. Storage
 steps with nothing to do are skipped.
 
 With `backend: parallelcluster`, `create_cluster` (the setup) makes an AWS ParallelCluster 3
@@ -32,6 +34,8 @@ from sciops.operators.cluster import PClusterCreateOperator, PClusterDeleteOpera
 from sciops.operators.run_array import FijiArrayOperator
 
 COLLATED = Asset("x-sciops://collated-results")  # x-: a custom scheme, no provider lookup at parse time
+#: A project's table of every run's results, the newest per image; its events say which project and where.
+LATEST_RESULTS = Asset("x-sciops://latest-results")
 
 
 def _params() -> dict[str, Param]:
@@ -140,13 +144,17 @@ def fiji_project():
             raise AirflowSkipException("validate did not pass: there is no run folder to bring back")
         return skip_if_none(run_sync_down(info), "no sync_to or sync_from: results stay in the storage root")
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(trigger_rule="all_done", retries=0, outlets=[LATEST_RESULTS])
     def record(collated: dict | None, synced_up: dict | None) -> dict:
         from sciops.phases.record import record as run_record
 
         ctx = get_current_context()
-        return run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
-                          synced_up)
+        doc = run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
+                         synced_up)
+        latest = doc.pop("latest_results", None)
+        if latest:   # downstream DAGs scheduled on the Asset find the project and its table here
+            ctx["outlet_events"][LATEST_RESULTS].extra = latest
+        return doc
 
     @task(trigger_rule="all_done", retries=0)
     def outcome(recorded: dict | None) -> dict:

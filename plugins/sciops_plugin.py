@@ -9,6 +9,8 @@ manager lets them read (``is_authorized_dag(GET, RUN)``, the check Airflow's own
 - ``/sciops/dashboard``                 cost and duration per run over time, cost per image by
                                         macro, filter by project, and the planner form
 - ``/sciops/api/runs``                  ledger rows (``?project=``, ``?limit=``)
+- ``/sciops/api/runs/{dag_id}/{run_id}/progress``  a run while it goes: phase, images done/failed,
+                                        ETA, spend (``sciops run --wait``)
 - ``/sciops/api/summary``               what the dashboard draws (``?project=``)
 - ``/sciops/api/planner``               N nodes of type X → duration and cost, from past runs
 - ``/sciops/api/tradeoff``              instance types × node counts → duration and cost, and the
@@ -277,6 +279,27 @@ as of {_e(result['prices_as_of'])}, {result['create_seconds'] // 60} min cluster
 {chart}
 <table id="planner-table"><thead><tr><th>instance type</th><th>nodes</th><th>tasks at once</th>
 <th>duration (h:mm)</th><th>cost (USD)</th><th>within deadline</th></tr></thead><tbody>{rows}</tbody></table>"""
+
+
+@app.get("/api/runs/{dag_id}/{run_id}/progress")
+def api_run_progress(dag_id: str, run_id: str, user=User) -> dict[str, Any]:
+    """A run while it goes: Airflow's state, and from its run folder (where this server sees it) the phase,
+    images done / failed of the total, ETA and spend (what ``sciops run --wait`` shows)."""
+    from sqlalchemy import select
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from sciops.progress import run_progress
+
+    if not may_read_runs(user, {dag_id}):
+        raise HTTPException(403, f"your Airflow role may not read the runs of DAG {dag_id}")
+    with create_session() as session:
+        dr = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if dr is None:
+            raise HTTPException(404, f"no run {run_id} of DAG {dag_id}")
+        state, conf = getattr(dr.state, "value", dr.state), dict(dr.conf or {})
+    return {"run_id": run_id, "state": state, **run_progress(conf, run_id)}
 
 
 @app.get("/dashboard", response_class=HTMLResponse)

@@ -36,4 +36,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m uv pip sync -q -p .venv/bin/python requirements.txt
     echo "$want" > "$stamp"
 fi
+if [ ! -x .venv/bin/sciops ]; then   # the sciops command (pyproject.toml), this checkout installed editable
+    echo "setup: installing the sciops command"
+    .venv/bin/python -m uv pip install -q -p .venv/bin/python --no-deps -e .
+fi
 echo "setup: ready ($(.venv/bin/python -c 'import airflow; print("Airflow", airflow.__version__)'))"

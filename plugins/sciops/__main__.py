@@ -1,4 +1,4 @@
-"""``python -m sciops``: the storage commands a lab runs from its LAN machine.
+"""``python -m sciops``: the storage commands alone (the ``sciops`` command, :mod:`sciops.cli`, has them all).
 
     python -m sciops sync-up   LOCAL_PROJECT_DIR [--project NAME] [--delete] [--verify]
     python -m sciops sync-down PROJECT RUN_ID LOCAL_PROJECT_DIR
@@ -68,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{stats.direction}: {stats.transferred} transferred ({stats.bytes} bytes), {stats.skipped} unchanged, "
-          f"{stats.deleted} deleted, {stats.seconds:.2f} s")
-    if stats.destination_from != "listing":
-        print(f"(the bucket was not listed: its state came from the {stats.destination_from}; --verify lists it)")
+    from sciops.sync import summary_lines
+
+    print("\n".join(summary_lines(stats)))
     return 0
 
 

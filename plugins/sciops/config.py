@@ -141,6 +141,8 @@ class RunConfig(BaseModel):
                                    "imagej1 (java -jar ij.jar -batch under Xvfb) or auto (whichever is found)",
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
+    only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
+                                   "changed since): the nightly DAG sets it")
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
     scheduler: str | None = _param(None, "The cluster's scheduler (empty = the backend's own: sge for existing, "
                                          "slurm for parallelcluster)",
@@ -353,6 +355,9 @@ class RunConfig(BaseModel):
 DEFAULTS: dict[str, Any] = {name: (lambda d: d.given() if isinstance(d, ClusterSettings) else d)(
                                 f.get_default(call_default_factory=True))
                             for name, f in RunConfig.model_fields.items() if name != "project"}
+#: What project.yaml may say about the project itself (not a run parameter): ``nightly: true`` opts the
+#: project in to the nightly DAG (``fiji_nightly``), which runs its macro over new images only.
+PROJECT_SETTINGS = {"nightly": "Run this project's macro over its new images every night (fiji_nightly)"}
 #: Fields a run's conf may set but project.yaml may not (they choose where the project is).
 RUN_ONLY = tuple(name for name, f in RunConfig.model_fields.items()
                  if name != "project" and not (f.json_schema_extra or {}).get("project_yaml", True))
@@ -452,7 +457,10 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
     unknown = sorted(set(conf) - set(FIELDS))
     if unknown:
         problems += [(k, f"unknown parameter; known ones are: {', '.join(FIELDS)}") for k in unknown]
-    bad_defaults = sorted(set(project_defaults or {}) - set(DEFAULTS))
+    problems += [(f"project.yaml:{k}", f"must be true or false (got {v!r})") for k, v in (project_defaults or {}).items()
+                 if k in PROJECT_SETTINGS and not isinstance(v, bool)]
+    project_defaults = {k: v for k, v in (project_defaults or {}).items() if k not in PROJECT_SETTINGS}
+    bad_defaults = sorted(set(project_defaults) - set(DEFAULTS))
     problems += [(f"project.yaml:{k}", "not a run default; remove it from project.yaml") for k in bad_defaults]
     problems += [(f"project.yaml:{k}", "chooses where the project is, so it cannot be set inside it; set it in the "
                                        "run's parameters") for k in RUN_ONLY if k in (project_defaults or {})]

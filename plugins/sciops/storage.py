@@ -94,8 +94,27 @@ class LocalStorage:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
 
     def runs(self, project: str) -> list[str]:
+        """Run folders (dot-folders are not runs)."""
         base = self.path(check_key_part(project, "project"), "output")
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if base.is_dir() else []
+
+    def exists(self, *parts: str) -> bool:
+        return self.path(*[check_key_part(p) for p in parts]).is_file()
+
+    def read_bytes(self, *parts: str) -> bytes:
+        return self.path(*[check_key_part(p) for p in parts]).read_bytes()
+
+    def write_bytes(self, *parts: str, data: bytes) -> str:
+        """Write a file under the root (atomically: a reader never sees half of it)."""
+        import os
+
+        path = self.path(*[check_key_part(p) for p in parts])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return str(path)
 
     def tree(self, *parts: str):
         from sciops.trees import LocalTree
@@ -186,7 +205,8 @@ class S3Storage:
         return [n for n in self.client.folders(self.prefix + "/" if self.prefix else "") if SAFE_NAME.match(n)]
 
     def runs(self, project: str) -> list[str]:
-        return self.client.folders(self.key(project, "output") + "/")
+        """Run folders (dot-folders are not runs)."""
+        return [n for n in self.client.folders(self.key(project, "output") + "/") if not n.startswith(".")]
 
     def tree(self, *parts: str):
         from sciops.trees import S3Tree
@@ -199,11 +219,14 @@ class S3Storage:
     def read_bytes(self, *parts: str) -> bytes:
         return self.client.get_bytes(self.key(*parts))
 
-    def put_run_file(self, project: str, run_id: str, name: str, data: bytes) -> str:
-        """Write one file of a run: only ever under ``<project>/output/<run_id>/``."""
-        key = self.key(project, "output", run_id, name)
+    def write_bytes(self, *parts: str, data: bytes) -> str:
+        key = self.key(*parts)
         self.client.put(key, data, len(data))
         return f"s3://{self.bucket}/{key}"
+
+    def put_run_file(self, project: str, run_id: str, name: str, data: bytes) -> str:
+        """Write one file of a run: only ever under ``<project>/output/<run_id>/``."""
+        return self.write_bytes(project, "output", run_id, name, data=data)
 
 
 def get_storage(url: str | None = None, conn_id: str | None = None) -> LocalStorage | S3Storage:

@@ -263,6 +263,17 @@ class SyncManifest:
 
 
 # -- what the DAG and the CLI call ---------------------------------------------------------------
+def summary_lines(stats: SyncStats) -> list[str]:
+    """What the command line prints after a sync."""
+    lines = [f"{stats.direction}: {stats.transferred} transferred ({stats.bytes} bytes), {stats.skipped} unchanged, "
+             f"{stats.deleted} deleted, {stats.seconds:.2f} s"]
+    if stats.destination_from != "listing":
+        lines.append(f"(the bucket was not listed: its state came from the {stats.destination_from}; --verify lists "
+                     "it)")
+    return lines
+
+
+
 def log_stats(d: dict) -> dict:
     """Log a transfer's counts (a :meth:`SyncStats.as_dict`, or a head node's ``aws s3 sync`` summary)."""
     if "transferred" in d:
@@ -284,7 +295,8 @@ def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = Fals
     if not (local / "input").is_dir():
         raise StorageError(f"{local} is not a project folder (it has no input/ folder); give the folder that "
                            "holds input/, src/ and project.yaml")
-    tree, label, exclude = storage.tree(project), f"sync up {project}", ["output"]
+    # output/ (runs write it) and .sciops/ (what runs processed: sciops.processed) stay behind
+    tree, label, exclude = storage.tree(project), f"sync up {project}", ["output", ".sciops"]
     if not tree.is_remote:
         return sync(LocalTree(local), tree, delete=delete, exclude=exclude, label=label, **kw)
     manifest = SyncManifest(storage, project)

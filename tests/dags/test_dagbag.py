@@ -58,7 +58,16 @@ def test_fiji_project_shape(dagbag):
             "sync_to"} <= set(dag.params)
 
 
-@pytest.mark.parametrize("dag_file", ["fiji_project.py", "cluster_sweeper.py"])
+def test_fiji_nightly_shape(dagbag):
+    dag = dagbag.dags["fiji_nightly"]
+    assert dag.schedule == "0 2 * * *" and dag.max_active_runs == 1 and not dag.catchup
+    start = dag.get_task("start_runs")
+    assert start.upstream_task_ids == {"scan"} and start.partial_kwargs["trigger_dag_id"] == "fiji_project"
+    assert start.partial_kwargs["wait_for_completion"] and start.partial_kwargs["deferrable"]
+    assert [o.uri for o in dagbag.dags["fiji_project"].get_task("record").outlets] == ["x-sciops://latest-results"]
+
+
+@pytest.mark.parametrize("dag_file", ["fiji_project.py", "cluster_sweeper.py", "fiji_nightly.py"])
 def test_dag_file_has_no_heavy_imports_at_parse_time(dag_file):
     """The DAG processor parses these files every 30 s: no pandas, no AWS SDK, no task code.
 

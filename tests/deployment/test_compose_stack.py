@@ -125,3 +125,107 @@ def test_grid_engine_over_ssh(stack):
     run = json.loads(next((stack.storage_root / "cells" / "output").glob("*/run.json")).read_text())
     assert run["params"]["backend"] == "existing" and run["images"]["ok"] == 4
     assert run["array"]["job_ids"][0].isdigit()
+
+
+def test_the_nightly_schedule_runs_each_opted_in_project_over_its_new_images(stack):
+    """fiji_nightly unpaused: the scheduler makes its run at the next time of its schedule (every minute
+    here, as SCIOPS_NIGHTLY_SCHEDULE in the compose environment would set it), which starts one fiji_project
+    run per opted-in project with something new, over those images only, and waits for them."""
+    from urllib.parse import quote
+
+    from sciops.synthetic import make_images
+
+    root = stack.storage_root
+    for name, counts in (("n_fresh", {"a.tif": 4, "b.tif": 9}), ("n_done", {"a.tif": 4}),
+                         ("n_third", {"a.tif": 4, "b.tif": 9}), ("n_broken", {"a.tif": 4})):
+        make_images(root / name / "input", counts, size=128)
+        (root / name / "project.yaml").write_text("nightly: true\nsmoke_test: false\nmemory: 1G\n"
+                                                  + ("images_per_task: many\n" if name == "n_broken" else ""))
+    stack.unpause("fiji_project")
+    for name in ("n_done", "n_third"):          # processed before, as a lab's daytime runs would
+        run_ok(stack, stack.trigger("fiji_project", {"project": name}))
+    make_images(root / "n_third" / "input", {"c.tif": 13}, size=128)   # a third of its images came since
+
+    def runs(dag_id):
+        status, data = stack.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")
+        assert status == 200, data
+        return {r["dag_run_id"]: r for r in data["dag_runs"]}
+
+    before = set(runs("fiji_project"))
+    stack.restart("dag-processor", SCIOPS_NIGHTLY_SCHEDULE="* * * * *")
+    deadline = time.time() + 120
+    while stack.wait_for_dag("fiji_nightly").get("timetable_summary") != "* * * * *":
+        assert time.time() < deadline, stack.wait_for_dag("fiji_nightly")
+        time.sleep(2)
+    stack.unpause("fiji_nightly")
+    deadline = time.time() + 180
+    while not runs("fiji_nightly"):   # the next minute
+        assert time.time() < deadline, stack.diagnostics(dag_id="fiji_nightly")
+        time.sleep(2)
+    nightly_run = next(iter(runs("fiji_nightly")))
+    assert runs("fiji_nightly")[nightly_run]["run_type"] == "scheduled"
+    assert stack.wait_run("fiji_nightly", nightly_run, timeout=900) == "success", \
+        stack.diagnostics(nightly_run, "fiji_nightly")
+    stack.request("PATCH", "/api/v2/dags/fiji_nightly", {"is_paused": True})
+    started = {run_id: r for run_id, r in runs("fiji_project").items() if run_id not in before}
+    assert sorted(r["conf"]["project"] for r in started.values()) == ["n_fresh", "n_third"]
+    assert all(r["conf"]["only_new"] is True and run_id.startswith("nightly__") for run_id, r in started.items())
+    for run_id in started:       # done already (the nightly run waited for them), each at its first try
+        run_ok(stack, run_id)
+    third = next(p for p in (root / "n_third" / "output").glob("nightly__*/run.json"))
+    run = json.loads(third.read_text())
+    assert run["trigger"] == "nightly" and run["images"]["total"] == 1
+    assert (third.parent / "summary.csv").read_text().count("c.tif") == 1
+    status, log = stack.request("GET", f"/api/v2/dags/fiji_nightly/dagRuns/{quote(nightly_run)}/taskInstances/"
+                                       "scan/logs/1?full_content=true")
+    assert "n_broken: invalid" in json.dumps(log), log
+
+
+def test_the_sciops_command_from_init_to_logs(stack, tmp_path):
+    """What a scientist types, against the deployed Airflow (api-server, scheduler, triggerer)."""
+    import re
+    import sys
+
+    from sciops.synthetic import make_images
+
+    sciops = Path(sys.executable).with_name("sciops")
+    assert sciops.exists(), "scripts/setup.sh installs the sciops command into .venv/bin"
+    env = {**os.environ, "SCIOPS_API_URL": stack.base, "SCIOPS_USER": "airflow", "SCIOPS_PASSWORD": stack.password(),
+           "SCIOPS_STORAGE_ROOT": str(stack.storage_root), "SCIOPS_CONFIG": str(tmp_path / "no-config.toml")}
+    env.pop("PYTHONPATH", None)   # the installed command needs no PYTHONPATH
+
+    def cli(*args, **extra):
+        return subprocess.run([str(sciops), *args], env={**env, **extra}, capture_output=True, text=True, timeout=900)
+
+    lan = tmp_path / "lab" / "cli_cells"
+    made = cli("init", str(lan))
+    assert made.returncode == 0 and (lan / "src" / "my_macro.ijm").exists(), made.stderr
+    (lan / "project.yaml").write_text((lan / "project.yaml").read_text().replace("memory: 2G", "memory: 1G")
+                                      + "smoke_test: false\n")
+    make_images(lan / "input", {"a.tif": 4, "b.tif": 9, "c.tif": 13}, size=128)
+    up = cli("sync", "up", str(lan))
+    assert up.returncode == 0 and ": 5 transferred" in up.stdout, up.stdout + up.stderr  # 3 images, yaml, macro
+    stack.unpause("fiji_project")
+    ran = cli("run", "cli_cells", "-p", "images_per_task=1", "--wait")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_id = re.search(r"started (\S+)", ran.stdout).group(1)
+    assert "3/3 images" in ran.stdout, ran.stdout
+    shown = cli("status", "cli_cells")
+    assert shown.returncode == 0 and run_id in shown.stdout and "success" in shown.stdout and "3/0/3" in shown.stdout
+    got = cli("results", "cli_cells", "--to", str(lan))             # the newest run, by default
+    assert got.returncode == 0, got.stderr
+    fetched = Path(re.search(r"results: (.+)", got.stdout).group(1))
+    assert fetched.parent == lan / "output" and (fetched / "summary.csv").read_text().count(".tif") == 3
+    failed = cli("logs", "cli_cells", run_id)
+    assert failed.returncode == 0 and "no image failed" in failed.stdout, failed.stdout + failed.stderr
+
+    for args, extra, code, words in (
+            (("status",), {"SCIOPS_PASSWORD": "not-the-password"}, 3, "refused the login"),
+            (("status",), {"SCIOPS_API_URL": "http://127.0.0.1:9"}, 3, "cannot reach Airflow"),
+            (("run", "no_such_project"), {}, 2, "no project 'no_such_project'"),
+            (("run", "cli_cells", "-p", "oops"), {}, 2, "write it as key=value")):
+        bad = cli(*args, **extra)
+        assert bad.returncode == code and words in bad.stderr, (args, bad.returncode, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr, bad.stderr
+        assert "not-the-password" not in bad.stdout + bad.stderr
+    assert "init" in cli("--help").stdout and "--wait" in cli("run", "--help").stdout

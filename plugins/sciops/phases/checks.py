@@ -69,10 +69,10 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
 
 def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str], Path]:
     """Every check that needs no ImageJ: config, project, input, macro. Raises ConfigError."""
-    return _check(conf, storage_for(conf))[:4]
+    return check_project(conf, storage_for(conf))[:4]
 
 
-def _check(conf: dict[str, Any], storage):
+def check_project(conf: dict[str, Any], storage):
     """:func:`check`, plus the project's S3 listing (None on a local root) and its project.yaml, for validate."""
     project, listing = open_project(conf.get("project"), storage)
     inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
@@ -90,9 +90,27 @@ def _check(conf: dict[str, Any], storage):
         raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
                                        f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
     macro = project.resolve_macro(cfg.macro)
+    if cfg.only_new:
+        images = only_new(storage, project.name, images, sha256(macro), cfg.macro_args, listing)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
     return cfg, project, images, macro, listing, defaults
+
+
+def only_new(storage, project: str, images: list[str], macro_sha: str, macro_args: dict[str, Any],
+             listing: dict[str, Any] | None = None) -> list[str]:
+    """The images this macro with these arguments has not processed as they are now; ConfigError when none."""
+    from sciops import processed
+
+    new = processed.new_images(images, processed.content_ids(storage, project, listing),
+                               processed.read(storage, project, processed.key(macro_sha, macro_args)))
+    if not new:
+        raise ConfigError([("only_new", f"all {len(images)} image(s) matching file_pattern were processed by this "
+                                        "macro with these macro_args already, and none changed since: nothing to "
+                                        "do. Add images, or set only_new to false to process them again")])
+    log.info("only_new: %d of %d image(s) are new or changed since this macro processed them", len(new),
+             len(images))
+    return new
 
 
 def check_lan_folder(folder: str) -> None:
@@ -147,7 +165,7 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
     budget) still shows on the dashboard; ``record`` writes the row of one refused later
     (the smoke run). Nothing was spent, so there is no cost and no report.
     """
-    from sciops.phases.record import TRIGGERS
+    from sciops.phases.record import trigger_label
 
     started = time.time()
     try:
@@ -157,7 +175,7 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
 
         project = conf.get("project")
         doc = {"run_id": safe_run_id(airflow_run_id), "airflow_run_id": airflow_run_id, "dag_id": dag_id,
-               "trigger": TRIGGERS.get(trigger, trigger), "status": REFUSED, "reason": str(exc),
+               "trigger": trigger_label(trigger, airflow_run_id), "status": REFUSED, "reason": str(exc),
                "project": project if isinstance(project, str) else repr(project),
                "macro": {"name": conf.get("macro") if isinstance(conf.get("macro"), str) else None},
                "params": config_mod.merge(conf),  # project.yaml's values may not have been read
@@ -184,7 +202,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
 
     started = time.time()
     storage = storage_for(conf)
-    cfg, project, images, macro, listing, defaults = _check(conf, storage)
+    cfg, project, images, macro, listing, defaults = check_project(conf, storage)
     chosen = {k: v for k, v in config_mod.sources(conf, defaults).items() if v != "default"}
     log.info("parameters set by the run or project.yaml (the rest are built-in defaults): %s",
              ", ".join(f"{k}={getattr(cfg, k)!r} ({v})" for k, v in chosen.items()) or "none")

@@ -30,12 +30,18 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
     }
 
 
-def _images(info: RunInfo, project: Project) -> list[str]:
-    """The run's images: from the storage root's listing on S3 (the working copy may be on the cluster only)."""
-    storage, patterns = info.storage(), info.config.patterns
-    if storage.is_local:
-        return project.list_images(patterns)
-    return match_images(list(storage.tree(project.name, "input").list()), patterns)
+def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str]]:
+    """The run's images, and their content ids (one listing of the storage root's ``input/``, which on S3
+    is the truth: the working copy may be on the cluster only)."""
+    from sciops import processed
+    from sciops.phases.checks import only_new
+
+    storage, cfg = info.storage(), info.config
+    ids = processed.content_ids(storage, project.name)
+    images = project.list_images(cfg.patterns) if storage.is_local else match_images(list(ids), cfg.patterns)
+    if cfg.only_new:
+        images = only_new(storage, project.name, images, info.macro_sha256, cfg.macro_args)
+    return images, {rel: ids[rel] for rel in images if rel in ids}
 
 
 def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
     cfg, run_dir = info.config, Path(info.run_dir)
     with phase(run_dir, "plan"), info.backend(cluster) as backend:
         project = Project(info.project, Path(info.project_root))
-        images = _images(info, project)
+        images, ids = _images(info, project)
         macro = Path(info.macro_path)
         work = run_dir / "work"
         job = stage_job_files(work, macro)
@@ -67,6 +73,7 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
                         budget=backend.budget_rates(run_dir),
                         plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
         path = write_json(work / "manifest.json", manifest)
+        write_json(work / "images.json", ids)   # what record adds to the processed-images index
         if not backend.shares_files:
             backend.send_run(info, dirs)
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)

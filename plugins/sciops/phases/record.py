@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 BUDGET_EXCEEDED = "budget exceeded"
 #: Airflow's run types as a lab says them.
 TRIGGERS = {"manual": "UI/API", "scheduled": "nightly", "asset_triggered": "new data", "backfill": "backfill"}
+#: Run ids fiji_nightly gives the runs it starts (their run type is "manual", as for any triggered run).
+NIGHTLY_PREFIX = "nightly__"
+
+
+def trigger_label(run_type: str | None, airflow_run_id: str) -> str | None:
+    """How the run was started, as a lab says it."""
+    if airflow_run_id.startswith(NIGHTLY_PREFIX):
+        return "nightly"
+    return TRIGGERS.get(run_type, run_type)
 
 
 def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
@@ -87,7 +96,7 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
     params = cfg.model_dump(mode="json")
     doc = {
         "run_id": info.run_id, "airflow_run_id": info.airflow_run_id, "dag_id": dag_id,
-        "trigger": TRIGGERS.get(trigger, trigger), "project": info.project, "params": params,
+        "trigger": trigger_label(trigger, info.airflow_run_id), "project": info.project, "params": params,
         "storage_root": storage.url, "run_dir": str(run_dir),
         "macro": {"name": cfg.macro, "sha256": info.macro_sha256},
         "imagej_version": _imagej_version(work, info), "launcher": info.launcher.get("kind"),
@@ -116,6 +125,7 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
     except Exception as exc:  # noqa: BLE001 - the run's own files hold everything; say so loudly
         log.error("the run ledger could not be written (%s: %s); run.json has the row", type(exc).__name__, exc)
         failed_phases = failed_phases + ["ledger"]
+    latest = _add_processed(info, storage, run_dir) if collated.get("ok") else None
     if not storage.is_local:
         for name in ("run.json", "report.html"):
             log.info("stored: %s", storage.put_run_file(info.project, info.run_id, name,
@@ -126,7 +136,35 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
         Path(lan, "output", info.run_id, "report.html").write_bytes((run_dir / "report.html").read_bytes())
     notify.run_ended(doc)
     doc["failed_phases"] = failed_phases
+    doc["latest_results"] = latest   # for the DAG's Asset event (not in run.json: it changes with later runs)
     return doc
+
+
+def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | None:
+    """The images that ended ``ok`` go in the processed-images index of this macro and its arguments, and
+    their rows in the project's latest-results table (returned: where it is, for the Asset event)."""
+    import csv
+
+    from sciops import processed
+
+    try:
+        ids = json.loads((run_dir / "work" / "images.json").read_text())
+        with open(run_dir / "summary.csv", newline="") as fh:
+            ok = {row["image"] for row in csv.DictReader(fh)}
+        held = processed.add(storage, info.project, processed.key(info.macro_sha256, info.config.macro_args),
+                             {rel: cid for rel, cid in ids.items() if rel in ok}, info.run_id)
+        log.info("processed-images index of this macro: %d image(s) (%d from this run)", held, len(ok))
+    except Exception as exc:  # noqa: BLE001 - the run's results are whole; only the next only_new run redoes more
+        log.error("the processed-images index could not be updated (%s: %s): the next only_new run of this macro "
+                  "will process these images again", type(exc).__name__, exc)
+    try:
+        where, images = processed.update_latest(storage, info.project, info.run_id, info.config.macro,
+                                                run_dir / "summary.csv")
+        log.info("latest results of %s: %d image(s) in %s", info.project, images, where)
+        return {"project": info.project, "table": where, "images": images, "run_id": info.run_id}
+    except Exception as exc:  # noqa: BLE001 - the run's own tables are whole
+        log.error("the project's latest-results table could not be updated (%s: %s)", type(exc).__name__, exc)
+        return None
 
 
 def outcome(recorded: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""A run's progress while it goes: phase, images done and failed, ETA, spend (``sciops run --wait``).
+
+Read from the run folder (its phase records, manifest and the task runners' status lines),
+where this process can see it: the storage root's folder for a folder root, the work root for
+an S3 one (the same machine or volume as the workers). Elsewhere (a cluster's own disk) it
+says only what Airflow says: the state.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
+    from sciops.project import safe_run_id
+    from sciops.runinfo import storage_for
+    from sciops.storage import work_root
+
+    project = conf.get("project")
+    if not isinstance(project, str):
+        return None
+    try:
+        storage = storage_for(conf)
+    except Exception:  # noqa: BLE001 - a run refused for its storage root has no folder
+        return None
+    base = storage.root if storage.is_local else work_root()
+    folder = Path(base, project, "output", safe_run_id(airflow_run_id))
+    return folder if folder.is_dir() else None
+
+
+def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
+    """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them."""
+    from sciops import runner_module
+
+    folder = run_folder(conf, airflow_run_id)
+    if folder is None:
+        return {}
+    work = folder / "work"
+    out: dict[str, Any] = {}
+    phases = []
+    for path in work.glob("phases/*.json"):
+        try:
+            phases.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    running = [p for p in phases if p.get("status") == "running"]
+    if running or phases:
+        out["phase"] = max(running or phases, key=lambda p: p.get("start") or 0)["phase"]
+    try:
+        manifest = json.loads((work / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return out
+    out["images"] = sum(len(c) for c in manifest.get("chunks") or [])
+    st = runner_module()
+    statuses: dict[str, Any] = {}
+    for path in sorted((work / "status").glob("task-*.jsonl")):
+        statuses.update(st.read_statuses(str(path)))
+    out["ok"] = sum(1 for r in statuses.values() if r.get("status") == "ok")
+    out["failed"] = len(statuses) - out["ok"]
+    out["done"] = len(statuses)
+    array = next((p for p in phases if p.get("phase") == "run_array"), None)
+    if array and out["done"] and out["done"] < out["images"]:
+        elapsed = (array.get("end") or time.time()) - array["start"]
+        out["eta_s"] = round(elapsed / out["done"] * (out["images"] - out["done"]), 1)
+    rate = (manifest.get("budget") or {}).get("task_rate_usd_per_hour") or conf.get("hourly_rate_usd")
+    if rate:
+        from sciops.costs import rate_cost
+
+        out["spent_usd"] = rate_cost(work, float(rate))["total_usd"]
+    return out
