@@ -18,6 +18,19 @@ def run(conf):
     return dr, dr.state == DagRunState.SUCCESS
 
 
+def latest_events():
+    """The extras of the x-sciops://latest-results Asset's events, oldest first (Airflow's metadata DB)."""
+    from sqlalchemy import select
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                               .where(AssetModel.uri == "x-sciops://latest-results").order_by(AssetEvent.id))
+        return [dict(e.extra or {}) for e in rows]
+
+
 def processed_by(run_dir):
     return set(pd.read_csv(run_dir / "summary.csv")["image"])
 
@@ -49,6 +62,13 @@ def test_only_new_images_and_changed_ones_and_everything_for_new_arguments(airfl
     assert processed_by(third) == {"b.tif", "c.tif"}
     assert pd.read_csv(third / "summary.csv").set_index("image")["count"].astype(int).to_dict() == {"b.tif": 7,
                                                                                                   "c.tif": 4}
+
+    # the project's one table of all runs: the newest result per image, and which run it came from
+    latest = pd.read_csv(root / ".sciops" / "latest" / "summary.csv").set_index("image")
+    assert latest["count"].astype(int).to_dict() == {"a.tif": 3, "b.tif": 7, "c.tif": 4}
+    assert latest["run_id"].to_dict() == {"a.tif": first.name, "b.tif": third.name, "c.tif": third.name}
+    assert latest_events()[-1] == {"project": "inc", "table": str(root / ".sciops" / "latest" / "summary.csv"),
+                                   "images": 3, "run_id": third.name}    # what a DAG scheduled on it gets
 
     dr, ok = run({**conf, "macro_args": {"tag": "v2"}})       # other arguments: every image is new
     assert ok, task_states(dr)
