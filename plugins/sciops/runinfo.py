@@ -44,10 +44,6 @@ class RunInfo(BaseModel):
         """The XCom form (JSON types only)."""
         return self.model_dump(mode="json")
 
-    @property
-    def backend_name(self) -> str:
-        return self.config.backend
-
     def backend(self, cluster: dict[str, Any] | None = None):
         """The run's cluster backend (``cluster``: what ``create_cluster`` returned). Close it after use."""
         return backend_for(self.config, cluster)
