@@ -12,7 +12,7 @@ request per image.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sciops.errors import ConfigError
@@ -28,9 +28,6 @@ class Decision:
     reason: str
     images: int = 0        # matching file_pattern
     new: int = 0           # of them, not processed by this macro as they are now
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def decide(storage, name: str) -> Decision:
