@@ -20,6 +20,17 @@ images that remain. Each final status is appended as one JSON line to
 ``status/task-NNNN.jsonl``; a resubmitted task skips images that already have
 one, so a killed task loses at most the image it was working on.
 
+A ``begin`` line is appended when an image starts, so the next attempt knows which
+image was in flight when a task died whole (a scheduler's memory kill takes the runner
+with the JVM): that image goes last, after the chunk's untried images, and an image
+in flight at two deaths is marked failed instead of taking its chunk down again.
+Deaths in attempts the scheduler lost to a node (``SCIOPS_LOST=task.attempt:...``,
+set by the resubmission) are not the image's fault and do not count.
+
+The attempt summary (``status/task-NNNN.attempt-K.json``) is written when the task
+starts (``end``/``exit`` null) and again when it ends, so a task killed outright
+still leaves its start for the run's cost.
+
 Usage::
 
     sciops_task.py --manifest WORK/manifest.json [--task N] [--attempt K]
@@ -61,8 +72,14 @@ MAX_START_FAILURES = 2
 EXIT_IMAGEJ_BROKEN = 3
 #: The JVM was killed from outside (kill -9, the OOM killer): stop, let the scheduler resubmit.
 EXIT_INTERRUPTED = 137
-#: Final statuses; "interrupted" lines only count how often an image's JVM was killed under it.
+#: Grid Engine's ``qdel`` of a ``-notify`` job sends SIGUSR2 first: the runner stops with 128 + 12, which
+#: tells a deletion from a kill in ``qacct`` (both are otherwise ``failed 100``).
+EXIT_DELETED = 128 + signal.SIGUSR2
+#: Final statuses; a "begin" line marks an image starting (see the module docstring).
 FINAL = ("ok", "failed", "timeout")
+BEGIN = "begin"
+#: An image in flight when its task died this many times (lost nodes not counted) is marked failed.
+DEATHS_TO_BLAME = 2
 
 TASK_ENV_VARS = ("SCIOPS_TASK_ID", "SGE_TASK_ID", "SLURM_ARRAY_TASK_ID")
 #: The only variables a macro's JVM inherits (macros are user code: the worker's AWS keys, SSH
@@ -163,13 +180,7 @@ def image_output_dir(work, image):
     return os.path.join(work, "images", image)
 
 
-def read_statuses(path, final_only=True):
-    """Final status per image from a status file (the last final line for an image wins).
-
-    With ``final_only=False``, the count of "interrupted" lines per image instead.
-    """
-    out = {}
-    interrupted = {}
+def _records(path):
     try:
         with open(path, encoding="utf-8") as fh:
             for line in fh:
@@ -177,16 +188,45 @@ def read_statuses(path, final_only=True):
                 if not line:
                     continue
                 try:
-                    rec = json.loads(line)
+                    yield json.loads(line)
                 except ValueError:
                     continue  # a line cut short by a kill: the image will be redone
-                if rec.get("status") in FINAL:
-                    out[rec["image"]] = rec
-                else:
-                    interrupted[rec["image"]] = interrupted.get(rec["image"], 0) + 1
     except FileNotFoundError:
-        pass
-    return out if final_only else interrupted
+        return
+
+
+def read_statuses(path):
+    """Final status per image from a status file (the last final line for an image wins)."""
+    return {rec["image"]: rec for rec in _records(path) if rec.get("status") in FINAL}
+
+
+def lost_attempts(task_id, environ=None):
+    """The attempts of ``task_id`` the scheduler lost to a node (``SCIOPS_LOST=3.2:5.2`` = task.attempt)."""
+    environ = os.environ if environ is None else environ
+    out = set()
+    for pair in filter(None, environ.get("SCIOPS_LOST", "").split(":")):
+        task, _, attempt = pair.partition(".")
+        if task.isdigit() and attempt.isdigit() and int(task) == task_id:
+            out.add(int(attempt))
+    return out
+
+
+def deaths_under(path, lost=(), exclude=()):
+    """Per image without a final status: the attempts that began it and never ended it.
+
+    Each is a task (or JVM) that died while the image ran; attempts in ``lost`` (node lost)
+    and ``exclude`` (the attempt running now) do not count.
+    """
+    began, ended = {}, {}
+    for rec in _records(path):
+        attempt = rec.get("attempt")
+        if rec.get("status") == BEGIN:
+            began.setdefault(rec["image"], set()).add(attempt)
+        elif rec.get("status") in FINAL:
+            ended.setdefault(rec["image"], set()).add(attempt)
+    skip = set(lost) | set(exclude)
+    return {img: len(attempts - ended.get(img, set()) - skip) for img, attempts in began.items()
+            if img not in ended and attempts - skip}
 
 
 def append_status(path, rec):
@@ -325,6 +365,13 @@ class ChunkRunner:
         print("%s\t%s\t%.2f\t%s" % (image, status, seconds, error), flush=True)
         return rec
 
+    def begin(self, image):
+        append_status(self.status_file, {"image": image, "status": BEGIN, "task": self.task_id,
+                                         "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3)})
+
+    def earlier_deaths(self):
+        return deaths_under(self.status_file, lost_attempts(self.task_id), exclude=(self.attempt,))
+
     # -- main loop ---------------------------------------------------------------
     def run(self):
         done = read_statuses(self.status_file)
@@ -332,6 +379,16 @@ class ChunkRunner:
         if len(remaining) < len(self.images):
             self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
                       len(self.images))
+        deaths = self.earlier_deaths()
+        for img in [img for img in remaining if deaths.get(img, 0) >= DEATHS_TO_BLAME]:
+            self.record(img, "failed", 0.0, "the task died while processing this image in %d attempts (a memory "
+                        "limit or the OOM killer?); the scheduler's words are in failures.csv" % deaths[img])
+            remaining.remove(img)
+        # an image in flight when the last attempt died goes last: the untried ones first
+        suspects = [img for img in remaining if deaths.get(img)]
+        if suspects:
+            self.note("in flight when an earlier attempt died, run last: %s", ", ".join(suspects))
+            remaining = [img for img in remaining if not deaths.get(img)] + suspects
         start_failures = 0
         remove_stale_scratch(self.m.get("scratch_dir"))
         self.scratch = tempfile.mkdtemp(prefix="%s%d-%d-" % (SCRATCH_PREFIX, self.task_id, os.getpid()),
@@ -430,6 +487,7 @@ class ChunkRunner:
                 elif tag == "SCIOPS_BEGIN" and len(parts) > 1:
                     current = by_path.get(parts[1], parts[1])
                     t_begin, errors, last_error_at = now, [], None
+                    self.begin(current)
                 elif tag == "SCIOPS_END" and current is not None:
                     finished[current] = self.judge(current, now - t_begin, errors)
                     current = None
@@ -463,9 +521,8 @@ class ChunkRunner:
             # Killed from outside (kill -9, the OOM killer, a node going down): not this
             # image's fault the first time. Stop here and let the scheduler resubmit the
             # chunk; a second kill under the same image marks it failed.
-            before = read_statuses(self.status_file, final_only=False).get(current, 0)
-            if before == 0:
-                self.record(current, "interrupted", time.time() - t_begin, "JVM killed (SIGKILL) from outside")
+            if not self.earlier_deaths().get(current):
+                self.note("JVM killed (SIGKILL) from outside while processing %s: stopping", current)
                 self.error = "JVM killed (SIGKILL) from outside while processing %s" % current
                 self.interrupted = True
                 return finished
@@ -522,33 +579,61 @@ def main(argv=None):
     if args.images is not None:
         log_path = os.path.join(log_dir, "smoke.log")
     started = time.time()
+    summary_path = None
+    if args.images is None:
+        summary_path = os.path.join(manifest["work_dir"], "status", "task-%04d.attempt-%d.json" % (task_id,
+                                                                                                 args.attempt))
+    summary = {"task": task_id, "attempt": args.attempt, "host": socket.gethostname(), "start": started,
+               "end": None, "exit": None, "imagej_version": None, "jvm_starts": 0, "images": None,
+               "log": os.path.relpath(log_path, manifest["run_dir"]), "error": ""}
+    if summary_path:
+        write_summary(summary_path, summary)   # a task killed outright still leaves its start (cost)
+    stopped = []
 
     def stop(signum, frame):
-        # scancel, qdel, a wall-time limit: unwind through run()'s cleanup (JVM, Xvfb, scratch)
+        # scancel, qdel (SIGUSR2 first under -notify), a wall-time limit: unwind through run()'s
+        # cleanup (JVM, Xvfb, scratch), then write the summary
+        stopped.append(signum)
         raise SystemExit(128 + signum)
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    handled = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+    previous = {s: signal.signal(s, stop) for s in handled}
+    # -notify also sends SIGUSR1 before a suspend: its default action would end the task
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    runner = None
     try:
         with open(log_path, "a", encoding="utf-8") as log:
             runner = ChunkRunner(manifest, task_id, args.attempt, log, images=args.images,
                                  status_file=args.status_file)
             rc = runner.run()
+    except SystemExit as exc:
+        if not stopped:
+            raise
+        rc = exc.code
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    summary = {"task": task_id, "attempt": args.attempt, "host": runner.host, "start": started,
-               "end": time.time(), "exit": rc, "imagej_version": runner.version, "jvm_starts": runner.jvm_starts,
-               "images": len(runner.images), "log": os.path.relpath(log_path, manifest["run_dir"]),
-               "error": runner.error}
-    if args.images is None:
-        path = os.path.join(manifest["work_dir"], "status", "task-%04d.attempt-%d.json" % (task_id, args.attempt))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh)
+    error = runner.error if runner else ""
+    if stopped:
+        error = "stopped by signal %d (%s)" % (stopped[0], signal.Signals(stopped[0]).name) + \
+            (": qdel" if stopped[0] == signal.SIGUSR2 else "")
+    summary.update(end=time.time(), exit=rc, error=error)
+    if runner is not None:
+        summary.update(imagej_version=runner.version, jvm_starts=runner.jvm_starts, images=len(runner.images))
+    if summary_path:
+        write_summary(summary_path, summary)
     else:
         print(json.dumps(summary))
     return rc
 
+
+def write_summary(path, summary):
+    """The attempt summary, replaced whole (a reader never sees half of it)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh)
+    os.replace(tmp, path)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -55,8 +55,18 @@ def job_name(manifest: dict[str, Any], attempt: int) -> str:
     return f"sciops-{manifest['run_id'][:48]}-{token}-a{attempt}"
 
 
-def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, python: str | None = None) -> ArraySpec:
-    """The array job for some chunks of a run (``attempt`` > 1 is a resubmission)."""
+#: A chunk whose node is lost this many times is not resubmitted again (a node that keeps dying under
+#: the same chunk is more likely the chunk's doing than bad luck).
+MAX_NODE_LOSSES = 5
+
+
+def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, python: str | None = None,
+               lost: list[str] | None = None) -> ArraySpec:
+    """The array job for some chunks of a run (``attempt`` > 1 is a resubmission).
+
+    ``lost``: ``task.attempt`` pairs whose node was lost; the runner does not hold a death in
+    them against the image that was running (``SCIOPS_LOST``).
+    """
     work = manifest["work_dir"]
     runner = os.path.join(work, "job", "sciops_task.py")
     return ArraySpec(
@@ -67,8 +77,24 @@ def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, pyth
         log_dir=os.path.join(manifest["run_dir"], "logs"),
         workdir=work,
         memory_mb=manifest["memory_mb"],
-        env={"SCIOPS_ATTEMPT": str(attempt)},
+        env={"SCIOPS_ATTEMPT": str(attempt), **({"SCIOPS_LOST": ":".join(lost)} if lost else {})},
     )
+
+
+def latest_accounting(history: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Every task's accounting in the last attempt that ran it."""
+    out: dict[int, dict[str, Any]] = {}
+    for entry in history:
+        for t, a in entry["accounting"].items():
+            out[int(t)] = a
+    return out
+
+
+def node_losses(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task attempts whose node was lost: ``{task, attempt, job_id, reason, seconds}``."""
+    return [{"task": int(t), "attempt": entry["attempt"], "job_id": entry["job_id"], "reason": a.get("reason", ""),
+             "seconds": a.get("seconds")}
+            for entry in history for t, a in entry["accounting"].items() if a["state"] == JobState.LOST.value]
 
 
 def images_done(work_dir: str | Path) -> int | None:
@@ -78,6 +104,14 @@ def images_done(work_dir: str | Path) -> int | None:
         return None
     st = runner_module()
     return sum(len(st.read_statuses(str(p))) for p in status_dir.glob("task-*.jsonl"))
+
+
+def _runner_summary(work_dir: str | Path, task: int, attempt: int) -> dict[str, Any] | None:
+    """The runner's attempt summary (written at its start, then at its end), or None."""
+    try:
+        return json.loads(Path(work_dir, "status", f"task-{task:04d}.attempt-{attempt}.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def exit_file_accounting(work_dir: str | Path | None, task_ids: list[int],
@@ -94,12 +128,8 @@ def exit_file_accounting(work_dir: str | Path | None, task_ids: list[int],
         return None
     out = {}
     for t in task_ids:
-        path = Path(work_dir, "status", f"task-{t:04d}.attempt-{attempt}.json")
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if summary.get("exit") != 0:
+        summary = _runner_summary(work_dir, t, attempt)
+        if summary is None or summary.get("exit") != 0:
             return None
         out[t] = TaskAccounting(t, JobState.DONE, 0, round(summary["end"] - summary["start"], 3), None, "")
     return out
@@ -115,7 +145,8 @@ def progress_line(states: dict[int, JobState], done: int | None, n_images: int, 
     return (f"tasks: {counts[JobState.DONE]} done, {counts[JobState.RUNNING]} running, "
             f"{counts[JobState.UNKNOWN]} ended (awaiting accounting), "
             f"{counts[JobState.PENDING] + counts[JobState.HELD]} waiting, "
-            f"{counts[JobState.FAILED] + counts[JobState.CANCELLED] + counts[JobState.ERROR]} failed "
+            f"{counts[JobState.FAILED] + counts[JobState.CANCELLED] + counts[JobState.ERROR] + counts[JobState.LOST]}"
+            f" failed{f' ({lost} with a lost node)' if (lost := counts[JobState.LOST]) else ''} "
             f"of {len(states)}; {images}; elapsed {elapsed:.0f}s; ETA {eta}")
 
 
@@ -155,7 +186,8 @@ class ArrayRun:
         self.n_images = sum(len(c) for c in manifest["chunks"])
 
     def submit(self, task_ids: list[int], attempt: int, history: list | None = None) -> ArrayState:
-        spec = array_spec(self.m, task_ids, attempt, self.python)
+        lost = [f"{x['task']}.{x['attempt']}" for x in node_losses(history or []) if x["task"] in task_ids]
+        spec = array_spec(self.m, task_ids, attempt, self.python, lost=lost)
         job_id = self.scheduler.submit(self.runner, spec, look_first=self.retry)
         state = ArrayState(job_id, attempt, task_ids, time.time(), list(history or []))
         self.save_state(state.as_dict())
@@ -201,11 +233,15 @@ class ArrayRun:
             self.budget["spent_usd"] = event["spent_usd"]
         if event.get("status") == "budget_exceeded":
             write_json(self.local_work_dir / "budget.json", event)
+            why = (f"cancelled by SciOps: the run's budget ({event['budget_usd']:.2f} USD) would be passed before "
+                   f"the next check ({event['spent_usd']:.2f} USD spent)")
+            self.record_cancelled(state, event["cancelled_at"], why)
             raise BudgetExceeded(
-                f"budget exceeded: {event['spent_usd']:.4f} USD spent of the {event['budget_usd']:.4f} USD budget; "
-                f"{self.scheduler.name} job {event['job_id']} cancelled {event['cancelled_at'] - event['crossed_at']:.1f}"
-                " s after the cap was reached; finished images are kept")
+                f"budget exceeded: {event['spent_usd']:.4f} USD spent of the {event['budget_usd']:.4f} USD budget, "
+                f"and {event['projected_usd']:.4f} USD by the time the job could be stopped at this rate; "
+                f"{self.scheduler.name} job {event['job_id']} cancelled; finished images are kept")
         if event.get("status") == "timeout":
+            self.record_cancelled(state, time.time(), "cancelled by SciOps: the run's array timeout passed")
             raise ArrayTimeout(f"{self.scheduler.name} job {event['job_id']} still ran at the array's timeout "
                                f"({time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(event['deadline']))}): "
                                f"cancelled; finished images are kept in {self.m['run_dir']}")
@@ -216,7 +252,12 @@ class ArrayRun:
         return self.conclude(state, acct)
 
     def conclude(self, state: ArrayState, acct: dict[int, TaskAccounting]) -> ArrayState | None:
-        """Record an ended attempt; resubmit the failed tasks (returns the new state) or end (None)."""
+        """Record an ended attempt; resubmit the failed tasks (returns the new state) or end (None).
+
+        A task resubmits while it has attempts left (``max_attempts`` counts the attempts it
+        failed in); a task whose node was lost resubmits without spending one, up to
+        :data:`MAX_NODE_LOSSES` times.
+        """
         failed = sorted(t for t in state.task_ids if acct[t].state != JobState.DONE)
         state.history.append({"attempt": state.attempt, "job_id": state.job_id, "tasks": state.task_ids,
                               "submitted_at": state.submitted_at, "ended_at": time.time(),
@@ -224,43 +265,77 @@ class ArrayRun:
         self.write_attempts(state.history)
         if not failed:
             return None
-        if self.cancelled_outside(state, acct, failed):
+        if self.cancelled_outside(acct, failed):
             # Nobody in SciOps cancelled it: someone deleted the job (qdel/scancel). Do not fight them.
             raise JobFailedError(
                 f"{self.scheduler.name} job {state.job_id} was cancelled outside SciOps: task(s) {_ranges(failed)} "
                 f"({acct[failed[0]].reason}); not resubmitting. Finished images are kept in {self.m['run_dir']}")
-        if state.attempt >= self.m["max_attempts"]:
-            log.warning("tasks %s still failed after %d attempt(s); their images go to failures.csv",
-                        _ranges(failed), state.attempt)
+        spent: dict[int, int] = {}
+        lost: dict[int, int] = {}
+        for entry in state.history:
+            for t, a in entry["accounting"].items():
+                if a["state"] == JobState.LOST.value:
+                    lost[int(t)] = lost.get(int(t), 0) + 1
+                elif a["state"] != JobState.DONE.value:
+                    spent[int(t)] = spent.get(int(t), 0) + 1
+        again, spent_out = [], []
+        for t in failed:
+            if acct[t].state == JobState.LOST:
+                (again if lost[t] <= MAX_NODE_LOSSES else spent_out).append(t)
+            else:
+                (again if spent[t] < self.m["max_attempts"] else spent_out).append(t)
+        if spent_out:
+            log.warning("tasks %s still failed after their attempts (max_attempts %d, or %d node losses); their "
+                        "images go to failures.csv", _ranges(spent_out), self.m["max_attempts"], MAX_NODE_LOSSES)
+        if not again:
             return None
-        log.info("resubmitting %d failed task(s) %s: %s", len(failed), _ranges(failed),
-                 "; ".join(f"{t}: {acct[t].reason or acct[t].state.value}" for t in failed[:5]))
-        return self.submit(failed, state.attempt + 1, state.history)
+        n_lost = sum(1 for t in again if acct[t].state == JobState.LOST)
+        log.info("resubmitting %d task(s) %s%s: %s", len(again), _ranges(again),
+                 f" ({n_lost} lost with their node: no attempt spent)" if n_lost else "",
+                 "; ".join(f"{t}: {acct[t].reason or acct[t].state.value}" for t in again[:5]))
+        return self.submit(again, state.attempt + 1, state.history)
 
-    def cancelled_outside(self, state: ArrayState, acct: dict[int, TaskAccounting], failed: list[int]) -> bool:
-        """Was the whole job deleted from outside, rather than some tasks killed?
+    def cancelled_outside(self, acct: dict[int, TaskAccounting], failed: list[int]) -> bool:
+        """Was the job deleted from outside (``qdel``/``scancel``), rather than tasks killed or lost?
 
-        Grid Engine records ``qdel`` of a running task exactly like ``kill -9`` of its shell
-        (failed 100, exit 137), and a deleted pending task not at all. So: every failed task
-        was cancelled, and either one was deleted before it started (no record) or the
-        attempt had several tasks and all of them were cancelled. A single killed task is
-        resubmitted like any failure.
+        The schedulers say CANCELLED only for a deletion: Slurm's ``CANCELLED by <uid>``, a Grid
+        Engine task that stopped on ``-notify``'s SIGUSR2 (exit 140) or was deleted before it
+        started (no record). A kill (``failed 100``, signal 9) is a failure and is resubmitted,
+        so a deletion is believed even for one task of one.
         """
-        if not failed or any(acct[t].state != JobState.CANCELLED for t in failed):
-            return False
-        never_ran = any(acct[t].reason == self.scheduler.missing_record[1] for t in failed)
-        return never_ran or (len(state.task_ids) > 1 and len(failed) == len(state.task_ids))
+        return bool(failed) and all(acct[t].state == JobState.CANCELLED for t in failed)
+
+    def record_cancelled(self, state: ArrayState, at: float, why: str) -> None:
+        """SciOps cancelled the attempt (budget, timeout): put it in ``attempts.json`` as it ended.
+
+        A task whose runner wrote exit 0 had finished; every other one is ``cancelled`` with
+        ``why``, which failures.csv repeats for the images it never reached.
+        """
+        acct = {}
+        for t in state.task_ids:
+            summary = _runner_summary(self.local_work_dir, t, state.attempt) or {}
+            if summary.get("exit") == 0:
+                acct[str(t)] = acct_dict(TaskAccounting(t, JobState.DONE, 0, summary["end"] - summary["start"]))
+            else:
+                seconds = (summary.get("end") or at) - summary["start"] if summary.get("start") else None
+                acct[str(t)] = acct_dict(TaskAccounting(t, JobState.CANCELLED, summary.get("exit"), seconds,
+                                                        reason=why))
+        state.history.append({"attempt": state.attempt, "job_id": state.job_id, "tasks": state.task_ids,
+                              "submitted_at": state.submitted_at, "ended_at": at, "cancelled": why,
+                              "accounting": acct})
+        self.write_attempts(state.history)
 
     def result(self, state: ArrayState) -> dict[str, Any]:
-        last = state.history[-1]["accounting"]
-        final_failed = sorted(int(t) for t, a in last.items() if a["state"] != "done")
+        last = latest_accounting(state.history)
+        final_failed = sorted(t for t, a in last.items() if a["state"] != "done")
+        lost = node_losses(state.history)
         result = {"attempts": len(state.history), "failed_tasks": final_failed, "tasks": self.n_tasks,
-                  "job_ids": [h["job_id"] for h in state.history]}
+                  "job_ids": [h["job_id"] for h in state.history], "node_losses": len(lost)}
         if len(final_failed) == self.n_tasks:
             raise JobFailedError(
                 f"every one of {self.n_tasks} task(s) failed after {state.attempt} attempt(s) "
                 f"(jobs {', '.join(result['job_ids'])}); last: "
-                + "; ".join(f"task {t}: {last[str(t)]['reason']}" for t in final_failed[:3])
+                + "; ".join(f"task {t}: {last[t]['reason']}" for t in final_failed[:3])
                 + f". See {self.m['run_dir']}/logs/")
         return result
 

@@ -113,26 +113,54 @@ def ebs_cost(gb: float, hours: float, region: str, prices: dict[str, Any]) -> fl
 
 
 def task_intervals(work_dir: Path | str) -> list[dict[str, Any]]:
-    """Every array task attempt the runners recorded: task, attempt, host, start, end, exit."""
+    """Every array task attempt the runners recorded: task, attempt, host, start, end, exit.
+
+    A runner writes its summary when it starts and again when it ends. One killed outright
+    (a lost node, a memory kill, qdel's SIGKILL) never wrote its end: it is taken from the
+    scheduler's accounting of that attempt (``attempts.json``: start + elapsed seconds), else
+    from when SciOps saw the attempt end or cancelled it (an upper bound). ``lost`` marks
+    attempts whose node was lost: their time is paid for too.
+    """
+    seen: dict[tuple[int, int], dict[str, Any]] = {}
+    try:
+        for entry in json.loads(Path(work_dir, "attempts.json").read_text()):
+            for t, a in entry.get("accounting", {}).items():
+                seen[(int(t), entry["attempt"])] = {**a, "ended_at": entry.get("ended_at")}
+    except (OSError, ValueError):
+        pass
     out = []
     for path in sorted(Path(work_dir, "status").glob("task-*.attempt-*.json")):
         try:
             rec = json.loads(path.read_text())
         except ValueError:
             continue
-        if rec.get("start") and rec.get("end"):
-            out.append({k: rec.get(k) for k in ("task", "attempt", "host", "start", "end", "exit", "images")})
+        if not rec.get("start"):
+            continue
+        acct = seen.get((rec.get("task"), rec.get("attempt"))) or {}
+        end = rec.get("end")
+        if end is None:
+            if acct.get("seconds"):
+                end = rec["start"] + acct["seconds"]
+            elif acct.get("ended_at"):
+                end = max(acct["ended_at"], rec["start"])
+            else:
+                continue   # still running (a run recorded while its array runs)
+        out.append({**{k: rec.get(k) for k in ("task", "attempt", "host", "start", "exit", "images")}, "end": end,
+                    "lost": acct.get("state") == "lost"})
     return out
 
 
 def rate_cost(work_dir: Path | str, hourly_rate_usd: float) -> dict[str, Any]:
     """``existing``/``local``: task-hours (per host) × the lab's hourly rate."""
     per_host: dict[str, float] = {}
+    lost = 0.0
     for t in task_intervals(work_dir):
         per_host[t["host"] or "?"] = per_host.get(t["host"] or "?", 0.0) + (t["end"] - t["start"]) / 3600
+        lost += (t["end"] - t["start"]) / 3600 if t["lost"] else 0.0
     hours = sum(per_host.values())
     return {"kind": "hourly_rate", "hourly_rate_usd": hourly_rate_usd,
             "node_hours": {f"task-hours on {h}": round(v, 6) for h, v in sorted(per_host.items())},
+            "lost_node_hours": round(lost, 6),   # included above: time on nodes that were lost under their tasks
             "compute_usd": round(hours * hourly_rate_usd, 6), "storage_usd": 0.0,
             "total_usd": round(hours * hourly_rate_usd, 6)}
 

@@ -208,7 +208,9 @@ def smoke_run(manifest: dict[str, Any], images: list[str]) -> dict[str, Any]:
                 *(f"--images={img}" for img in images)]  # "=": an image named "-x.tif" is not an option
         log.info("smoke run of %s on %s", manifest["macro_path"], ", ".join(images))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=len(images) * (SMOKE_TIMEOUT_S + 60))
-        records = [json.loads(x) for x in status.read_text().splitlines()] if status.exists() else []
+        # final statuses only (a "begin" line marks an image starting)
+        records = [r for r in (json.loads(x) for x in status.read_text().splitlines()) if r.get("status") != "begin"] \
+            if status.exists() else []
         summary = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
         if any(r["status"] == "ok" for r in records):
             return summary

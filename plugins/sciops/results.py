@@ -74,7 +74,9 @@ def task_outcomes(work: Path) -> dict[int, str]:
     for attempt in json.loads(path.read_text()):
         for t, acct in attempt.get("accounting", {}).items():
             if acct["state"] != "done":
-                reason = f"task {t} attempt {attempt['attempt']}: {acct['state']} {acct.get('reason', '')}".strip()
+                said = acct.get("reason") or ""
+                state = "" if said.startswith(acct["state"]) else acct["state"] + " "
+                reason = f"task {t} attempt {attempt['attempt']}: {state}{said}".strip()
                 summary = work / "status" / f"task-{int(t):04d}.attempt-{attempt['attempt']}.json"
                 if summary.exists():
                     said = json.loads(summary.read_text()).get("error")
@@ -91,16 +93,23 @@ def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
     work = Path(run_dir) / "work"   # as seen from here (the manifest holds the cluster's paths)
     st = runner_module()
     statuses: dict[str, dict] = {}
+    in_flight: set[str] = set()   # begun by an attempt that died under it (see sciops_task)
     for i in range(1, len(manifest["chunks"]) + 1):
-        statuses.update(st.read_statuses(st.status_path(str(work), i)))
+        path = st.status_path(str(work), i)
+        statuses.update(st.read_statuses(path))
+        in_flight.update(st.deaths_under(path))
     reasons = task_outcomes(work)
     summary_rows, failures, tables = [], [], []
     for task, chunk in enumerate(manifest["chunks"], start=1):
         for image in chunk:
             rec = statuses.get(image)
             if rec is None:
+                why = reasons.get(task, f"task {task} never reported this image")
+                # only the image that was running is blamed; the chunk's others were never reached
+                error = (f"in flight when the task died: {why}" if image in in_flight else
+                         f"never started: {why}")
                 failures.append({"image": image, "task": task, "attempt": None, "status": "not_run",
-                                 "error": reasons.get(task, f"task {task} never reported this image")})
+                                 "error": error})
                 continue
             if rec["status"] != "ok":
                 failures.append({k: rec.get(k) for k in FAILURE_COLUMNS})

@@ -13,8 +13,11 @@ deadline, stuck tasks, accounting lag):
 The rules, in the order a status answer meets them:
 
 1. past ``deadline`` (the run's one timeout, carried across deferrals): cancel, end ``timeout``;
-2. the spend grows by running tasks × task rate + the fixed rate since the last answer;
-   past ``budget_usd``: cancel in that same poll, end ``budget_exceeded`` (when it crossed);
+2. the spend grows by running tasks × task rate + the fixed rate since the last answer; when
+   the spend plus what the same rate costs until the next answer and the job's stop
+   (``poll_seconds`` + :data:`STOP_SECONDS`) would pass ``budget_usd``: cancel now, end
+   ``budget_exceeded``. The cap holds on the recorded cost (the tasks' own start/end), not
+   only on this estimate, unless more tasks start in that window than run now;
 3. tasks still queued or running: sleep ``poll_seconds``;
 4. every task out of the queue: tasks stuck in an error state (SGE ``Eqw``) get the job
    cancelled once; then the runners' exit files, then accounting, which lags the queue: ask
@@ -38,6 +41,10 @@ from sciops.schedulers.base import JobState, TaskAccounting
 ACCOUNTING_GRACE_SECONDS = 120.0
 #: Once the queue is empty, how soon to ask accounting again.
 ACCOUNTING_RETRY_SECONDS = 0.5
+
+#: How long a cancelled job's tasks may still run (and cost) after the cancel: the runner's cleanup
+#: after qdel's SIGUSR2 or scancel's SIGTERM takes about a second; this leaves room for a busy head node.
+STOP_SECONDS = 5.0
 
 STATUS, EXIT_FILES, ACCOUNTING, CANCEL, SLEEP, END = "status", "exit_files", "accounting", "cancel", "sleep", "end"
 
@@ -170,18 +177,18 @@ class Watch:
         running = sum(1 for s in self.states.values() if s == JobState.RUNNING)
         rate = running * self.budget.get("task_rate_usd_per_hour", 0.0) + self.budget.get("fixed_rate_usd_per_hour",
                                                                                          0.0)
-        before = self.budget["spent_usd"]
-        self.budget["spent_usd"] = before + rate * max(now - self.last_poll, 0.0) / 3600
-        if self.budget["spent_usd"] <= self.budget["budget_usd"]:
-            self.last_poll = now
+        self.budget["spent_usd"] += rate * max(now - self.last_poll, 0.0) / 3600
+        self.last_poll = now
+        projected = self.budget["spent_usd"] + rate * (self.poll_seconds + STOP_SECONDS) / 3600
+        if projected <= self.budget["budget_usd"]:
             return None
-        # when the spend crossed the cap, between the last answer and this one
-        at = self.last_poll + (self.budget["budget_usd"] - before) / rate * 3600 if rate > 0 else now
         event = {"status": "budget_exceeded", "job_id": self.job_id, "spent_usd": round(self.budget["spent_usd"], 6),
-                 "budget_usd": self.budget["budget_usd"], "crossed_at": at, "cancelled_at": now,
-                 "poll_seconds": self.poll_seconds, "running_tasks": running}
-        return [Action(CANCEL, reason=f"budget exceeded: {self.budget['spent_usd']:.4f} USD spent of "
-                                      f"{self.budget['budget_usd']:.4f} USD"), Action(END, event=event)]
+                 "projected_usd": round(projected, 6), "budget_usd": self.budget["budget_usd"], "cancelled_at": now,
+                 "poll_seconds": self.poll_seconds, "stop_seconds": STOP_SECONDS, "running_tasks": running,
+                 "rate_usd_per_hour": rate}
+        return [Action(CANCEL, reason=f"budget: {self.budget['spent_usd']:.4f} USD spent, {projected:.4f} USD by the "
+                                      f"next check at {rate:.2f} USD/h, of {self.budget['budget_usd']:.4f} USD"),
+                Action(END, event=event)]
 
     def _end(self, acct: dict[int, TaskAccounting]) -> Action:
         return Action(END, event={"status": "ended", "job_id": self.job_id, "spent_usd": self.spent_usd,

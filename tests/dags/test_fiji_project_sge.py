@@ -118,7 +118,7 @@ def test_sge_job_deleted_outside_is_reported_and_partial_results_kept(airflow_db
         deadline = time.time() + 120
         while time.time() < deadline:
             status = list((root / "output").glob("*/work/status/task-*.jsonl"))
-            if status and any(p.read_text().strip() for p in status):
+            if status and any('"ok"' in p.read_text() for p in status):   # an image finished
                 break
             time.sleep(0.3)
         out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
@@ -138,3 +138,77 @@ def test_sge_job_deleted_outside_is_reported_and_partial_results_kept(airflow_db
     failures = pd.read_csv(run_dir / "failures.csv")
     assert len(summary) >= 1                           # what finished before the qdel is kept
     assert len(summary) + len(failures) == len(counts)
+
+
+def test_sge_node_lost_under_its_tasks_is_resubmitted_without_spending_an_attempt(airflow_db, fiji_dag, gridengine,
+                                                                                   shared_storage, make_project):
+    """The execution host dies (sge_execd and every task process killed), then comes back: Grid Engine
+    reports the tasks ``failed 19``; SciOps resubmits them although max_attempts is 1, and counts the loss."""
+    counts = {f"n{k}_slow.tif": 3 + k for k in range(6)}
+    root = make_project("nodeloss", counts=counts, size=128)
+    (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
+    testbed = Path(__file__).resolve().parents[2] / "scripts" / "testbed" / "gridengine.sh"
+    crashed = []
+
+    def crash_the_node():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status = list((root / "output").glob("*/work/status/task-*.jsonl"))
+            if status and any('"ok"' in p.read_text() for p in status):
+                break
+            time.sleep(0.3)
+        for argv in (["pkill", "-9", "-x", "sge_execd"], ["pkill", "-9", "-f", "sge_shepherd"],
+                     ["pkill", "-9", "-u", "sciops", "-f", "sciops_task.py"]):
+            subprocess.run(argv, capture_output=True)
+        time.sleep(2)
+        crashed.append(time.time())
+        subprocess.run(["bash", str(testbed), "start"], capture_output=True, check=True)   # the node is back
+
+    threading.Thread(target=crash_the_node, daemon=True).start()
+    dr = fiji_dag.test(run_conf=sge_conf("nodeloss", macro="src/faulty.ijm", images_per_task=3, max_attempts=1,
+                                         smoke_test=False, hourly_rate_usd=36.0))
+    assert crashed, "the node was never crashed"
+    assert dr.state == "success", task_states(dr)
+    run_dir = only_run(root)
+    attempts = json.loads((run_dir / "work" / "attempts.json").read_text())
+    first = attempts[0]["accounting"]
+    assert {a["state"] for a in first.values()} == {"lost"} and "failed 19" in first["1"]["reason"]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["array"]["node_losses"] == 2 and run["array"]["attempts"] == 2
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert sorted(summary["image"]) == sorted(counts) and len(pd.read_csv(run_dir / "failures.csv")) == 0
+    assert (summary["attempt"] == 1).any()                      # what finished before the loss was not redone
+    assert run["cost"]["lost_node_hours"] > 0
+
+
+def test_sge_qdel_of_a_one_task_array_is_a_deletion(airflow_db, fiji_dag, gridengine, shared_storage, make_project):
+    """qdel of the only task (-notify: the runner stops on SIGUSR2, exit 140): not resubmitted, not a failure."""
+    counts = {f"q{k}_slow.tif": 3 + k for k in range(4)}
+    root = make_project("onetask", counts=counts, size=128)
+    (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
+
+    def qdel_after_the_first_image():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status = list((root / "output").glob("*/work/status/task-*.jsonl"))
+            if status and any('"ok"' in p.read_text() for p in status):
+                break
+            time.sleep(0.3)
+        out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
+        for job in {line.split()[0] for line in out.splitlines() if "sciops-" in line}:
+            subprocess.run(["su", "-", "sciops", "-c", f"qdel {job}"], capture_output=True)
+
+    threading.Thread(target=qdel_after_the_first_image, daemon=True).start()
+    dr = fiji_dag.test(run_conf=sge_conf("onetask", macro="src/faulty.ijm", images_per_task=4, max_attempts=3,
+                                         smoke_test=False, hourly_rate_usd=36.0))
+    assert dr.state == "failed" and task_states(dr)["run_array"] == "failed"
+    run_dir = only_run(root)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["array"]["attempts"] == 1 and "cancelled outside SciOps" in run["reason"]
+    summary = pd.read_csv(run_dir / "summary.csv")
+    failures = pd.read_csv(run_dir / "failures.csv")
+    assert len(summary) >= 1 and len(summary) + len(failures) == len(counts)
+    assert all("qdel" in e for e in failures["error"])
+    # the runner wrote its end when told (SIGUSR2), so the task's time is in the cost
+    summary_file = json.loads((run_dir / "work" / "status" / "task-0001.attempt-1.json").read_text())
+    assert summary_file["exit"] == 140 and summary_file["end"] and run["cost"]["total_usd"] > 0

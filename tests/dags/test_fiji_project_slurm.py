@@ -90,3 +90,92 @@ def test_slurm_killed_task_is_resubmitted_and_memory_limit_reported(airflow_db, 
     assert {"a1_slow.tif", "a2.tif"} <= set(summary.index)      # the killed task's images all made it
     assert "b1_hog.tif" in failures.index
     assert "exceeded memory limit" in failures.loc["b1_hog.tif", "error"]
+    # the memory kill took the runner too: only the image in flight is blamed, the chunk's other image
+    # (never reached in attempt 1) ran first in attempt 2
+    assert "in flight when the task died" in failures.loc["b1_hog.tif", "error"]
+    assert "c1.tif" in summary.index and "c1.tif" not in failures.index
+
+
+SLOW_EACH = wrapping_macro('wait(2500);')
+
+
+def when_images_done(root: Path, n: int, action, timeout: float = 180) -> list:
+    """In a thread: once ``n`` images of the project's run have a final status, call ``action()``.
+
+    The DAG runs in the test's main thread (``dag.test`` handles signals); the fault comes from here.
+    """
+    import sciops_task as st
+
+    did: list = []
+
+    def watch():
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            done = sum(len(st.read_statuses(str(p))) for p in root.glob("output/*/work/status/task-*.jsonl"))
+            if done >= n:
+                did.append(action())
+                return
+            time.sleep(0.3)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return did
+
+
+def _slurm_jobs(name_part: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%F|%j"], capture_output=True, text=True).stdout
+    return sorted({line.split("|")[0] for line in out.splitlines() if name_part in line})
+
+
+def test_scancel_of_a_one_task_array_is_not_resubmitted(airflow_db, slurm, shared_storage, make_project):
+    """Every image in one chunk, scancel'd after the first: a deletion, whatever the task count."""
+    counts = {f"s{i}.tif": 3 + i for i in range(4)}
+    root = make_project("onetask", counts=counts, size=128)
+    (root / "src" / "slow.ijm").write_text(SLOW_EACH)
+
+    def scancel():
+        [job] = _slurm_jobs("sciops-")
+        subprocess.run(["scancel", job], check=True)
+        return job
+
+    did = when_images_done(root, 1, scancel)
+    dr = fresh_dag().test(run_conf=slurm_conf("onetask", macro="src/slow.ijm", images_per_task=4, max_attempts=3,
+                                              smoke_test=False))
+    [job] = did
+    states = task_states(dr)
+    assert dr.state == "failed" and states["run_array"] == "failed", states
+    run_dir = runs(root)[-1]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["array"]["attempts"] == 1 and run["array"]["job_ids"] == [job]      # not resubmitted
+    assert "cancelled outside SciOps" in run["reason"]
+    summary = pd.read_csv(run_dir / "summary.csv")
+    failures = pd.read_csv(run_dir / "failures.csv").set_index("image")
+    assert len(summary) >= 1 and len(summary) + len(failures) == 4                 # nothing lost
+    assert all("scancel" in e for e in failures["error"])
+    assert run["cost"]["total_usd"] >= 0 and run["array"]["task_seconds"] > 0
+
+
+def test_a_node_lost_under_its_tasks_resubmits_them_without_spending_an_attempt(airflow_db, slurm, shared_storage,
+                                                                                  make_project):
+    """scontrol update state=down (a reclaimed spot node) mid-run, with max_attempts 1: every image still ends ok."""
+    counts = {f"n{i}.tif": 3 + i for i in range(6)}
+    root = make_project("nodeloss", counts=counts, size=128)
+    (root / "src" / "slow.ijm").write_text(SLOW_EACH)
+    node = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    did = when_images_done(root, 1, lambda: subprocess.run(
+        ["scontrol", "update", f"nodename={node}", "state=down", "reason=spot"], check=True))
+    try:
+        dr = fresh_dag().test(run_conf=slurm_conf("nodeloss", macro="src/slow.ijm", images_per_task=3,
+                                                  max_attempts=1, smoke_test=False, hourly_rate_usd=36.0))
+    finally:   # ReturnToService=2 brings it back when slurmd registers; make sure of it
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], capture_output=True)
+    assert did, "the node was never taken down"
+    assert dr.state == "success", task_states(dr)
+    run_dir = runs(root)[-1]
+    run = json.loads((run_dir / "run.json").read_text())
+    attempts = json.loads((run_dir / "work" / "attempts.json").read_text())
+    assert {a["state"] for a in attempts[0]["accounting"].values()} == {"lost"}
+    assert run["array"]["node_losses"] == 2 and run["array"]["attempts"] == 2
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert sorted(summary["image"]) == sorted(counts) and len(pd.read_csv(run_dir / "failures.csv")) == 0
+    assert (summary["attempt"] == 1).any()                     # images done before the loss were not redone
+    assert run["cost"]["lost_node_hours"] > 0 and run["cost"]["total_usd"] > run["cost"]["lost_node_hours"] * 36

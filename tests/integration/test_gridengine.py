@@ -126,7 +126,7 @@ def test_operator_reattaches_after_a_kill_and_trigger_survives_sshd_restart(grid
     assert events[0]["reconnects"] >= 1          # the restart did cut the trigger's connection
     assert {a["state"] for a in events[0]["accounting"].values()} == {"done"}
     result = retry.execute_complete(context, events[0])
-    assert result == {"attempts": 1, "failed_tasks": [], "tasks": 2, "job_ids": [job_id]}
+    assert result == {"attempts": 1, "failed_tasks": [], "tasks": 2, "job_ids": [job_id], "node_losses": 0}
 
 
 @pytest.mark.parametrize("options,cpus", [

@@ -89,25 +89,46 @@ def test_ranges():
 
 
 @pytest.mark.parametrize("task_ids,acct,outside", [
-    # the whole job qdel'd while running: every task cancelled
-    ([1, 2], {1: ("cancelled", "killed"), 2: ("cancelled", "killed")}, True),
+    # the whole job qdel'd/scancel'd while running: every task cancelled
+    ([1, 2], {1: ("cancelled", "deleted (qdel)"), 2: ("cancelled", "deleted (qdel)")}, True),
     # a pending task deleted: no record at all
     ([1, 2], {1: ("done", ""), 2: ("cancelled", "no accounting record: deleted before it started (qdel)")}, True),
-    # one task's shell killed while the other finished: resubmit, not "outside"
-    ([1, 2], {1: ("done", ""), 2: ("cancelled", "killed")}, False),
+    # a one-task array deleted (scancel of the only chunk): a deletion too, never resubmitted
+    ([1], {1: ("cancelled", "cancelled (scancel)")}, True),
+    # one task's shell killed (failed 100) while the other finished: a failure, resubmitted
+    ([1, 2], {1: ("done", ""), 2: ("failed", "killed by the scheduler: qdel, or a signal (failed 100, exit 137)")},
+     False),
     # a real failure among them
-    ([1, 2], {1: ("failed", "exit code 1"), 2: ("cancelled", "killed")}, False),
+    ([1, 2], {1: ("failed", "exit code 1"), 2: ("cancelled", "deleted (qdel)")}, False),
+    # a lost node is not a deletion
+    ([1], {1: ("lost", "the node was lost")}, False),
 ])
-def test_cancelled_outside_heuristic(tmp_path, task_ids, acct, outside):
+def test_cancelled_outside(tmp_path, task_ids, acct, outside):
     from sciops.schedulers.base import TaskAccounting
     from sciops.schedulers.sge import SGEScheduler
 
     m = make_manifest(tmp_path, 2, {})
     run = ArrayRun(SGEScheduler(), LocalRunner(), m, [].append)
-    state = ArrayState("1", 1, task_ids, 0.0)
     accounting = {t: TaskAccounting(t, JobState(s), reason=r) for t, (s, r) in acct.items()}
     failed = [t for t, a in accounting.items() if a.state != JobState.DONE]
-    assert run.cancelled_outside(state, accounting, failed) is outside
+    assert run.cancelled_outside(accounting, failed) is outside
+
+
+def test_a_lost_node_resubmits_without_spending_an_attempt(tmp_path):
+    """max_attempts 1: a failure is final, a lost node is not; the resubmission tells the runner which."""
+    from sciops.schedulers.base import TaskAccounting
+
+    m = make_manifest(tmp_path, 3, {}, max_attempts=1)
+    saved = []
+    run = array_run(tmp_path, m, saved)
+    state = ArrayState("j1", 1, [1, 2, 3], 0.0)
+    nxt = run.conclude(state, {1: TaskAccounting(1, JobState.DONE), 2: TaskAccounting(2, JobState.LOST, reason="NODE_FAIL"),
+                               3: TaskAccounting(3, JobState.FAILED, reason="exit code 1")})
+    assert nxt.task_ids == [2] and nxt.attempt == 2
+    spool_job = next((tmp_path / "spool").iterdir())
+    assert json.loads((spool_job / "job.json").read_text())["env"]["SCIOPS_LOST"] == "2.1"
+    result = run.advance(nxt)[1]
+    assert result["failed_tasks"] == [3] and result["node_losses"] == 1 and result["attempts"] == 2
 
 
 SLOW_RUNNER = "import time, sys; time.sleep(float(__import__('os').environ.get('SLOW', '3'))); sys.exit(0)\n"

@@ -59,16 +59,24 @@ def test_stuck_tasks_get_one_cancel_and_are_failed_without_waiting():
     assert end.event["accounting"]["2"]["state"] == "failed" and "Eqw" in end.event["accounting"]["2"]["reason"]
 
 
-def test_the_budget_cap_cancels_in_the_poll_that_crosses_it():
-    budget = {"budget_usd": 1.0, "spent_usd": 0.5, "task_rate_usd_per_hour": 3600.0, "fixed_rate_usd_per_hour": 0.0}
-    w = Watch("7", [1, 2], MISSING, poll_seconds=5, budget=budget, now=100)
-    assert kinds(w.on_status({1: R, 2: P}, 100.2)) == [SLEEP]    # 0.2 s × 1 USD/s = 0.2 → 0.7
-    actions = w.on_status({1: R, 2: R}, 100.4)                    # 0.2 s × 2 USD/s = 0.4 → 1.1
+def test_the_budget_cap_cancels_before_the_spend_could_pass_it():
+    """Cancel when the spend plus one more poll and the stop at the present rate would pass the cap."""
+    from sciops.watch import STOP_SECONDS
+
+    budget = {"budget_usd": 20.0, "spent_usd": 0.5, "task_rate_usd_per_hour": 3600.0, "fixed_rate_usd_per_hour": 0.0}
+    w = Watch("7", [1, 2], MISSING, poll_seconds=1, budget=budget, now=100)
+    # 1 task at 1 USD/s: 0.5 + 2 = 2.5 spent, + 1 × (1 + 5) = 8.5 by the stop: carry on
+    assert kinds(w.on_status({1: R, 2: P}, 102)) == [SLEEP]
+    # 2 tasks: 2.5 + 2 × 3 = 8.5 spent, + 2 × (1 + 5) = 20.5 > 20: cancel now, not after the cap
+    actions = w.on_status({1: R, 2: R}, 105)
     assert kinds(actions) == [CANCEL, END]
     event = actions[1].event
-    assert event["status"] == "budget_exceeded" and event["spent_usd"] == pytest.approx(1.1)
-    assert event["crossed_at"] == pytest.approx(100.35)            # 0.3 USD left at 2 USD/s after 100.2
+    assert event["status"] == "budget_exceeded" and event["spent_usd"] == pytest.approx(8.5)
+    assert event["projected_usd"] == pytest.approx(8.5 + 2 * (1 + STOP_SECONDS)) and event["projected_usd"] > 20
     assert event["running_tasks"] == 2 and budget["spent_usd"] == 0.5   # the caller's dict is not changed
+    # nothing running: only the spend itself can pass the cap
+    idle = Watch("8", [1], MISSING, poll_seconds=60, budget={**budget, "spent_usd": 19.9}, now=100)
+    assert kinds(idle.on_status({1: P}, 1000)) == [SLEEP]
 
 
 def test_spend_counts_from_since():

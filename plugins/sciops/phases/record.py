@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sciops.arrays import node_losses
 from sciops.errors import SciOpsError
 from sciops.phases.checks import REFUSED
 from sciops.project import write_json
@@ -107,6 +108,7 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
         "phases": phases,
         "images": {"total": info.images, "ok": ok, "failed": collated.get("failed")},
         "array": {"attempts": len(attempts), "job_ids": [a["job_id"] for a in attempts],
+                  "node_losses": len(node_losses(attempts)),
                   "task_seconds": round(cpu_seconds, 3), "timing": array_timing(attempts, work)},
         "cost": cost, "cost_per_image_usd": round(cost["total_usd"] / ok, 6) if ok else None,
         "budget": {"budget_usd": cfg.budget_usd, "estimate": info.estimate,

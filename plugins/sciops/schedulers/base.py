@@ -25,12 +25,14 @@ class JobState(str, enum.Enum):
     DONE = "done"            # ended with exit code 0
     FAILED = "failed"        # ended with a non-zero exit, a signal, or lost
     CANCELLED = "cancelled"
+    LOST = "lost"            # the node went away under it (Slurm NODE_FAIL/PREEMPTED, SGE failed 19): not the
+    #                          images' fault, so resubmitted without spending one of the chunk's attempts
     ERROR = "error"          # stuck in an error state the scheduler will not leave by itself (SGE Eqw)
     UNKNOWN = "unknown"      # not in the queue and not (yet) in accounting: ask again
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.LOST)
 
 
 def map_state(table: dict[str, JobState], native: str, scheduler: str) -> JobState:

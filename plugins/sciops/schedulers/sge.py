@@ -14,6 +14,14 @@ Pure (STYLE 4, 5): argv builders, parsers and a state table; a runner executes t
   is the task's own exit; ``failed 100`` / exit 137 is qdel or a kill of the job shell;
   ``failed 37`` is an ``h_rt``/``h_vmem`` limit enforced by qmaster; a pending task that
   was deleted leaves no record; "job id N not found" means no record yet.
+* ``qdel`` and ``kill -9`` of a running task both end ``failed 100`` / exit 137. Tasks are
+  submitted ``-notify``: qdel sends SIGUSR2 first (the queue's ``notify`` time before the
+  kill) and the runner stops with exit 140 (128 + SIGUSR2), so exit 140 is a deletion and
+  ``failed 100`` without it a kill (resubmitted like any failure).
+* A host that dies under a task (execd killed, node rebooted): when its execd comes back it
+  reports the task ``failed 19`` ("before writing exit_status"): a lost node. A host that
+  never comes back leaves its tasks "running" until the qmaster gives up on it: set the
+  global ``reschedule_unknown`` (``qconf -mconf``) so that Grid Engine reschedules them.
 """
 from __future__ import annotations
 
@@ -41,7 +49,7 @@ STATES = {
 FAILED_REASONS = {
     1: "assumedly before job: the job could not be started on the host",
     7: "before prolog",
-    19: "before writing exit status: the execution host lost the job",
+    19: "before writing exit status: the execution host lost the job (node down or rebooted)",
     21: "in recognizing job",
     25: "rescheduling",
     26: "opening the job's output file failed (is the log folder writable?)",
@@ -50,6 +58,11 @@ FAILED_REASONS = {
     37: "killed for exceeding a limit enforced by qmaster (h_rt, h_cpu or h_vmem)",
     100: "killed by the scheduler: qdel, or a signal to the job shell",
 }
+
+#: failed codes that mean the node, not the task, went wrong: resubmitted without spending an attempt.
+LOST_NODE = {19}
+#: The runner's exit after SIGUSR2, which ``-notify`` sends before qdel's kill (sciops_task.EXIT_DELETED).
+EXIT_DELETED = 140
 
 JOB_ID = re.compile(r"^(\d+)(?:\.\S+)?$")
 
@@ -104,7 +117,7 @@ class SGEScheduler(Scheduler):
 
     def submit_argv(self, spec: ArraySpec) -> list[str]:
         env = {**spec.env, **task_map_env(spec.task_ids)}
-        argv = ["qsub", "-terse", "-N", spec.name, "-t", f"1-{len(spec.task_ids)}",
+        argv = ["qsub", "-terse", "-notify", "-N", spec.name, "-t", f"1-{len(spec.task_ids)}",
                 "-o", spec.log_dir.rstrip("/") + "/", "-e", spec.log_dir.rstrip("/") + "/", "-wd", spec.workdir]
         for key, value in sorted(env.items()):
             # -v splits at commas: a value holding one would become several variables.
@@ -207,8 +220,12 @@ class SGEScheduler(Scheduler):
             exit_code = int(fields.get("exit_status", "0").split()[0] or 0)
             if failed == 0 and exit_code == 0:
                 state, reason = JobState.DONE, ""
+            elif exit_code == EXIT_DELETED and failed in (0, 100):
+                state, reason = JobState.CANCELLED, f"deleted (qdel) (failed {failed}, exit {exit_code})"
+            elif failed in LOST_NODE:
+                state, reason = JobState.LOST, f"failed {failed}: {FAILED_REASONS[failed]} (exit {exit_code})"
             elif failed == 100:
-                state, reason = JobState.CANCELLED, f"{FAILED_REASONS[100]} (failed 100, exit {exit_code})"
+                state, reason = JobState.FAILED, f"{FAILED_REASONS[100]} (failed 100, exit {exit_code})"
             elif failed:
                 state = JobState.FAILED
                 reason = f"failed {failed}: {FAILED_REASONS.get(failed, fields['failed'])} (exit {exit_code})"

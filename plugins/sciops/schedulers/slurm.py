@@ -12,6 +12,12 @@ Pure (STYLE 4, 5), same interface as Grid Engine. Facts it relies on (Slurm 22.0
   ``.batch`` step; ``CANCELLED by <uid>`` is scancel; without cgroups a memory limit shows
   as FAILED ``0:9`` with "exceeded memory limit" in the log, not OUT_OF_MEMORY; an array
   task cancelled while pending leaves no record at all.
+* A node that goes down (``scontrol update state=down``, a reclaimed spot instance) ends its
+  tasks ``NODE_FAIL``; a requeueable job (``JobRequeue=1``, the default) is then held
+  ~120 s (``BeginTime``) and rerun under the same id. SciOps submits ``--no-requeue``, so
+  the loss is reported (``NODE_FAIL`` → LOST) and SciOps resubmits the chunk at once,
+  without spending one of its attempts, and counts it.
+* ``scancel`` is the only thing that ends a task ``CANCELLED``: a deletion, never a failure.
 """
 from __future__ import annotations
 
@@ -29,15 +35,15 @@ STATES = {
     "STAGE_OUT": JobState.RUNNING,
     "COMPLETED": JobState.DONE,
     "FAILED": JobState.FAILED, "TIMEOUT": JobState.FAILED, "OUT_OF_MEMORY": JobState.FAILED,
-    "NODE_FAIL": JobState.FAILED, "BOOT_FAIL": JobState.FAILED, "DEADLINE": JobState.FAILED,
-    "PREEMPTED": JobState.FAILED, "SPECIAL_EXIT": JobState.FAILED, "REVOKED": JobState.FAILED,
+    "NODE_FAIL": JobState.LOST, "BOOT_FAIL": JobState.LOST, "DEADLINE": JobState.FAILED,
+    "PREEMPTED": JobState.LOST, "SPECIAL_EXIT": JobState.FAILED, "REVOKED": JobState.FAILED,
     "CANCELLED": JobState.CANCELLED,
 }
 
 REASONS = {
     "TIMEOUT": "time limit (--time) exceeded",
     "OUT_OF_MEMORY": "out of memory (--mem exceeded)",
-    "NODE_FAIL": "the node failed",
+    "NODE_FAIL": "the node was lost (NODE_FAIL: down, crashed or reclaimed)",
     "BOOT_FAIL": "the node failed to boot",
     "PREEMPTED": "preempted by a higher-priority job",
     "DEADLINE": "deadline passed",
@@ -87,7 +93,8 @@ class SlurmScheduler(Scheduler):
         log = spec.log_dir.rstrip("/")
         argv = ["sbatch", "--parsable", f"--array={array}", f"--job-name={spec.name}",
                 f"--output={log}/%x.%A.%a.out", f"--error={log}/%x.%A.%a.err", f"--chdir={spec.workdir}",
-                f"--export={export}", f"--mem={spec.memory_mb}M", f"--cpus-per-task={spec.cpus}"]
+                f"--export={export}", f"--mem={spec.memory_mb}M", f"--cpus-per-task={spec.cpus}",
+                "--no-requeue"]   # a lost node comes back as NODE_FAIL, at once: SciOps resubmits (see above)
         if spec.time_limit_s:
             argv.append(f"--time={-(-spec.time_limit_s // 60)}")   # whole minutes
         if self.exclusive:

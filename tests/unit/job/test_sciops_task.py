@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import sciops_task as st
@@ -144,3 +149,72 @@ def test_macro_env_is_an_allow_list():
     env = st.macro_env(worker, "/scratch/home", "/scratch/tmp", ":7")
     assert env == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "SGE_TASK_ID": "3",
                    "HOME": "/scratch/home", "TMPDIR": "/scratch/tmp", "DISPLAY": ":7"}
+
+
+def _died_under(work, image, attempt, done=()):
+    """What a task killed whole (a memory kill takes the runner too) leaves: a begin line and no end."""
+    path = st.status_path(str(work), 1)
+    for img in done:
+        st.append_status(path, {"image": img, "status": "ok", "attempt": attempt, "task": 1, "seconds": 1})
+    st.append_status(path, {"image": image, "status": st.BEGIN, "attempt": attempt, "task": 1})
+
+
+def _begun(work, attempt):
+    recs = [json.loads(line) for line in Path(st.status_path(str(work), 1)).read_text().splitlines()]
+    return [r["image"] for r in recs if r["status"] == st.BEGIN and r["attempt"] == attempt]
+
+
+def test_the_image_in_flight_when_the_task_died_goes_last_and_is_blamed_at_the_second_death(tmp_path, monkeypatch):
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b_hog.tif", "c.tif", "d.tif"], "")
+    _died_under(work, "b_hog.tif", 1, done=["a.tif"])
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    assert _begun(work, 2) == ["c.tif", "d.tif", "b_hog.tif"]     # the untried images first
+    summary = json.loads((work / "status" / "task-0001.attempt-2.json").read_text())
+    assert summary["exit"] == 0 and summary["end"] >= summary["start"]
+
+    # died under it twice (attempts 1 and 2): failed without running it a third time
+    (tmp_path / "two").mkdir()
+    mpath, work = fake_imagej_run(tmp_path / "two", ["a.tif", "b_hog.tif", "c.tif"], "")
+    _died_under(work, "b_hog.tif", 1, done=["a.tif"])
+    _died_under(work, "b_hog.tif", 2, done=["c.tif"])
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "3"]) == 0
+    got = st.read_statuses(st.status_path(str(work), 1))
+    assert got["b_hog.tif"]["status"] == "failed" and "died while processing this image in 2" in got["b_hog.tif"]["error"]
+    assert _begun(work, 3) == []
+
+    # ... unless one of the deaths was a lost node: then it runs again
+    (tmp_path / "lost").mkdir()
+    mpath, work = fake_imagej_run(tmp_path / "lost", ["a.tif", "b_hog.tif"], "")
+    _died_under(work, "b_hog.tif", 1, done=["a.tif"])
+    _died_under(work, "b_hog.tif", 2)
+    monkeypatch.setenv("SCIOPS_LOST", "7.1:1.2")
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "3"]) == 0
+    assert st.read_statuses(st.status_path(str(work), 1))["b_hog.tif"]["status"] == "ok"
+
+
+def test_lost_attempts_and_deaths_under():
+    assert st.lost_attempts(3, {"SCIOPS_LOST": "3.2:5.2:3.4"}) == {2, 4}
+    assert st.lost_attempts(3, {}) == set()
+
+
+@pytest.mark.parametrize("sig, says", [(signal.SIGTERM, "SIGTERM"), (signal.SIGUSR2, "qdel")])
+def test_a_stopped_task_writes_its_summary(tmp_path, sig, says):
+    """scancel (SIGTERM) and Grid Engine's -notify before qdel (SIGUSR2): the summary has the end (for the cost)."""
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b_slow.tif"], "*slow*) sleep 30 ;;")
+    proc = subprocess.Popen([sys.executable, st.__file__, "--manifest", str(mpath), "--task", "1"])
+    path = work / "status" / "task-0001.attempt-1.json"
+    deadline = time.time() + 20
+    while "b_slow.tif" not in _begun_safe(work) and time.time() < deadline:
+        time.sleep(0.1)
+    assert json.loads(path.read_text())["end"] is None        # written at the start
+    proc.send_signal(sig)
+    assert proc.wait(20) == 128 + sig
+    summary = json.loads(path.read_text())
+    assert summary["exit"] == 128 + sig and says in summary["error"] and summary["end"] > summary["start"]
+
+
+def _begun_safe(work):
+    try:
+        return _begun(work, 1)
+    except FileNotFoundError:
+        return []

@@ -23,7 +23,7 @@ def test_submit_argv_with_resources_and_task_map():
                      task_ids=[2, 5, 9], log_dir="/w/logs", workdir="/w", memory_mb=1024, cpus=2,
                      time_limit_s=3600, env={"SCIOPS_ATTEMPT": "2"})
     argv = sched.submit_argv(spec)
-    assert argv[:6] == ["qsub", "-terse", "-N", "sciops-run1", "-t", "1-3"]
+    assert argv[:7] == ["qsub", "-terse", "-notify", "-N", "sciops-run1", "-t", "1-3"]
     assert ["-v", "SCIOPS_ATTEMPT=2"] == argv[argv.index("-v"):argv.index("-v") + 2]
     assert "SCIOPS_TASK_MAP=2:5:9" in argv
     assert ["-pe", "smp", "2"] == argv[argv.index("-pe"):argv.index("-pe") + 3]
@@ -87,8 +87,15 @@ def test_accounting_exit_codes_limits_and_qdel():
     mixed = sched.parse_accounting(fixture("qacct_exit1_hrt.txt"), [1, 2])
     assert mixed[1].state == JobState.FAILED and mixed[1].exit_code == 1 and mixed[1].reason == "exit code 1"
     assert mixed[2].state == JobState.FAILED and "h_rt" in mixed[2].reason and "failed 37" in mixed[2].reason
-    qdel = sched.parse_accounting(fixture("qacct_qdel.txt"), [1])
-    assert qdel[1].state == JobState.CANCELLED and "qdel" in qdel[1].reason
+    # qdel without -notify and kill -9 of the task look alike (failed 100, exit 137): a kill, resubmitted
+    killed = sched.parse_accounting(fixture("qacct_qdel.txt"), [1])
+    assert killed[1].state == JobState.FAILED and "failed 100" in killed[1].reason
+    # under -notify the runner stops on SIGUSR2 with exit 140: a deletion, whatever failed says
+    qdel = sched.parse_accounting(fixture("qacct_qdel_notify.txt"), [1, 2])
+    assert {a.state for a in qdel.values()} == {JobState.CANCELLED} and "qdel" in qdel[1].reason
+    # execd killed with its tasks, then started again (a node that rebooted): failed 19, a lost node
+    lost = sched.parse_accounting(fixture("qacct_node_lost.txt"), [1, 2])
+    assert {a.state for a in lost.values()} == {JobState.LOST} and "failed 19" in lost[1].reason
 
 
 def test_no_record_yet_is_not_an_error():

@@ -25,7 +25,7 @@ def test_submit_argv_keeps_chunk_ids_and_quotes_the_wrapped_command():
     assert argv[:3] == ["sbatch", "--parsable", "--array=2,5,9%4"]
     assert "--export=ALL,SCIOPS_ATTEMPT=2" in argv and "--mem=1536M" in argv and "--cpus-per-task=2" in argv
     assert "--time=2" in argv                       # whole minutes, rounded up
-    assert {"--exclusive", "--gres=fiji:1", "--partition=batch", "--account=imaging"} <= set(argv)
+    assert {"--exclusive", "--gres=fiji:1", "--partition=batch", "--account=imaging", "--no-requeue"} <= set(argv)
     assert "--output=/w w/logs/%x.%A.%a.out" in argv
     assert argv[-1] == "--wrap=python3 '/w w/job/sciops_task.py' --manifest '/w w/m.json'"
     with pytest.raises(SubmitError):
@@ -62,6 +62,12 @@ def test_accounting_exit_signal_cancel_and_timeout():
     assert cancelled[1].max_rss_mb == pytest.approx(2744 / 1024, abs=1e-3)   # from the .batch step
     timeout = SlurmScheduler().parse_accounting(fixture("sacct_timeout.txt"), [1])
     assert timeout[1].state == JobState.FAILED and "time limit" in timeout[1].reason
+
+
+def test_a_lost_node_is_lost_not_failed():
+    """scontrol update state=down under a --no-requeue array (saved from the testbed)."""
+    acct = SlurmScheduler().parse_accounting(fixture("sacct_node_fail.txt"), [1, 2])
+    assert {a.state for a in acct.values()} == {JobState.LOST} and "NODE_FAIL" in acct[1].reason
 
 
 @pytest.mark.parametrize("text,secs", [("00:00:05", 5), ("01:02:03", 3723), ("1-00:00:01", 86401), ("02:03", 123)])
