@@ -47,12 +47,8 @@ def main() -> None:
     make_images(root / "demo" / "input", DEMO_COUNTS)
     stack = Stack(home / "airflow", testbed("postgres.sh", "fresh-db", "sciops_airflow_bench"),
                   testbed("postgres.sh", "conn"), storage_root=root)
-    stack.init()
-    stack.start()
+    stack.up()
     try:
-        stack.login()
-        stack.wait_for_dag("fiji_project")
-        stack.unpause("fiji_project")
         results = []
         for i in range(args.runs + 1):
             t0 = time.time()

@@ -238,7 +238,8 @@ class ArrayRun:
             self.record_cancelled(state, event["cancelled_at"], why)
             raise BudgetExceeded(
                 f"budget exceeded: {event['spent_usd']:.4f} USD spent of the {event['budget_usd']:.4f} USD budget, "
-                f"and {event['projected_usd']:.4f} USD by the time the job could be stopped at this rate; "
+                f"and {event.get('projected_usd', event['spent_usd']):.4f} USD by the time the job could be stopped at "
+                f"this rate; "
                 f"{self.scheduler.name} job {event['job_id']} cancelled; finished images are kept")
         if event.get("status") == "timeout":
             self.record_cancelled(state, time.time(), "cancelled by SciOps: the run's array timeout passed")

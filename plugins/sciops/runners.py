@@ -1,7 +1,8 @@
 """Run a command on a head node over SSH and get ``(returncode, stdout, stderr)`` back.
 
 ``SSHRunner`` (paramiko, through the SSH provider's hook) for tasks, ``AsyncCommandRunner``
-(asyncssh) for triggers; both run the argv a scheduler built, each element passed through
+(asyncssh) for triggers, shared by every trigger of a triggerer that watches the same head node
+(``SharedCommandRunner``); both run the argv a scheduler built, each element passed through
 ``shlex.quote`` (:func:`sciops.commands.shell_join`). What needs no SSH (the result type, the
 runner protocol, ``LocalRunner``) is in :mod:`sciops.commands`, so that the schedulers import
 nothing of SSH or Airflow; it is re-exported here.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sciops.commands import CommandResult, CommandRunner, LocalRunner, shell_join  # noqa: F401 - re-exported
 from sciops.errors import CommandError, OutcomeUnknown
@@ -164,15 +166,7 @@ class AsyncCommandRunner:
             return CommandResult(list(argv), proc.returncode or 0, out.decode("utf-8", "replace"),
                                  err.decode("utf-8", "replace"))
         if self._conn is None:
-            import importlib
-
-            # the SSH provider's import takes ~0.15 s (paramiko): in a thread, not in the event loop
-            ssh = await asyncio.to_thread(importlib.import_module, "airflow.providers.ssh.hooks.ssh")
-            SSHHookAsync = ssh.SSHHookAsync  # noqa: N806 - a class
-            hook = SSHHookAsync(ssh_conn_id=self.ssh_conn_id, host=self.host)
-            if self.host_key:   # known_hosts as bytes is its content for asyncssh, not a file name
-                hook.known_hosts = f"{self.host} {' '.join(self.host_key.split()[:2])}".encode()
-            self._conn = await hook.get_conn()
+            await self.connect()
         result = await self._conn.run(shell_join(argv), check=False, timeout=self.cmd_timeout)
         out, err = result.stdout or "", result.stderr or ""
         # no exit status: the session was cut (sshd restarted, a signal): a failure, never a success
@@ -180,6 +174,18 @@ class AsyncCommandRunner:
         return CommandResult(list(argv), code,
                              out.decode("utf-8", "replace") if isinstance(out, bytes) else out,
                              err.decode("utf-8", "replace") if isinstance(err, bytes) else err)
+
+    async def connect(self) -> None:
+        import asyncio
+        import importlib
+
+        # the SSH provider's import takes ~0.15 s (paramiko): in a thread, not in the event loop
+        ssh = await asyncio.to_thread(importlib.import_module, "airflow.providers.ssh.hooks.ssh")
+        SSHHookAsync = ssh.SSHHookAsync  # noqa: N806 - a class
+        hook = SSHHookAsync(ssh_conn_id=self.ssh_conn_id, host=self.host)
+        if self.host_key:   # known_hosts as bytes is its content for asyncssh, not a file name
+            hook.known_hosts = f"{self.host} {' '.join(self.host_key.split()[:2])}".encode()
+        self._conn = await hook.get_conn()
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -189,3 +195,130 @@ class AsyncCommandRunner:
             except Exception:  # noqa: BLE001 - teardown is best effort
                 pass
         self._conn = None
+
+
+def async_connection_errors() -> tuple[type[BaseException], ...]:
+    """What a lost connection raises in :class:`AsyncCommandRunner` (imports asyncssh: ~0.35 s, call it in a thread
+    from an event loop)."""
+    import asyncio
+
+    import asyncssh
+
+    # asyncssh.Error: handshake/protocol/disconnect (e.g. sshd restarted or MaxStartups);
+    # OSError: refused TCP; TimeoutError: a wedged command or connection.
+    return (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError)
+
+
+#: Commands in flight at once on one shared connection (sshd's MaxSessions defaults to 10).
+MAX_CHANNELS = 8
+
+
+class _SharedConnection:
+    """One head node's connection in this event loop, its users, and the answers they share."""
+
+    def __init__(self, ssh_conn_id: str | None, host: str | None, host_key: str | None, cmd_timeout: float):
+        import asyncio
+
+        self.runner = AsyncCommandRunner(ssh_conn_id, cmd_timeout=cmd_timeout, host=host, host_key=host_key)
+        self.users = 0
+        self.answers: dict[tuple[str, ...], tuple[float, Any]] = {}   # argv → (asked at, future)
+        self.channels = asyncio.Semaphore(MAX_CHANNELS)
+        self.opening = asyncio.Lock()
+        self.commands = 0     # sent to the host
+        self.shared = 0       # answered from another watcher's command
+
+    async def run(self, argv: list[str], connection_errors: tuple) -> CommandResult:
+        async with self.channels:
+            if self.runner.ssh_conn_id is not None and self.runner._conn is None:
+                async with self.opening:   # twenty triggers starting together open one connection, not twenty
+                    if self.runner._conn is None:
+                        try:
+                            await self.runner.connect()
+                        except connection_errors:
+                            await self.runner.close()
+                            raise
+            self.commands += 1
+            try:
+                return await self.runner.run(argv)
+            except connection_errors:
+                await self.runner.close()   # every user reconnects through the next command
+                raise
+
+
+_SHARED: dict[Any, dict[tuple, _SharedConnection]] = {}
+
+
+class SharedCommandRunner:
+    """A trigger's runner on a connection shared by every trigger of this triggerer that talks to the same
+    head node (same Airflow connection, host and pinned key), with identical status queries shared.
+
+    Twenty runs watched at once hold one SSH connection to the head node, not twenty (sshd's
+    ``MaxStartups`` refuses the eleventh concurrent handshake by default), and a status command
+    that answers for every job (``qstat -xml -u '*'``, ``squeue --me``) is sent once per
+    ``share_for`` seconds for all of them, not once per run. Per event loop (the triggerer has one).
+
+    Not a library's: asyncssh multiplexes sessions on a connection but shares nothing between
+    callers, and the SSH provider's async hook opens a connection per call.
+    """
+
+    def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120, host: str | None = None,
+                 host_key: str | None = None):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for dead in [lp for lp in _SHARED if lp.is_closed()]:
+            del _SHARED[dead]
+        key = (ssh_conn_id, host, host_key)
+        pool = _SHARED.setdefault(loop, {})
+        if key not in pool:
+            pool[key] = _SharedConnection(ssh_conn_id, host, host_key, cmd_timeout)
+        self._shared = pool[key]
+        self._shared.users += 1
+        self._closed = False
+        self._errors = async_connection_errors() if ssh_conn_id else (OSError, TimeoutError)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"users": self._shared.users, "commands": self._shared.commands, "shared": self._shared.shared}
+
+    async def run(self, argv: list[str], share_for: float = 0.0) -> CommandResult:
+        """Run ``argv``; with ``share_for``, an answer to the same argv asked less than that many seconds ago
+        (or still on its way) is returned instead of asking again."""
+        import asyncio
+
+        sh = self._shared
+        if share_for <= 0:
+            return await sh.run(argv, self._errors)
+        key = tuple(map(str, argv))
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        hit = sh.answers.get(key)
+        if hit is not None and (not hit[1].done() or now - hit[0] < share_for):
+            sh.shared += 1
+            return await asyncio.shield(hit[1])
+        answer = loop.create_future()
+        answer.add_done_callback(lambda f: f.cancelled() or f.exception())   # retrieved: no "never retrieved"
+        sh.answers[key] = (now, answer)
+        try:
+            result = await sh.run(argv, self._errors)
+        except BaseException as exc:
+            sh.answers.pop(key, None)
+            if not answer.done():
+                answer.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            raise
+        answer.set_result(result)
+        return result
+
+    async def close(self) -> None:
+        """This trigger is done with it; the last user closes the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        sh = self._shared
+        sh.users -= 1
+        if sh.users <= 0:
+            await sh.runner.close()
+            for pool in _SHARED.values():
+                for key, value in list(pool.items()):
+                    if value is sh:
+                        del pool[key]

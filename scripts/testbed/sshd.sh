@@ -42,6 +42,8 @@ AllowUsers $JOB_USER
 # Tests poll and fan out: let many sessions start at once (the default 10:30:100 drops them).
 MaxStartups 100:30:200
 MaxSessions 50
+# One line per connection and per command (with the client port): the load test counts them.
+LogLevel VERBOSE
 # What a cluster's login environment would set: Grid Engine's root, and the AWS credentials the
 # head node stages projects in and out of S3 with (on AWS: its instance role). The S3 endpoint
 # is moto's (scripts/testbed/s3.sh), which accepts these; only root can read this file.
@@ -52,7 +54,7 @@ CONF
 start() {
     setup
     if ! running "$(pid)"; then
-        /usr/sbin/sshd -f "$STATE/sshd_config"
+        /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log"
     fi
     for _ in $(seq 1 40); do
         ssh -q -i "$STATE/client_ed25519" -p "$PORT" -o BatchMode=yes -o StrictHostKeyChecking=no \

@@ -108,24 +108,31 @@ def test_sge_faults_killed_jvm_and_a_chunk_that_always_fails(airflow_db, fiji_da
     assert "attempt 2" in failures.loc["b2_crash.tif", "error"]
 
 
+def wait_for_a_finished_image(root: Path, timeout: float = 120) -> None:
+    """Until one image of the project's run has ended ``ok`` (its status line is written)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = list((root / "output").glob("*/work/status/task-*.jsonl"))
+        if status and any('"ok"' in p.read_text() for p in status):
+            return
+        time.sleep(0.3)
+
+
+def qdel_after_the_first_image(root: Path) -> None:
+    """What a person does from outside: qdel the run's jobs once an image has finished."""
+    wait_for_a_finished_image(root)
+    out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
+    for job in {line.split()[0] for line in out.splitlines() if "sciops-" in line}:
+        subprocess.run(["su", "-", "sciops", "-c", f"qdel {job}"], capture_output=True)
+
+
 def test_sge_job_deleted_outside_is_reported_and_partial_results_kept(airflow_db, fiji_dag, gridengine,
                                                                       shared_storage, make_project):
     counts = {f"i{k}_slow.tif": 3 + k for k in range(6)}
     root = make_project("deleted", counts=counts, size=128)
     (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
 
-    def qdel_when_running():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            status = list((root / "output").glob("*/work/status/task-*.jsonl"))
-            if status and any('"ok"' in p.read_text() for p in status):   # an image finished
-                break
-            time.sleep(0.3)
-        out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
-        for job in {line.split()[0] for line in out.splitlines() if "sciops-" in line}:
-            subprocess.run(["su", "-", "sciops", "-c", f"qdel {job}"], capture_output=True)
-
-    threading.Thread(target=qdel_when_running, daemon=True).start()
+    threading.Thread(target=qdel_after_the_first_image, args=(root,), daemon=True).start()
     dr = fiji_dag.test(run_conf=sge_conf("deleted", macro="src/faulty.ijm", images_per_task=3, smoke_test=False))
     assert dr.state == "failed"
     st = task_states(dr)
@@ -151,12 +158,7 @@ def test_sge_node_lost_under_its_tasks_is_resubmitted_without_spending_an_attemp
     crashed = []
 
     def crash_the_node():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            status = list((root / "output").glob("*/work/status/task-*.jsonl"))
-            if status and any('"ok"' in p.read_text() for p in status):
-                break
-            time.sleep(0.3)
+        wait_for_a_finished_image(root)
         for argv in (["pkill", "-9", "-x", "sge_execd"], ["pkill", "-9", "-f", "sge_shepherd"],
                      ["pkill", "-9", "-u", "sciops", "-f", "sciops_task.py"]):
             subprocess.run(argv, capture_output=True)
@@ -187,18 +189,7 @@ def test_sge_qdel_of_a_one_task_array_is_a_deletion(airflow_db, fiji_dag, griden
     root = make_project("onetask", counts=counts, size=128)
     (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
 
-    def qdel_after_the_first_image():
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            status = list((root / "output").glob("*/work/status/task-*.jsonl"))
-            if status and any('"ok"' in p.read_text() for p in status):
-                break
-            time.sleep(0.3)
-        out = subprocess.run(["su", "-", "sciops", "-c", "qstat -u sciops"], capture_output=True, text=True).stdout
-        for job in {line.split()[0] for line in out.splitlines() if "sciops-" in line}:
-            subprocess.run(["su", "-", "sciops", "-c", f"qdel {job}"], capture_output=True)
-
-    threading.Thread(target=qdel_after_the_first_image, daemon=True).start()
+    threading.Thread(target=qdel_after_the_first_image, args=(root,), daemon=True).start()
     dr = fiji_dag.test(run_conf=sge_conf("onetask", macro="src/faulty.ijm", images_per_task=4, max_attempts=3,
                                          smoke_test=False, hourly_rate_usd=36.0))
     assert dr.state == "failed" and task_states(dr)["run_array"] == "failed"

@@ -120,6 +120,18 @@ class Stack:
             self._spawn(command, self.env)
         self.wait_healthy()
 
+    def up(self, dag_id: str = "fiji_project") -> None:
+        """init, start, log in, and ``dag_id`` parsed and unpaused: ready to trigger (the benchmarks' start)."""
+        self.init()
+        self.start()
+        try:
+            self.login()
+            self.wait_for_dag(dag_id)
+            self.unpause(dag_id)
+        except BaseException:
+            self.stop()
+            raise
+
     def _spawn(self, command: str, env: dict[str, str]) -> None:
         argv = [self.airflow, command]
         if command == "api-server":

@@ -127,6 +127,46 @@ def test_grid_engine_over_ssh(stack):
     assert run["array"]["job_ids"][0].isdigit()
 
 
+def _sge_runs_at_once(stack, n: int) -> tuple[list[str], dict, list[str]]:
+    """``n`` Grid Engine runs of the cells project triggered together; the head node's traffic while they ran."""
+    from deployment.load import HeadNodeTraffic, blocked_lines, groups, log_size, service_log
+
+    conf = {"project": "cells", "backend": "existing", "scheduler": "sge", "ssh_conn_id": "sciops_cluster",
+            "memory": "1G", "images_per_task": 2, "smoke_test": False}
+    offset = log_size(service_log(stack, "triggerer"))
+    with HeadNodeTraffic(groups(stack)) as traffic:
+        runs = [stack.trigger("fiji_project", conf) for _ in range(n)]
+        for run_id in runs:
+            run_ok(stack, run_id, timeout=900)
+    return runs, traffic.summary(), blocked_lines(service_log(stack, "triggerer"), offset)
+
+
+def test_runs_at_once_share_one_connection_and_one_status_query_per_poll(stack):
+    """Issue 17's load test, small (bench/bench_load.py runs twenty): every array watched by the one
+    triggerer, on one Grid Engine head node. The triggerer holds one SSH connection to it whatever the
+    number of runs, and sends about one status command per poll for all of them; each run is right."""
+    stack.restart("scheduler", SCIOPS_WORKER_WAIT_SECONDS="0", SCIOPS_POLL_SECONDS="2")
+    stack.unpause("fiji_project")
+    _, alone, _ = _sge_runs_at_once(stack, 1)
+    n = 5
+    runs, many, blocked = _sge_runs_at_once(stack, n)
+    REPORT["load: 1 run, triggerer"] = (f"{alone['connections'].get('triggerer', 0)} connection(s), "
+                                       f"{alone['commands'].get('triggerer', 0)} commands in {alone['seconds']} s")
+    REPORT[f"load: {n} runs at once, triggerer"] = (
+        f"{many['connections'].get('triggerer', 0)} connection(s) (peak open {many['peak_open_connections'].get('triggerer', 0)}), "
+        f"{many['commands'].get('triggerer', 0)} commands in {many['seconds']} s; event loop blocked {len(blocked)} time(s)")
+    for run_id in runs:
+        out = stack.storage_root / "cells" / "output"
+        doc = next(json.loads(p.read_text()) for p in out.glob("*/run.json")
+                   if json.loads(p.read_text())["airflow_run_id"] == run_id)
+        assert doc["images"]["ok"] == 4 and doc["status"] == "success"
+    # one connection per head node for the triggerer, not one per trigger (sshd's MaxStartups is 10 by default)
+    # (it is closed when the last trigger on it ends, so runs that start later may open it again)
+    assert many["peak_open_connections"].get("triggerer", 0) == 1, many
+    # the status listing is shared: about one per 2 s poll for all runs, plus each job's accounting at its end
+    assert many["commands"].get("triggerer", 0) <= many["seconds"] / 2 * 1.5 + 3 * n, many
+
+
 def test_the_nightly_schedule_runs_each_opted_in_project_over_its_new_images(stack):
     """fiji_nightly unpaused: the scheduler makes its run at the next time of its schedule (every minute
     here, as SCIOPS_NIGHTLY_SCHEDULE in the compose environment would set it), which starts one fiji_project

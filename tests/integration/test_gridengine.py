@@ -276,3 +276,37 @@ def test_no_task_state_store_refuses_to_submit(gridengine, shared_storage):
     op = FijiArrayOperator(task_id="run_array", manifest_path=str(_sleeping_run(shared_storage, 1, "r-nostore")))
     with pytest.raises(RuntimeError, match="task_state_store"):
         op.execute({})
+
+
+def test_twenty_watchers_share_one_connection_and_one_status_query(gridengine):
+    """Twenty triggers' runners in one event loop (one triggerer): one SSH connection to the head node,
+    and ``qstat -xml -u '*'`` sent about once per poll for all of them, counted by the testbed sshd."""
+    from deployment.load import HeadNodeTraffic
+    from sciops.runners import SharedCommandRunner
+
+    argv = SGEScheduler().status_argv("0")
+    poll = 1.0
+
+    async def watchers():
+        runners = [SharedCommandRunner(gridengine) for _ in range(20)]
+
+        async def watch(runner, start):
+            await asyncio.sleep(start)   # out of step, as triggers deferred at different moments are
+            for _ in range(5):
+                res = await runner.run(argv, share_for=poll)
+                assert res.returncode == 0 and "<job_info" in res.stdout
+                await asyncio.sleep(poll)
+
+        await asyncio.gather(*(watch(r, i * poll / 20) for i, r in enumerate(runners)))
+        stats = runners[0].stats
+        for r in runners:
+            await r.close()
+        return stats
+
+    with HeadNodeTraffic({"test": os.getpgid(0)}) as traffic:
+        stats = asyncio.run(watchers())
+    seen = traffic.summary()
+    assert seen["connections"].get("test") == 1 and seen["peak_open_connections"].get("test") == 1, seen
+    # 100 asks over ~6 s: about one command per poll reaches the host, the rest share its answer
+    assert seen["commands"].get("test", 0) == stats["commands"] <= seen["seconds"] / poll + 2, (seen, stats)
+    assert stats["shared"] == 100 - stats["commands"]

@@ -4,8 +4,8 @@ Pure (STYLE 4, 5), same interface as Grid Engine. Facts it relies on (Slurm 22.0
 
 * ``--array`` takes any index list (``2,5,9``), so a resubmission keeps the chunk ids as
   array indices: no task map is needed.
-* ``squeue -h -r -j ID -o '%i|%T'`` lists every array task (``-r`` expands pending ones)
-  in ONE call; a job that left the queue is absent, or squeue says "Invalid job id":
+* ``squeue -h -r --me -o '%i|%T'`` lists every array task of the user's jobs (``-r`` expands
+  pending ones) in ONE call, which answers for every run watched on the head node; a job that left the queue is absent, or squeue says "Invalid job id":
   both mean "ask sacct", never "done".
 * ``sacct -P -o JobID,JobIDRaw,State,ExitCode,Elapsed,MaxRSS``: ExitCode is ``exit:signal``
   (``--json`` reports 0 for a task that exited 1, so it is not used); MaxRSS is on the
@@ -116,7 +116,8 @@ class SlurmScheduler(Scheduler):
         return m.group(1)
 
     def status_argv(self, job_id: str) -> list[str]:
-        return ["squeue", "--noheader", "--array", f"--jobs={job_id}", "--format=%i|%T"]
+        # every job of this user, not only job_id: one answer serves every run watched on this head node
+        return ["squeue", "--noheader", "--array", "--me", "--format=%i|%T"]
 
     def parse_status(self, stdout: str, task_ids: list[int], job_id: str) -> dict[int, JobState]:
         states = {t: JobState.UNKNOWN for t in task_ids}

@@ -1,8 +1,10 @@
 """``ArrayJobTrigger``: watch an array job from the triggerer, without holding a worker.
 
 Small and serializable (STYLE 3): JSON arguments only, ``serialize()`` in step with
-``__init__``. One connection is held for the whole wait (SSH through asyncssh, or local
-subprocesses); each poll is ONE status command whatever the array size; connection
+``__init__``. One connection per head node is held for the whole wait and shared by every
+trigger of the triggerer that watches the same head node (:class:`sciops.runners.SharedCommandRunner`);
+each poll is ONE status command whatever the array size, and that command is shared too: the
+status listing answers for every job, so twenty runs on one cluster send one per poll; connection
 errors are retried with backoff and kept apart from job failures; exactly one final
 event; nothing raises out of ``run()``. What to do after each answer is decided by
 :class:`sciops.watch.Watch`, the same pure step the worker's loop drives; this is only
@@ -90,9 +92,9 @@ class ArrayJobTrigger(BaseTrigger):
         })
 
     def _runner(self):
-        from sciops.runners import AsyncCommandRunner
+        from sciops.runners import SharedCommandRunner
 
-        return AsyncCommandRunner(self.ssh_conn_id, host=self.ssh_host, host_key=self.ssh_host_key)
+        return SharedCommandRunner(self.ssh_conn_id, host=self.ssh_host, host_key=self.ssh_host_key)
 
     def _backoff(self, failures: int) -> float:
         base = min(2 ** (failures - 1), 30)
@@ -112,6 +114,7 @@ class ArrayJobTrigger(BaseTrigger):
 
     async def _watch(self) -> AsyncIterator[TriggerEvent]:
         from sciops.arrays import exit_file_accounting, images_done, progress_line
+        from sciops.runners import async_connection_errors
         from sciops.errors import SchedulerQueryError
         from sciops.schedulers import get_scheduler
         from sciops.watch import CANCEL, END, EXIT_FILES, SLEEP, STATUS, Watch
@@ -119,7 +122,7 @@ class ArrayJobTrigger(BaseTrigger):
         try:
             sched = get_scheduler(self.scheduler, **self.scheduler_options)
             # importing asyncssh takes ~0.35 s: in a thread, not in the triggerer's event loop
-            connection_errors = await asyncio.to_thread(_connection_errors)
+            connection_errors = await asyncio.to_thread(async_connection_errors)
             watch = Watch(self.job_id, self.task_ids, sched.missing_record, poll_seconds=self.poll_seconds,
                           grace_seconds=self.accounting_grace_seconds, budget=self.budget, deadline=self.deadline)
             # file reads go to a thread: the triggerer's event loop serves every trigger
@@ -148,7 +151,8 @@ class ArrayJobTrigger(BaseTrigger):
                         else:
                             ask = action.kind
                     if ask == STATUS:
-                        res = await runner.run(sched.status_argv(self.job_id))
+                        # the listing answers for every job: watchers of other runs on this head node share it
+                        res = await runner.run(sched.status_argv(self.job_id), share_for=self.poll_seconds)
                         states = None
                         try:
                             if res.returncode == 0:
@@ -174,8 +178,7 @@ class ArrayJobTrigger(BaseTrigger):
                                                   sched.parse_accounting(res.stdout, self.task_ids), time.time())
                 except connection_errors as exc:
                     failures += 1
-                    reconnects += 1
-                    await runner.close()
+                    reconnects += 1   # the shared connection was closed: the next command opens it again
                     if failures > self.max_reconnect_attempts:
                         yield TriggerEvent({"status": "error", "job_id": self.job_id,
                                             "message": f"lost the connection {failures} times in a row: {exc}"})
@@ -194,10 +197,3 @@ class ArrayJobTrigger(BaseTrigger):
         finally:
             await runner.close()
 
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    import asyncssh
-
-    # asyncssh.Error: handshake/protocol/disconnect (e.g. sshd restarted or MaxStartups);
-    # OSError: refused TCP; TimeoutError: a wedged command or connection.
-    return (OSError, asyncssh.Error, TimeoutError, asyncio.TimeoutError)
