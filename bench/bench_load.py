@@ -73,6 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--poll", type=float, default=2.0)
+    ap.add_argument("--keep", action="store_true", help="keep the deployment's folder (service logs) and print it")
     args = ap.parse_args()
     from sciops.synthetic import make_images
 
@@ -112,7 +113,10 @@ def main() -> None:
     dest = REPO / "bench" / "results" / "load.json"
     dest.write_text(json.dumps(out, indent=1))
     print(json.dumps({k: v for k, v in out.items() if k not in ("alone", "together")}))
-    shutil.rmtree(home, ignore_errors=True)
+    if args.keep:
+        print(f"kept: {home} (service-logs/triggerer.log)")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

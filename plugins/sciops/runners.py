@@ -295,19 +295,18 @@ class SharedCommandRunner:
         hit = sh.answers.get(key)
         if hit is not None and (not hit[1].done() or now - hit[0] < share_for):
             sh.shared += 1
-            return await asyncio.shield(hit[1])
-        answer = loop.create_future()
-        answer.add_done_callback(lambda f: f.cancelled() or f.exception())   # retrieved: no "never retrieved"
-        sh.answers[key] = (now, answer)
-        try:
-            result = await sh.run(argv, self._errors)
-        except BaseException as exc:
-            sh.answers.pop(key, None)
-            if not answer.done():
-                answer.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-            raise
-        answer.set_result(result)
-        return result
+        else:
+            # a task of its own, not the asker's: a watcher cancelled while the command runs cancels nobody's answer
+            command = loop.create_task(sh.run(argv, self._errors))
+
+            def settled(task, key=key):
+                if task.cancelled() or task.exception() is not None:   # (retrieved: no "never retrieved")
+                    if sh.answers.get(key, (0.0, None))[1] is task:
+                        del sh.answers[key]                                  # a failure is never shared later
+
+            command.add_done_callback(settled)
+            hit = sh.answers[key] = (now, command)
+        return await asyncio.shield(hit[1])
 
     async def close(self) -> None:
         """This trigger is done with it; the last user closes the connection."""

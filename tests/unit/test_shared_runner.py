@@ -42,3 +42,47 @@ def test_an_answer_older_than_share_for_is_asked_again(tmp_path):
 
     asyncio.run(go())
     assert count.read_text().count("x") == 2
+
+
+def test_a_watcher_cancelled_mid_command_does_not_take_the_answer_from_the_others(tmp_path):
+    """The trigger that sent the shared command is cancelled (its task killed): the others still get the answer."""
+    from sciops import runners
+
+    argv = ["sh", "-c", "sleep 0.3; echo listing"]
+
+    async def go():
+        a, b = runners.SharedCommandRunner(None), runners.SharedCommandRunner(None)
+        first = asyncio.ensure_future(a.run(argv, share_for=5))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(b.run(argv, share_for=5))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        got = await second
+        await a.close()
+        await b.close()
+        return got, first.cancelled()
+
+    got, cancelled = asyncio.run(go())
+    assert cancelled and got.stdout.strip() == "listing"
+
+
+def test_a_command_that_raised_is_not_shared_afterwards(tmp_path):
+    """A failure to run (here: no such program; over SSH: a lost connection) is asked again, never reused."""
+    import pytest
+
+    from sciops import runners
+
+    script = tmp_path / "qstat"
+
+    async def go():
+        u = runners.SharedCommandRunner(None)
+        try:
+            with pytest.raises(OSError):
+                await u.run([str(script)], share_for=60)
+            script.write_text("#!/bin/sh\necho listing\n")
+            script.chmod(0o755)
+            return await u.run([str(script)], share_for=60)
+        finally:
+            await u.close()
+
+    assert asyncio.run(go()).stdout.strip() == "listing"
