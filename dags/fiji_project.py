@@ -146,7 +146,7 @@ def fiji_project():
 
     @task(trigger_rule="all_done", retries=0, outlets=[LATEST_RESULTS])
     def record(collated: dict | None, synced_up: dict | None) -> dict:
-        from sciops.phases.record import record as run_record
+        from sciops.phases.record import handoff, record as run_record
 
         ctx = get_current_context()
         doc = run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
@@ -154,7 +154,7 @@ def fiji_project():
         latest = doc.pop("latest_results", None)
         if latest:   # downstream DAGs scheduled on the Asset find the project and its table here
             ctx["outlet_events"][LATEST_RESULTS].extra = latest
-        return doc
+        return handoff(doc)   # run.json holds the rest
 
     @task(trigger_rule="all_done", retries=0)
     def outcome(recorded: dict | None) -> dict:

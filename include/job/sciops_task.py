@@ -27,6 +27,16 @@ in flight at two deaths is marked failed instead of taking its chunk down again.
 Deaths in attempts the scheduler lost to a node (``SCIOPS_LOST=task.attempt:...``,
 set by the resubmission) are not the image's fault and do not count.
 
+Each ``ok`` image's tables are appended, as the image ends, to its attempt's chunk tables
+(``tables/task-NNNN.attempt-K.results.csv`` and ``...summary.csv``; a new ``.partP`` file
+when an image's columns differ from the file's header), prefixed with ``image``, ``task``
+and ``attempt``. The status line records each table's file and the byte offset its rows end
+at, written after the rows reach the disk (fsync): collation reads thousands of chunk files
+instead of a file per image, and a file shorter than a recorded offset (a node lost before
+its write reached shared storage) is detected, its images re-run by the next attempt or
+reported. ``status/task-NNNN.count.json`` holds the task's running counts (progress reads
+one small file per task, not every status line).
+
 The attempt summary (``status/task-NNNN.attempt-K.json``) is written when the task
 starts (``end``/``exit`` null) and again when it ends, so a task killed outright
 still leaves its start for the run's cost.
@@ -42,7 +52,9 @@ The task number comes from ``--task`` or the scheduler's environment
 from __future__ import annotations
 
 import argparse
+import csv
 import fnmatch
+import io
 import json
 import os
 import queue
@@ -180,6 +192,97 @@ def image_output_dir(work, image):
     return os.path.join(work, "images", image)
 
 
+def count_path(work, task_id):
+    return os.path.join(work, "status", "task-%04d.count.json" % task_id)
+
+
+def tables_dir(work):
+    return os.path.join(work, "tables")
+
+
+#: Columns the chunk tables put before the macro's own; a macro column of the same name is kept
+#: as ``macro_<name>``.
+RESULT_KEYS = ("image", "task", "attempt")
+#: summary.csv's own columns (the runner's); the macro's summary columns of these names are dropped.
+SUMMARY_KEYS = ("image", "task", "attempt", "seconds", "n_results")
+
+
+def read_csv_rows(path):
+    """(header, rows) of a CSV the macro wrote; ImageJ's unnamed row-number column dropped.
+
+    ``([], [])`` for a missing or empty file; blank lines skipped; short rows padded.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            lines = [r for r in csv.reader(fh) if r]
+    except FileNotFoundError:
+        return [], []
+    if not lines:
+        return [], []
+    keep = [i for i, c in enumerate(lines[0]) if c.strip() and not c.startswith("Unnamed:")]
+    header = [lines[0][i] for i in keep]
+    return header, [[r[i] if i < len(r) else "" for i in keep] for r in lines[1:]]
+
+
+class ChunkTable:
+    """One attempt's rows of one kind (``results`` or ``summary``), appended image by image."""
+
+    def __init__(self, work, task_id, attempt, kind):
+        self.dir = tables_dir(work)
+        self.stem = "task-%04d.attempt-%d.%s" % (task_id, attempt, kind)
+        self.part = 0
+        self.header = None
+        self.name = None
+
+    def _next_part(self, header):
+        while True:
+            self.part += 1
+            name = self.stem + ("" if self.part == 1 else ".part%d" % self.part) + ".csv"
+            path = os.path.join(self.dir, name)
+            if not os.path.exists(path) or os.path.getsize(path) == 0:
+                self.name, self.header = name, header
+                return
+
+    def append(self, header, rows):
+        """Append ``rows`` under ``header``; return ``[file name, first byte of them, byte after them]``."""
+        os.makedirs(self.dir, exist_ok=True)
+        header = [c.replace("\r", " ").replace("\n", " ") for c in header]   # the header is one line
+        if header != self.header:
+            self._next_part(header)
+            self._write(self._csv([header]))
+        data = self._csv(rows)
+        end = self._write(data)
+        return [self.name, end - len(data), end]
+
+    @staticmethod
+    def _csv(rows):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue().encode("utf-8")
+
+    def _write(self, data):
+        fd = os.open(os.path.join(self.dir, self.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+
+
+def tables_cut_short(work, rec):
+    """The chunk tables an ``ok`` record points at that are shorter than the offset it recorded."""
+    out = []
+    for name, _, end in (rec.get("tables") or {}).values():
+        try:
+            size = os.path.getsize(os.path.join(tables_dir(work), name))
+        except OSError:
+            size = -1
+        if size < end:
+            out.append((name, end, size))
+    return out
+
+
 def _records(path):
     try:
         with open(path, encoding="utf-8") as fh:
@@ -198,6 +301,39 @@ def _records(path):
 def read_statuses(path):
     """Final status per image from a status file (the last final line for an image wins)."""
     return {rec["image"]: rec for rec in _records(path) if rec.get("status") in FINAL}
+
+
+def scan_statuses(path):
+    """``(read_statuses(path), deaths_under(path))`` in one read; ``begin`` lines are parsed only
+    when an image lacks a final status (what collation of a large run reads once per task)."""
+    final, begins = {}, []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if '"status": "begin"' in line:
+                    begins.append(line)
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("status") in FINAL:
+                    final[rec["image"]] = rec
+    except FileNotFoundError:
+        return {}, {}
+    began = set()
+    for line in begins:
+        image = _image_of(line)
+        if image is not None and image not in final:
+            began.add(image)
+    return final, (deaths_under(path) if began else {})
+
+
+def _image_of(line):
+    try:
+        return json.loads(line).get("image")
+    except ValueError:
+        return None
 
 
 def lost_attempts(task_id, environ=None):
@@ -227,6 +363,15 @@ def deaths_under(path, lost=(), exclude=()):
     skip = set(lost) | set(exclude)
     return {img: len(attempts - ended.get(img, set()) - skip) for img, attempts in began.items()
             if img not in ended and attempts - skip}
+
+
+def write_json(path, doc):
+    """``doc`` as JSON at ``path``, replaced whole (a reader never sees half of it)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)
 
 
 def append_status(path, rec):
@@ -340,6 +485,7 @@ class ChunkRunner:
         self.log = log
         self.work = manifest["work_dir"]
         self.images = list(images if images is not None else manifest["chunks"][task_id - 1])
+        self.chunk = set(self.images)
         self.status_file = status_file or status_path(self.work, task_id)
         self.expected = manifest.get("expected_outputs") or ["*.csv"]
         self.timeout = float(manifest.get("image_timeout_s", 600))
@@ -351,19 +497,48 @@ class ChunkRunner:
         self.error = ""            # why the task ended early, for the attempt summary
         self.interrupted = False
         self.proc = None           # the JVM running now
+        self.tables = {kind: ChunkTable(self.work, task_id, attempt, kind) for kind in ("results", "summary")}
+        self.counts = {}           # final status per image of the chunk, for count.json
 
     # -- bookkeeping -------------------------------------------------------------
     def note(self, msg, *args):
         self.log.write("[sciops %s] %s\n" % (time.strftime("%H:%M:%S"), msg % args))
         self.log.flush()
 
-    def record(self, image, status, seconds, error=""):
+    def record(self, image, status, seconds, error="", **extra):
         rec = {"image": image, "status": status, "seconds": round(seconds, 3), "error": error,
-               "task": self.task_id, "attempt": self.attempt, "host": self.host, "jvm": self.jvm_starts}
+               "task": self.task_id, "attempt": self.attempt, "host": self.host, "jvm": self.jvm_starts, **extra}
         append_status(self.status_file, rec)
+        self.counts[image] = status
+        self.write_counts()
         # The status line on stdout is what a person tailing the scheduler log sees.
         print("%s\t%s\t%.2f\t%s" % (image, status, seconds, error), flush=True)
         return rec
+
+    def write_counts(self):
+        if self.status_file != status_path(self.work, self.task_id):
+            return   # a smoke run's status file is its own
+        done = [s for img, s in self.counts.items() if img in self.chunk]
+        write_json(count_path(self.work, self.task_id),
+                   {"task": self.task_id, "images": len(self.chunk), "done": len(done),
+                    "ok": done.count("ok"), "attempt": self.attempt, "at": round(time.time(), 3)})
+
+    def save_tables(self, image):
+        """Append the image's results and first summary row to the attempt's chunk tables."""
+        outdir = image_output_dir(self.work, image)
+        header, rows = read_csv_rows(os.path.join(outdir, "results.csv"))
+        tables = {}
+        if rows:
+            header = list(RESULT_KEYS) + ["macro_" + c if c in RESULT_KEYS else c for c in header]
+            key = [image, str(self.task_id), str(self.attempt)]
+            tables["results"] = self.tables["results"].append(header, [key + r for r in rows])
+        s_header, s_rows = read_csv_rows(os.path.join(outdir, "summary.csv"))
+        keep = [i for i, c in enumerate(s_header) if c not in SUMMARY_KEYS]
+        if s_rows and keep:
+            tables["summary"] = self.tables["summary"].append(
+                ["image", "attempt"] + [s_header[i] for i in keep],
+                [[image, str(self.attempt)] + [s_rows[0][i] for i in keep]])
+        return len(rows), tables
 
     def begin(self, image):
         append_status(self.status_file, {"image": image, "status": BEGIN, "task": self.task_id,
@@ -373,8 +548,21 @@ class ChunkRunner:
         return deaths_under(self.status_file, lost_attempts(self.task_id), exclude=(self.attempt,))
 
     # -- main loop ---------------------------------------------------------------
-    def run(self):
+    def already_done(self):
+        """Final statuses of earlier attempts, less the ``ok`` images whose chunk tables were cut short."""
         done = read_statuses(self.status_file)
+        for img, rec in list(done.items()):
+            cut = tables_cut_short(self.work, rec) if rec.get("status") == "ok" else []
+            if cut:   # its rows never reached the disk whole: do it again
+                self.note("%s: %s is %d bytes, its rows ended at byte %d: running it again", img, cut[0][0],
+                          cut[0][2], cut[0][1])
+                del done[img]
+        return done
+
+    def run(self):
+        done = self.already_done()
+        self.counts = {img: rec["status"] for img, rec in done.items()}
+        self.write_counts()
         remaining = [img for img in self.images if img not in done]
         if len(remaining) < len(self.images):
             self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
@@ -551,7 +739,11 @@ class ChunkRunner:
             return self.record(image, "failed", seconds, errors[0])
         if missing:
             return self.record(image, "failed", seconds, "expected output(s) not written: %s" % ", ".join(missing))
-        return self.record(image, "ok", seconds)
+        try:
+            rows, tables = self.save_tables(image)
+        except OSError as exc:
+            return self.record(image, "failed", seconds, "could not append its tables to the chunk's: %s" % exc)
+        return self.record(image, "ok", seconds, rows=rows, tables=tables)
 
     @staticmethod
     def kill(proc):
@@ -587,7 +779,7 @@ def main(argv=None):
                "end": None, "exit": None, "imagej_version": None, "jvm_starts": 0, "images": None,
                "log": os.path.relpath(log_path, manifest["run_dir"]), "error": ""}
     if summary_path:
-        write_summary(summary_path, summary)   # a task killed outright still leaves its start (cost)
+        write_json(summary_path, summary)   # a task killed outright still leaves its start (cost)
     stopped = []
 
     def stop(signum, frame):
@@ -621,19 +813,11 @@ def main(argv=None):
     if runner is not None:
         summary.update(imagej_version=runner.version, jvm_starts=runner.jvm_starts, images=len(runner.images))
     if summary_path:
-        write_summary(summary_path, summary)
+        write_json(summary_path, summary)
     else:
         print(json.dumps(summary))
     return rc
 
-
-def write_summary(path, summary):
-    """The attempt summary, replaced whole (a reader never sees half of it)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(summary, fh)
-    os.replace(tmp, path)
 
 if __name__ == "__main__":
     sys.exit(main())

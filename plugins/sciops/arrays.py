@@ -99,11 +99,25 @@ def node_losses(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def images_done(work_dir: str | Path) -> int | None:
     """Images with a final status so far, or None when the work dir is not readable from here."""
-    status_dir = Path(work_dir, "status")
     if not Path(work_dir).is_dir():
         return None
+    return sum(c["done"] for c in chunk_counts(work_dir).values())
+
+
+def chunk_counts(work_dir: str | Path) -> dict[int, dict[str, int]]:
+    """Per task ``{done, ok}`` from the runners' count files (one small file per task, not every
+    status line); a task with status lines but no count file (an older runner) is counted from them."""
     st = runner_module()
-    return sum(len(st.read_statuses(str(p))) for p in status_dir.glob("task-*.jsonl"))
+    out: dict[int, dict[str, int]] = {}
+    for path in Path(work_dir, "status").glob("task-*.jsonl"):
+        task = int(path.name[5:9])
+        try:
+            count = json.loads(Path(st.count_path(str(work_dir), task)).read_text())
+            out[task] = {"done": int(count["done"]), "ok": int(count["ok"])}
+        except (OSError, ValueError, KeyError):
+            statuses = st.read_statuses(str(path))
+            out[task] = {"done": len(statuses), "ok": sum(r.get("status") == "ok" for r in statuses.values())}
+    return out
 
 
 def _runner_summary(work_dir: str | Path, task: int, attempt: int) -> dict[str, Any] | None:

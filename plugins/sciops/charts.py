@@ -84,9 +84,51 @@ def timeline(tasks: list[dict[str, Any]], element_id: str = "timeline", width: i
     return to_svg(fig, element_id, len(tasks), "Array tasks per node")
 
 
+#: More task attempts than this and the timeline is drawn per node and time bucket (a heat map)
+#: instead of one bar per attempt: at 4,000 tasks the bars alone made the SVG megabytes.
+TIMELINE_DETAIL_MAX = 400
+TIMELINE_BUCKETS = 300
+
+
+def timeline_buckets(tasks: list[dict[str, Any]], buckets: int = TIMELINE_BUCKETS):
+    """Tasks running per node and time bucket: (hosts, bucket seconds, rows of busy-task-seconds / bucket)."""
+    import numpy as np
+
+    t0 = min(t["start"] for t in tasks)
+    span = max(max(t["end"] for t in tasks) - t0, 1e-3)
+    width = span / buckets
+    hosts = sorted({t["host"] or "?" for t in tasks})
+    row = {h: i for i, h in enumerate(hosts)}
+    busy = np.zeros((len(hosts), buckets))
+    edges = np.arange(buckets) * width
+    for t in tasks:
+        a, b = t["start"] - t0, t["end"] - t0
+        overlap = np.clip(np.minimum(edges + width, b) - np.maximum(edges, a), 0, None)
+        busy[row[t["host"] or "?"]] += overlap / width
+    return hosts, width, busy
+
+
+def timeline_heatmap(tasks: list[dict[str, Any]], element_id: str = "timeline", width: int = 900) -> str:
+    """Tasks running at once per node over the run (one row per node, colour = tasks busy), for big runs."""
+    hosts, bucket, busy = timeline_buckets(tasks)
+    fig, ax = _figure(width, 90 + 16 * min(len(hosts), 60))
+    image = ax.imshow(busy, aspect="auto", interpolation="nearest", cmap="viridis",
+                      extent=(0, bucket * busy.shape[1], len(hosts) - 0.5, -0.5))
+    fig.colorbar(image, ax=ax, label="tasks running", pad=0.01)
+    step = max(1, len(hosts) // 60)
+    ax.set_yticks(range(0, len(hosts), step), [h[:24] for h in hosts[::step]])
+    ax.set_xlabel(f"seconds since the first task started ({len(tasks)} task attempts on {len(hosts)} node(s), "
+                  f"{bucket:.0f} s buckets; failed attempts: {sum(1 for t in tasks if t.get('exit') != 0)})")
+    return to_svg(fig, element_id, len(tasks), "Array tasks running per node")
+
+
 def histogram(seconds: list[float], element_id: str = "histogram", width: int = 900, height: int = 260) -> str:
     fig, ax = _figure(width, height)
-    counts, _, _ = ax.hist(seconds, bins=min(20, max(len(set(seconds)), 1)), color=PALETTE[0], edgecolor="white")
+    import numpy as np
+
+    values = np.asarray(seconds, dtype=float)   # binned here: one bar per bin whatever the image count
+    counts, edges = np.histogram(values, bins=min(20, max(len(np.unique(values)), 1)))
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=PALETTE[0], edgecolor="white")
     ax.set_xlabel("seconds per image")
     ax.set_ylabel("images")
     ax.grid(axis="y", alpha=0.3)

@@ -1,6 +1,6 @@
 """A run's progress while it goes: phase, images done and failed, ETA, spend (``sciops run --wait``).
 
-Read from the run folder (its phase records, manifest and the task runners' status lines),
+Read from the run folder (its phase records, manifest and the task runners' count files),
 where this process can see it: the storage root's folder for a folder root, the work root for
 an S3 one (the same machine or volume as the workers). Elsewhere (a cluster's own disk) it
 says only what Airflow says: the state.
@@ -32,7 +32,7 @@ def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
 
 def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
     """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them."""
-    from sciops import runner_module
+    from sciops.arrays import chunk_counts
 
     folder = run_folder(conf, airflow_run_id)
     if folder is None:
@@ -53,13 +53,10 @@ def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return out
     out["images"] = sum(len(c) for c in manifest.get("chunks") or [])
-    st = runner_module()
-    statuses: dict[str, Any] = {}
-    for path in sorted((work / "status").glob("task-*.jsonl")):
-        statuses.update(st.read_statuses(str(path)))
-    out["ok"] = sum(1 for r in statuses.values() if r.get("status") == "ok")
-    out["failed"] = len(statuses) - out["ok"]
-    out["done"] = len(statuses)
+    counts = chunk_counts(work).values()
+    out["ok"] = sum(c["ok"] for c in counts)
+    out["done"] = sum(c["done"] for c in counts)
+    out["failed"] = out["done"] - out["ok"]
     array = next((p for p in phases if p.get("phase") == "run_array"), None)
     if array and out["done"] and out["done"] < out["images"]:
         elapsed = (array.get("end") or time.time()) - array["start"]

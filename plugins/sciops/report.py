@@ -1,8 +1,9 @@
 """``report.html``: one self-contained page per run (no network, no external scripts or fonts).
 
-A timeline of array tasks per node (from the runners' own start/end records), a histogram
+A timeline of array tasks per node (from the runners' own start/end records; past
+``charts.TIMELINE_DETAIL_MAX`` attempts, tasks running per node and time bucket), a histogram
 of per-image runtimes (``summary.csv``), the cost breakdown, the phases in the order they
-ran and the failures. Charts are inline SVG from :mod:`sciops.charts` (matplotlib); a few lines of inline JavaScript record each chart's rendered size
+ran and the failures (the first ``TABLE_ROWS_MAX``; failures.csv has all). Charts are inline SVG from :mod:`sciops.charts` (matplotlib); a few lines of inline JavaScript record each chart's rendered size
 in ``data-rendered-*`` attributes (what the headless-browser test reads).
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ def _script_json(data: Any) -> str:
 def timeline_svg(tasks: list[dict[str, Any]]) -> str:
     if not tasks:
         return '<p class="empty">No array task recorded a start and an end.</p>'
+    if len(tasks) > charts.TIMELINE_DETAIL_MAX:
+        return charts.timeline_heatmap(tasks)
     return charts.timeline(tasks)
 
 
@@ -54,12 +57,19 @@ def phase_rows(phases: dict[str, Any]) -> list[dict[str, Any]]:
              "status": v.get("status") or "—"} for k, v in ordered]
 
 
-def _table(rows: list[dict[str, Any]], cols: list[str], cls: str) -> str:
+#: Rows of a table the page shows; the rest are in the CSV it names.
+TABLE_ROWS_MAX = 200
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str], cls: str, rest_in: str = "") -> str:
     if not rows:
         return f'<p class="empty {cls}">None.</p>'
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_e(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    body = "".join("<tr>" + "".join(f"<td>{_e(r.get(c, ''))}</td>" for c in cols) + "</tr>"
+                   for r in rows[:TABLE_ROWS_MAX])
+    more = (f'<p class="more {cls}">… and {len(rows) - TABLE_ROWS_MAX} more in {_e(rest_in)}.</p>'
+            if rest_in and len(rows) > TABLE_ROWS_MAX else "")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}'
 
 
 def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
@@ -70,9 +80,9 @@ def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
     seconds: list[float] = []
     failures: list[dict[str, Any]] = []
     if (run_dir / "summary.csv").exists():
-        df = pd.read_csv(run_dir / "summary.csv")
+        df = pd.read_csv(run_dir / "summary.csv", usecols=lambda c: c == "seconds")
         if "seconds" in df.columns:
-            seconds = [float(s) for s in df["seconds"].dropna()]
+            seconds = df["seconds"].dropna().astype(float).tolist()
     if (run_dir / "failures.csv").exists():
         failures = pd.read_csv(run_dir / "failures.csv").fillna("").to_dict("records")
     cost = doc.get("cost") or {}
@@ -109,7 +119,7 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
 <h2>Phases</h2>
 {_table(phases, ["phase", "seconds", "status"], "phases")}
 <h2>Failures</h2>
-{_table(failures, ["image", "task", "attempt", "status", "error"], "failures")}
+{_table(failures, ["image", "task", "attempt", "status", "error"], "failures", "failures.csv")}
 <script>
 document.querySelectorAll("svg.chart").forEach(function (svg) {{
   var box = svg.getBoundingClientRect();

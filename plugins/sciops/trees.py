@@ -38,6 +38,12 @@ MULTIPART_THRESHOLD = PART_SIZE      # larger files go in parts
 MAX_PARTS = 10_000                   # S3's limit per upload: a larger file gets larger parts
 PARTIAL_SUFFIX = ".sciops-part"
 MiB = 1024 * 1024
+#: Parts of one file uploaded at once (the AWS CLI sends 10 requests at once), and parts in flight
+#: across every upload of the process: memory stays under PARTS_IN_FLIGHT × part size (128 MiB at
+#: 8 MiB parts) whatever the files' sizes and however many the sync sends at once.
+PART_WORKERS = 8
+PARTS_IN_FLIGHT = 16
+_in_flight = threading.BoundedSemaphore(PARTS_IN_FLIGHT)
 #: The user metadata an upload stores the file's MD5 in (``x-amz-meta-sciops-md5``).
 MD5_META = "sciops-md5"
 
@@ -401,18 +407,35 @@ class S3Tree(Tree):
             break
         if upload_id is None:
             upload_id = client.create_multipart(key, meta)
-        etags, reused = [], 0
-        with open(path, "rb") as fh:
-            for number in range(1, parts + 1):
-                data = fh.read(size)
+        fd = os.open(path, os.O_RDONLY)
+        failed: list[BaseException] = []
+
+        def one(number: int) -> tuple[str, bool]:
+            with _in_flight:   # a part is read only when it can be sent: memory bounded, not per file
+                if failed:
+                    raise StorageError("another part of this upload failed")
+                data = os.pread(fd, size, (number - 1) * size)
                 md5 = hashlib.md5(data).hexdigest()
                 have = done.get(number)
-                if have and have[0] == len(data) and have[1] == md5:
-                    reused += 1
-                    etags.append(md5)
-                else:
-                    etags.append(client.upload_part(key, upload_id, number, data, len(data)) or md5)
-                progress.add(len(data))
+                try:
+                    if have and have[0] == len(data) and have[1] == md5:
+                        return md5, True
+                    return client.upload_part(key, upload_id, number, data, len(data)) or md5, False
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+                finally:
+                    progress.add(len(data))
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        try:
+            with ThreadPoolExecutor(min(PART_WORKERS, parts), thread_name_prefix="sciops-part") as pool:
+                answers = list(pool.map(one, range(1, parts + 1)))
+        finally:
+            os.close(fd)
+        etags = [etag for etag, _ in answers]   # the upload stays resumable if a part failed: run it again
+        reused = sum(1 for _, was in answers if was)
         etag = client.complete_multipart(key, upload_id, etags)
         src.remember(rel, etag, meta[MD5_META])
         return reused, 0, etag or None

@@ -131,6 +131,22 @@ def test_count_nuclei_counts_synthetic_nuclei_exactly(tmp_path, imagej):
         assert summary[0] == "count,mean_area,mean_intensity"
         assert int(summary[1].split(",")[0]) == n, name
         assert len((out / "results.csv").read_text().strip().splitlines()) == n + 1
+    # the runner's chunk tables hold the same rows as the per-image files, and collation reads them
+    import pandas as pd
+
+    from sciops.results import collate, reference_tables
+
+    manifest = json.loads(mpath.read_text())
+    assert sorted(os.listdir(tmp_path / "work" / "tables")) == ["task-0001.attempt-1.results.csv",
+                                                                "task-0001.attempt-1.summary.csv"]
+    c = collate(tmp_path, manifest)
+    assert (c.ok, c.result_rows) == (3, sum(counts.values()))
+    reference, summary = reference_tables(tmp_path, manifest)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results.csv"), reference, check_dtype=False)
+    got = pd.read_csv(tmp_path / "summary.csv")
+    assert list(got["count"]) == [counts[i] for i in got["image"]] == [s["count"] for s in summary]
+    count = json.loads((tmp_path / "work" / "status" / "task-0001.count.json").read_text())
+    assert (count["done"], count["ok"], count["images"]) == (3, 3, 3)
 
 
 def test_several_tasks_share_a_node(tmp_path, imagej):

@@ -75,3 +75,23 @@ def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, task
     assert page.locator("#timeline").get_by_text("node-a").count() == 1  # one label per host, not per lane
     screenshot(page, name)
     page.close()
+
+
+def test_a_big_run_draws_tasks_per_node_and_time_and_lists_the_first_failures(tmp_path, browser):
+    """4,000 task attempts: a heat map of tasks running per node, not a bar each; failures capped."""
+    from sciops import charts, report
+
+    n = charts.TIMELINE_DETAIL_MAX + 100
+    tasks = [(t, f"node-{t % 20:02d}", (t // 20) * 30.0, 28.0, 0 if t % 50 else 137, 1) for t in range(1, n + 1)]
+    run_dir = _run_dir(tmp_path / "run", tasks)
+    (run_dir / "failures.csv").write_text("image,task,attempt,status,error\n" + "".join(
+        f"bad{i}.tif,{i},1,failed,Unsupported format\n" for i in range(report.TABLE_ROWS_MAX + 7)))
+    path = report.write(run_dir, _doc())
+    page = browser.new_page(viewport={"width": 1000, "height": 1400})
+    page.goto(path.as_uri())
+    svg = page.locator("svg#timeline")
+    assert svg.get_attribute("data-rendered-marks") == str(n)
+    assert svg.get_attribute("aria-label") == "Array tasks running per node"
+    assert "20 node(s)" in " ".join(page.locator("svg#timeline text").all_text_contents())
+    assert page.locator("table.failures tbody tr").count() == report.TABLE_ROWS_MAX
+    assert page.locator("p.more.failures").inner_text() == "… and 7 more in failures.csv."

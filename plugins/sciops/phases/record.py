@@ -169,6 +169,15 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
         return None
 
 
+def handoff(doc: dict[str, Any]) -> dict[str, Any]:
+    """What ``record`` hands ``outcome`` through XCom: the verdict and where run.json is, not the run doc
+    (which grows with phases, attempts and costs and is written whole to run.json)."""
+    return {"run_id": doc["run_id"], "status": doc["status"], "images": doc["images"],
+            "failed_phases": doc["failed_phases"], "run_json": str(Path(doc["run_dir"], "run.json")),
+            "phases": {name: {"status": rec.get("status"), "error": (rec.get("error") or "")[:1000] or None}
+                       for name, rec in doc["phases"].items()}}
+
+
 def outcome(recorded: dict[str, Any] | None) -> dict[str, Any]:
     """The run's verdict from what ``record`` wrote: raises when a phase failed (the DAG run then fails)."""
     if not recorded:
