@@ -37,16 +37,23 @@ def to_svg(fig, element_id: str, marks: int, label: str) -> str:
                                 f'aria-label="{label}"', 1)
 
 
+SERIES_DOTS_MAX = 400
+
+
 def time_series(points: Iterable[tuple[float, float]], ylabel: str, element_id: str,
                 width: int = 860, height: int = 240) -> str:
-    """Values over wall-clock time (epoch seconds → dates on the axis), one dot per run."""
+    """Values over wall-clock time (epoch seconds → dates on the axis), one dot per run; past
+    :data:`SERIES_DOTS_MAX` runs a thin line without dots (each dot is an SVG element of its own)."""
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     points = sorted(points)
     fig, ax = _figure(width, height)
     xs = [dt.datetime.fromtimestamp(t, dt.timezone.utc) for t, _ in points]
     ys = [v for _, v in points]
-    ax.plot(xs, ys, marker="o", markersize=4, color=PALETTE[0], linewidth=1)
+    if len(points) <= SERIES_DOTS_MAX:
+        ax.plot(xs, ys, marker="o", markersize=4, color=PALETTE[0], linewidth=1)
+    else:
+        ax.plot(xs, ys, color=PALETTE[0], linewidth=0.6)
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -15,7 +15,7 @@ import logging
 import os
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
 
@@ -39,7 +39,7 @@ runs = Table(
     Column("images_total", Integer),
     Column("images_ok", Integer),
     Column("images_failed", Integer),
-    Column("started_at", Float),
+    Column("started_at", Float, index=True),
     Column("ended_at", Float),
     Column("duration_s", Float),
     Column("task_seconds", Float),
@@ -82,6 +82,8 @@ def engine(url: str | None = None):
         eng = create_engine(url, future=True)
         metadata.create_all(eng)
         _add_missing_columns(eng)
+        for index in runs.indexes:   # create_all leaves an existing table's indexes as they were
+            index.create(eng, checkfirst=True)
         _engines[url] = eng
     return _engines[url]
 
@@ -142,10 +144,22 @@ def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
     return row
 
 
-def rows(project: str | None = None, macro: str | None = None, limit: int = 500,
-         url: str | None = None, dag_ids: set[str] | None = None) -> list[dict[str, Any]]:
-    """The newest ``limit`` rows; ``dag_ids`` (None = every DAG) keeps only those DAGs' runs."""
-    q = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
+#: What the dashboard draws and lists of every run: not the JSON columns (params, phases, cost),
+#: which are most of a row's bytes. 10,000 rows: ``bench/bench_scale.py --parts dashboard``.
+OVERVIEW_COLUMNS = ("run_id", "airflow_run_id", "dag_id", "project", "macro", "status", "started_at",
+                    "duration_s", "cost_usd", "cost_per_image_usd", "images_ok", "images_total", "node_hours",
+                    "backend", "reason")
+
+
+def rows(project: str | None = None, macro: str | None = None, limit: int | None = 500,
+         url: str | None = None, dag_ids: set[str] | None = None,
+         columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` rows (None: all); ``dag_ids`` (None = every DAG) keeps only those DAGs' runs;
+    ``columns`` (None = all) the columns read."""
+    q = select(*(runs.c[c] for c in columns)) if columns else select(runs)
+    q = q.order_by(runs.c.started_at.desc())
+    if limit is not None:
+        q = q.limit(limit)
     if dag_ids is not None:
         q = q.where(runs.c.dag_id.in_(sorted(dag_ids)))
     if project:
@@ -154,6 +168,15 @@ def rows(project: str | None = None, macro: str | None = None, limit: int = 500,
         q = q.where((runs.c.macro == macro) | (runs.c.macro_sha256 == macro))
     with engine(url).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def find(dag_id: str, airflow_run_id: str, run_id: str, url: str | None = None) -> dict[str, Any] | None:
+    """The row of DAG ``dag_id`` with this Airflow run id or this SciOps run id (its folder's name)."""
+    q = select(runs).where(runs.c.dag_id == dag_id,
+                           (runs.c.airflow_run_id == airflow_run_id) | (runs.c.run_id == run_id))
+    with engine(url).connect() as conn:
+        found = conn.execute(q.order_by(runs.c.started_at.desc()).limit(1)).first()
+    return dict(found._mapping) if found else None
 
 
 def dag_ids(url: str | None = None) -> set[str]:

@@ -1,6 +1,6 @@
 """A run's progress while it goes: phase, images done and failed, ETA, spend (``sciops run --wait``).
 
-Read from the run folder (its phase records, manifest and the task runners' count files),
+Read from the run folder (its phase records, plan.json and the task runners' count files),
 where this process can see it: the storage root's folder for a folder root, the work root for
 an S3 one (the same machine or volume as the workers). Elsewhere (a cluster's own disk) it
 says only what Airflow says: the state.
@@ -48,11 +48,15 @@ def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
     running = [p for p in phases if p.get("status") == "running"]
     if running or phases:
         out["phase"] = max(running or phases, key=lambda p: p.get("start") or 0)["phase"]
-    try:
-        manifest = json.loads((work / "manifest.json").read_text())
+    try:   # plan.json: the plan's counts; the manifest (its image lists) only for a run planned before it
+        planned = json.loads((work / "plan.json").read_text())
     except (OSError, ValueError):
-        return out
-    out["images"] = sum(len(c) for c in manifest.get("chunks") or [])
+        try:
+            manifest = json.loads((work / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return out
+        planned = {"images": sum(len(c) for c in manifest.get("chunks") or []), "budget": manifest.get("budget")}
+    out["images"] = planned["images"]
     counts = chunk_counts(work).values()
     out["ok"] = sum(c["ok"] for c in counts)
     out["done"] = sum(c["done"] for c in counts)
@@ -61,7 +65,7 @@ def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
     if array and out["done"] and out["done"] < out["images"]:
         elapsed = (array.get("end") or time.time()) - array["start"]
         out["eta_s"] = round(elapsed / out["done"] * (out["images"] - out["done"]), 1)
-    rate = (manifest.get("budget") or {}).get("task_rate_usd_per_hour") or conf.get("hourly_rate_usd")
+    rate = (planned.get("budget") or {}).get("task_rate_usd_per_hour") or conf.get("hourly_rate_usd")
     if rate:
         from sciops.costs import rate_cost
 

@@ -317,6 +317,21 @@ class S3Client:
                              PartNumber=number, Body=body, ContentLength=length)
         return (got.get("ETag") or "").strip('"')
 
+    def put_tags(self, key: str, tags: dict[str, str]) -> None:
+        """Replace the object's tags (S3 object tagging: added after an upload, unlike metadata)."""
+        self.boto_call("put_object_tagging", f"tag s3://{self.bucket}/{key}", Key=key,
+                       Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+    def get_tags(self, key: str) -> dict[str, str]:
+        """The object's tags; none when the bucket's policy does not let us read them."""
+        try:
+            got = self.boto_call("get_object_tagging", f"read the tags of s3://{self.bucket}/{key}", Key=key)
+        except S3RequestError as exc:
+            if exc.status in (403, 404):
+                return {}
+            raise
+        return {t["Key"]: t["Value"] for t in got.get("TagSet") or ()}
+
     def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
         """Parts already uploaded: number → (size, etag)."""
         parts: dict[int, tuple[int, str]] = {}

@@ -6,6 +6,8 @@ import json
 import pytest
 from helpers import get
 
+T0 = 1_800_000_000.0
+
 
 def test_endpoints_need_a_token(api_server, ledger_rows):
     base, _ = api_server
@@ -63,3 +65,37 @@ def test_dashboard_and_report_pages(api_server, ledger_rows):
     plugins = json.loads(get(base, "/api/v2/plugins", token)[1])["plugins"]
     mine = next(p for p in plugins if p["name"] == "sciops")
     assert {v["name"] for v in mine["external_views"]} == {"SciOps", "Report"}
+
+
+def test_a_long_ledger_lists_the_newest_runs_and_still_serves_old_reports(api_server, ledger_rows, tmp_path):
+    """5,100 runs of one project: the table lists the newest 200 and says how many more there are,
+    the medians and the summary take every run, and the report of the oldest run (once past
+    the 5,000 rows the report route used to scan) is still served."""
+    from sqlalchemy import delete
+
+    from sciops import ledger
+
+    base, token = api_server
+    report = tmp_path / "oldest.html"
+    report.write_text("<html><body>the oldest report</body></html>")
+    n = 5_100
+    rows = [{"dag_id": "fiji_project", "run_id": f"scheduled__many-{i:05d}",
+             "airflow_run_id": f"scheduled__2026-01-01T{i:05d}", "project": "many", "status": "success",
+             "macro": "count_many", "started_at": T0 - (n - i) * 3600, "duration_s": 60.0, "cost_usd": 0.5,
+             "cost_per_image_usd": 0.005 if i % 2 else 0.007, "images_ok": 100, "images_total": 100,
+             "params": "{}", "phases": "{}", "cost": "{}", "report": str(report) if i == 0 else None}
+            for i in range(n)]
+    with ledger.engine().begin() as conn:
+        conn.execute(ledger.runs.insert(), rows)
+    try:
+        status, page = get(base, "/sciops/dashboard?project=many", token)
+        assert status == 200 and 'id="runs-more"' in page and f"{n - 200:,} older runs" in page
+        assert "scheduled__many-05099" in page and "scheduled__many-04899" not in page
+        summary = json.loads(get(base, "/sciops/api/summary?project=many", token)[1])
+        assert summary["runs"] == n and len(summary["per_run"]) == n
+        assert summary["cost_per_image_by_macro"]["count_many"] == {"median_usd": pytest.approx(0.006), "runs": n}
+        status, body = get(base, "/sciops/runs/fiji_project/scheduled__2026-01-01T00000/report", token)
+        assert status == 200 and "the oldest report" in body
+    finally:
+        with ledger.engine().begin() as conn:
+            conn.execute(delete(ledger.runs).where(ledger.runs.c.project == "many"))

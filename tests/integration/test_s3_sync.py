@@ -408,6 +408,11 @@ def test_sse_kms_etags_do_not_make_unchanged_files_travel_again(s3_endpoint, tmp
     small = "input/plate 1/well A1.tif"
     assert remote[small].etag != hashlib.md5((lan / small).read_bytes()).hexdigest()   # the endpoint is KMS-like
     assert remote["input/big.tif"].etag != file_etag(lan / "input/big.tif", 8 * 1024 * 1024)
+    # the big file's MD5 was computed while its parts went out, so it is a tag, not metadata
+    big_key = storage.tree("proj").key("input/big.tif")
+    big_md5 = hashlib.md5((lan / "input/big.tif").read_bytes()).hexdigest()
+    assert "sciops-md5" not in storage.client.head(big_key).meta
+    assert storage.client.get_tags(big_key) == {"sciops-md5": big_md5}
 
     assert sync_up(storage, lan, "proj").transferred == 0            # this machine sent them
     shutil.rmtree(tmp_path / "cache")                                 # another machine: no cache
