@@ -3,10 +3,14 @@
 // Argument: the path of a job file written by sciops_task.py:
 //   line 1: macro=<absolute path of the user's macro>
 //   line 2: args=<key=value pairs separated by TAB>   (user macro arguments)
-//   line 3+: <absolute input image path> TAB <absolute per-image output folder>
+//   line 3+: <absolute input image path> TAB <absolute per-image output folder> TAB <argument>
 //
-// The user's macro receives, through getArgument(), newline-separated key=value
-// lines: input=..., output=..., then the user's arguments.
+// The user's macro receives <argument> through getArgument() (its line breaks written as
+// the character 0x1f in the job file): newline-separated key=value lines (input=...,
+// output=..., then the user's arguments), or the run's macro_argument template filled in.
+//
+// After the macro, what it left and did not save is kept: a Results table with rows as
+// results.csv, a "Summary" table (Analyze Particles' summarize) as summary.csv.
 //
 // Bookkeeping lines on stdout (read by the task runner; tab-separated):
 //   SCIOPS_VERSION <ImageJ version>
@@ -28,10 +32,22 @@ for (i = 2; i < lines.length; i++) {
     parts = split(lines[i], "\t");
     input = parts[0];
     output = parts[1];
+    argument = "input=" + input + "\noutput=" + output + "\n" + extra;
+    if (parts.length > 2)
+        argument = replace(parts[2], fromCharCode(31), "\n");
     print("SCIOPS_BEGIN\t" + input);
     t0 = getTime();
-    ret = runMacro(userMacro, "input=" + input + "\noutput=" + output + "\n" + extra);
+    ret = runMacro(userMacro, argument);
     elapsed = getTime() - t0;
+    // the Summary table first: saveAs("Results") saves the front table, which it may be
+    if (isOpen("Summary")) {
+        if (!File.exists(output + "/summary.csv"))
+            Table.save(output + "/summary.csv", "Summary");
+        selectWindow("Summary");
+        run("Close");
+    }
+    if (nResults > 0 && !File.exists(output + "/results.csv"))
+        saveAs("Results", output + "/results.csv");
     // Leave nothing behind for the next image: images, the Results table, ROIs.
     run("Close All");
     run("Clear Results");

@@ -203,6 +203,8 @@ def tables_dir(work):
 #: Columns the chunk tables put before the macro's own; a macro column of the same name is kept
 #: as ``macro_<name>``.
 RESULT_KEYS = ("image", "task", "attempt")
+#: Lines a macro prints for one image that its log.txt keeps (a runaway print loop stays bounded).
+LOG_LINES_MAX = 10_000
 #: summary.csv's own columns (the runner's); the macro's summary columns of these names are dropped.
 SUMMARY_KEYS = ("image", "task", "attempt", "seconds", "n_results")
 
@@ -222,6 +224,53 @@ def read_csv_rows(path):
     keep = [i for i, c in enumerate(lines[0]) if c.strip() and not c.startswith("Unnamed:")]
     header = [lines[0][i] for i in keep]
     return header, [[r[i] if i < len(r) else "" for i in keep] for r in lines[1:]]
+
+
+def argument_for(template, image_path, output, macro_args):
+    """The string one image's macro gets from ``getArgument()``.
+
+    No template: ``input=...``, ``output=...`` and each macro argument as ``key=value`` lines (what
+    the shipped macros and ``#@`` parameters read). A template (``macro_argument``): that text with
+    ``{input}``, ``{output}``, ``{name}`` (the file's name), ``{stem}`` (without extension) and
+    ``{key}`` of each macro argument filled in, for a lab macro that splits its own argument string.
+    Macro argument values may name ``{input}`` etc. too (a ``#@ File image`` parameter: ``{input}``).
+    """
+    name = image_path.rsplit("/", 1)[-1]
+    fields = {"input": image_path, "output": output, "name": name, "stem": name.rsplit(".", 1)[0]}
+
+    def fill(text, extra):
+        for key, value in list(extra.items()) + list(fields.items()):
+            text = text.replace("{" + key + "}", value)
+        return text
+
+    args = [(k, fill(str(v), {})) for k, v in sorted(macro_args.items())]
+    if template is None:
+        return "\n".join(["input=" + image_path, "output=" + output] + ["%s=%s" % kv for kv in args])
+    return fill(template, dict(args))
+
+
+#: A line a macro printed that reads as a measurement: ``count: 42``, ``area = 3.5``, ``ratio=0.5``.
+LOG_MEASURE = re.compile(r"^\s*([A-Za-z][\w .%()/-]{0,60}?)\s*[:=]\s*(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def keep_log(outdir, lines):
+    """What the macro printed for this image: ``log.txt`` in its output folder, and, when the macro
+    wrote no ``summary.csv``, its ``name: number`` lines as one (macros that report by print())."""
+    if not lines:
+        return
+    with open(os.path.join(outdir, "log.txt"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    summary = os.path.join(outdir, "summary.csv")
+    found = {}
+    for line in lines:
+        m = LOG_MEASURE.match(line)
+        if m:
+            found[m.group(1).strip()] = m.group(2)
+    if found and not os.path.exists(summary):
+        with open(summary, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(list(found))
+            w.writerow(list(found.values()))
 
 
 class ChunkTable:
@@ -624,11 +673,14 @@ class ChunkRunner:
         with open(jobfile, "w", encoding="utf-8") as fh:
             fh.write("macro=%s\n" % self.m["macro_path"])
             fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.get("macro_args", {}).items())))
+            template, args = self.m.get("macro_argument"), self.m.get("macro_args", {})
             for img in images:
                 out = image_output_dir(self.work, img)
                 shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
                 os.makedirs(out)
-                fh.write("%s\t%s\n" % (os.path.join(self.m["input_dir"], img), out))
+                path = os.path.join(self.m["input_dir"], img)
+                # the argument's line breaks as \x1f: the job file is one image per line
+                fh.write("%s\t%s\t%s\n" % (path, out, argument_for(template, path, out, args).replace("\n", "\x1f")))
         xmx = heap_mb(int(self.m.get("memory_mb", 2048)))
         argv = launcher_argv(self.m["launcher"], xmx, home, tmp, self.m["driver_path"], jobfile)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
@@ -648,6 +700,7 @@ class ChunkRunner:
         current = None          # image being processed
         t_begin = 0.0
         errors = []             # error lines seen since BEGIN
+        printed = []            # the macro's other lines since BEGIN (its log.txt)
         last_activity = time.time()
         last_error_at = None
         ticks = cpu_ticks(proc.pid) or 0
@@ -674,14 +727,19 @@ class ChunkRunner:
                     self.version = parts[1]
                 elif tag == "SCIOPS_BEGIN" and len(parts) > 1:
                     current = by_path.get(parts[1], parts[1])
-                    t_begin, errors, last_error_at = now, [], None
+                    t_begin, errors, last_error_at, printed = now, [], None, []
                     self.begin(current)
                 elif tag == "SCIOPS_END" and current is not None:
-                    finished[current] = self.judge(current, now - t_begin, errors)
+                    # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
+                    # output is buffered), so the time between their arrivals missed up to a third of it
+                    seconds = int(parts[2]) / 1000.0 if len(parts) > 2 and parts[2].isdigit() else now - t_begin
+                    finished[current] = self.judge(current, seconds, errors, printed)
                     current = None
                 elif current is not None and ERROR_RE.search(line):
                     errors.append(line.strip())
                     last_error_at = now
+                elif current is not None and len(printed) < LOG_LINES_MAX:
+                    printed.append(line)
             if eof:
                 break
             # CPU sample once a second: a JVM busy computing is not stalled.
@@ -733,7 +791,11 @@ class ChunkRunner:
             return None
         return finished
 
-    def judge(self, image, seconds, errors):
+    def judge(self, image, seconds, errors, printed=()):
+        try:
+            keep_log(image_output_dir(self.work, image), list(printed))
+        except OSError as exc:
+            self.note("%s: could not keep what the macro printed: %s", image, exc)
         missing = outputs_missing(image_output_dir(self.work, image), self.expected)
         if errors:
             return self.record(image, "failed", seconds, errors[0])

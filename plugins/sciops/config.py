@@ -125,6 +125,10 @@ class RunConfig(BaseModel):
                                                           "shown": "(required)", "pattern": SAFE_NAME.pattern})
     macro: str = _param("count_nuclei", "A shipped macro (count_nuclei) or a file in the project, e.g. src/x.ijm")
     macro_args: dict[str, str | int | float | bool] = _param({}, "key: value arguments handed to the macro")
+    macro_argument: str | None = _param(None, "For a lab macro that splits its own getArgument() string: the "
+                                              "text it gets, with {input}, {output}, {name}, {stem} and "
+                                              "{<macro_args key>} filled in per image, e.g. '{input},{output},5' "
+                                              "(empty = key=value lines; docs/lab-macros.md)", shown="key=value lines")
     file_pattern: str = _param("*.tif,*.tiff", "Comma-separated globs under input/, case-insensitive; "
                                                "* also crosses folders")
     images_per_task: int = _param(25, "Images per array task (one JVM each)", ge=1, le=100_000)
@@ -228,6 +232,18 @@ class RunConfig(BaseModel):
                 raise ValueError(f"argument name {key!r} must be a word (letters, digits, '_')")
             if any(c in str(value) for c in "\t\n\r"):
                 raise ValueError(f"argument {key!r} may not contain tabs or newlines")
+        return v
+
+    @field_validator("macro_argument")
+    @classmethod
+    def _macro_argument(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if any(c in v for c in "\t\r\x1f\x00"):
+            raise ValueError("may not contain tabs or control characters (line breaks are fine)")
+        if "{input}" not in v and "{name}" not in v and "{stem}" not in v:
+            raise ValueError(f"{v!r} names no image: every image would get the same argument; put {{input}} "
+                             "(the image's path) where the macro expects it, e.g. '{input},{output}'")
         return v
 
     @field_validator("file_pattern")

@@ -27,6 +27,9 @@ from sciops import JOB_DIR, MACRO_DIR
 from sciops.errors import ConfigError
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
+#: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
+#: staged into the run's job folder with it.
+USES_TAG = re.compile(r"^//\s*@sciops\s+uses:\s*(.+)$", re.MULTILINE)
 
 
 def safe_run_id(run_id: str) -> str:
@@ -142,8 +145,25 @@ def chunk(images: list[str], size: int) -> list[list[str]]:
     return [images[i:i + size] for i in range(0, len(images), size)]
 
 
+def used_macros(macro: Path) -> list[Path]:
+    """The shipped macros ``macro`` names in its ``@sciops uses:`` line; ConfigError for one that is not shipped."""
+    names = [n for m in USES_TAG.finditer(macro.read_text(encoding="utf-8", errors="replace"))
+             for n in m.group(1).split()]
+    missing = [n for n in names if "/" in n or not (MACRO_DIR / n).is_file()]
+    if missing:
+        raise ConfigError([("macro", f"{macro.name} uses {', '.join(missing)}, which SciOps does not ship; "
+                                     f"shipped: {', '.join(sorted(p.name for p in MACRO_DIR.glob('*.ijm')))}")])
+    return [MACRO_DIR / n for n in names]
+
+
 def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
-    """Copy the runner, the driver and the macro into the run: a run is self-contained."""
+    """Copy the runner, the driver and the macro into the run: a run is self-contained.
+
+    ``macro_run`` is what ImageJ runs: the macro itself, or, for one with Fiji ``#@`` parameters,
+    ``<name>.headless.ijm`` beside it (:func:`sciops.macros.headless_source`).
+    """
+    from sciops.macros import headless_source
+
     job = work / "job"
     job.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -152,6 +172,14 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
         dest = job / src.name
         shutil.copyfile(src, dest)
         paths[key] = dest
+    for used in used_macros(macro):
+        shutil.copyfile(used, job / used.name)
+    text = macro.read_text(encoding="utf-8", errors="replace")
+    headless = headless_source(text)
+    paths["macro_run"] = paths["macro"]
+    if headless != text:
+        paths["macro_run"] = job / f"{macro.stem}.headless.ijm"
+        paths["macro_run"].write_text(headless, encoding="utf-8")
     return paths
 
 

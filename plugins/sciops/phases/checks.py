@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 from sciops import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, phase
-from sciops.project import Project, expected_outputs, match_images, safe_run_id, sha256, stage_job_files
+from sciops.project import MACRO_DIR, Project, expected_outputs, match_images, safe_run_id, sha256, stage_job_files
 from sciops.runinfo import RunInfo, backend_for, storage_for
 from sciops.storage import PROJECT_PARTS, get_storage
 
@@ -90,11 +90,28 @@ def check_project(conf: dict[str, Any], storage):
         raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
                                        f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
     macro = project.resolve_macro(cfg.macro)
+    check_headless(macro, cfg, project)
     if cfg.only_new:
         images = only_new(storage, project.name, images, sha256(macro), cfg.macro_args, listing)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
     return cfg, project, images, macro, listing, defaults
+
+
+def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> None:
+    """Refuse a macro that would wait for a person (a dialog) or whose ``#@`` parameters SciOps cannot give."""
+    from sciops.macros import MacroProblem, dialog_calls, missing_params
+    from sciops.project import used_macros
+
+    used_macros(macro)
+    text = macro.read_text(encoding="utf-8", errors="replace")
+    shown = macro.name if macro.parent == MACRO_DIR else macro.relative_to(project.root.resolve()).as_posix()
+    try:
+        problems = dialog_calls(text) + missing_params(text, set(cfg.macro_args))
+    except MacroProblem as exc:
+        problems = exc.problems
+    if problems:
+        raise ConfigError([("macro", f"{shown} line {line}: {message}") for line, message in sorted(problems)[:20]])
 
 
 def only_new(storage, project: str, images: list[str], macro_sha: str, macro_args: dict[str, Any],
@@ -235,7 +252,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
             with info.backend() as backend:
                 manifest = dict(manifest_of(info, backend, project, job, chunks=[], expected=expected_outputs(macro)),
                                 launcher=smoke_launcher, input_dir=str(project.input_dir),
-                                macro_path=str(job["macro"]), driver_path=str(job["driver"]))
+                                macro_path=str(job["macro_run"]), driver_path=str(job["driver"]))
             summary = smoke_run(manifest, smoke_candidates(project.input_dir, images, cfg.memory_mb))
             info = info.model_copy(update={"imagej_version": summary.get("imagej_version")})
         elif cfg.smoke_test:

@@ -21,8 +21,9 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
     return {
         "run_id": info.run_id, "project": project.name, "run_dir": on_cluster(info.run_dir),
         "work_dir": on_cluster(Path(info.run_dir, "work")), "input_dir": on_cluster(project.input_dir),
-        "macro_path": on_cluster(job["macro"]), "driver_path": on_cluster(job["driver"]),
+        "macro_path": on_cluster(job.get("macro_run", job["macro"])), "driver_path": on_cluster(job["driver"]),
         "macro_args": {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.macro_args.items()},
+        "macro_argument": cfg.macro_argument,
         "expected_outputs": expected, "chunks": chunks, "memory_mb": cfg.memory_mb,
         "image_timeout_s": cfg.image_timeout_s, "stall_seconds": cfg.stall_seconds,
         "max_attempts": cfg.max_attempts, "backend": cfg.backend,
@@ -74,6 +75,8 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
                         plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
         path = write_json(work / "manifest.json", manifest)
         write_json(work / "images.json", ids)   # what record adds to the processed-images index
+        # what a progress poll needs, without parsing the manifest's image lists (9 MB at 100,000 images)
+        write_json(work / "plan.json", {"images": len(images), "tasks": len(chunks), "budget": manifest["budget"]})
         if not backend.shares_files:
             backend.send_run(info, dirs)
     log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)

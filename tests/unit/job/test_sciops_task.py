@@ -72,7 +72,7 @@ def fake_imagej_run(tmp_path, images, cases):
     fake.write_text("""#!/bin/sh
 job="${10}"
 echo "SCIOPS_VERSION\t9.99z"
-tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out; do
+tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out argument; do
   echo "SCIOPS_BEGIN\t$input"
   case "$input" in
     %s

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Benchmark: the shipped macros' accuracy on images with known answers, and seconds per image.
+
+Each macro runs through the real task runner and driver (``sciops_task.main``, one JVM per
+set, ImageJ 1 under Xvfb), as a run's array task would:
+
+* **count_nuclei** on BBBC002 (../shared/data/bbbc002: 50 DAPI images, two human counts each;
+  Ljosa et al., Nature Methods 9:637, 2012): mean absolute relative error against the mean of the
+  two counters, per image, with today's macro and, in the same run, the macro as ``--baseline-rev``
+  had it (from git); and both on the CellProfiler example DNA images (no published count: the
+  two versions' counts side by side, so a change shows).
+* **percent_positive** on ../shared/data/cellprofiler-examples/ExamplePercentPositive (DNA ``d0`` +
+  pH3 ``d1``, Moffat et al., Cell 124:1283, 2006; CC0): nuclei, positive, fraction. The example's
+  README gives no counts (CellProfiler's pipeline reports them only when run), so these figures
+  are reported, not scored.
+* **percent_positive**, **cell_death** and **ki67_dab** on synthetic images with known truth
+  (``sciops.synthetic``: non-touching disks; marker images where the positives are 110–200 and the
+  negatives 20–45 over a background of ~10; brightfield RGB made by the Beer–Lambert law from
+  Ruifrok & Johnston's haematoxylin and DAB vectors, positives with DAB density 0.6–1.0): share of
+  images with the exact count and exact positive count, mean absolute error of the fraction.
+
+Writes bench/results/macros.json. Run: ``python bench/bench_macros.py`` (after scripts/setup.sh).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include" / "job")]
+
+import sciops_task as st  # noqa: E402
+
+from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
+from sciops.imagej import detect_launcher  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "bench" / "results" / "macros.json"
+
+
+def run_macro(macro: Path, input_dir: Path, images: list[str], launcher: dict, macro_args=None,
+              per_task: int = 1000) -> tuple[dict[str, dict], float]:
+    """Each image's summary row (None when it failed) and the seconds per image (the macro's own)."""
+    import csv
+
+    with tempfile.TemporaryDirectory(prefix="sciops-bench-macros-") as tmp:
+        chunks = [images[i:i + per_task] for i in range(0, len(images), per_task)]
+        manifest = {"run_id": "bench", "work_dir": f"{tmp}/work", "run_dir": tmp, "input_dir": str(input_dir),
+                    "macro_path": str(macro), "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": chunks,
+                    "expected_outputs": ["results.csv", "summary.csv"], "launcher": launcher, "memory_mb": 1536,
+                    "image_timeout_s": 300, "stall_seconds": 60, "macro_args": macro_args or {}}
+        mpath = Path(tmp, "manifest.json")
+        mpath.write_text(json.dumps(manifest))
+        for t in range(1, len(chunks) + 1):
+            rc = st.main(["--manifest", str(mpath), "--task", str(t)])
+            assert rc == 0, f"{macro.name}: task {t} exited {rc}"
+        rows, seconds = {}, []
+        for t in range(1, len(chunks) + 1):
+            for image, rec in st.read_statuses(st.status_path(f"{tmp}/work", t)).items():
+                seconds.append(rec["seconds"])
+                path = Path(st.image_output_dir(f"{tmp}/work", image), "summary.csv")
+                rows[image] = next(csv.DictReader(path.open())) if rec["status"] == "ok" else None
+        return rows, statistics.median(seconds)
+
+
+def human_counts() -> dict[str, float]:
+    lines = (DATA / "bbbc002" / "BBBC002_v1_counts.txt").read_text().replace("\r", "").splitlines()[1:]
+    return {name + ".TIF": (float(a) + float(b)) / 2 for name, a, b in (ln.split("\t")[:3] for ln in lines)}
+
+
+def count_nuclei(launcher: dict, baseline_rev: str) -> dict:
+    old = subprocess.run(["git", "-C", str(REPO), "show", f"{baseline_rev}:include/fiji_macros/count_nuclei.ijm"],
+                         capture_output=True, text=True, check=True).stdout
+    truth = human_counts()
+    images = sorted(truth)
+    out: dict = {"data": "BBBC002v1 (Ljosa et al., Nature Methods 9:637, 2012)", "baseline_rev": baseline_rev,
+                 "reference": "mean of the two human counters", "goal_mean_abs_relative_error": 0.10}
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = Path(tmp, "count_nuclei_baseline.ijm")
+        baseline.write_text(old)
+        for label, macro in (("current", MACRO_DIR / "count_nuclei.ijm"), ("baseline", baseline)):
+            rows, sec = run_macro(macro, DATA / "bbbc002", images, launcher)
+            counts = {img: int(r["count"]) for img, r in rows.items() if r}
+            errors = {img: (counts[img] - truth[img]) / truth[img] for img in counts}
+            out[label] = {"images_counted": len(counts), "median_seconds_per_image": sec,
+                          "mean_abs_relative_error": statistics.mean(abs(e) for e in errors.values()),
+                          "mean_relative_error": statistics.mean(errors.values()),
+                          "per_image": {img: {"count": counts.get(img), "human_mean": truth[img],
+                                              "relative_error": round(errors[img], 4) if img in errors else None}
+                                        for img in images}}
+            examples = {}
+            for folder in ("ExampleHuman", "ExamplePercentPositive"):
+                d = DATA / "cellprofiler-examples" / folder / "images"
+                dna = sorted(p.name for p in d.glob("*d0.tif"))
+                got, _ = run_macro(macro, d, dna, launcher)
+                examples.update({f"{folder}/{img}": int(r["count"]) if r else None for img, r in got.items()})
+            out[label]["cellprofiler_examples_counts"] = examples
+            print(f"  count_nuclei {label}: MARE {out[label]['mean_abs_relative_error']:.3f} "
+                  f"(bias {out[label]['mean_relative_error']:+.3f}), {sec:.3f} s/image; examples {examples}",
+                  flush=True)
+    human_gap = [abs(a - b) / ((a + b) / 2) for a, b in
+                 ((float(x), float(y)) for x, y in (ln.split("\t")[1:3] for ln in (
+                     DATA / "bbbc002" / "BBBC002_v1_counts.txt").read_text().replace("\r", "").splitlines()[1:]))]
+    out["human_vs_human_mean_abs_relative_difference"] = statistics.mean(human_gap)
+    out["goal_met"] = out["current"]["mean_abs_relative_error"] <= 0.10
+    return out
+
+
+def scored(rows: dict[str, dict], truth: dict[str, tuple[int, int]], n_key: str, pos_key: str,
+           frac_key: str) -> dict:
+    exact_n = sum(1 for img, (n, _) in truth.items() if rows.get(img) and int(rows[img][n_key]) == n)
+    exact_p = sum(1 for img, (_, p) in truth.items() if rows.get(img) and int(rows[img][pos_key]) == p)
+    frac_err = [abs(float(rows[img][frac_key]) - p / n) for img, (n, p) in truth.items() if rows.get(img)]
+    return {"images": len(truth), "exact_count_share": exact_n / len(truth),
+            "exact_positive_share": exact_p / len(truth),
+            "mean_abs_fraction_error": statistics.mean(frac_err) if frac_err else None}
+
+
+def synthetic(launcher: dict, n_images: int) -> dict:
+    import random
+
+    from sciops.synthetic import make_dab_images, make_marker_pairs
+
+    rng = random.Random(17)
+    specs = {}
+    for i in range(n_images):
+        n = rng.randint(5, 25)
+        specs[f"img{i:03d}"] = (n, rng.choice([0, n]) if i % 10 == 0 else rng.randint(0, n))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = Path(tmp, "pairs")
+        make_marker_pairs(pairs, specs, size=256)
+        rows, sec = run_macro(MACRO_DIR / "percent_positive.ijm", pairs, [f"{s}_d0.tif" for s in specs], launcher)
+        truth = {f"{s}_d0.tif": v for s, v in specs.items()}
+        out["percent_positive"] = {**scored(rows, truth, "nuclei", "positive", "fraction_positive"),
+                                   "median_seconds_per_image": sec}
+        dead = Path(tmp, "dead")
+        make_marker_pairs(dead, specs, size=256, suffixes=("Hoechst", "PI"))
+        rows, sec = run_macro(MACRO_DIR / "cell_death.ijm", dead, [f"{s}_Hoechst.tif" for s in specs], launcher,
+                              {"nuclei_suffix": "Hoechst", "marker_suffix": "PI"})
+        truth = {f"{s}_Hoechst.tif": v for s, v in specs.items()}
+        out["cell_death"] = {**scored(rows, truth, "nuclei", "dead", "dead_fraction"),
+                             "median_seconds_per_image": sec}
+        dab = Path(tmp, "dab")
+        make_dab_images(dab, {f"{s}.tif": v for s, v in specs.items()}, size=256)
+        rows, sec = run_macro(MACRO_DIR / "ki67_dab.ijm", dab, [f"{s}.tif" for s in specs], launcher)
+        truth = {f"{s}.tif": v for s, v in specs.items()}
+        out["ki67_dab"] = {**scored(rows, truth, "nuclei", "positive", "ki67_index"),
+                           "median_seconds_per_image": sec}
+    out["note"] = ("1 image in 10 has no positive nucleus or only positive ones: percent_positive's and "
+                   "cell_death's 'auto' threshold counts none positive on a one-class image by design "
+                   "(see the macro's header), so those all-positive images are expected misses")
+    for name in ("percent_positive", "cell_death", "ki67_dab"):
+        print(f"  {name} synthetic: {json.dumps(out[name])}", flush=True)
+    return out
+
+
+def percent_positive_example(launcher: dict) -> dict:
+    d = DATA / "cellprofiler-examples" / "ExamplePercentPositive" / "images"
+    images = sorted(p.name for p in d.glob("*d0.tif"))
+    rows, sec = run_macro(MACRO_DIR / "percent_positive.ijm", d, images, launcher)
+    out = {"data": "CellProfiler ExamplePercentPositive (Moffat et al., Cell 124:1283, 2006; CC0)",
+           "scored": False, "why": "the example's README gives no counts; CellProfiler reports them only when its "
+                                   "pipeline is run",
+           "median_seconds_per_image": sec,
+           "per_image": {img: {k: r[k] for k in ("nuclei", "positive", "fraction_positive", "marker_threshold")}
+                         if r else None for img, r in rows.items()}}
+    print(f"  percent_positive on ExamplePercentPositive: {json.dumps(out['per_image'])}", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="count_nuclei,example,synthetic")
+    ap.add_argument("--baseline-rev", default="HEAD", help="git revision whose count_nuclei is the baseline")
+    ap.add_argument("--synthetic-images", type=int, default=40)
+    args = ap.parse_args()
+    launcher = detect_launcher("imagej1")
+    if not launcher or not DATA.is_dir():
+        sys.exit("needs ImageJ (scripts/setup.sh) and ../shared/data")
+    result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    result.update({"benchmark": "macros"})
+    t0 = time.perf_counter()
+    for part in args.parts.split(","):
+        print(f"{part}:", flush=True)
+        if part == "count_nuclei":
+            result["count_nuclei"] = count_nuclei(launcher, args.baseline_rev)
+        elif part == "example":
+            result["percent_positive_example"] = percent_positive_example(launcher)
+        elif part == "synthetic":
+            result["synthetic"] = synthetic(launcher, args.synthetic_images)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=1))
+    print(f"wrote {RESULTS} in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
