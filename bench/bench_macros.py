@@ -117,9 +117,16 @@ def scored(rows: dict[str, dict], truth: dict[str, tuple[int, int]], n_key: str,
     exact_n = sum(1 for img, (n, _) in truth.items() if rows.get(img) and int(rows[img][n_key]) == n)
     exact_p = sum(1 for img, (_, p) in truth.items() if rows.get(img) and int(rows[img][pos_key]) == p)
     frac_err = [abs(float(rows[img][frac_key]) - p / n) for img, (n, p) in truth.items() if rows.get(img)]
+    mixed = {img: (n, p) for img, (n, p) in truth.items() if 0 < p < n}
     return {"images": len(truth), "exact_count_share": exact_n / len(truth),
             "exact_positive_share": exact_p / len(truth),
-            "mean_abs_fraction_error": statistics.mean(frac_err) if frac_err else None}
+            "mean_abs_fraction_error": statistics.mean(frac_err) if frac_err else None,
+            "images_with_both_classes": len(mixed),
+            "exact_positive_share_with_both_classes": sum(
+                1 for img, (_, p) in mixed.items() if rows.get(img) and int(rows[img][pos_key]) == p) / len(mixed),
+            "wrong": {img: {"truth": list(truth[img]), "got": [rows[img][n_key], rows[img][pos_key]] if rows.get(img)
+                            else None} for img in truth
+                      if not rows.get(img) or int(rows[img][pos_key]) != truth[img][1]}}
 
 
 def synthetic(launcher: dict, n_images: int) -> dict:
@@ -153,11 +160,13 @@ def synthetic(launcher: dict, n_images: int) -> dict:
         truth = {f"{s}.tif": v for s, v in specs.items()}
         out["ki67_dab"] = {**scored(rows, truth, "nuclei", "positive", "ki67_index"),
                            "median_seconds_per_image": sec}
-    out["note"] = ("1 image in 10 has no positive nucleus or only positive ones: percent_positive's and "
-                   "cell_death's 'auto' threshold counts none positive on a one-class image by design "
-                   "(see the macro's header), so those all-positive images are expected misses")
+    out["note"] = ("1 image in 10 has no positive nucleus or only positive ones (and a few more by chance): "
+                   "percent_positive's and cell_death's 'auto' threshold counts none positive on a one-class "
+                   "image by design (see the macro's header), so all-positive images are expected misses "
+                   "('wrong' lists each miss)")
     for name in ("percent_positive", "cell_death", "ki67_dab"):
-        print(f"  {name} synthetic: {json.dumps(out[name])}", flush=True)
+        print(f"  {name} synthetic: {json.dumps({k: v for k, v in out[name].items() if k != 'wrong'})}; "
+              f"wrong: {json.dumps(out[name]['wrong'])}", flush=True)
     return out
 
 

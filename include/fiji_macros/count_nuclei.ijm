@@ -1,18 +1,26 @@
 // @sciops outputs: results.csv summary.csv
-// Count nuclei in a fluorescence (DNA/DAPI) image.
+// Count nuclei in a fluorescence (DNA/DAPI/Hoechst) image: bright nuclei on a dark background,
+// 8- or 16-bit, any magnification (an inverting LUT is undone; the first plane of a stack is used).
 //
-// Threshold (auto method, dark background) -> fill holes -> watershed ->
-// Analyze Particles. Writes, into the folder given as output=:
+// Threshold (auto method, dark background) -> fill holes -> watershed -> Analyze Particles.
+// The blur and the smallest object kept follow the image's typical nucleus (the median area of a
+// first rough segmentation, radius r): blur sigma = r / 4, enough to merge a textured nucleus's
+// speckles without merging neighbours; smallest object = 10 % of the typical area (a disk of
+// radius r / 3: smaller is debris). On BBBC002 this took the mean absolute relative error against
+// the two human counters from 11.7 % (fixed sigma 1, 30 px) to 6.7 %: bench/bench_macros.py.
+//
+// Writes, into the folder given as output=:
 //   results.csv  one row per object: Area, Mean (intensity on the original image), X, Y
 //   summary.csv  one row: count, mean_area, mean_intensity
 //
 // Arguments (key=value, one per line, given by the SciOps driver):
 //   input=<image>  output=<folder>           (always)
 //   threshold=Otsu        any ImageJ auto-threshold method
-//   min_size=30           smallest object kept, in pixels
-//   sigma=1               Gaussian blur before thresholding (0 = none)
-//   background=0          rolling-ball background subtraction radius in pixels (0 = none);
-//                         for uneven illumination, e.g. 50
+//   min_size=auto         smallest object kept, in pixels (auto: 10 % of the typical nucleus)
+//   sigma=auto            Gaussian blur before thresholding, in pixels (auto: typical radius / 4;
+//                         0 = none)
+//   background=0          rolling-ball background subtraction radius in pixels (0 = none; auto =
+//                         5 typical radii); for uneven illumination
 //   watershed=true        split touching nuclei
 function arg(key, dflt) {
     lines = split(getArgument(), "\n");
@@ -25,9 +33,9 @@ function arg(key, dflt) {
 input = arg("input", "");
 output = arg("output", "");
 method = arg("threshold", "Otsu");
-minSize = arg("min_size", "30");
-sigma = parseFloat(arg("sigma", "1"));
-background = parseFloat(arg("background", "0"));
+minSize = arg("min_size", "auto");
+sigma = arg("sigma", "auto");
+background = arg("background", "0");
 watershed = arg("watershed", "true");
 
 open(input);
@@ -42,6 +50,41 @@ if (is("Inverting LUT"))
 // a title with "]" or spaces would break the redirect=[...] option below: give it a plain one
 rename("sciops_original");
 orig = getTitle();
+// The typical nucleus, from a first rough segmentation: its median area sets the blur and the
+// smallest object kept, so the same defaults hold at any magnification.
+typical = NaN;
+if (sigma == "auto" || minSize == "auto" || background == "auto") {
+    selectWindow(orig);
+    run("Duplicate...", "title=probe");
+    run("Gaussian Blur...", "sigma=1");
+    setAutoThreshold(method + " dark");
+    setOption("BlackBackground", true);
+    run("Convert to Mask");
+    run("Fill Holes");
+    run("Set Measurements...", "area decimal=3");
+    run("Analyze Particles...", "size=10-Infinity display clear");
+    if (nResults > 0) {
+        areas = newArray(nResults);
+        for (i = 0; i < nResults; i++)
+            areas[i] = getResult("Area", i);
+        Array.sort(areas);
+        typical = areas[floor(nResults / 2)];
+    }
+    close("probe");
+    run("Clear Results");
+    selectWindow(orig);
+}
+radius = 8;
+if (!isNaN(typical))
+    radius = sqrt(typical / PI);
+if (sigma == "auto")
+    sigma = maxOf(1, radius / 4);
+if (minSize == "auto")
+    minSize = maxOf(10, round(PI * radius * radius * 0.10));
+if (background == "auto")
+    background = round(radius * 5);
+sigma = parseFloat(sigma);
+background = parseFloat(background);
 run("Duplicate...", "title=mask");
 if (background > 0)
     run("Subtract Background...", "rolling=" + background);

@@ -22,12 +22,14 @@
 //   watershed=true                           split touching nuclei
 //   marker_threshold=auto                    a nucleus is positive when its mean marker intensity is
 //                                            above this number. "auto": Otsu's split of the
-//                                            per-nucleus means into two classes, kept only when the
-//                                            bright class is at least three times as far above the marker's
-//                                            background as the dim one; otherwise the image holds one
-//                                            class and none is counted positive. An image may hold only
-//                                            positive nuclei (a control well)? Give a number, e.g. the
-//                                            threshold "auto" found on a mixed image of the same stain.
+//                                            per-nucleus means (on the log of their height above the
+//                                            marker's background) into two classes, kept only when the
+//                                            bright class stands (geometric mean) at least three times
+//                                            as high above the background as the dim one; otherwise the
+//                                            image holds one class and none is counted positive.
+//                                            An image may hold only positive nuclei (a control
+//                                            well)? Give a number, e.g. the threshold "auto" found
+//                                            on a mixed image of the same stain.
 //
 // Writes, into output=:
 //   results.csv  one row per nucleus: Area, Mean (marker), X, Y, positive (1/0)
@@ -52,37 +54,41 @@ function plane(c, title) {
     run("Duplicate...", "title=" + title);
 }
 
-// Otsu's split of the per-nucleus values into a low and a high class (the cut that maximises the
-// between-class variance, halfway between the two values it falls between), computed on the values
-// themselves, not on a 256-bin histogram; NaN when they do not form two classes: the high class's
-// mean is less than three times as far above the background as the low class's.
+// Otsu's split of the per-nucleus values into a dim and a bright class, made on the logarithm of
+// their height above the background (a marker is many times brighter in a positive nucleus, and on
+// that scale one negative among twenty positives is still split off rather than the positives
+// being cut in two), at the cut that maximises the between-class variance, halfway between the two
+// values it falls between. NaN when they do not form two classes: the bright class's mean height
+// is less than three times the dim class's.
 function splitValues(values, background) {
     n = values.length;
     if (n < 2)
         return NaN;
     v = Array.copy(values);
     Array.sort(v);
+    lv = newArray(n);
     total = 0;
-    for (i = 0; i < n; i++)
-        total += v[i];
+    for (i = 0; i < n; i++) {
+        lv[i] = log(maxOf(v[i] - background, 1));
+        total += lv[i];
+    }
     best = -1;
     at = -1;
     sumLow = 0;
-    for (k = 1; k < n; k++) {       // low class: v[0] .. v[k - 1]
-        sumLow += v[k - 1];
-        if (v[k] > v[k - 1]) {
+    for (k = 1; k < n; k++) {       // dim class: v[0] .. v[k - 1]
+        sumLow += lv[k - 1];
+        if (lv[k] > lv[k - 1]) {
             m0 = sumLow / k;
             m1 = (total - sumLow) / (n - k);
             between = k * (n - k) * (m1 - m0) * (m1 - m0);
             if (between > best) {
                 best = between;
                 at = k;
-                low = m0;
-                high = m1;
+                gap = m1 - m0;
             }
         }
     }
-    if (at < 0 || high - background < 3 * (low - background))
+    if (at < 0 || gap < log(3))
         return NaN;
     return (v[at - 1] + v[at]) / 2;
 }
