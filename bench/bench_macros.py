@@ -9,6 +9,9 @@ set, ImageJ 1 under Xvfb), as a run's array task would:
   two counters, per image, with today's macro and, in the same run, the macro as ``--baseline-rev``
   had it (from git); and both on the CellProfiler example DNA images (no published count: the
   two versions' counts side by side, so a change shows).
+* **count_nuclei robustness**: with its defaults on generated images it was never tuned on: nuclei of
+  radius 4 and 14 px (other magnifications), a left-to-right illumination falloff to 35 % (and the
+  same with ``background=auto``), an inverting LUT, 16-bit.
 * **percent_positive** on ../shared/data/cellprofiler-examples/ExamplePercentPositive (DNA ``d0`` +
   pH3 ``d1``, Moffat et al., Cell 124:1283, 2006; CC0): nuclei, positive, fraction. The example's
   README gives no counts (CellProfiler's pipeline reports them only when run), so these figures
@@ -170,6 +173,52 @@ def synthetic(launcher: dict, n_images: int) -> dict:
     return out
 
 
+def robustness(launcher: dict, per_variant: int = 10) -> dict:
+    """count_nuclei with its defaults on nucleus images it was not tuned on: other magnifications
+    (nuclei of radius 4 and 14 px), uneven illumination (a left-to-right falloff to 35 %), an
+    inverting LUT (min-is-white TIFF), 16-bit; exact-count share and mean absolute relative error."""
+    import random
+
+    import numpy as np
+    import tifffile
+
+    from sciops.synthetic import nuclei_image
+
+    rng = random.Random(23)
+    out = {}
+    variants = {"plain": {}, "small_nuclei": {"radius": 4}, "large_nuclei": {"radius": 14, "size": 512},
+                "uneven_illumination": {"falloff": 0.35}, "inverted_lut": {"invert": True}, "16_bit": {"bits": 16}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, v in variants.items():
+            folder = Path(tmp, name)
+            folder.mkdir()
+            truth = {}
+            for i in range(per_variant):
+                n = rng.randint(5, 40 if v.get("radius", 7) <= 7 else 25)
+                img = nuclei_image(n, size=v.get("size", 256), radius=v.get("radius", 7), seed=1000 + i)
+                if "falloff" in v:
+                    img = img * np.linspace(v["falloff"], 1.0, img.shape[1])[None, :]
+                path = folder / f"{name}{i:02d}.tif"
+                if v.get("invert"):
+                    tifffile.imwrite(path, (255 - img).astype(np.uint8), photometric="miniswhite")
+                elif v.get("bits") == 16:
+                    tifffile.imwrite(path, (img * 200).astype(np.uint16))
+                else:
+                    tifffile.imwrite(path, img.astype(np.uint8))
+                truth[path.name] = n
+            for label, args in (("defaults", {}), ("background=auto", {"background": "auto"})):
+                if label != "defaults" and "falloff" not in v:
+                    continue
+                rows, sec = run_macro(MACRO_DIR / "count_nuclei.ijm", folder, sorted(truth), launcher, args)
+                errs = {img: (int(r["count"]) - truth[img]) / truth[img] for img, r in rows.items() if r}
+                out[f"{name} ({label})"] = {
+                    "images": len(truth), "counted": len(errs),
+                    "exact_count_share": sum(1 for e in errs.values() if e == 0) / len(truth),
+                    "mean_abs_relative_error": statistics.mean(abs(e) for e in errs.values()) if errs else None}
+                print(f"  count_nuclei {name} ({label}): {json.dumps(out[f'{name} ({label})'])}", flush=True)
+    return out
+
+
 def percent_positive_example(launcher: dict) -> dict:
     d = DATA / "cellprofiler-examples" / "ExamplePercentPositive" / "images"
     images = sorted(p.name for p in d.glob("*d0.tif"))
@@ -186,7 +235,7 @@ def percent_positive_example(launcher: dict) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", default="count_nuclei,example,synthetic")
+    ap.add_argument("--parts", default="count_nuclei,robustness,example,synthetic")
     ap.add_argument("--baseline-rev", default="HEAD", help="git revision whose count_nuclei is the baseline")
     ap.add_argument("--synthetic-images", type=int, default=40)
     args = ap.parse_args()
@@ -200,6 +249,8 @@ def main() -> int:
         print(f"{part}:", flush=True)
         if part == "count_nuclei":
             result["count_nuclei"] = count_nuclei(launcher, args.baseline_rev)
+        elif part == "robustness":
+            result["count_nuclei_robustness"] = robustness(launcher)
         elif part == "example":
             result["percent_positive_example"] = percent_positive_example(launcher)
         elif part == "synthetic":

@@ -45,8 +45,10 @@ if (nSlices > 1)
     run("Duplicate...", "title=plane");   // first plane of a stack
 if (bitDepth() == 24)
     run("8-bit");
-if (is("Inverting LUT"))
+if (is("Inverting LUT")) {   // stored dark-on-light, shown light-on-dark: make the values what is shown
     run("Invert LUT");
+    run("Invert");
+}
 // a title with "]" or spaces would break the redirect=[...] option below: give it a plain one
 rename("sciops_original");
 orig = getTitle();

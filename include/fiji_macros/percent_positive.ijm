@@ -133,8 +133,10 @@ if (nSlices > 1) {
     rename("sciops_marker");
 }
 selectWindow("sciops_nuclei");
-if (is("Inverting LUT"))
+if (is("Inverting LUT")) {   // stored dark-on-light, shown light-on-dark: make the values what is shown
     run("Invert LUT");
+    run("Invert");
+}
 run("Duplicate...", "title=sciops_mask");
 if (sigma > 0)
     run("Gaussian Blur...", "sigma=" + sigma);
