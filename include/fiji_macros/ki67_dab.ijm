@@ -5,7 +5,8 @@
 // its mean DAB density passes dab_threshold.
 //
 // Images it expects: 8-bit RGB brightfield (TIFF, PNG, JPEG), light background, haematoxylin
-// counterstain (blue) with DAB (brown) on the positive nuclei.
+// counterstain (blue) with DAB (brown) on the positive nuclei: a nuclear stain such as Ki67. A
+// membrane or cytoplasm stain (HER2, FHL2) surrounds the nuclei with DAB and reads as positive.
 //
 // Arguments (key=value lines, given by the SciOps driver):
 //   input=<image>  output=<folder>        (always)
