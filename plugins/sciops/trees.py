@@ -207,6 +207,9 @@ class Tree(ABC):
         """The content's MD5 when the tree has it without reading the file (a local tree's cache)."""
         return None
 
+    def learned_md5(self, rel: str, entry: Entry, md5: str) -> None:
+        """The content's MD5, computed elsewhere (while the file was sent): kept where the tree keeps them."""
+
     def remember(self, rel: str, etag: str | None, md5: str | None) -> None:
         """The object with ``etag`` holds content with this MD5 (this machine sent or fetched it)."""
 
@@ -290,7 +293,6 @@ class LocalTree(Tree):
         return self.cache.get(rel, entry, None)
 
     def learned_md5(self, rel: str, entry: Entry, md5: str) -> None:
-        """The MD5 computed while the file was sent: cached like one :meth:`checksum` computed."""
         self.cache.put(rel, entry.size, entry.mtime_ns, None, md5)
 
     def object_md5(self, rel: str, etag: str | None) -> str | None:
