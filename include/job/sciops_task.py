@@ -226,7 +226,20 @@ def read_csv_rows(path):
     return header, [[r[i] if i < len(r) else "" for i in keep] for r in lines[1:]]
 
 
-def argument_for(template, image_path, output, macro_args):
+#: A unit of work read through Bio-Formats: ``<file>#<series>`` (0-based, as Bio-Formats counts),
+#: ``<file>#<series>c<channel>`` when each channel is a unit of its own (1-based, as ImageJ counts).
+UNIT_RE = re.compile(r"^(.+)#(\d+)(?:c(\d+))?$")
+
+
+def unit_parts(unit):
+    """``(file, series, channel)`` of a unit of work; series and channel None for a plain image."""
+    m = UNIT_RE.match(unit)
+    if not m:
+        return unit, None, None
+    return m.group(1), int(m.group(2)), (int(m.group(3)) if m.group(3) else None)
+
+
+def argument_for(template, image_path, output, macro_args, opened=None):
     """The string one image's macro gets from ``getArgument()``.
 
     No template: ``input=...``, ``output=...`` and each macro argument as ``key=value`` lines (what
@@ -234,9 +247,17 @@ def argument_for(template, image_path, output, macro_args):
     ``{input}``, ``{output}``, ``{name}`` (the file's name), ``{stem}`` (without extension) and
     ``{key}`` of each macro argument filled in, for a lab macro that splits its own argument string.
     Macro argument values may name ``{input}`` etc. too (a ``#@ File image`` parameter: ``{input}``).
+
+    ``opened``: for a unit read through Bio-Formats, ``{"input": the plain TIFF the driver writes of
+    the series (and channel), "source": the file, "series": ..., "channel": ...}``; the macro's
+    ``input`` is then that TIFF (a plain ``open(input)`` works), ``name``/``stem`` the file's.
     """
     name = image_path.rsplit("/", 1)[-1]
     fields = {"input": image_path, "output": output, "name": name, "stem": name.rsplit(".", 1)[0]}
+    extra_lines = []
+    if opened:
+        fields.update({k: str(v) for k, v in opened.items()})
+        extra_lines = ["%s=%s" % (k, fields[k]) for k in ("source", "series", "channel")]
 
     def fill(text, extra):
         for key, value in list(extra.items()) + list(fields.items()):
@@ -245,7 +266,7 @@ def argument_for(template, image_path, output, macro_args):
 
     args = [(k, fill(str(v), {})) for k, v in sorted(macro_args.items())]
     if template is None:
-        return "\n".join(["input=" + image_path, "output=" + output] + ["%s=%s" % kv for kv in args])
+        return "\n".join(["input=" + fields["input"], "output=" + output] + extra_lines + ["%s=%s" % kv for kv in args])
     return fill(template, dict(args))
 
 
@@ -509,6 +530,8 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
     """
     props = ["-Duser.home=" + home, "-Djava.io.tmpdir=" + tmp]
     kind = launcher.get("kind", "imagej1")
+    if kind == "imagej1" and launcher.get("plugins_dir"):   # Bio-Formats (scripts/bioformats.sh)
+        props.append("-Dplugins.dir=" + launcher["plugins_dir"])
     if kind == "fiji":
         return [launcher["fiji"], "--headless", "--console", "--mem=%dm" % xmx] + props + [
             "--", "-port0", "-batch", driver, jobfile]
@@ -516,6 +539,21 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
         return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + props + [
             "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
     raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)
+
+
+def bioformats_version(launcher):
+    """The version of the Bio-Formats jar an ImageJ 1 launch is given (its manifest), or None."""
+    import zipfile
+
+    if not launcher.get("plugins_dir"):
+        return None
+    try:
+        with zipfile.ZipFile(os.path.join(launcher["plugins_dir"], "plugins", "bioformats_package.jar")) as jar:
+            text = jar.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("Implementation-Version:")), None)
 
 
 class ChunkRunner:
@@ -616,6 +654,10 @@ class ChunkRunner:
         if len(remaining) < len(self.images):
             self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
                       len(self.images))
+        unreadable = self.m.get("unreadable") or {}
+        for img in [img for img in remaining if img in unreadable]:   # validate found it unreadable (skip_unreadable)
+            self.record(img, "failed", 0.0, unreadable[img])
+            remaining.remove(img)
         deaths = self.earlier_deaths()
         for img in [img for img in remaining if deaths.get(img, 0) >= DEATHS_TO_BLAME]:
             self.record(img, "failed", 0.0, "the task died while processing this image in %d attempts (a memory "
@@ -674,13 +716,22 @@ class ChunkRunner:
             fh.write("macro=%s\n" % self.m["macro_path"])
             fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.get("macro_args", {}).items())))
             template, args = self.m.get("macro_argument"), self.m.get("macro_args", {})
-            for img in images:
+            for k, img in enumerate(images):
                 out = image_output_dir(self.work, img)
                 shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
                 os.makedirs(out)
-                path = os.path.join(self.m["input_dir"], img)
+                rel, series, channel = unit_parts(img)
+                path = os.path.join(self.m["input_dir"], rel)
+                opened, how = None, ""
+                if series is not None:   # the driver reads it through Bio-Formats into a plain TIFF
+                    channel = channel or self.m.get("channel") or "all"
+                    extract = os.path.join(self.scratch, "units", "%d-%d.tif" % (self.jvm_starts, k))
+                    opened = {"input": extract, "source": path, "series": series, "channel": channel}
+                    how = "\t%d\t%s\t%s" % (series, channel, extract)
                 # the argument's line breaks as \x1f: the job file is one image per line
-                fh.write("%s\t%s\t%s\n" % (path, out, argument_for(template, path, out, args).replace("\n", "\x1f")))
+                fh.write("%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
+                                              .replace("\n", "\x1f"), how))
+        os.makedirs(os.path.join(self.scratch, "units"), exist_ok=True)
         xmx = heap_mb(int(self.m.get("memory_mb", 2048)))
         argv = launcher_argv(self.m["launcher"], xmx, home, tmp, self.m["driver_path"], jobfile)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
@@ -695,7 +746,10 @@ class ChunkRunner:
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
+        # the driver names an image by its output folder (a file's series share its path); by its path
+        # in the older protocol
         by_path = {os.path.join(self.m["input_dir"], img): img for img in images}
+        by_path.update({image_output_dir(self.work, img): img for img in images})
         finished = {}
         current = None          # image being processed
         t_begin = 0.0
@@ -873,7 +927,8 @@ def main(argv=None):
             (": qdel" if stopped[0] == signal.SIGUSR2 else "")
     summary.update(end=time.time(), exit=rc, error=error)
     if runner is not None:
-        summary.update(imagej_version=runner.version, jvm_starts=runner.jvm_starts, images=len(runner.images))
+        summary.update(imagej_version=runner.version, jvm_starts=runner.jvm_starts, images=len(runner.images),
+                       bioformats_version=bioformats_version(runner.m.get("launcher", {})))
     if summary_path:
         write_json(summary_path, summary)
     else:

@@ -32,7 +32,7 @@ LAUNCHERS = ("auto", "imagej1", "fiji")
 #: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).
 WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
 #: macro_args keys the driver sets itself (a macro argument must not override them).
-RESERVED_ARGS = ("input", "output")
+RESERVED_ARGS = ("input", "output", "source", "series", "channel")
 #: Connections a run may name without the deployment listing them (SCIOPS_ALLOWED_CONN_IDS adds more).
 CONN_ID_DEFAULT_ALLOW = re.compile(r"^(sciops_[A-Za-z0-9_.@-]*|aws_default)$")
 #: The backends each form section's fields apply to (a run may not set them for another backend).
@@ -131,6 +131,15 @@ class RunConfig(BaseModel):
                                               "(empty = key=value lines; docs/lab-macros.md)", shown="key=value lines")
     file_pattern: str = _param("*.tif,*.tiff", "Comma-separated globs under input/, case-insensitive; "
                                                "* also crosses folders")
+    series: str = _param("all", "Files read through Bio-Formats (vendor formats such as .czi .nd2 .lif, and "
+                                "OME-TIFF): which series become units of work: all, first, or a regular "
+                                "expression searched in the series names (e.g. 'Well B')")
+    channel: str = _param("all", "Files read through Bio-Formats: the channel the macro sees: all (the channels as "
+                                 "a stack), a number (1 = the first), or each (every channel a unit of its own)",
+                          pattern=r"^(all|each|[1-9][0-9]{0,3})$")
+    skip_unreadable: bool = _param(False, "When some files cannot be read (corrupt, cut short, not their format): "
+                                          "run the others and list these in failures.csv with the reason (false = "
+                                          "refuse the run, naming them)")
     images_per_task: int = _param(25, "Images per array task (one JVM each)", ge=1, le=100_000)
     max_attempts: int = _param(3, "Submissions of a failed chunk, the first included", ge=1, le=20)
     image_timeout_s: int = _param(600, "Seconds one image may take before it is killed and recorded 'timeout'",
@@ -244,6 +253,18 @@ class RunConfig(BaseModel):
         if "{input}" not in v and "{name}" not in v and "{stem}" not in v:
             raise ValueError(f"{v!r} names no image: every image would get the same argument; put {{input}} "
                              "(the image's path) where the macro expects it, e.g. '{input},{output}'")
+        return v
+
+    @field_validator("series")
+    @classmethod
+    def _series(cls, v: str) -> str:
+        if v in ("all", "first"):
+            return v
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"{v!r} is neither all, first nor a regular expression ({exc}); e.g. 'Well B' or "
+                             "'^pos[0-9]+$'") from None
         return v
 
     @field_validator("file_pattern")

@@ -36,14 +36,23 @@ SMOKE_STALL_S = 10
 SMOKE_TIMEOUT_S = 120
 #: Images whose headers are read at most, looking for smoke candidates.
 SMOKE_SCAN = 50
-#: Magic numbers of the formats ImageJ 1 opens itself, by the extensions that claim them.
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Magic numbers by the extensions that claim them: the formats ImageJ 1 opens itself, and the vendor
+#: formats whose first bytes are fixed (the rest Bio-Formats judges: sciops.bioformats).
 MAGIC = {
-    (".tif", ".tiff"): (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".lsm", ".vsi", ".svs", ".ndpi", ".scn", ".stk"): TIFF_MAGIC,
     (".png",): (b"\x89PNG\r\n\x1a\n",),
     (".jpg", ".jpeg"): (b"\xff\xd8\xff",),
     (".gif",): (b"GIF87a", b"GIF89a"),
     (".bmp",): (b"BM",),
+    (".czi",): (b"ZISRAWFILE",),
+    (".nd2",): (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  "),
+    (".lif",): (b"\x70\x00\x00\x00",),
+    (".oir",): (b"OLYMPUSRAWFORMAT",),
+    (".oib", ".zvi"): (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",),
 }
+#: The formats whose headers SciOps reads itself (tifffile, Pillow).
+HEADER_READ = TIFF_MAGIC + (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 #: A JVM that could not reserve its heap says one of these (too much -Xmx for the node or ulimit).
 HEAP_REFUSED = ("Could not reserve enough space", "Invalid maximum heap size", "Too small maximum heap",
                 "Initial heap size set to a larger value", "insufficient memory for the Java Runtime")
@@ -51,25 +60,45 @@ HEAP_REFUSED = ("Could not reserve enough space", "Invalid maximum heap size", "
 OUT_OF_MEMORY = ("OutOfMemoryError", "<Out of memory>", "Java heap space", "out of memory")
 
 
+#: Where ``scripts/bioformats.sh`` puts ImageJ 1's plugins folder (``<root>/plugins/bioformats_package.jar``);
+#: ``SCIOPS_IJ_PLUGINS`` names another root (a shared path on a cluster).
+IJ_PLUGINS_ROOT = "/usr/local/share/sciops/imagej"
+BIOFORMATS_JAR = "plugins/bioformats_package.jar"
+
+
 def choose_launcher(kind: str, fiji: str | None, java: str | None, xvfb: str | None,
-                    ij_jar: str | None) -> dict[str, Any] | None:
+                    ij_jar: str | None, plugins_dir: str | None = None) -> dict[str, Any] | None:
     """The launcher for ``kind`` from what a machine has (paths, or None when missing).
 
     ``auto`` prefers Fiji. Used for this machine (:func:`detect_launcher`) and for a
-    cluster's head node (from the existing backend's probe).
+    cluster's head node (from the existing backend's probe). ``plugins_dir``: an ImageJ 1
+    plugins root holding Bio-Formats (Fiji brings its own).
     """
     if kind in ("auto", "fiji") and fiji:
-        return {"kind": "fiji", "fiji": fiji}
+        return {"kind": "fiji", "fiji": fiji, "bioformats": True}
     if kind in ("auto", "imagej1") and java and xvfb and ij_jar:
-        return {"kind": "imagej1", "java": java, "ij_jar": ij_jar, "xvfb": xvfb}
+        return {"kind": "imagej1", "java": java, "ij_jar": ij_jar, "xvfb": xvfb,
+                **({"plugins_dir": plugins_dir, "bioformats": True} if plugins_dir else {"bioformats": False})}
     return None
+
+
+def plugins_root() -> str | None:
+    """This machine's ImageJ 1 plugins root when it holds Bio-Formats, else None."""
+    root = os.environ.get("SCIOPS_IJ_PLUGINS", IJ_PLUGINS_ROOT)
+    return root if Path(root, BIOFORMATS_JAR).is_file() else None
 
 
 def detect_launcher(kind: str = "auto") -> dict[str, Any] | None:
     """The launcher settings for the task manifest, or None when no ImageJ is installed here."""
     jar = os.environ.get("SCIOPS_IJ_JAR", "/usr/share/java/ij.jar")
-    return choose_launcher(kind, os.environ.get("SCIOPS_FIJI") or shutil.which("ImageJ-linux64"),
-                           shutil.which("java"), shutil.which("Xvfb"), jar if Path(jar).is_file() else None)
+    launcher = choose_launcher(kind, os.environ.get("SCIOPS_FIJI") or shutil.which("ImageJ-linux64"),
+                               shutil.which("java"), shutil.which("Xvfb"), jar if Path(jar).is_file() else None,
+                               plugins_root())
+    if launcher and launcher.get("plugins_dir"):
+        from sciops import runner_module
+
+        launcher["bioformats_version"] = runner_module().bioformats_version(launcher)
+    return launcher
 
 
 def require_launcher(kind: str) -> dict[str, Any]:
@@ -95,12 +124,11 @@ def image_problem(path: Path, heap_mb: int) -> tuple[str, str] | None:
         head = fh.read(16)
     suffix = path.suffix.lower()
     claimed = next((magics for suffixes, magics in MAGIC.items() if suffix in suffixes), None)
-    known = [m for magics in MAGIC.values() for m in magics]
     if claimed and not head.startswith(claimed):
         kind = next((s[0][1:].upper() for s, ms in MAGIC.items() if any(head.startswith(m) for m in ms)), None)
         return "input", (f"named {suffix} but it is {'a ' + kind if kind else 'not an image'} file (it starts with "
                          f"{head[:8]!r}): corrupt, or renamed")
-    if not any(head.startswith(m) for m in known):
+    if not head.startswith(HEADER_READ):
         return None
     try:
         width, height, plane_bytes, data_end = _header(path, head)
@@ -112,11 +140,11 @@ def image_problem(path: Path, heap_mb: int) -> tuple[str, str] | None:
     plane_mb = plane_bytes / 2**20
     if plane_mb > heap_mb * 0.9:
         return "memory", (f"one {width}×{height} plane is {plane_mb:,.0f} MB, more than the {heap_mb} MB JVM heap "
-                          f"this memory gives; set memory to at least {_memory_for(plane_mb)}")
+                          f"this memory gives; set memory to at least {memory_for(plane_mb)}")
     return None
 
 
-def _memory_for(plane_mb: float) -> str:
+def memory_for(plane_mb: float) -> str:
     """A ``memory`` value whose heap holds three planes (the image, a copy the macro makes, a mask)."""
     from sciops import runner_module
 
@@ -127,18 +155,50 @@ def _memory_for(plane_mb: float) -> str:
     return f"{granted // 1024}G" if granted >= 1024 else f"{granted}M"
 
 
+#: Pages whose data ends a header check reads at most (a few ms per thousand).
+TIFF_PAGES = 2000
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "offset" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+def _multi(path: Path) -> bool:
+    """Whether all pages are checked: the files read through Bio-Formats (a plain TIFF: its first page)."""
+    from sciops.bioformats import needs_bioformats
+
+    return needs_bioformats(path.name)
+
+
 def _header(path: Path, head: bytes) -> tuple[int, int, int, int]:
     """``(width, height, bytes of one plane, where the pixel data ends)`` without reading pixels."""
     if head[:2] in (b"II", b"MM"):
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            width, height = int(page.imagewidth), int(page.imagelength)
-            spp = int(page.samplesperpixel)
-            bits = int(page.bitspersample)
-            end = max((o + c for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
-            return width, height, width * height * spp * max((bits + 7) // 8, 1), int(end)   # 12-bit: 2 bytes
+        # tifffile logs, and does not raise, an IFD offset past the end of the file (a copy cut short)
+        broken = _Capture()
+        logging.getLogger("tifffile").addHandler(broken)
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages.first
+                width, height = int(page.imagewidth), int(page.imagelength)
+                spp = int(page.samplesperpixel)
+                bits = int(page.bitspersample)
+                # every page of a multi-page file (a series' planes, an OME-TIFF's series), up to TIFF_PAGES
+                pages = list(tif.pages[:TIFF_PAGES]) if _multi(path) else [page]
+                end = max((o + c for p in pages if hasattr(p, "dataoffsets")
+                           for o, c in zip(p.dataoffsets, p.databytecounts)), default=0)
+        finally:
+            logging.getLogger("tifffile").removeHandler(broken)
+        if broken.messages and end <= path.stat().st_size:
+            end = path.stat().st_size + 1   # reported as truncated
+        return width, height, width * height * spp * max((bits + 7) // 8, 1), int(end)   # 12-bit: 2 bytes
     from PIL import Image
 
     with Image.open(path) as im:
@@ -160,7 +220,7 @@ def smoke_candidates(input_dir: Path, images: list[str], memory_mb: int, n: int 
     heap = runner_module().heap_mb(memory_mb)
     out, problems, checked = [], [], 0
     for rel in images:
-        path = input_dir / rel
+        path = input_dir / runner_module().unit_parts(rel)[0]   # a series: its file
         if not path.is_file():
             continue   # on S3 only the first few images are fetched before the smoke run
         checked += 1

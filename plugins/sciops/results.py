@@ -241,6 +241,30 @@ def _final_statuses(work: Path, manifest: dict[str, Any]) -> dict[str, dict]:
     return statuses
 
 
+#: A unit read through Bio-Formats (``file#series``, ``file#seriesc<channel>``: sciops_task.unit_parts).
+UNIT_PATTERN = r"^(?P<file>.+)#(?P<series>\d+)(?:c(?P<channel>\d+))?$"
+UNIT_COLUMNS = ("file", "series", "series_name", "channel")
+
+
+def with_unit_columns(table: pa.Table, names: dict[str, str], channel: str) -> pa.Table:
+    """``table`` with ``file``, ``series``, ``series_name`` and ``channel`` after ``image`` (a run that read
+    files through Bio-Formats): a plain image is its own file, with no series or channel."""
+    image = table["image"].combine_chunks() if table.num_rows else pa.array([], pa.string())
+    parts = pc.extract_regex(image, pattern=UNIT_PATTERN)
+    file = pc.coalesce(pc.struct_field(parts, "file"), image)
+    series = pc.cast(pc.struct_field(parts, "series"), pa.int64())
+    own = pc.struct_field(parts, "channel")
+    fixed = pa.scalar(None if channel in ("all", "each") else channel, pa.string())
+    chan = pc.cast(pc.if_else(pc.equal(own, ""), pc.if_else(pc.is_valid(series), fixed, pa.scalar(None, pa.string())),
+                              own), pa.int64())
+    unique = pc.unique(image)
+    name = pc.take(pa.array([names.get(u) for u in unique.to_pylist()], pa.string()), pc.index_in(image, unique))
+    at = table.column_names.index("image") + 1
+    for i, (col, values) in enumerate(zip(UNIT_COLUMNS, (file, series, name, chan))):
+        table = table.add_column(at + i, col, values)
+    return table
+
+
 def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
     run_dir = Path(run_dir)
     work = run_dir / "work"   # as seen from here (the manifest holds the cluster's paths)
@@ -302,6 +326,12 @@ def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
         macro = macro.drop_columns([c for c in ("attempt", "task") if c in macro.column_names]).to_pandas()
         summary = summary.merge(macro, on="image", how="left")
     failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+    units = work / "units.json"
+    if units.is_file():   # files read through Bio-Formats: say which file, series and channel each row is
+        names, channel = json.loads(units.read_text(encoding="utf-8")), manifest.get("channel", "all")
+        results = with_unit_columns(results, names, channel)
+        summary, failed = (with_unit_columns(pa.Table.from_pandas(df, preserve_index=False), names, channel)
+                           .to_pandas(integer_object_nulls=True) for df in (summary, failed))
     files = {
         "results_csv": run_dir / "results.csv",
         "results_parquet": run_dir / "results.parquet",

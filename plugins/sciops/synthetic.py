@@ -133,3 +133,34 @@ def make_dab_images(folder: Path | str, specs: dict[str, tuple[int, int]],
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(folder / name, dab_image(count, positive, size=size, seed=200 + i), photometric="rgb")
     return specs
+
+
+def ome_tiff(path: Path | str, counts: list[int], size: int = 256, channels: int = 2, pyramid: bool = False,
+             names: list[str] | None = None) -> dict[str, int]:
+    """An OME-TIFF with one series per entry of ``counts`` (series ``i`` holds ``counts[i]`` nuclei in its
+    first channel), 16-bit, ``channels`` channels (the others: background noise), for Bio-Formats tests.
+
+    ``pyramid``: each series also carries two lower resolutions (SubIFDs), as a slide scanner writes.
+    Returns ``{"<file>#<series>": count}``: the units SciOps makes of it.
+    """
+    import tifffile
+
+    path = Path(path)
+    names = names or [f"position {i + 1}" for i in range(len(counts))]
+    out = {}
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for i, count in enumerate(counts):
+            planes = np.zeros((channels, size, size), np.uint16)
+            planes[0] = nuclei_image(count, size, seed=i).astype(np.uint16) * 64   # 8-bit values in 16 bits
+            rng = np.random.default_rng(100 + i)
+            for c in range(1, channels):
+                planes[c] = rng.normal(200, 20, (size, size)).clip(0).astype(np.uint16)
+            meta = {"axes": "CYX", "Name": names[i]}
+            if pyramid:
+                tw.write(planes, subifds=2, tile=(64, 64), metadata=meta)
+                for level in (2, 4):
+                    tw.write(planes[:, ::level, ::level], subfiletype=1, tile=(64, 64))
+            else:
+                tw.write(planes, metadata=meta)
+            out[f"{path.name}#{i}"] = count
+    return out

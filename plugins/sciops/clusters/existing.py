@@ -23,7 +23,8 @@ SCHEDULER_COMMANDS = {"sge": ("qsub", "qstat", "qacct", "qdel"), "slurm": ("sbat
 # One fixed probe (no user input in it): which scheduler commands, python and ImageJ exist.
 PROBE = ("for c in {commands} {python} java Xvfb ImageJ-linux64; do printf '%s=' \"$c\"; "
          "command -v \"$c\" || echo; done; test -f /usr/share/java/ij.jar && echo ij_jar=/usr/share/java/ij.jar "
-         "|| echo ij_jar=")
+         "|| echo ij_jar=; r=${{SCIOPS_IJ_PLUGINS:-/usr/local/share/sciops/imagej}}; "
+         "test -f \"$r/plugins/bioformats_package.jar\" && echo \"ij_plugins=$r\" || echo ij_plugins=")
 
 
 class ExistingBackend(ClusterBackend):
@@ -143,7 +144,7 @@ class ExistingBackend(ClusterBackend):
         from sciops.imagej import choose_launcher
 
         launcher = choose_launcher(kind, found.get("ImageJ-linux64"), found.get("java"), found.get("Xvfb"),
-                                   found.get("ij_jar"))
+                                   found.get("ij_jar"), found.get("ij_plugins") or None)
         if launcher:
             return launcher
         raise ClusterError(f"no ImageJ for launcher {kind!r} on the head node of {self.ssh_conn_id!r}: install Fiji "

@@ -89,6 +89,14 @@ def check_project(conf: dict[str, Any], storage):
     if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
         raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
                                        f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
+    from sciops.bioformats import needs_bioformats, unit_parts
+
+    # "]" would end the Bio-Formats Importer's open=[...] option; "x#3" reads as series 3 of x
+    odd = [rel for rel in images if ("]" in rel and needs_bioformats(rel)) or unit_parts(rel)[1] is not None]
+    if odd:
+        raise ConfigError([("project", f"{len(odd)} file name(s) SciOps cannot tell from a series, e.g. "
+                                       f"input/{odd[0]!r}: rename them without ']' and without a '#<number>' ending "
+                                       "(or narrow file_pattern)")])
     macro = project.resolve_macro(cfg.macro)
     check_headless(macro, cfg, project)
     if cfg.only_new:
@@ -207,6 +215,50 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
         raise
 
 
+def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, images: list[str], storage,
+                listing: dict[str, Any] | None, worker_launcher: dict[str, Any] | None) -> list[str]:
+    """The units of work of ``images``: each file read through Bio-Formats as its series (and channels).
+
+    Its files are read once here, on this worker (on an S3 root they are fetched first), and
+    what they hold is kept in ``work/series.json`` for ``plan``. Refuses, before anything is spent,
+    files that cannot be read (unless ``skip_unreadable``) and series too large for ``memory``.
+    """
+    from sciops import bioformats
+    from sciops.imagej import image_problem
+
+    files = [rel for rel in images if bioformats.needs_bioformats(rel)]
+    fix = ("run scripts/bioformats.sh there (or set SCIOPS_IJ_PLUGINS to where it put the jar), or use Fiji "
+           "(launcher: fiji)")
+    if not (worker_launcher and worker_launcher.get("bioformats")):
+        raise ConfigError([("launcher", f"{len(files)} file(s) such as input/{files[0]} are read through Bio-Formats, "
+                                        f"and this Airflow worker's ImageJ has no Bio-Formats to read their series: "
+                                        f"{fix}")])
+    if info.launcher.get("bioformats") is False:
+        raise ConfigError([("launcher", f"{len(files)} file(s) such as input/{files[0]} are read through Bio-Formats, "
+                                        f"and the cluster's ImageJ 1 has no Bio-Formats: {fix}")])
+    if listing is not None:
+        from sciops.sync import LocalTree, sync
+
+        sync(storage.tree(project.name), LocalTree(project.root), source=listing,
+             include=[f"input/{rel}" for rel in files], label="fetch the Bio-Formats files to read their series")
+    from sciops import runner_module
+
+    heap = runner_module().heap_mb(cfg.memory_mb)
+    probed: dict[str, dict[str, Any]] = {}
+    for rel in files:   # what the header shows (empty, cut short, another format) needs no JVM
+        problem = image_problem(project.input_dir / rel, heap)
+        if problem and problem[0] == "input":
+            probed[rel] = {"error": problem[1]}
+    manifest = {"launcher": worker_launcher, "memory_mb": cfg.memory_mb, "backend": "local"}
+    probed.update(bioformats.probe([rel for rel in files if rel not in probed], project.input_dir, manifest))
+    bioformats.save(Path(info.run_dir, "work"), probed)
+    units, unreadable = bioformats.check(images, probed, cfg, heap)
+    n_series = sum(1 for u in units if "#" in u)
+    log.info("Bio-Formats: %d file(s) hold %d unit(s) of work (series=%s, channel=%s)%s", len(files), n_series,
+             cfg.series, cfg.channel, f"; {len(unreadable)} unreadable, listed in failures.csv" if unreadable else "")
+    return units
+
+
 def validate(conf: dict[str, Any], airflow_run_id: str,
              publish: Callable[[RunInfo], None] | None = None) -> RunInfo:
     """Check everything before anything is spent; returns the run record later tasks get.
@@ -214,6 +266,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     ``publish`` receives the run record as soon as the run folder exists, before the smoke
     run, so that ``record`` can write ``run.json`` even when the smoke run fails.
     """
+    from sciops.bioformats import needs_bioformats, unit_parts
     from sciops.imagej import smoke_candidates, smoke_run
     from sciops.phases.plan import manifest_of
 
@@ -242,12 +295,18 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     with phase(run_dir, "validate", start=started):
         if publish:
             publish(info)
+        if any(needs_bioformats(rel) for rel in images):
+            images = read_series(info, cfg, project, images, storage, listing, smoke_launcher)
+            info = info.model_copy(update={"images": len(images)})
+            if publish:
+                publish(info)
         if cfg.smoke_test and smoke_launcher:
             if listing is not None:  # the smoke images only; the rest is staged in later
                 from sciops.sync import LocalTree, sync
 
                 sync(storage.tree(project.name), LocalTree(project.root), source=listing,
-                     include=[f"input/{rel}" for rel in images[:SMOKE_FETCH]], label="fetch smoke-test images")
+                     include=sorted({f"input/{unit_parts(u)[0]}" for u in images[:SMOKE_FETCH]}),
+                     label="fetch smoke-test images")
             job = stage_job_files(run_dir / "work", macro)
             with info.backend() as backend:
                 manifest = dict(manifest_of(info, backend, project, job, chunks=[], expected=expected_outputs(macro)),

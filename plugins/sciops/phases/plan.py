@@ -23,7 +23,7 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
         "work_dir": on_cluster(Path(info.run_dir, "work")), "input_dir": on_cluster(project.input_dir),
         "macro_path": on_cluster(job.get("macro_run", job["macro"])), "driver_path": on_cluster(job["driver"]),
         "macro_args": {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.macro_args.items()},
-        "macro_argument": cfg.macro_argument,
+        "macro_argument": cfg.macro_argument, "channel": cfg.channel,
         "expected_outputs": expected, "chunks": chunks, "memory_mb": cfg.memory_mb,
         "image_timeout_s": cfg.image_timeout_s, "stall_seconds": cfg.stall_seconds,
         "max_attempts": cfg.max_attempts, "backend": cfg.backend,
@@ -31,10 +31,11 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
     }
 
 
-def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str]]:
-    """The run's images, and their content ids (one listing of the storage root's ``input/``, which on S3
-    is the truth: the working copy may be on the cluster only)."""
-    from sciops import processed
+def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """The run's units of work (images, or series of files read through Bio-Formats), their content ids
+    (a series: its file's), and what Bio-Formats adds to the manifest (one listing of the storage root's
+    ``input/``, which on S3 is the truth: the working copy may be on the cluster only)."""
+    from sciops import bioformats, processed, runner_module
     from sciops.phases.checks import only_new
 
     storage, cfg = info.storage(), info.config
@@ -42,7 +43,15 @@ def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str]]
     images = project.list_images(cfg.patterns) if storage.is_local else match_images(list(ids), cfg.patterns)
     if cfg.only_new:
         images = only_new(storage, project.name, images, info.macro_sha256, cfg.macro_args)
-    return images, {rel: ids[rel] for rel in images if rel in ids}
+    probed = bioformats.load(Path(info.run_dir, "work"))   # validate read the series of these files
+    extra: dict[str, Any] = {}
+    if probed:
+        units, unreadable, _, names = bioformats.expand(images, probed, cfg.series, cfg.channel,
+                                                        runner_module().heap_mb(cfg.memory_mb))
+        images = units + (list(unreadable) if cfg.skip_unreadable else [])
+        extra = {"unreadable": unreadable if cfg.skip_unreadable else {}, "series_names": names}
+    files = {u: bioformats.unit_parts(u)[0] for u in images}
+    return images, {u: ids[f] for u, f in files.items() if f in ids}, extra
 
 
 def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -55,7 +64,7 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
     cfg, run_dir = info.config, Path(info.run_dir)
     with phase(run_dir, "plan"), info.backend(cluster) as backend:
         project = Project(info.project, Path(info.project_root))
-        images, ids = _images(info, project)
+        images, ids, bf = _images(info, project)
         macro = Path(info.macro_path)
         work = run_dir / "work"
         job = stage_job_files(work, macro)
@@ -71,10 +80,13 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
                 d.chmod(0o2775)
         info = backend.prepare(info)
         manifest = dict(manifest_of(info, backend, project, job, chunks, expected_outputs(macro)),
+                        unreadable=bf.get("unreadable") or {},
                         budget=backend.budget_rates(run_dir),
                         plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
         path = write_json(work / "manifest.json", manifest)
         write_json(work / "images.json", ids)   # what record adds to the processed-images index
+        if bf:   # the series names, for the tables' series_name column
+            write_json(work / "units.json", bf["series_names"])
         # what a progress poll needs, without parsing the manifest's image lists (9 MB at 100,000 images)
         write_json(work / "plan.json", {"images": len(images), "tasks": len(chunks), "budget": manifest["budget"]})
         if not backend.shares_files:

@@ -49,12 +49,13 @@ def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, A
     return out
 
 
-def _imagej_version(work: Path, info: RunInfo) -> str | None:
+def _attempts_say(work: Path, key: str) -> str | None:
+    """``key`` of the first task attempt that ran ImageJ (the ImageJ or Bio-Formats version the nodes ran)."""
     for path in sorted(work.glob("status/task-*.attempt-*.json")):
-        version = json.loads(path.read_text()).get("imagej_version")
-        if version:
-            return version
-    return info.imagej_version
+        doc = json.loads(path.read_text())
+        if doc.get("imagej_version"):
+            return doc.get(key)
+    return None
 
 
 def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | None = None, dag_id: str | None = None,
@@ -100,7 +101,9 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
         "trigger": trigger_label(trigger, info.airflow_run_id), "project": info.project, "params": params,
         "storage_root": storage.url, "run_dir": str(run_dir),
         "macro": {"name": cfg.macro, "sha256": info.macro_sha256},
-        "imagej_version": _imagej_version(work, info), "launcher": info.launcher.get("kind"),
+        "imagej_version": _attempts_say(work, "imagej_version") or info.imagej_version,
+        "bioformats_version": _attempts_say(work, "bioformats_version") or info.launcher.get("bioformats_version"),
+        "launcher": info.launcher.get("kind"),
         "status": status, "failed_phases": failed_phases,
         "reason": next((phases[p].get("error") for p in failed_phases if phases[p].get("error")), None),
         "param_sources": info.config_sources,
@@ -147,14 +150,18 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
     their rows in the project's latest-results table (returned: where it is, for the Asset event)."""
     import csv
 
-    from sciops import processed
+    from sciops import processed, runner_module
 
     try:
         ids = json.loads((run_dir / "work" / "images.json").read_text())
         with open(run_dir / "summary.csv", newline="") as fh:
             ok = {row["image"] for row in csv.DictReader(fh)}
+        files: dict[str, list] = {}   # a file read through Bio-Formats is processed when all its series are
+        for unit, cid in ids.items():
+            entry = files.setdefault(runner_module().unit_parts(unit)[0], [cid, True])
+            entry[1] = entry[1] and unit in ok
         held = processed.add(storage, info.project, processed.key(info.macro_sha256, info.config.macro_args),
-                             {rel: cid for rel, cid in ids.items() if rel in ok}, info.run_id)
+                             {rel: cid for rel, (cid, all_ok) in files.items() if all_ok}, info.run_id)
         log.info("processed-images index of this macro: %d image(s) (%d from this run)", held, len(ok))
     except Exception as exc:  # noqa: BLE001 - the run's results are whole; only the next only_new run redoes more
         log.error("the processed-images index could not be updated (%s: %s): the next only_new run of this macro "

@@ -1,0 +1,161 @@
+"""Microscope files through Bio-Formats (scripts/bioformats.sh's jar on ImageJ 1's plugins folder):
+OME-TIFFs made with tifffile (multi-series, multi-channel, 16-bit, pyramidal) with known nuclei in
+each series, through fiji_project on the local backend and on Grid Engine; a vendor format ImageJ 1
+cannot open itself (ICS, written by Bio-Formats' own converter); and files that cannot be read."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from helpers import fresh_dag, task_states
+
+pytestmark = pytest.mark.imagej
+
+PLATE = [3, 5, 8, 13]
+
+
+def only_run(root):
+    runs = [p for p in (root / "output").iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def bioformats_project(make_project, name="bf"):
+    from sciops.synthetic import ome_tiff
+
+    root = make_project(name, counts={"plain.tif": 4})
+    want = {"plain.tif": 4}
+    want.update(ome_tiff(root / "input" / "plate.ome.tif", PLATE, size=192))
+    want.update(ome_tiff(root / "input" / "slide.ome.tif", [6], size=384, pyramid=True, names=["slide"]))
+    return root, want
+
+
+def counts(run):
+    summary = pd.read_csv(run / "summary.csv")
+    failures = pd.read_csv(run / "failures.csv")
+    assert failures.empty, failures.to_string()
+    return summary, dict(zip(summary["image"], summary["count"].astype(int)))
+
+
+def test_series_are_units_of_work_on_the_local_backend(airflow_db, make_project):
+    root, want = bioformats_project(make_project)
+    dr = fresh_dag().test(run_conf={"project": "bf", "file_pattern": "*.tif", "memory": "1G", "images_per_task": 3})
+    assert dr.state == "success", task_states(dr)
+    run = only_run(root)
+    summary, got = counts(run)
+    assert got == want      # each series its own count; the pyramid's lower levels are not units
+    row = summary.set_index("image").loc["plate.ome.tif#2"]
+    assert (row["file"], int(row["series"]), row["series_name"]) == ("plate.ome.tif", 2, "position 3")
+    assert pd.isna(summary.set_index("image").loc["plain.tif", "series"])
+    results = pd.read_csv(run / "results.csv")
+    assert list(results.columns[:5]) == ["image", "file", "series", "series_name", "channel"]
+    assert results.groupby("image").size().to_dict() == want
+    doc = json.loads((run / "run.json").read_text())
+    assert doc["bioformats_version"] == "7.3.1" and doc["images"]["total"] == len(want)
+    series = json.loads((run / "work" / "series.json").read_text())
+    assert [s["name"] for s in series["plate.ome.tif"]["series"]] == [f"position {i}" for i in range(1, 5)]
+
+
+def test_series_and_channel_selection(airflow_db, make_project):
+    """series by a name pattern, and every channel a unit: channel 2 is noise, channel 1 the nuclei."""
+    root, _ = bioformats_project(make_project, "bfsel")
+    dr = fresh_dag().test(run_conf={"project": "bfsel", "file_pattern": "plate.ome.tif", "memory": "1G",
+                                    "series": "position [24]", "channel": "each", "smoke_test": False})
+    assert dr.state == "success", task_states(dr)
+    summary = pd.read_csv(only_run(root) / "summary.csv").set_index("image")
+    assert sorted(summary.index) == ["plate.ome.tif#1c1", "plate.ome.tif#1c2", "plate.ome.tif#3c1",
+                                     "plate.ome.tif#3c2"]
+    assert summary.loc["plate.ome.tif#1c1", "count"] == 5 and summary.loc["plate.ome.tif#3c1", "count"] == 13
+    assert summary.loc["plate.ome.tif#3c2", "channel"] == 2
+
+
+def ics_file(src, dest):
+    """An ICS file (a format ImageJ 1 cannot open itself), written by Bio-Formats' own converter."""
+    from sciops.imagej import detect_launcher
+
+    jar = f"{detect_launcher('imagej1')['plugins_dir']}/plugins/bioformats_package.jar"
+    subprocess.run(["java", "-cp", jar, "loci.formats.tools.ImageConverter", "-series", "1", str(src), str(dest)],
+                   check=True, capture_output=True, timeout=120)
+
+
+def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path):
+    """A vendor format goes through the same path; a truncated file, a .czi holding a TIFF and an empty
+    .nd2 are refused in validate with their reasons, or, with skip_unreadable, listed in failures.csv."""
+    from sciops.synthetic import ome_tiff
+
+    root = make_project("bfbad", counts={})
+    ome_tiff(tmp_path / "src.ome.tif", [4, 7], size=160)
+    ics_file(tmp_path / "src.ome.tif", root / "input" / "well.ics")
+    good = (tmp_path / "src.ome.tif").read_bytes()
+    (root / "input" / "cut.ome.tif").write_bytes(good[: len(good) // 2])
+    shutil.copyfile(tmp_path / "src.ome.tif", root / "input" / "renamed.czi")
+    (root / "input" / "empty.nd2").write_bytes(b"")
+    conf = {"project": "bfbad", "file_pattern": "*", "memory": "1G"}
+    dr = fresh_dag().test(run_conf=conf)
+    assert dr.state == "failed"
+    refused = json.loads((only_run(root) / "run.json").read_text())
+    reason = refused["reason"]
+    for name, why in (("cut.ome.tif", "truncated"), ("renamed.czi", "it is a TIF file"),
+                      ("empty.nd2", "empty file")):
+        assert f"{name}: " in reason and why in reason, reason
+    assert "skip_unreadable" in reason and "well.ics" not in reason
+    shutil.rmtree(root / "output")
+
+    dr = fresh_dag().test(run_conf={**conf, "skip_unreadable": True})
+    assert dr.state == "success", task_states(dr)
+    run = only_run(root)
+    summary = pd.read_csv(run / "summary.csv").set_index("image")
+    assert summary["count"].astype(int).to_dict() == {"well.ics#0": 7}
+    failures = pd.read_csv(run / "failures.csv").set_index("image")
+    assert sorted(failures.index) == ["cut.ome.tif", "empty.nd2", "renamed.czi"]
+    assert "truncated" in failures.loc["cut.ome.tif", "error"]
+
+
+def test_a_series_larger_than_memory_is_refused_with_what_it_needs(airflow_db, make_project):
+    from sciops.synthetic import ome_tiff
+
+    root = make_project("bfbig", counts={})
+    ome_tiff(root / "input" / "big.ome.tif", [5], size=4096, channels=4)   # 128 MB of pixels
+    dr = fresh_dag().test(run_conf={"project": "bfbig", "file_pattern": "*.tif", "memory": "512M"})
+    assert dr.state == "failed"
+    reason = json.loads((only_run(root) / "run.json").read_text())["reason"]
+    assert "big.ome.tif#0" in reason and "4096×4096" in reason and "set memory to at least" in reason, reason
+
+
+def test_series_on_grid_engine(airflow_db, gridengine, shared_storage, make_project):
+    """The same files on SGE over SSH: the head node's Bio-Formats is found by the backend's probe and
+    given to each task's JVM; each series gives its known count."""
+    root, want = bioformats_project(make_project, "bfsge")
+    dr = fresh_dag().test(run_conf={"project": "bfsge", "file_pattern": "*.tif", "backend": "existing",
+                                    "scheduler": "sge", "ssh_conn_id": gridengine, "memory": "1G",
+                                    "stall_seconds": 20, "images_per_task": 2})
+    assert dr.state == "success", task_states(dr)
+    run = only_run(root)
+    _, got = counts(run)
+    assert got == want
+    doc = json.loads((run / "run.json").read_text())
+    assert doc["bioformats_version"] == "7.3.1" and doc["array"]["job_ids"][0].isdigit()
+    attempt = json.loads(next((run / "work" / "status").glob("task-*.attempt-*.json")).read_text())
+    assert attempt["bioformats_version"] == "7.3.1"
+
+
+def test_series_with_s3_storage(airflow_db, s3_root, tmp_path):
+    """On an S3 root validate fetches the Bio-Formats files to read their series; the run stages in,
+    runs each series and brings the tables back."""
+    from sciops.synthetic import ome_tiff
+
+    lan = tmp_path / "lan" / "bfs3"
+    (lan / "input").mkdir(parents=True)
+    (lan / "src").mkdir()
+    want = ome_tiff(lan / "input" / "plate.ome.tif", [4, 9], size=160)
+    conf = {"project": "bfs3", "sync_from": str(lan), "storage_root": s3_root.url, "aws_conn_id": "sciops_s3",
+            "file_pattern": "*.ome.tif", "memory": "1G"}
+    dr = fresh_dag().test(run_conf=conf)
+    assert dr.state == "success", task_states(dr)
+    [run] = [p for p in (lan / "output").iterdir() if p.is_dir()]
+    _, got = counts(run)
+    assert got == want
