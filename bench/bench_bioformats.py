@@ -37,6 +37,8 @@ from sciops.imagej import detect_launcher  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "bioformats.json"
 SERIES = 20
+#: A whole 4 GB open takes ~40 s here; one that runs out of heap shows a dialog and never returns.
+TRY_TIMEOUT_S = 150
 
 
 def run_units(input_dir: Path, units: list[str], launcher: dict) -> tuple[float, float, dict[str, int]]:
@@ -122,11 +124,17 @@ def open_big(path: Path, virtual: bool, xmx_mb: int, launcher: dict) -> dict:
                     f"-Dplugins.dir={launcher['plugins_dir']}", "-jar", launcher["ij_jar"], "-port0", "-batch",
                     str(macro)]
             t0 = time.perf_counter()
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                    start_new_session=True)
+            try:
+                stdout, stderr = proc.communicate(timeout=TRY_TIMEOUT_S)
+            except subprocess.TimeoutExpired:   # ImageJ shows a dialog (out of memory) and waits for ever
+                os.killpg(proc.pid, 9)
+                stdout, stderr = proc.communicate()
             seconds = time.perf_counter() - t0
-        rss = next((int(ln.split("\t")[1]) for ln in proc.stderr.splitlines() if ln.startswith("SCIOPS_RSS_KB")), 0)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("SCIOPS_OPENED")), None)
-        ok = line is not None and "OutOfMemory" not in proc.stdout + proc.stderr
+        rss = next((int(ln.split("\t")[1]) for ln in stderr.splitlines() if ln.startswith("SCIOPS_RSS_KB")), 0)
+        line = next((ln for ln in stdout.splitlines() if ln.startswith("SCIOPS_OPENED")), None)
+        ok = line is not None and "OutOfMemory" not in stdout + stderr
         return {"xmx_mb": xmx_mb, "opened": ok, "seconds": round(seconds, 2),
                 "heap_used_mb": round(int(line.split("\t")[2]) / 2**20) if ok else None,
                 "jvm_peak_rss_mb": round(rss / 1024)}
@@ -180,7 +188,8 @@ def main() -> None:
     args = ap.parse_args()
     launcher = detect_launcher("imagej1")
     assert launcher and launcher.get("plugins_dir"), "no ImageJ 1 with Bio-Formats: run scripts/setup.sh"
-    out = {"bioformats": launcher.get("bioformats_version"), "cpus": os.cpu_count()}
+    out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}   # a part run alone keeps the others
+    out.update(bioformats=launcher.get("bioformats_version"), cpus=os.cpu_count())
     parts = args.parts.split(",")
     if "series" in parts:
         out["per_series"] = per_series(launcher, args.repeats)

@@ -84,7 +84,7 @@ def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
         if "seconds" in df.columns:
             seconds = df["seconds"].dropna().astype(float).tolist()
     if (run_dir / "failures.csv").exists():
-        failures = pd.read_csv(run_dir / "failures.csv").fillna("").to_dict("records")
+        failures = pd.read_csv(run_dir / "failures.csv", dtype=str, keep_default_na=False).to_dict("records")
     cost = doc.get("cost") or {}
     items = cost_rows(cost)
     per_image = doc.get("cost_per_image_usd")
@@ -107,6 +107,7 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
 <p class="status-{_e(str(doc.get('status')).split()[0])}">Status: <b>{_e(doc.get('status'))}</b>
  · images ok {_e(images.get('ok'))} / failed {_e(images.get('failed'))} / total {_e(images.get('total'))}
  · macro {_e((doc.get('macro') or {}).get('name'))} · backend {_e((doc.get('params') or {}).get('backend'))}
+ · ImageJ {_e(doc.get('imagej_version'))}{_e(' + Bio-Formats ' + doc['bioformats_version'] if doc.get('bioformats_version') else '')}
  · cost {_e(cost.get('total_usd'))} USD</p>
 <h2>Array tasks per node</h2>
 {timeline_svg(tasks)}
@@ -119,7 +120,8 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
 <h2>Phases</h2>
 {_table(phases, ["phase", "seconds", "status"], "phases")}
 <h2>Failures</h2>
-{_table(failures, ["image", "task", "attempt", "status", "error"], "failures", "failures.csv")}
+{_table(failures, ["image", *(c for c in ("file", "series", "channel") if failures and c in failures[0]),
+                  "task", "attempt", "status", "error"], "failures", "failures.csv")}
 <script>
 document.querySelectorAll("svg.chart").forEach(function (svg) {{
   var box = svg.getBoundingClientRect();

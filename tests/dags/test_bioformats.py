@@ -113,6 +113,8 @@ def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path
     failures = pd.read_csv(run / "failures.csv").set_index("image")
     assert sorted(failures.index) == ["cut.ome.tif", "empty.nd2", "renamed.czi"]
     assert "truncated" in failures.loc["cut.ome.tif", "error"]
+    report = (run / "report.html").read_text()
+    assert "Bio-Formats 7.3.1" in report and "<th>series</th>" in report and "empty.nd2" in report
 
 
 def test_a_series_larger_than_memory_is_refused_with_what_it_needs(airflow_db, make_project):
