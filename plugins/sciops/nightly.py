@@ -39,13 +39,13 @@ def decide(storage, name: str) -> Decision:
     try:
         if not opted_in(storage, name):
             return Decision(name, SKIP, "not in the nightly batch (project.yaml has no 'nightly: true')")
-        cfg, project, images, macro, listing, defaults = check_project({"project": name}, storage)
+        cfg, project, images, macro, listing, defaults, ids = check_project({"project": name}, storage)
     except ConfigError as exc:
         if exc.fields == ["file_pattern"]:   # no image yet: not broken, just nothing to do
             return Decision(name, SKIP, "no image matches file_pattern yet")
         return Decision(name, INVALID, str(exc).replace("\n", " "))
     done = processed.read(storage, name, processed.key(sha256(macro), cfg.macro_args))
-    new = processed.new_images(images, processed.content_ids(storage, name, listing), done)
+    new = processed.new_images(images, ids, done)
     if not new:
         return Decision(name, SKIP, f"nothing new: all {len(images)} image(s) processed by macro {cfg.macro} "
                                     "as they are", len(images))

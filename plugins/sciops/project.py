@@ -96,23 +96,6 @@ class Project:
             raise ConfigError([(field, f"{path.relative_to(self.root)} leads outside project {self.name!r} (a "
                                        f"symlink); {fix}")])
 
-    def list_images(self, patterns: list[str]) -> list[str]:
-        """Images under ``input/`` matching any pattern, as sorted relative POSIX paths.
-
-        Hidden files and folders are skipped; symlinks that leave ``input/`` are ignored, and an
-        ``input/`` that is itself a link out of the project is refused.
-        """
-        self.check_inside(self.input_dir, "project", "put the images (or a folder of them) in input/ itself")
-        base = self.input_dir.resolve()
-        found = []
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in filenames:
-                full = Path(dirpath, name)
-                if base in full.resolve().parents:
-                    found.append(full.relative_to(base).as_posix())
-        return match_images(found, patterns)
-
     def resolve_macro(self, macro: str) -> Path:
         """A shipped macro by name, or a file inside the project (``src/x.ijm``)."""
         if "/" not in macro:

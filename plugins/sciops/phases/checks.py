@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 from sciops import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, phase
-from sciops.project import MACRO_DIR, Project, expected_outputs, match_images, safe_run_id, sha256, stage_job_files
+from sciops.project import (MACRO_DIR, Project, expected_outputs, match_images, safe_run_id, sha256, stage_job_files,
+                            write_json)
 from sciops.runinfo import RunInfo, backend_for, storage_for
 from sciops.storage import PROJECT_PARTS, get_storage
 
@@ -73,7 +74,10 @@ def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str
 
 
 def check_project(conf: dict[str, Any], storage):
-    """:func:`check`, plus the project's S3 listing (None on a local root) and its project.yaml, for validate."""
+    """:func:`check`, plus the project's S3 listing (None on a local root), its project.yaml, and the content
+    ids of input/ (one listing: S3's, or one walk of the folder; plan and nightly list nothing again)."""
+    from sciops import processed
+
     project, listing = open_project(conf.get("project"), storage)
     inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
     defaults = project.defaults()
@@ -81,7 +85,10 @@ def check_project(conf: dict[str, Any], storage):
     if inputs is None and not project.input_dir.is_dir() or inputs == []:
         raise ConfigError([("project", f"project {project.name!r} has no input/ folder; put the images in "
                                        f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
-    images = project.list_images(cfg.patterns) if inputs is None else match_images(inputs, cfg.patterns)
+    if inputs is None:
+        project.check_inside(project.input_dir, "project", "put the images (or a folder of them) in input/ itself")
+    ids = processed.content_ids(storage, project.name, listing)
+    images = match_images(list(ids), cfg.patterns)
     if not images:
         raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
@@ -100,10 +107,10 @@ def check_project(conf: dict[str, Any], storage):
     macro = project.resolve_macro(cfg.macro)
     check_headless(macro, cfg, project)
     if cfg.only_new:
-        images = only_new(storage, project.name, images, sha256(macro), cfg.macro_args, listing)
+        images = only_new(storage, project.name, images, sha256(macro), cfg.macro_args, ids)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
-    return cfg, project, images, macro, listing, defaults
+    return cfg, project, images, macro, listing, defaults, ids
 
 
 def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> None:
@@ -123,11 +130,12 @@ def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> 
 
 
 def only_new(storage, project: str, images: list[str], macro_sha: str, macro_args: dict[str, Any],
-             listing: dict[str, Any] | None = None) -> list[str]:
-    """The images this macro with these arguments has not processed as they are now; ConfigError when none."""
+             ids: dict[str, str]) -> list[str]:
+    """The images this macro with these arguments has not processed as they are now (``ids``: the content
+    ids of input/, :func:`sciops.processed.content_ids`); ConfigError when none."""
     from sciops import processed
 
-    new = processed.new_images(images, processed.content_ids(storage, project, listing),
+    new = processed.new_images(images, ids,
                                processed.read(storage, project, processed.key(macro_sha, macro_args)))
     if not new:
         raise ConfigError([("only_new", f"all {len(images)} image(s) matching file_pattern were processed by this "
@@ -272,7 +280,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
 
     started = time.time()
     storage = storage_for(conf)
-    cfg, project, images, macro, listing, defaults = check_project(conf, storage)
+    cfg, project, images, macro, listing, defaults, ids = check_project(conf, storage)
     chosen = {k: v for k, v in config_mod.sources(conf, defaults).items() if v != "default"}
     log.info("parameters set by the run or project.yaml (the rest are built-in defaults): %s",
              ", ".join(f"{k}={getattr(cfg, k)!r} ({v})" for k, v in chosen.items()) or "none")
@@ -288,6 +296,8 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     except OSError as exc:
         raise ConfigError([("project", f"cannot create the run folder {run_dir} ({exc.strerror}); make "
                                        f"{project.name}/output/ writable by the worker")]) from None
+    # the run's images and their content ids, in order: plan reads them instead of listing input/ again
+    write_json(run_dir / "work" / "inputs.json", {rel: ids.get(rel) for rel in images})
     info = RunInfo(run_id=run_id, airflow_run_id=airflow_run_id, project=project.name,
                    project_root=str(project.root), run_dir=str(run_dir), config=cfg, config_sources=chosen,
                    images=len(images), macro_path=str(macro), macro_sha256=sha256(macro), launcher=launcher,

@@ -1,6 +1,7 @@
 """``plan``: the run's images cut into chunks, the manifest the array runs from, the job files."""
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Any
 
 from sciops.errors import SciOpsError
 from sciops.phases import phase
-from sciops.project import Project, chunk, expected_outputs, match_images, sha256, stage_job_files, write_json
+from sciops.project import Project, chunk, expected_outputs, sha256, stage_job_files, write_json
 from sciops.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,13 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
 
 def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str], dict[str, Any]]:
     """The run's units of work (images, or series of files read through Bio-Formats), their content ids
-    (a series: its file's), and what Bio-Formats adds to the manifest (one listing of the storage root's
-    ``input/``, which on S3 is the truth: the working copy may be on the cluster only)."""
-    from sciops import bioformats, processed, runner_module
-    from sciops.phases.checks import only_new
+    (a series: its file's), and what Bio-Formats adds to the manifest. The images are the ones validate
+    chose from its one listing of input/ (``work/inputs.json``: ``only_new`` applied): none is listed again."""
+    from sciops import bioformats, runner_module
 
-    storage, cfg = info.storage(), info.config
-    ids = processed.content_ids(storage, project.name)
-    images = project.list_images(cfg.patterns) if storage.is_local else match_images(list(ids), cfg.patterns)
-    if cfg.only_new:
-        images = only_new(storage, project.name, images, info.macro_sha256, cfg.macro_args)
+    cfg = info.config
+    ids = json.loads(Path(info.run_dir, "work", "inputs.json").read_text(encoding="utf-8"))
+    images = list(ids)
     probed = bioformats.load(Path(info.run_dir, "work"))   # validate read the series of these files
     extra: dict[str, Any] = {}
     if probed:
@@ -51,7 +49,7 @@ def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str],
         images = units + (list(unreadable) if cfg.skip_unreadable else [])
         extra = {"unreadable": unreadable if cfg.skip_unreadable else {}, "series_names": names}
     files = {u: bioformats.unit_parts(u)[0] for u in images}
-    return images, {u: ids[f] for u, f in files.items() if f in ids}, extra
+    return images, {u: ids[f] for u, f in files.items() if ids.get(f)}, extra
 
 
 def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
