@@ -31,11 +31,13 @@ Each ``ok`` image's tables are appended, as the image ends, to its attempt's chu
 (``tables/task-NNNN.attempt-K.results.csv`` and ``...summary.csv``; a new ``.partP`` file
 when an image's columns differ from the file's header), prefixed with ``image``, ``task``
 and ``attempt``. The status line records each table's file and the byte offset its rows end
-at, written after the rows reach the disk (fsync): collation reads thousands of chunk files
-instead of a file per image, and a file shorter than a recorded offset (a node lost before
-its write reached shared storage) is detected, its images re-run by the next attempt or
-reported. ``status/task-NNNN.count.json`` holds the task's running counts (progress reads
-one small file per task, not every status line).
+at, written after the rows (only the status line is fsynced: one fsync an image): collation
+reads thousands of chunk files instead of a file per image, and a file shorter than a recorded
+offset (a node lost before its write reached shared storage) is detected, its images re-run by
+the next attempt or reported. ``status/task-NNNN.count.json`` holds the task's running counts
+(progress reads one small file per task, not every status line), rewritten at most once a second.
+The runner's CPU is taken from the JVMs beside it (a 2-core node runs two): over 1,000 images here it
+used 4.3-4.8 s, against 5.9 s with an fsync per table and per begin line and count.json per image.
 
 The attempt summary (``status/task-NNNN.attempt-K.json``) is written when the task
 starts (``end``/``exit`` null) and again when it ends, so a task killed outright
@@ -79,6 +81,10 @@ ERROR_RE = re.compile(
 IDLE_CPU_SHARE = 0.03
 #: After an error line, how long an idle JVM may sit before we call it stuck.
 ERROR_GRACE_S = 2.0
+#: Heaps up to this size get the serial garbage collector (imagej1 launcher).
+SERIAL_GC_MAX_MB = 8192
+#: count.json is rewritten at most this often (and when the task ends).
+COUNTS_EVERY_S = 1.0
 #: JVM start failures in a row before the task gives up (exit code 3).
 MAX_START_FAILURES = 2
 EXIT_IMAGEJ_BROKEN = 3
@@ -331,10 +337,11 @@ class ChunkTable:
         return buf.getvalue().encode("utf-8")
 
     def _write(self, data):
+        # not fsynced: the status line that points at these rows is, and a file found shorter than the
+        # offset it records (a node lost before the rows reached the disk) is detected (tables_cut_short)
         fd = os.open(os.path.join(self.dir, self.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, data)
-            os.fsync(fd)
             return os.lseek(fd, 0, os.SEEK_END)
         finally:
             os.close(fd)
@@ -444,14 +451,20 @@ def write_json(path, doc):
     os.replace(tmp, path)
 
 
-def append_status(path, rec):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def append_status(path, rec, sync=True):
+    """Append one status line (one write with O_APPEND: whole or absent after a kill); ``sync``: fsync it
+    (a final status; a ``begin`` line is not: a killed process's writes survive it, and a lost node's
+    deaths do not count anyway)."""
     line = json.dumps(rec, sort_keys=True) + "\n"
-    # One write with O_APPEND: a line is either whole or absent after a kill.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -536,21 +549,52 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
         return [launcher["fiji"], "--headless", "--console", "--mem=%dm" % xmx] + props + [
             "--", "-port0", "-batch", driver, jobfile]
     if kind == "imagej1":
-        return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + props + [
+        # the serial collector: a task's JVM has a core or two and a heap of a few GB, and the default's
+        # parallel GC threads take CPU from the JVM beside it. Measured on this 2-core machine, count_nuclei
+        # on BBBC002 ×3 (150 images, one JVM): 10.4-10.7 s against 11.3 s, 10 % less CPU; two JVMs of
+        # 1,000 tiny images at once: 23.9 s against 24.5-29.6 s. (C1 only, -XX:TieredStopAtLevel=1, was
+        # faster on tiny images but 50 % slower on BBBC002's: not used.)
+        gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
+        return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + [
             "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
     raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)
 
 
 def bioformats_version(launcher):
-    """The version of the Bio-Formats jar an ImageJ 1 launch is given (its manifest), or None."""
-    import zipfile
+    """The version of the Bio-Formats jar an ImageJ 1 launch is given (its manifest), or None.
 
-    if not launcher.get("plugins_dir"):
-        return None
+    The manifest is among a jar's first entries: read from their local headers (~1 ms), not through
+    the 45 MB jar's central directory of ~20,000 entries (zipfile: 0.19 s, once per task).
+    """
+    import struct
+    import zlib
+
+    if launcher.get("bioformats_version") or not launcher.get("plugins_dir"):
+        return launcher.get("bioformats_version")
+    path = os.path.join(launcher["plugins_dir"], "plugins", "bioformats_package.jar")
+    text = None
     try:
-        with zipfile.ZipFile(os.path.join(launcher["plugins_dir"], "plugins", "bioformats_package.jar")) as jar:
-            text = jar.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
-    except (OSError, KeyError, zipfile.BadZipFile):
+        with open(path, "rb") as fh:
+            for _ in range(4):
+                head = fh.read(30)
+                if len(head) < 30 or head[:4] != b"PK\x03\x04":
+                    break
+                _, _, flags, method, _, _, _, csize, _, nlen, xlen = struct.unpack("<4sHHHHHIIIHH", head)
+                name = fh.read(nlen)
+                fh.seek(xlen, 1)
+                if flags & 8:   # sizes follow the data: cannot skip this entry
+                    break
+                if name == b"META-INF/MANIFEST.MF":
+                    data = fh.read(csize)
+                    text = (zlib.decompressobj(-15).decompress(data) if method == 8 else data).decode("utf-8", "replace")
+                    break
+                fh.seek(csize, 1)
+        if text is None:
+            import zipfile
+
+            with zipfile.ZipFile(path) as jar:
+                text = jar.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
+    except (OSError, KeyError, ValueError, zlib.error, struct.error):
         return None
     return next((line.split(":", 1)[1].strip() for line in text.splitlines()
                  if line.startswith("Implementation-Version:")), None)
@@ -586,6 +630,7 @@ class ChunkRunner:
         self.proc = None           # the JVM running now
         self.tables = {kind: ChunkTable(self.work, task_id, attempt, kind) for kind in ("results", "summary")}
         self.counts = {}           # final status per image of the chunk, for count.json
+        self.counts_at = 0.0       # when count.json was last written
 
     # -- bookkeeping -------------------------------------------------------------
     def note(self, msg, *args):
@@ -602,9 +647,14 @@ class ChunkRunner:
         print("%s\t%s\t%.2f\t%s" % (image, status, seconds, error), flush=True)
         return rec
 
-    def write_counts(self):
+    def write_counts(self, force=False):
+        """``count.json``: at most once every COUNTS_EVERY_S (progress polls every few seconds), and at the end."""
         if self.status_file != status_path(self.work, self.task_id):
             return   # a smoke run's status file is its own
+        now = time.time()
+        if not force and now - self.counts_at < COUNTS_EVERY_S and len(self.counts) < len(self.chunk):
+            return   # written again within the second, or when the chunk's last image ends
+        self.counts_at = now
         done = [s for img, s in self.counts.items() if img in self.chunk]
         write_json(count_path(self.work, self.task_id),
                    {"task": self.task_id, "images": len(self.chunk), "done": len(done),
@@ -629,7 +679,8 @@ class ChunkRunner:
 
     def begin(self, image):
         append_status(self.status_file, {"image": image, "status": BEGIN, "task": self.task_id,
-                                         "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3)})
+                                         "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3)},
+                      sync=False)
 
     def earlier_deaths(self):
         return deaths_under(self.status_file, lost_attempts(self.task_id), exclude=(self.attempt,))
@@ -649,7 +700,7 @@ class ChunkRunner:
     def run(self):
         done = self.already_done()
         self.counts = {img: rec["status"] for img, rec in done.items()}
-        self.write_counts()
+        self.write_counts(force=True)
         remaining = [img for img in self.images if img not in done]
         if len(remaining) < len(self.images):
             self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
@@ -700,6 +751,7 @@ class ChunkRunner:
                 xvfb.stop()
             shutil.rmtree(self.scratch, ignore_errors=True)
             remove_stale_scratch(self.m.get("scratch_dir"))   # and what killed runners on this node left
+            self.write_counts(force=True)
         return 0
 
     def run_jvm(self, images, display=None):

@@ -46,7 +46,7 @@ def test_outputs_missing(tmp_path):
 def test_launcher_argv_imagej1_and_fiji():
     ij = st.launcher_argv({"kind": "imagej1", "java": "/usr/bin/java", "ij_jar": "/ij.jar"}, 700, "/h", "/t", "/d.ijm",
                           "/job.txt")
-    assert ij == ["/usr/bin/java", "-Xmx700m", "-Duser.home=/h", "-Djava.io.tmpdir=/t", "-jar", "/ij.jar", "-port0",
+    assert ij == ["/usr/bin/java", "-Xmx700m", "-XX:+UseSerialGC", "-Duser.home=/h", "-Djava.io.tmpdir=/t", "-jar", "/ij.jar", "-port0",
                   "-batch", "/d.ijm", "/job.txt"]
     fiji = st.launcher_argv({"kind": "fiji", "fiji": "/opt/Fiji.app/ImageJ-linux64"}, 700, "/h", "/t", "/d.ijm", "/j")
     assert fiji[:4] == ["/opt/Fiji.app/ImageJ-linux64", "--headless", "--console", "--mem=700m"]
