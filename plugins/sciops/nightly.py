@@ -34,7 +34,7 @@ def decide(storage, name: str) -> Decision:
     """One project: run (with how many new images), skip (and why), or invalid (and the fix)."""
     from sciops import processed
     from sciops.phases.checks import check_project
-    from sciops.project import sha256
+    from sciops.project import macro_sha256
 
     try:
         if not opted_in(storage, name):
@@ -44,7 +44,7 @@ def decide(storage, name: str) -> Decision:
         if exc.fields == ["file_pattern"]:   # no image yet: not broken, just nothing to do
             return Decision(name, SKIP, "no image matches file_pattern yet")
         return Decision(name, INVALID, str(exc).replace("\n", " "))
-    done = processed.read(storage, name, processed.key(sha256(macro), cfg.macro_args))
+    done = processed.read(storage, name, processed.key(macro_sha256(macro), cfg.macro_args))
     new = processed.new_images(images, ids, done)
     if not new:
         return Decision(name, SKIP, f"nothing new: all {len(images)} image(s) processed by macro {cfg.macro} "

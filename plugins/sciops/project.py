@@ -128,6 +128,16 @@ def chunk(images: list[str], size: int) -> list[list[str]]:
     return [images[i:i + size] for i in range(0, len(images), size)]
 
 
+def macro_sha256(macro: Path) -> str:
+    """What identifies a macro's code: its SHA-256, or, for one whose ``@sciops uses:`` line names shipped
+    macros it runs, the SHA-256 of its own and theirs (a change in one of them is a new macro for the
+    processed-images index, the ledger's past performance and plan's check)."""
+    used = used_macros(macro)
+    if not used:
+        return sha256(macro)
+    return hashlib.sha256(" ".join([sha256(macro)] + [f"{p.name}:{sha256(p)}" for p in used]).encode()).hexdigest()
+
+
 def used_macros(macro: Path) -> list[Path]:
     """The shipped macros ``macro`` names in its ``@sciops uses:`` line; ConfigError for one that is not shipped."""
     names = [n for m in USES_TAG.finditer(macro.read_text(encoding="utf-8", errors="replace"))

@@ -69,3 +69,21 @@ def test_the_argument_a_macro_gets():
         "input=/in/a b.tif", "output=/out/a", "mask=/out/a/mask.tif", "sigma=2"]
     assert argument_for("{input},{output},{sigma}", "/in/a.tif", "/out/a", args) == "/in/a.tif,/out/a,2"
     assert argument_for("file=[{name}] stem={stem}", "/in/x/p1.ome.tif", "/o", {}) == "file=[p1.ome.tif] stem=p1.ome"
+
+
+def test_a_macro_that_uses_a_shipped_one_changes_identity_with_it(tmp_path, monkeypatch):
+    """cell_death runs percent_positive: a change in either is a new macro for the processed-images index."""
+    from sciops import project
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "base.ijm").write_text("print(1);\n")
+    monkeypatch.setattr(project, "MACRO_DIR", shipped)
+    user = tmp_path / "user.ijm"
+    user.write_text("// @sciops uses: base.ijm\nrunMacro('base.ijm');\n")
+    plain = tmp_path / "plain.ijm"
+    plain.write_text("print(2);\n")
+    before = project.macro_sha256(user)
+    assert project.macro_sha256(plain) == project.sha256(plain)      # no uses: the file's own hash, as before
+    (shipped / "base.ijm").write_text("print(3);\n")
+    assert project.macro_sha256(user) != before

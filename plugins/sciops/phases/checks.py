@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 from sciops import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, phase
-from sciops.project import (MACRO_DIR, Project, expected_outputs, match_images, safe_run_id, sha256, stage_job_files,
-                            write_json)
+from sciops.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
+                            stage_job_files, write_json)
 from sciops.runinfo import RunInfo, backend_for, storage_for
 from sciops.storage import PROJECT_PARTS, get_storage
 
@@ -107,7 +107,7 @@ def check_project(conf: dict[str, Any], storage):
     macro = project.resolve_macro(cfg.macro)
     check_headless(macro, cfg, project)
     if cfg.only_new:
-        images = only_new(storage, project.name, images, sha256(macro), cfg.macro_args, ids)
+        images = only_new(storage, project.name, images, macro_sha256(macro), cfg.macro_args, ids)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
     return cfg, project, images, macro, listing, defaults, ids
@@ -287,7 +287,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     # cheap before slow: settings and the budget estimate need nothing remote; the cluster checks reach out
     with backend_for(cfg) as backend:
         backend.check_settings(project.name, airflow_run_id)
-        estimate = check_budget(cfg, project.name, len(images), sha256(macro))
+        estimate = check_budget(cfg, project.name, len(images), macro_sha256(macro))
         launcher, smoke_launcher = backend.check(project, airflow_run_id)
     run_id = safe_run_id(airflow_run_id)
     run_dir = project.run_dir(run_id)
@@ -300,7 +300,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     write_json(run_dir / "work" / "inputs.json", {rel: ids.get(rel) for rel in images})
     info = RunInfo(run_id=run_id, airflow_run_id=airflow_run_id, project=project.name,
                    project_root=str(project.root), run_dir=str(run_dir), config=cfg, config_sources=chosen,
-                   images=len(images), macro_path=str(macro), macro_sha256=sha256(macro), launcher=launcher,
+                   images=len(images), macro_path=str(macro), macro_sha256=macro_sha256(macro), launcher=launcher,
                    estimate=estimate)
     with phase(run_dir, "validate", start=started):
         if publish:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sciops.errors import SciOpsError
 from sciops.phases import phase
-from sciops.project import Project, chunk, expected_outputs, sha256, stage_job_files, write_json
+from sciops.project import Project, chunk, expected_outputs, macro_sha256, stage_job_files, write_json
 from sciops.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
         macro = Path(info.macro_path)
         work = run_dir / "work"
         job = stage_job_files(work, macro)
-        if sha256(job["macro"]) != info.macro_sha256:
+        if macro_sha256(job["macro"]) != info.macro_sha256:
             raise SciOpsError(f"macro {macro} changed between validate and plan; trigger the run again")
         chunks = chunk(images, cfg.images_per_task)
         # The scheduler writes task logs here and the runners their statuses: both must exist
