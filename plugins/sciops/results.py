@@ -198,18 +198,22 @@ def read_chunk_tables(work: Path, ok: dict[str, dict]) -> tuple[dict[str, list[p
     return tables, cut
 
 
-def reference_tables(run_dir: Path, manifest: dict[str, Any],
-                     images: list[str] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def reference_tables(run_dir: Path, manifest: dict[str, Any], images: list[str] | None = None,
+                     statuses: dict[str, dict] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The straightforward per-image read (each image's ``results.csv`` and ``summary.csv``).
 
     What collation did before chunk tables; kept as the yardstick of the tests and of
     ``bench/bench_scale.py``, and for ``ok`` status lines without ``tables`` (a runner
     older than chunk tables). Returns the results rows and the summary rows of ``images``
-    (default: every image whose final status is ``ok``), in manifest order.
+    (default: every image whose final status is ``ok``), in manifest order; ``statuses``: the final
+    status lines when the caller has read them (collate), else they are read here.
     """
     work = Path(run_dir) / "work"
     st = runner_module()
-    statuses = _final_statuses(work, manifest)
+    if statuses is None:
+        statuses = {}
+        for i in range(1, len(manifest["chunks"]) + 1):
+            statuses.update(st.read_statuses(st.status_path(str(work), i)))
     if images is None:
         images = [i for c in manifest["chunks"] for i in c if statuses.get(i, {}).get("status") == "ok"]
     summary_rows, tables = [], []
@@ -231,14 +235,6 @@ def reference_tables(run_dir: Path, manifest: dict[str, Any],
             tables.append(table)
     results = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["image", "task", "attempt"])
     return results, summary_rows
-
-
-def _final_statuses(work: Path, manifest: dict[str, Any]) -> dict[str, dict]:
-    st = runner_module()
-    statuses: dict[str, dict] = {}
-    for i in range(1, len(manifest["chunks"]) + 1):
-        statuses.update(st.read_statuses(st.status_path(str(work), i)))
-    return statuses
 
 
 #: A unit read through Bio-Formats (``file#series``, ``file#seriesc<channel>``: sciops_task.unit_parts).
@@ -279,7 +275,7 @@ def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
     ok = {image: rec for image, rec in statuses.items() if rec.get("status") == "ok"}
     chunk_tables, cut = read_chunk_tables(work, {i: r for i, r in ok.items() if "tables" in r})
     older = [i for c in manifest["chunks"] for i in c if i in ok and "tables" not in ok[i]]
-    older_results, older_summary = reference_tables(run_dir, manifest, older) if older else (None, [])
+    older_results, older_summary = reference_tables(run_dir, manifest, older, statuses) if older else (None, [])
 
     manifest_images = pa.array([i for c in manifest["chunks"] for i in c], pa.string())
     parts = chunk_tables["results"]
