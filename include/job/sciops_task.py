@@ -234,7 +234,8 @@ def read_csv_rows(path):
 
 #: A unit of work read through Bio-Formats: ``<file>#<series>`` (0-based, as Bio-Formats counts),
 #: ``<file>#<series>c<channel>`` when each channel is a unit of its own (1-based, as ImageJ counts).
-UNIT_RE = re.compile(r"^(.+)#(\d+)(?:c(\d+))?$")
+#: Named groups: collation gives the same pattern to pyarrow (RE2 reads this syntax too).
+UNIT_RE = re.compile(r"^(?P<file>.+)#(?P<series>\d+)(?:c(?P<channel>\d+))?$")
 
 
 def unit_parts(unit):

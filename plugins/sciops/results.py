@@ -237,8 +237,6 @@ def reference_tables(run_dir: Path, manifest: dict[str, Any], images: list[str] 
     return results, summary_rows
 
 
-#: A unit read through Bio-Formats (``file#series``, ``file#seriesc<channel>``: sciops_task.unit_parts).
-UNIT_PATTERN = r"^(?P<file>.+)#(?P<series>\d+)(?:c(?P<channel>\d+))?$"
 UNIT_COLUMNS = ("file", "series", "series_name", "channel")
 
 
@@ -246,7 +244,8 @@ def with_unit_columns(table: pa.Table, names: dict[str, str], channel: str) -> p
     """``table`` with ``file``, ``series``, ``series_name`` and ``channel`` after ``image`` (a run that read
     files through Bio-Formats): a plain image is its own file, with no series or channel."""
     image = table["image"].combine_chunks() if table.num_rows else pa.array([], pa.string())
-    parts = pc.extract_regex(image, pattern=UNIT_PATTERN)
+    # a unit read through Bio-Formats: the runner's own pattern (sciops_task.UNIT_RE)
+    parts = pc.extract_regex(image, pattern=runner_module().UNIT_RE.pattern)
     file = pc.coalesce(pc.struct_field(parts, "file"), image)
     series = pc.cast(pc.struct_field(parts, "series"), pa.int64())
     own = pc.struct_field(parts, "channel")
