@@ -88,6 +88,13 @@ COUNTS_EVERY_S = 1.0
 #: JVM start failures in a row before the task gives up (exit code 3).
 MAX_START_FAILURES = 2
 EXIT_IMAGEJ_BROKEN = 3
+#: scancel (and a node's shutdown) signals every process of a task at once: the JVM, or the Xvfb under it,
+#: can end a moment before this runner's own handler runs. A JVM that ends under an image waits this
+#: long for that handler before the image is blamed.
+STOP_GRACE_S = 1.0
+#: A JVM ended by one of these without our asking was stopped from outside, not by its image.
+OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -signal.SIGHUP: "SIGHUP",
+                   -signal.SIGINT: "SIGINT"}
 #: The JVM was killed from outside (kill -9, the OOM killer): stop, let the scheduler resubmit.
 EXIT_INTERRUPTED = 137
 #: Grid Engine's ``qdel`` of a ``-notify`` job sends SIGUSR2 first: the runner stops with 128 + 12, which
@@ -870,16 +877,19 @@ class ChunkRunner:
                 break
         self.log.flush()
         rc = proc.wait()
-        if current is not None and rc == -signal.SIGKILL and not kill_reason:
+        if current is not None and rc != 0 and not kill_reason:
+            time.sleep(STOP_GRACE_S)   # a stop of the whole task raises SystemExit here (see STOP_GRACE_S)
+        if current is not None and rc in OUTSIDE_SIGNALS and not kill_reason:
             # Killed from outside (kill -9, the OOM killer, a node going down): not this
             # image's fault the first time. Stop here and let the scheduler resubmit the
             # chunk; a second kill under the same image marks it failed.
+            how = OUTSIDE_SIGNALS[rc]
             if not self.earlier_deaths().get(current):
-                self.note("JVM killed (SIGKILL) from outside while processing %s: stopping", current)
-                self.error = "JVM killed (SIGKILL) from outside while processing %s" % current
+                self.note("JVM killed (%s) from outside while processing %s: stopping", how, current)
+                self.error = "JVM killed (%s) from outside while processing %s" % (how, current)
                 self.interrupted = True
                 return finished
-            kill_reason = ("failed", "JVM killed (SIGKILL) twice while processing this image (out of memory?)")
+            kill_reason = ("failed", "JVM killed (%s) twice while processing this image (out of memory?)" % how)
         if current is not None:
             if kill_reason:
                 status, error = kill_reason

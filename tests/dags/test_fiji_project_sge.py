@@ -199,7 +199,7 @@ def test_sge_qdel_of_a_one_task_array_is_a_deletion(airflow_db, fiji_dag, griden
     summary = pd.read_csv(run_dir / "summary.csv")
     failures = pd.read_csv(run_dir / "failures.csv")
     assert len(summary) >= 1 and len(summary) + len(failures) == len(counts)
-    assert all("qdel" in e for e in failures["error"])
+    assert all("qdel" in e for e in failures["error"]), failures["error"].tolist()
     # the runner wrote its end when told (SIGUSR2), so the task's time is in the cost
     summary_file = json.loads((run_dir / "work" / "status" / "task-0001.attempt-1.json").read_text())
     assert summary_file["exit"] == 140 and summary_file["end"] and run["cost"]["total_usd"] > 0

@@ -150,7 +150,7 @@ def test_scancel_of_a_one_task_array_is_not_resubmitted(airflow_db, slurm, share
     summary = pd.read_csv(run_dir / "summary.csv")
     failures = pd.read_csv(run_dir / "failures.csv").set_index("image")
     assert len(summary) >= 1 and len(summary) + len(failures) == 4                 # nothing lost
-    assert all("scancel" in e for e in failures["error"])
+    assert all("scancel" in e for e in failures["error"]), failures["error"].tolist()
     assert run["cost"]["total_usd"] >= 0 and run["array"]["task_seconds"] > 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -211,6 +212,29 @@ def test_a_stopped_task_writes_its_summary(tmp_path, sig, says):
     assert proc.wait(20) == 128 + sig
     summary = json.loads(path.read_text())
     assert summary["exit"] == 128 + sig and says in summary["error"] and summary["end"] > summary["start"]
+
+
+@pytest.mark.parametrize("runner_too", [True, False])
+def test_a_jvm_terminated_under_an_image_does_not_fail_it(tmp_path, runner_too):
+    """scancel signals every process of a task: ImageJ can end a moment before the runner hears of it.
+
+    Either way the image in flight is not failed: with the runner stopped too, the stop explains
+    it; alone (someone's kill of the JVM), it counts as a kill from outside, like ``kill -9``.
+    """
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b_slow.tif"], "*slow*) sleep 30 ;;")
+    proc = subprocess.Popen([sys.executable, st.__file__, "--manifest", str(mpath), "--task", "1"])
+    deadline = time.time() + 20
+    while "b_slow.tif" not in _begun_safe(work) and time.time() < deadline:
+        time.sleep(0.1)
+    [jvm] = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    os.killpg(int(jvm), signal.SIGTERM)
+    if runner_too:
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == (128 + signal.SIGTERM if runner_too else st.EXIT_INTERRUPTED)
+    assert {k: v["status"] for k, v in st.read_statuses(st.status_path(str(work), 1)).items()} == {"a.tif": "ok"}
+    summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
+    assert "SIGTERM" in summary["error"]
 
 
 def _begun_safe(work):
