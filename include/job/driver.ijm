@@ -53,6 +53,8 @@ for (i = 2; i < lines.length; i++) {
     argument = "input=" + input + "\noutput=" + output + "\n" + extra;
     if (parts.length > 2)
         argument = replace(parts[2], fromCharCode(31), "\n");
+    if (!File.isDirectory(output))   // the runner makes the folders while this JVM starts: this one first
+        File.makeDirectory(output);
     print("SCIOPS_BEGIN\t" + output);
     t0 = getTime();
     extracted = "";

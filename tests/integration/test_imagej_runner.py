@@ -77,6 +77,15 @@ def test_driver_passes_arguments_and_reports_version(tmp_path, imagej):
     assert summary["imagej_version"].startswith("1.") and summary["jvm_starts"] == 1
 
 
+def test_the_driver_makes_an_output_folder_the_runner_has_not_made_yet(tmp_path, imagej, monkeypatch):
+    """On a first attempt the runner makes the folders while the JVM starts: the driver must not depend on it."""
+    make_images(tmp_path / "input", {"dir with space/ü 1.tif": 2, "b.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, ECHO_MACRO, ["b.tif", "dir with space/ü 1.tif"])
+    monkeypatch.setattr(st, "make_folders", lambda folders: None)
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    assert {k: v["status"] for k, v in statuses(tmp_path).items()} == {"b.tif": "ok", "dir with space/ü 1.tif": "ok"}
+
+
 def test_stall_on_macro_error_is_caught_fast_and_the_rest_processed(tmp_path, imagej):
     make_images(tmp_path / "input", {"a.tif": 1, "b_undef.tif": 1, "c.tif": 1}, size=64)
     mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_undef.tif", "c.tif"],
@@ -112,7 +121,10 @@ def test_killed_task_resumes_where_it_stopped(tmp_path, imagej):
     os.killpg(proc.pid, signal.SIGKILL)  # the task and its JVM, as kill -9 / qdel would
     proc.wait()
     assert set(statuses(tmp_path)) == {"a.tif"}
+    stale = Path(st.image_output_dir(str(tmp_path / "work"), "b_slow.tif"), "from-the-killed-attempt.csv")
+    stale.write_text("x")
     assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    assert not stale.exists()   # a later attempt clears what a killed one left before its JVM starts
     got = statuses(tmp_path)
     assert {k: (v["status"], v["attempt"]) for k, v in got.items()} == {
         "a.tif": ("ok", 1), "b_slow.tif": ("ok", 2), "c.tif": ("ok", 2)}

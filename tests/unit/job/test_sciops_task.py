@@ -74,6 +74,7 @@ def fake_imagej_run(tmp_path, images, cases):
 job="${10}"
 echo "SCIOPS_VERSION\t9.99z"
 tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out argument; do
+  [ -d "$out" ] || mkdir "$out"   # as the driver does: the runner may not have made it yet
   echo "SCIOPS_BEGIN\t$input"
   case "$input" in
     %s
