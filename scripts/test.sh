@@ -24,4 +24,5 @@ bash scripts/testbed/slurm.sh start
 bash scripts/testbed/sshd.sh start
 bash scripts/testbed/s3.sh start
 bash scripts/testbed/postgres.sh start
+bash scripts/testbed/vendor_sample.sh   # a Zeiss CZI for the Bio-Formats tests
 exec python -m pytest "$@"

@@ -1,7 +1,8 @@
 """Microscope files through Bio-Formats (scripts/bioformats.sh's jar on ImageJ 1's plugins folder):
 OME-TIFFs made with tifffile (multi-series, multi-channel, 16-bit, pyramidal) with known nuclei in
 each series, through fiji_project on the local backend and on Grid Engine; a vendor format ImageJ 1
-cannot open itself (ICS, written by Bio-Formats' own converter); and files that cannot be read."""
+cannot open itself (ICS, written by Bio-Formats' own converter); a real Zeiss CZI (written by Zeiss's
+libCZI, from its tests in the aicspylibczi sdist); and files that cannot be read."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import subprocess
 import pandas as pd
 import pytest
 
-from helpers import fresh_dag, task_states
+from helpers import REPO, fresh_dag, task_states
 
 pytestmark = pytest.mark.imagej
 
@@ -115,6 +116,41 @@ def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path
     assert "truncated" in failures.loc["cut.ome.tif", "error"]
     report = (run / "report.html").read_text()
     assert "Bio-Formats 7.3.1" in report and "<th>series</th>" in report and "empty.nd2" in report
+
+
+# What the macro sees of a unit: the plain TIFF the driver made of it.
+DESCRIBE_MACRO = r"""// @sciops outputs: results.csv summary.csv
+lines = split(getArgument(), "\n");
+input = ""; output = "";
+for (i = 0; i < lines.length; i++) {
+    if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
+    if (startsWith(lines[i], "output=")) output = substring(lines[i], 7);
+}
+open(input);
+w = getWidth(); h = getHeight(); n = nSlices; d = bitDepth(); m = getValue("Mean");
+File.saveString("plane,mean\n1," + m + "\n", output + "/results.csv");
+File.saveString("width,height,planes,bits\n" + w + "," + h + "," + n + "," + d + "\n", output + "/summary.csv");
+"""
+
+
+def test_a_zeiss_czi_written_by_libczi(airflow_db, make_project):
+    """A real vendor file (Zeiss's libCZI test CZI, scripts/testbed/vendor_sample.sh): validate reads its
+    series through Bio-Formats' Zeiss reader and the macro gets its one 1x1 series with both time points."""
+    sample = REPO / ".testbed" / "samples" / "libczi-t2.czi"
+    assert sample.is_file(), "the vendor sample is missing: run scripts/testbed/vendor_sample.sh (scripts/test.sh does)"
+    root = make_project("bfczi", counts={})
+    shutil.copyfile(sample, root / "input" / "zeiss.czi")
+    (root / "src" / "describe.ijm").write_text(DESCRIBE_MACRO)
+    dr = fresh_dag().test(run_conf={"project": "bfczi", "file_pattern": "*.czi", "macro": "src/describe.ijm",
+                                    "memory": "1G"})
+    assert dr.state == "success", task_states(dr)
+    run = only_run(root)
+    assert pd.read_csv(run / "failures.csv").empty
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary["image"].tolist() == ["zeiss.czi#0"] and summary["series"].tolist() == [0]
+    assert summary[["width", "height", "planes", "bits"]].values.tolist() == [[1, 1, 2, 8]]
+    series = json.loads((run / "work" / "series.json").read_text())
+    assert "zeiss.czi" in series, series
 
 
 def test_a_series_larger_than_memory_is_refused_with_what_it_needs(airflow_db, make_project):
