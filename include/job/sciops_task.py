@@ -787,8 +787,8 @@ class ChunkRunner:
     def run_jvm(self, images, xvfb=None):
         """Start one JVM on ``images``; return {image: status record} of those it finished.
 
-        On a task's first attempt (no status line yet: no output folder can hold a killed attempt's
-        files) the images' output folders are made by a thread while the JVM starts, and the driver
+        On a task's first attempt's first JVM (no status line yet: no output folder can hold a killed
+        attempt's or JVM's files) the images' output folders are made by a thread while the JVM starts, and the driver
         makes one it reaches first: 500 mkdirs took 0.26 s here (0.5 ms each on this ext4; more on
         NFS), longer than the JVM's own start (0.2 s), before every task's first image.
         """
@@ -801,13 +801,15 @@ class ChunkRunner:
             os.makedirs(d)
         jobfile = os.path.join(self.scratch, "job-%d.txt" % self.jvm_starts)
         parents, folders = set(), []
+        # only the attempt's first JVM: a later one reruns images an earlier JVM left half-written
+        fresh = self.fresh and self.jvm_starts == 1
         with open(jobfile, "w", encoding="utf-8") as fh:
             fh.write("macro=%s\n" % self.m["macro_path"])
             fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.get("macro_args", {}).items())))
             template, args = self.m.get("macro_argument"), self.m.get("macro_args", {})
             for k, img in enumerate(images):
                 out = image_output_dir(self.work, img)
-                if self.fresh:
+                if fresh:
                     parents.add(os.path.dirname(out))
                     folders.append(out)
                 else:
