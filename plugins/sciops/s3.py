@@ -22,10 +22,12 @@ which gets them from an Airflow connection; they are never logged nor put in a m
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import re
 import threading
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -42,9 +44,20 @@ POOL = 32
 ATTEMPTS = 5
 #: How long a renewing credential's keys are used before the provider is asked again.
 RENEW_EVERY = dt.timedelta(minutes=5)
+#: The checksum each part of a multipart upload carries, as the AWS CLI sends them: S3 checks every
+#: part against it, over HTTPS botocore sends it as a trailer and leaves the body unsigned instead of
+#: SHA-256 hashing it (zlib's CRC32: ~3.9 GB/s here, SHA-256 1.7 GB/s, MD5 0.7 GB/s), and S3 (moto
+#: too) then builds the object's checksum from the parts' CRC32s instead of reading the object again:
+#: without it moto_server spent 2-3x the CPU of the AWS CLI's upload on the same 1 GB.
+PART_CHECKSUM = "CRC32"
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+
+
+def part_crc32(data: bytes) -> str:
+    """A part's CRC32 as S3 writes it (base64 of the big-endian 4 bytes)."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 @dataclass(frozen=True)
@@ -309,12 +322,15 @@ class S3Client:
         self.boto_call("create_bucket", f"create bucket {self.bucket!r}", **args)
 
     def create_multipart(self, key: str, meta: dict[str, str] | None = None) -> str:
+        """A new multipart upload whose parts carry :data:`PART_CHECKSUM`."""
         return self.boto_call("create_multipart_upload", f"start multipart upload of {key}", Key=key,
-                              **({"Metadata": meta} if meta else {}))["UploadId"]
+                              ChecksumAlgorithm=PART_CHECKSUM, **({"Metadata": meta} if meta else {}))["UploadId"]
 
-    def upload_part(self, key: str, upload_id: str, number: int, body, length: int) -> str:
+    def upload_part(self, key: str, upload_id: str, number: int, body, length: int, checked: bool = True) -> str:
+        """One part; ``checked``: with its CRC32 (botocore computes it), for an upload made with one."""
         got = self.boto_call("upload_part", f"upload part {number} of {key}", Key=key, UploadId=upload_id,
-                             PartNumber=number, Body=body, ContentLength=length)
+                             PartNumber=number, Body=body, ContentLength=length,
+                             **({"ChecksumAlgorithm": PART_CHECKSUM} if checked else {}))
         return (got.get("ETag") or "").strip('"')
 
     def put_tags(self, key: str, tags: dict[str, str]) -> None:
@@ -345,15 +361,19 @@ class S3Client:
                 return parts
             marker = int(page.get("NextPartNumberMarker") or max(parts))
 
-    def list_uploads(self, key: str) -> list[str]:
-        """Unfinished multipart uploads of exactly ``key``, oldest first."""
+    def list_uploads(self, key: str) -> list[tuple[str, bool]]:
+        """Unfinished multipart uploads of exactly ``key``, oldest first: (upload id, whether its parts
+        carry :data:`PART_CHECKSUM`; an upload started by an older SciOps has none)."""
         page = self.boto_call("list_multipart_uploads", f"list unfinished uploads of {key}", Prefix=key)
-        return [u["UploadId"] for u in page.get("Uploads") or () if u.get("Key") == key]
+        return [(u["UploadId"], u.get("ChecksumAlgorithm") == PART_CHECKSUM)
+                for u in page.get("Uploads") or () if u.get("Key") == key]
 
-    def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str:
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[str, str | None]]) -> str:
+        """Join the parts, given as (ETag, base64 CRC32 or None) in order."""
+        listed = [{"PartNumber": i, "ETag": f'"{etag}"', **({"ChecksumCRC32": crc} if crc else {})}
+                  for i, (etag, crc) in enumerate(parts, 1)]
         got = self.boto_call("complete_multipart_upload", f"complete multipart upload of {key}", Key=key,
-                             UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": i, "ETag": f'"{e}"'}
-                                                                            for i, e in enumerate(etags, 1)]})
+                             UploadId=upload_id, MultipartUpload={"Parts": listed})
         return (got.get("ETag") or "").strip('"')
 
     def abort_multipart(self, key: str, upload_id: str) -> None:

@@ -8,20 +8,23 @@ its content MD5 where it can tell (:meth:`Tree.md5`), and takes a file from anot
 
 S3's ETag is the MD5 of an object only for single-part uploads without SSE-KMS; a multipart
 upload's is the MD5 of its parts' MD5s with ``-N`` (reproducible when the part size is known),
-and an SSE-KMS object's is neither. So an upload stores the file's MD5 with the object (user
-metadata ``sciops-md5``), the local side records the MD5 of every object it sent or fetched
+and an SSE-KMS object's is neither. So an upload stores the file's MD5 with the object where it has it
+(user metadata ``sciops-md5``), the local side records the MD5 of every object it sent or fetched
 (the checksum cache's ``objects``), and a comparison that neither settles asks S3 for the
 stored MD5 (one HEAD: an SSE-KMS object this machine has not seen, or a file that differs
 from an object it did not send).
 
-A multipart upload's metadata is fixed when it starts, before its bytes are read; reading a
-file once for its MD5 and again for its parts cost 4 × 1 GB 110 s against the AWS CLI's 99 s
-(``bench/bench_scale.py --parts sync``, MD5 at 620 MB/s on one core here). So a file whose
-MD5 the checksum cache does not hold yet has it computed *while* its parts go out, and stored
-after the upload completes as the object tag ``sciops-md5`` (one PutObjectTagging; metadata
-cannot be added to an object without copying it). :meth:`S3Tree.md5` reads the metadata, then
-the tag. A bucket policy that denies tagging costs only this: another machine, on an SSE-KMS
-bucket, sends or fetches that file once more.
+A multipart upload checks its first part's ETag against that part's MD5. Where they agree (any
+bucket without SSE-KMS) the object's ETag is the file's multipart ETag for SciOps' part size, which
+any machine can recompute: it goes into the checksum cache (a no-op resync reads no file) and no
+MD5 of the whole file is computed. Where they differ (SSE-KMS) the file's MD5 is computed while the
+other parts go out and stored after the upload completes as the object tag ``sciops-md5`` (one
+PutObjectTagging; metadata is fixed when an upload starts and cannot be added later without
+copying the object). :meth:`S3Tree.md5` reads the metadata, then the tag. A bucket policy that
+denies tagging costs only this: another machine, on an SSE-KMS bucket, sends or fetches that file
+once more. Computing that MD5 on every upload cost a core-second per 0.7 GB, which on the testbed
+(``bench/bench_scale.py --parts sync``: the client shares two cores with moto_server) was time
+taken from the server.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from sciops.errors import StorageError
-from sciops.s3 import S3Client
+from sciops.s3 import S3Client, part_crc32
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +210,9 @@ class Tree(ABC):
         """The content's MD5 when the tree has it without reading the file (a local tree's cache)."""
         return None
 
-    def learned_md5(self, rel: str, entry: Entry, md5: str) -> None:
-        """The content's MD5, computed elsewhere (while the file was sent): kept where the tree keeps them."""
+    def learned(self, rel: str, entry: Entry, shape: int | None, checksum: str) -> None:
+        """The content's checksum (as :meth:`checksum`), learnt while the file was sent: kept where the tree
+        keeps them."""
 
     def remember(self, rel: str, etag: str | None, md5: str | None) -> None:
         """The object with ``etag`` holds content with this MD5 (this machine sent or fetched it)."""
@@ -292,8 +296,8 @@ class LocalTree(Tree):
     def known_md5(self, rel: str, entry: Entry) -> str | None:
         return self.cache.get(rel, entry, None)
 
-    def learned_md5(self, rel: str, entry: Entry, md5: str) -> None:
-        self.cache.put(rel, entry.size, entry.mtime_ns, None, md5)
+    def learned(self, rel: str, entry: Entry, shape: int | None, checksum: str) -> None:
+        self.cache.put(rel, entry.size, entry.mtime_ns, shape, checksum)
 
     def object_md5(self, rel: str, etag: str | None) -> str | None:
         return self.cache.object_md5(rel, etag) if etag else None
@@ -429,61 +433,72 @@ class S3Tree(Tree):
         size = part_size(e.size)
         parts = -(-e.size // size)
         done: dict[int, tuple[int, str]] = {}
-        upload_id = None
-        for candidate in reversed(client.list_uploads(key)):  # newest unfinished upload of this key first
+        upload_id, checked = None, True
+        for candidate, checked in reversed(client.list_uploads(key)):  # newest unfinished upload first
             upload_id, done = candidate, client.list_parts(key, candidate)
             break
         if upload_id is None:
-            upload_id = client.create_multipart(key, {MD5_META: md5} if md5 else None)
+            upload_id, checked = client.create_multipart(key, {MD5_META: md5} if md5 else None), True
         fd = os.open(path, os.O_RDONLY)
         failed: list[BaseException] = []
+        hashing: list[threading.Thread] = []
+        found: list[str] = []
+        plain: list[bool] = []
 
-        def one(number: int) -> tuple[str, bool]:
+        def whole_md5() -> None:   # while the other parts go out; from the page cache, as a rule
+            h = hashlib.md5()
+            offset = 0
+            while block := os.pread(fd, 8 * MiB, offset):
+                h.update(block)
+                offset += len(block)
+            found.append(h.hexdigest())
+
+        def one(number: int) -> tuple[str, str | None, bool]:
             with _in_flight:   # a part is read only when it can be sent: memory bounded, not per file
                 if failed:
                     raise StorageError("another part of this upload failed")
                 data = os.pread(fd, size, (number - 1) * size)
                 have = done.get(number)
+                crc = part_crc32(data) if checked else None
                 try:
                     if have and have[0] == len(data) and have[1] == hashlib.md5(data).hexdigest():
-                        return have[1], True
-                    sent = client.upload_part(key, upload_id, number, data, len(data))
-                    return sent or hashlib.md5(data).hexdigest(), False
+                        plain.append(True)   # a part whose ETag is its MD5: so are the others
+                        return have[1], crc, True
+                    sent = client.upload_part(key, upload_id, number, data, len(data), checked=checked)
+                    if number == 1:   # is a part's ETag its MD5 here? Then the object's ETag is the file's
+                        plain.append(sent == hashlib.md5(data).hexdigest())
+                        if md5 is None and not plain[-1]:   # no (SSE-KMS): the file's MD5 goes in a tag
+                            hashing.append(threading.Thread(target=whole_md5, name="sciops-md5", daemon=True))
+                            hashing[0].start()
+                    return sent or hashlib.md5(data).hexdigest(), crc, False
                 except BaseException as exc:
                     failed.append(exc)
                     raise
                 finally:
                     progress.add(len(data))
 
-        def whole_md5() -> str:   # while the parts go out; from the page cache, as a rule
-            h = hashlib.md5()
-            offset = 0
-            while block := os.pread(fd, 8 * MiB, offset):
-                h.update(block)
-                offset += len(block)
-            return h.hexdigest()
-
         from concurrent.futures import ThreadPoolExecutor
 
-        hashing = None
         try:
-            with ThreadPoolExecutor(min(PART_WORKERS, parts) + 1, thread_name_prefix="sciops-part") as pool:
-                hashing = None if md5 else pool.submit(whole_md5)
+            with ThreadPoolExecutor(min(PART_WORKERS, parts), thread_name_prefix="sciops-part") as pool:
                 answers = list(pool.map(one, range(1, parts + 1)))
-                if hashing is not None:
-                    md5 = hashing.result()
-                    src.learned_md5(rel, e, md5)
         finally:
+            for thread in hashing:
+                thread.join()
             os.close(fd)
-        etags = [etag for etag, _ in answers]   # the upload stays resumable if a part failed: run it again
-        reused = sum(1 for _, was in answers if was)
-        etag = client.complete_multipart(key, upload_id, etags)
-        if hashing is not None:
+        reused = sum(1 for *_, was in answers if was)   # a part failed? the upload stays: run it again
+        etag = client.complete_multipart(key, upload_id, [(etag, crc) for etag, crc, _ in answers])
+        if found:
+            md5 = found[0]
+            src.learned(rel, e, None, md5)
             try:
                 client.put_tags(key, {MD5_META: md5})
             except StorageError as exc:
                 log.warning("%s: could not tag the object with its MD5 (%s); on an SSE-KMS bucket, another "
                             "machine will send or fetch it once more", key, exc)
+        if etag and any(plain):   # the parts' ETags are their MD5s, so this one is the file's multipart ETag
+            src.learned(rel, e, size, etag)   # with this part size (a no-op resync reads nothing); any machine
+                                              # can check it: no MD5 needed in a tag
         src.remember(rel, etag, md5)
         return reused, 0, etag or None
 
