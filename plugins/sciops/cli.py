@@ -168,7 +168,7 @@ SAMPLE_YAML = """\
 # project lives. A value given when the run is triggered wins over these.
 macro: src/my_macro.ijm       # a macro in src/, or a shipped one (count_nuclei)
 file_pattern: "*.tif,*.tiff"  # which files under input/ are images
-images_per_task: 25           # images per array task (one JVM each)
+images_per_task: 0            # images per array task (one JVM each); 0 = auto
 memory: 2G                    # per task
 # backend: existing           # local (default), existing (a cluster over SSH), parallelcluster
 # nightly: true               # run the macro over new images every night (fiji_nightly)

@@ -140,7 +140,9 @@ class RunConfig(BaseModel):
     skip_unreadable: bool = _param(False, "When some files cannot be read (corrupt, cut short, not their format): "
                                           "run the others and list these in failures.csv with the reason (false = "
                                           "refuse the run, naming them)")
-    images_per_task: int = _param(25, "Images per array task (one JVM each)", ge=1, le=100_000)
+    images_per_task: int = _param(0, "Images per array task (one JVM each); 0 = auto: 25, or on the local backend "
+                                     "more, so that each slot runs about 8 tasks (a JVM start is ~0.5 s)",
+                                  ge=0, le=100_000)
     max_attempts: int = _param(3, "Submissions of a failed chunk, the first included", ge=1, le=20)
     image_timeout_s: int = _param(600, "Seconds one image may take before it is killed and recorded 'timeout'",
                                   ge=1, le=7 * 86400)

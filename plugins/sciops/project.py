@@ -124,6 +124,26 @@ def expected_outputs(macro: Path) -> list[str]:
     return m.group(1).split() if m else ["*.csv"]
 
 
+#: ``images_per_task: 0``: at least this many images per task, ...
+AUTO_MIN_PER_TASK = 25
+#: ... and, where the slots are known (the local backend), few enough tasks that each slot runs about
+#: this many: 20,000 tiny images at 25 a task on 2 slots are 800 JVM starts (~0.5 s each, about the
+#: macro's time on 30 images), at 500 a task 18 % of the compute went outside the macro, most of it
+#: JVM starts (bench/bench_scale.py --parts e2e). Eight a slot keeps retries, progress and the last
+#: slot's wait fine-grained.
+AUTO_TASKS_PER_SLOT = 8
+
+
+def images_per_task(n_images: int, given: int, slots: int | None) -> int:
+    """The chunk size: ``given``, or for 0 (auto) :data:`AUTO_MIN_PER_TASK`, more when ``slots`` (tasks run at
+    once, when the backend knows) would otherwise each run more than :data:`AUTO_TASKS_PER_SLOT` tasks."""
+    if given:
+        return given
+    if not slots:
+        return AUTO_MIN_PER_TASK
+    return max(AUTO_MIN_PER_TASK, -(-n_images // (slots * AUTO_TASKS_PER_SLOT)))
+
+
 def chunk(images: list[str], size: int) -> list[list[str]]:
     return [images[i:i + size] for i in range(0, len(images), size)]
 

@@ -29,7 +29,7 @@ PARAMS: list[tuple[dict, str]] = [
        {"k": [1]}, {"k": {"a": 1}}, {"1k": 1}, {"": 1}, {"k" * 65: 1})],
     *[({"file_pattern": v}, "file_pattern") for v in
       ("/abs/*.tif", "../*.tif", " , ", "", "*.png", "a/../../*", 7, "~/x", "*.tif,/etc/*")],
-    *[({"images_per_task": v}, "images_per_task") for v in (0, -1, 10**6, 1.5, "5", True, NAN)],
+    *[({"images_per_task": v}, "images_per_task") for v in (-1, 10**6, 1.5, "5", True, NAN)],
     *[({"max_attempts": v}, "max_attempts") for v in (0, 21, True, "3", 2.5, 10**9)],
     *[({"image_timeout_s": v}, "image_timeout_s") for v in (0, -5, 10**15, True, "60")],
     *[({"stall_seconds": v}, "stall_seconds") for v in (0, 10**7, "x", False)],

@@ -24,8 +24,7 @@ BAD = [
     ({"file_pattern": "../*.tif"}, "file_pattern", "inside input/"),
     ({"file_pattern": "*.png"}, "file_pattern", "no file in"),
     ({"file_pattern": " , "}, "file_pattern", "is empty"),
-    ({"images_per_task": 0}, "images_per_task", "at least 1"),
-    ({"images_per_task": -3}, "images_per_task", "at least 1"),
+    ({"images_per_task": -3}, "images_per_task", "at least 0"),
     ({"images_per_task": 10**6}, "images_per_task", "at most 100000"),
     ({"images_per_task": "many"}, "images_per_task", "valid integer"),
     ({"max_attempts": 0}, "max_attempts", "at least 1"),
@@ -95,7 +94,7 @@ def test_unknown_key_in_project_yaml(make_project):
 def test_every_problem_reported_at_once(make_project):
     make_project("proj")
     with pytest.raises(ConfigError) as err:
-        check({"project": "proj", "images_per_task": 0, "memory": "x", "backend": "nope"})
+        check({"project": "proj", "images_per_task": -1, "memory": "x", "backend": "nope"})
     assert set(err.value.fields) == {"images_per_task", "memory", "backend"}
 
 
@@ -133,7 +132,7 @@ def test_form_defaults_do_not_override_project_yaml(make_project):
     src = config.sources(form, {"images_per_task": 7, "smoke_test": False})
     assert (src["images_per_task"], src["max_attempts"], src["memory"]) == ("project.yaml", "run", "default")
     assert config.given("smoke_test", False) and not config.given("smoke_test", True)
-    assert config.given("images_per_task", 26) and not config.given("images_per_task", 25)
+    assert config.given("images_per_task", 26) and not config.given("images_per_task", 0)
 
 
 def test_form_schema_shows_defaults_and_bounds():
@@ -141,7 +140,7 @@ def test_form_schema_shows_defaults_and_bounds():
     params = config.form_params()
     assert set(params) == set(config.FIELDS)
     default, schema = params["images_per_task"]
-    assert (default, schema["type"], schema["minimum"], schema["maximum"]) == (25, "integer", 1, 100_000)
+    assert (default, schema["type"], schema["minimum"], schema["maximum"]) == (0, "integer", 0, 100_000)
     assert params["smoke_test"][0] is True and params["smoke_test"][1]["type"] == "boolean"
     assert params["backend"] == ("local", params["backend"][1]) and "null" not in str(params["backend"][1]["enum"])
     assert params["launcher"][1]["enum"] == list(config.LAUNCHERS)
@@ -188,3 +187,12 @@ def test_allowed_storage_roots_are_still_checked(make_project, storage, monkeypa
         with pytest.raises(ConfigError) as err:
             config.build({"project": "p", "storage_root": root})
         assert err.value.fields == ["storage_root"] and words in str(err.value), err.value
+
+
+def test_images_per_task_auto_grows_with_the_run_where_the_slots_are_known():
+    from sciops.project import images_per_task
+
+    assert images_per_task(20_000, 7, 2) == 7                       # given: as given
+    assert images_per_task(40, 0, 2) == 25                          # a small run: 25, as before
+    assert images_per_task(20_000, 0, None) == 25                   # a cluster: slots unknown
+    assert images_per_task(20_000, 0, 2) == 1250                    # 2 slots: 8 tasks each

@@ -117,6 +117,10 @@ class ClusterBackend(ABC):
         """Before collating: what the tasks wrote, from a cluster that does not share this worker's files."""
 
     # -- cost --------------------------------------------------------------------------------------
+    def known_slots(self) -> int | None:
+        """Array tasks that run at once, when this backend knows it (``images_per_task: 0`` uses it)."""
+        return None
+
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
         """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend."""
         from sciops.costs import estimate

@@ -26,6 +26,9 @@ class LocalBackend(ClusterBackend):
     def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"slots": cfg.slots}
 
+    def known_slots(self) -> int:
+        return self.slots
+
     def runner(self) -> LocalRunner:
         return LocalRunner()
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from sciops.errors import SciOpsError
 from sciops.phases import phase
-from sciops.project import Project, chunk, expected_outputs, macro_sha256, stage_job_files, write_json
+from sciops.project import (Project, chunk, expected_outputs, images_per_task, macro_sha256, stage_job_files,
+                            write_json)
 from sciops.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
         job = stage_job_files(work, macro)
         if macro_sha256(job["macro"]) != info.macro_sha256:
             raise SciOpsError(f"macro {macro} changed between validate and plan; trigger the run again")
-        chunks = chunk(images, cfg.images_per_task)
+        per_task = images_per_task(len(images), cfg.images_per_task, backend.known_slots())
+        chunks = chunk(images, per_task)
         # The scheduler writes task logs here and the runners their statuses: both must exist
         # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
         dirs = [run_dir / "logs", work / "status", work / "images"]
@@ -86,8 +88,10 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
         if bf:   # the series names, for the tables' series_name column
             write_json(work / "units.json", bf["series_names"])
         # what a progress poll needs, without parsing the manifest's image lists (9 MB at 100,000 images)
-        write_json(work / "plan.json", {"images": len(images), "tasks": len(chunks), "budget": manifest["budget"]})
+        write_json(work / "plan.json", {"images": len(images), "tasks": len(chunks), "images_per_task": per_task,
+                                         "budget": manifest["budget"]})
         if not backend.shares_files:
             backend.send_run(info, dirs)
-    log.info("planned %d image(s) in %d task(s) of up to %d", len(images), len(chunks), cfg.images_per_task)
+    log.info("planned %d image(s) in %d task(s) of up to %d%s", len(images), len(chunks), per_task,
+             "" if cfg.images_per_task else " (images_per_task: 0, auto)")
     return {"manifest": str(path), "tasks": len(chunks), "images": len(images)}
