@@ -54,8 +54,8 @@ def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server
         assert dialog.get_by_role("button", name=section, exact=True).count() == 1, section
     # numbers show their default and carry their bounds; booleans and enums their true default
     images = dialog.locator("input[name=element_images_per_task]")
-    assert images.input_value() == "25"
-    assert (images.get_attribute("aria-valuemin"), images.get_attribute("aria-valuemax")) == ("1", "100000")
+    assert images.input_value() == "0"   # 0 = auto
+    assert (images.get_attribute("aria-valuemin"), images.get_attribute("aria-valuemax")) == ("0", "100000")
     assert dialog.locator("input[name=element_smoke_test]").is_checked()
     assert dialog.locator("#element_backend").inner_text().strip() == "local"
     assert dialog.locator("#element_launcher").inner_text().strip() == "auto"
@@ -70,7 +70,7 @@ def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server
     # the form holds a number inside its bounds (it clamps -1 to the minimum)
     images.fill("-1")
     images.blur()
-    assert images.input_value() == "1"
+    assert images.input_value() == "0"
     images.fill("10")
     images.blur()
     dialog.locator("input[name=element_project]").fill("formtest")
