@@ -128,6 +128,11 @@ def _runner_summary(work_dir: str | Path, task: int, attempt: int) -> dict[str, 
         return None
 
 
+def exited(work_dir: str | Path, task_ids: tuple[int, ...] | list[int], attempt: int) -> bool:
+    """Have all of ``task_ids`` written their exit (any code) in ``attempt``'s summary? (A last-wave wake.)"""
+    return all((_runner_summary(work_dir, t, attempt) or {}).get("exit") is not None for t in task_ids)
+
+
 def exit_file_accounting(work_dir: str | Path | None, task_ids: list[int],
                          attempt: int) -> dict[int, TaskAccounting] | None:
     """Completion from the runners' own exit files, when every task of the attempt wrote exit 0.
@@ -387,9 +392,11 @@ class ArrayRun:
             log.warning("cancelling %s job %s: %s", self.scheduler.name, state.job_id, reason)
             self.scheduler.cancel(self.runner, state.job_id)
 
+        readable = self.local_work_dir.is_dir()   # not on a cluster whose work dir is only on its nodes
         event = drive(watch, status=status, progress=progress, cancel=cancel, stop_at=deadline,
                       exit_files=lambda: exit_file_accounting(self.local_work_dir, state.task_ids, state.attempt),
-                      accounting=lambda: self.accounting(state))
+                      accounting=lambda: self.accounting(state),
+                      exited=(lambda tasks: exited(self.local_work_dir, tasks, state.attempt)) if readable else None)
         if self.budget is not None:
             self.budget["spent_usd"] = watch.spent_usd
         return event

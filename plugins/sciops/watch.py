@@ -18,7 +18,11 @@ The rules, in the order a status answer meets them:
    (``poll_seconds`` + :data:`STOP_SECONDS`) would pass ``budget_usd``: cancel now, end
    ``budget_exceeded``. The cap holds on the recorded cost (the tasks' own start/end), not
    only on this estimate, unless more tasks start in that window than run now;
-3. tasks still queued or running: sleep ``poll_seconds``;
+3. tasks still queued or running: sleep ``poll_seconds``. In the last wave (none queued, at
+   most :data:`WAKE_MAX_TASKS` running) the sleep names the running tasks (``wake``): a loop
+   that can read the runners' exit files looks at those few every :data:`WAKE_SECONDS` and
+   asks the status again as soon as all of them wrote one, so the array's end is seen within
+   about half a second, not up to a whole poll later;
 4. every task out of the queue: tasks stuck in an error state (SGE ``Eqw``) get the job
    cancelled once; then the runners' exit files, then accounting, which lags the queue: ask
    again every ``ACCOUNTING_RETRY_SECONDS`` until every task has a record, or until
@@ -42,6 +46,11 @@ ACCOUNTING_GRACE_SECONDS = 120.0
 #: Once the queue is empty, how soon to ask accounting again.
 ACCOUNTING_RETRY_SECONDS = 0.5
 
+#: In the last wave, how often a loop that can read the runners' exit files looks at them during a sleep.
+WAKE_SECONDS = 0.5
+#: The most running tasks a last-wave sleep names for waking (one small file read each per look).
+WAKE_MAX_TASKS = 64
+
 #: How long a cancelled job's tasks may still run (and cost) after the cancel: the runner's cleanup
 #: after qdel's SIGUSR2 or scancel's SIGTERM takes about a second; this leaves room for a busy head node.
 STOP_SECONDS = 5.0
@@ -57,12 +66,15 @@ class Action:
     :param seconds: for ``sleep``.
     :param event: for ``end``: the watch's one result (JSON).
     :param reason: for ``cancel``: why (logged).
+    :param wake: for ``sleep``: tasks whose exit files, once all of them are written, end the sleep early
+        (empty: sleep the whole time).
     """
 
     kind: str
     seconds: float = 0.0
     event: dict[str, Any] | None = None
     reason: str = ""
+    wake: tuple[int, ...] = ()
 
 
 def ended(states: dict[int, JobState]) -> bool:
@@ -147,7 +159,7 @@ class Watch:
             return crossed
         if not ended(self.states):
             self.queue_empty_since = None
-            return [Action(SLEEP, seconds=self.poll_seconds)]
+            return [Action(SLEEP, seconds=self.poll_seconds, wake=self._last_wave())]
         self.queue_empty_since = self.queue_empty_since or now
         stuck = [t for t, s in self.states.items() if s == JobState.ERROR]
         if stuck and not self.errored:
@@ -170,6 +182,13 @@ class Watch:
             return [self._end(done)]
         # accounting usually lands within a second of the queue emptying: ask again soon
         return [Action(SLEEP, seconds=min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS))]
+
+    def _last_wave(self) -> tuple[int, ...]:
+        """The running tasks when none is queued and they are few (what a sleep may wake on), else ()."""
+        if any(s in (JobState.PENDING, JobState.HELD) for s in self.states.values()):
+            return ()
+        running = tuple(t for t, s in self.states.items() if s == JobState.RUNNING)
+        return running if len(running) <= WAKE_MAX_TASKS else ()
 
     def _spend(self, now: float) -> list[Action] | None:
         if self.budget is None:
@@ -200,10 +219,12 @@ def drive(watch: Watch, *, status: Callable[[], dict[int, JobState] | None],
           accounting: Callable[[], dict[int, TaskAccounting] | None], cancel: Callable[[str], None],
           progress: Callable[[dict[int, JobState]], None] = lambda states: None,
           stop_at: float | None = None, clock: Callable[[], float] = time.time,
-          sleep: Callable[[float], None] = time.sleep) -> dict[str, Any] | None:
+          sleep: Callable[[float], None] = time.sleep,
+          exited: Callable[[tuple[int, ...]], bool] | None = None) -> dict[str, Any] | None:
     """The worker's loop: run ``watch`` to its end event, or return None when ``stop_at`` comes first.
 
-    The callables do the I/O (each answers None when it cannot tell); ``cancel`` gets the reason.
+    The callables do the I/O (each answers None when it cannot tell); ``cancel`` gets the reason;
+    ``exited(tasks)``, when the exit files can be read from here, says whether all of ``tasks`` wrote one.
     """
     actions = watch.start()
     while True:
@@ -215,8 +236,11 @@ def drive(watch: Watch, *, status: Callable[[], dict[int, JobState] | None],
                 cancel(action.reason)
             elif action.kind == SLEEP:
                 if stop_at is not None and clock() + action.seconds > stop_at:
-                    return None
-                sleep(action.seconds)
+                    # the window ends first: in the last wave, wait for the exit files until it does
+                    if not (action.wake and exited and nap(action, sleep, clock, exited, until=stop_at)):
+                        return None
+                else:
+                    nap(action, sleep, clock, exited)
             else:
                 ask = action.kind
         if ask == STATUS:
@@ -226,3 +250,18 @@ def drive(watch: Watch, *, status: Callable[[], dict[int, JobState] | None],
             actions = watch.on_exit_files(exit_files(), clock())
         else:
             actions = watch.on_accounting(accounting(), clock())
+
+
+def nap(action: Action, sleep: Callable[[float], None], clock: Callable[[], float],
+        exited: Callable[[tuple[int, ...]], bool] | None, until: float | None = None) -> bool:
+    """Sleep for ``action`` (or to ``until``, if sooner): the whole time, or in :data:`WAKE_SECONDS` steps until
+    its ``wake`` tasks all exited. True when they did."""
+    if not action.wake or exited is None:
+        sleep(action.seconds)
+        return False
+    end = clock() + action.seconds if until is None else min(until, clock() + action.seconds)
+    while (left := end - clock()) > 0:
+        sleep(min(WAKE_SECONDS, left))
+        if exited(action.wake):
+            return True
+    return False

@@ -157,6 +157,50 @@ def test_a_fast_array_ends_inside_the_worker_window(tmp_path):
     assert still is None and result["attempts"] == 2 and result["failed_tasks"] == []
 
 
+# A stand-in runner that ends as the real one does: its attempt summary with the exit code is its last act.
+EXITING_RUNNER = """
+import json, os, sys, time
+m = json.load(open(sys.argv[sys.argv.index("--manifest") + 1]))
+attempt = int(sys.argv[sys.argv.index("--attempt") + 1])
+t = int(os.environ["SCIOPS_TASK_ID"])
+start = time.time()
+time.sleep(0.5 * t)
+os.makedirs(m["work_dir"] + "/status", exist_ok=True)
+json.dump({"task": t, "attempt": attempt, "start": start, "end": time.time(), "exit": 0},
+          open(m["work_dir"] + "/status/task-%04d.attempt-%d.json" % (t, attempt), "w"))
+"""
+
+
+def test_the_last_wave_is_seen_ending_by_its_exit_files_not_a_poll_later(tmp_path):
+    """With a 10-minute poll, the worker's watch and the trigger both end inside a 60 s window: in the last
+    wave they look at the running tasks' exit files twice a second (sciops.watch, rule 3)."""
+    import asyncio
+    import time
+
+    from sciops.triggers.array import ArrayJobTrigger
+
+    m = make_manifest(tmp_path, 2, {})
+    (tmp_path / "work" / "job" / "sciops_task.py").write_text(EXITING_RUNNER)
+    sched = LocalScheduler(spool=str(tmp_path / "spool"), slots=2)
+    run = ArrayRun(sched, LocalRunner(), m, [].append, poll_seconds=600)
+    still, result = run.advance(run.start(), deadline=time.time() + 60)
+    assert still is None and result["attempts"] == 1 and result["failed_tasks"] == []
+
+    for f in (tmp_path / "work" / "status").glob("*.json"):
+        f.unlink()
+    state = run.submit([1, 2], 1)
+    trigger = ArrayJobTrigger(job_id=state.job_id, task_ids=[1, 2], scheduler="local",
+                              scheduler_options={"spool": sched.spool, "slots": 2}, ssh_conn_id=None,
+                              poll_seconds=600, work_dir=m["work_dir"], attempt=1, min_defer_seconds=0)
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    event = asyncio.run(asyncio.wait_for(first_event(), 60))
+    assert event["status"] == "ended" and {a["state"] for a in event["accounting"].values()} == {"done"}
+
+
 def test_trigger_events_wait_for_the_minimum_after_the_deferral():
     """Airflow's stale-executor-event race (sciops.triggers): no event sooner than the hold."""
     import asyncio

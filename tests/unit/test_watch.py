@@ -118,3 +118,62 @@ def test_drive_stops_at_the_worker_window_and_cancels_past_the_deadline():
     event = drive(w, status=lambda: {1: R}, exit_files=lambda: None, accounting=lambda: {},
                   cancel=cancelled.append, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
     assert event["status"] == "timeout" and cancelled == ["the run's timeout passed"]
+
+
+def test_the_last_wave_sleeps_wake_on_the_running_tasks_exit_files():
+    """Queued tasks: a plain sleep (the scheduler starts the next one itself); none queued: wake on the running."""
+    from sciops.watch import WAKE_MAX_TASKS
+
+    w = Watch("7", [1, 2, 3], MISSING, poll_seconds=5, now=0)
+    [sleep] = w.on_status({1: R, 2: R, 3: P}, 1)
+    assert sleep.kind == SLEEP and sleep.wake == ()
+    [sleep] = w.on_status({1: D, 2: R, 3: R}, 6)
+    assert sleep.kind == SLEEP and sleep.seconds == 5 and sleep.wake == (2, 3)
+    many = list(range(1, WAKE_MAX_TASKS + 2))
+    big = Watch("8", many, MISSING, now=0)
+    assert big.on_status({t: R for t in many}, 1)[0].wake == ()   # too many files to look at twice a second
+
+
+def test_drive_wakes_in_the_last_wave_when_the_exit_files_are_written():
+    from sciops.watch import WAKE_SECONDS
+
+    answers = iter([{1: D, 2: R}, {1: D, 2: D}])
+    clock = [0.0]
+    looked = []
+
+    def sleep(s):
+        clock[0] += s
+
+    def exited(tasks):
+        looked.append((clock[0], tasks))
+        return clock[0] >= 1.2   # task 2's runner wrote its exit file at 1.2 s
+
+    event = drive(Watch("7", [1, 2], MISSING, poll_seconds=60, now=0), status=lambda: next(answers),
+                  exit_files=lambda: ok(1, 2), accounting=lambda: {}, cancel=lambda r: None,
+                  clock=lambda: clock[0], sleep=sleep, exited=exited)
+    assert event["status"] == "ended"
+    assert [t for _, t in looked] == [(2,)] * 3 and clock[0] == pytest.approx(3 * WAKE_SECONDS)   # not 60 s
+    # a loop that cannot read the exit files sleeps the whole poll
+    clock[0] = 0.0
+    answers = iter([{1: D, 2: R}, {1: D, 2: D}])
+    drive(Watch("7", [1, 2], MISSING, poll_seconds=60, now=0), status=lambda: next(answers),
+          exit_files=lambda: ok(1, 2), accounting=lambda: {}, cancel=lambda r: None,
+          clock=lambda: clock[0], sleep=sleep)
+    assert clock[0] == 60
+
+
+def test_the_worker_window_waits_for_the_last_wave_exit_files_until_it_closes():
+    clock = [0.0]
+
+    def sleep(s):
+        clock[0] += s
+
+    def watch_to(stop_at, exits_at):
+        clock[0] = 0.0
+        answers = iter([{1: R}, {1: D}])
+        return drive(Watch("7", [1], MISSING, poll_seconds=60, now=0), status=lambda: next(answers),
+                     exit_files=lambda: ok(1), accounting=lambda: {}, cancel=lambda r: None, stop_at=stop_at,
+                     clock=lambda: clock[0], sleep=sleep, exited=lambda tasks: clock[0] >= exits_at)
+
+    assert watch_to(stop_at=30, exits_at=2)["status"] == "ended"       # a 60 s poll, but it ended at 2 s
+    assert watch_to(stop_at=30, exits_at=45) is None and clock[0] == 30  # still running when the window closes

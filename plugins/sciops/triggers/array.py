@@ -113,11 +113,11 @@ class ArrayJobTrigger(BaseTrigger):
         yield event
 
     async def _watch(self) -> AsyncIterator[TriggerEvent]:
-        from sciops.arrays import exit_file_accounting, images_done, progress_line
+        from sciops.arrays import exit_file_accounting, exited, images_done, progress_line
         from sciops.runners import async_connection_errors
         from sciops.errors import SchedulerQueryError
         from sciops.schedulers import get_scheduler
-        from sciops.watch import CANCEL, END, EXIT_FILES, SLEEP, STATUS, Watch
+        from sciops.watch import CANCEL, END, EXIT_FILES, SLEEP, STATUS, WAKE_SECONDS, Watch
 
         try:
             sched = get_scheduler(self.scheduler, **self.scheduler_options)
@@ -138,7 +138,7 @@ class ArrayJobTrigger(BaseTrigger):
         try:
             while True:
                 try:
-                    ask = STATUS
+                    ask, woke = STATUS, False
                     for action in actions:
                         if action.kind == END:
                             yield TriggerEvent({**action.event, "reconnects": reconnects})
@@ -146,13 +146,22 @@ class ArrayJobTrigger(BaseTrigger):
                         if action.kind == CANCEL:
                             self.log.warning("cancelling job %s: %s", self.job_id, action.reason)
                             await runner.run(sched.cancel_argv(self.job_id))
+                        elif action.kind == SLEEP and action.wake and readable:
+                            # the last wave: wake as soon as its runners all wrote their exit files
+                            until = time.monotonic() + action.seconds
+                            while (left := until - time.monotonic()) > 0:
+                                await asyncio.sleep(min(WAKE_SECONDS, left))
+                                if await asyncio.to_thread(exited, readable, action.wake, self.attempt):
+                                    woke = True   # the next status must be newer than those exit files
+                                    break
                         elif action.kind == SLEEP:
                             await asyncio.sleep(action.seconds)
                         else:
                             ask = action.kind
                     if ask == STATUS:
                         # the listing answers for every job: watchers of other runs on this head node share it
-                        res = await runner.run(sched.status_argv(self.job_id), share_for=self.poll_seconds)
+                        res = await runner.run(sched.status_argv(self.job_id),
+                                               share_for=0.0 if woke else self.poll_seconds)
                         states = None
                         try:
                             if res.returncode == 0:
