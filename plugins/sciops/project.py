@@ -126,17 +126,22 @@ def expected_outputs(macro: Path) -> list[str]:
 
 #: ``images_per_task: 0``: at least this many images per task, ...
 AUTO_MIN_PER_TASK = 25
-#: ... and, where the slots are known (the local backend), few enough tasks that each slot runs about
-#: this many: 20,000 tiny images at 25 a task on 2 slots are 800 JVM starts (~0.5 s each, about the
-#: macro's time on 30 images), at 500 a task 18 % of the compute went outside the macro, most of it
-#: JVM starts (bench/bench_scale.py --parts e2e). Eight a slot keeps retries, progress and the last
-#: slot's wait fine-grained.
-AUTO_TASKS_PER_SLOT = 8
+#: ... and, where the slots are known (the local backend), chunks of about this many a slot at first.
+#: A JVM costs more than its start (~0.5 s beside a busy JVM): its JIT warms up over its first ~1,000
+#: images (count_nuclei on 128 px images: 150-250 ms for the first 10, 40-90 ms to the 50th, 15-20 ms to
+#: the 400th, 8 ms from the 1,600th), so few, long JVMs also make the macro's own time shorter. Measured
+#: on 20,000 images, 2 slots (bench/bench_scale.py --parts e2e): 8 even tasks a slot, 15-17 % of the
+#: macro's time outside it; 4 a slot then tapering, 11 %; 2 a slot then tapering, 8.7 %.
+AUTO_TASKS_PER_SLOT = 2
+#: ... then tapering (guided scheduling): each next chunk is the images left / slots, down to this
+#: fraction of the first size, so the slots run out of work at nearly the same time. With 8 even
+#: chunks a slot, one slot waited 2.8-6.9 s for the other at the end of a 20,000-image run.
+AUTO_TAPER = 8
 
 
 def images_per_task(n_images: int, given: int, slots: int | None) -> int:
-    """The chunk size: ``given``, or for 0 (auto) :data:`AUTO_MIN_PER_TASK`, more when ``slots`` (tasks run at
-    once, when the backend knows) would otherwise each run more than :data:`AUTO_TASKS_PER_SLOT` tasks."""
+    """The (first) chunk size: ``given``, or for 0 (auto) :data:`AUTO_MIN_PER_TASK`, more when ``slots`` (tasks
+    run at once, when the backend knows) would otherwise each run more than :data:`AUTO_TASKS_PER_SLOT` tasks."""
     if given:
         return given
     if not slots:
@@ -144,8 +149,33 @@ def images_per_task(n_images: int, given: int, slots: int | None) -> int:
     return max(AUTO_MIN_PER_TASK, -(-n_images // (slots * AUTO_TASKS_PER_SLOT)))
 
 
-def chunk(images: list[str], size: int) -> list[list[str]]:
-    return [images[i:i + size] for i in range(0, len(images), size)]
+def chunk_sizes(n_images: int, given: int, slots: int | None) -> list[int]:
+    """The images in each task, in task order: ``given`` (or 25) each; auto with known slots tapers.
+
+    Auto with known slots: chunks of :func:`images_per_task` while there is plenty left, then the
+    images left ÷ slots, never under 1/:data:`AUTO_TAPER` of the first size (nor 25). Schedulers start
+    array tasks in index order, so the small chunks run last and even out the slots' ends.
+    """
+    size = images_per_task(n_images, given, slots)
+    if given or not slots or size <= AUTO_MIN_PER_TASK:
+        return [min(size, n_images - i) for i in range(0, n_images, size)]
+    smallest = max(AUTO_MIN_PER_TASK, -(-size // AUTO_TAPER))
+    sizes, left = [], n_images
+    while left > 0:
+        s = min(size, max(smallest, -(-left // slots)))
+        if left - s < smallest:
+            s = left   # no crumb of a chunk at the very end
+        sizes.append(s)
+        left -= s
+    return sizes
+
+
+def chunk(images: list[str], sizes: list[int]) -> list[list[str]]:
+    out, at = [], 0
+    for size in sizes:
+        out.append(images[at:at + size])
+        at += size
+    return out
 
 
 def macro_sha256(macro: Path) -> str:

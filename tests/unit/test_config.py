@@ -195,4 +195,20 @@ def test_images_per_task_auto_grows_with_the_run_where_the_slots_are_known():
     assert images_per_task(20_000, 7, 2) == 7                       # given: as given
     assert images_per_task(40, 0, 2) == 25                          # a small run: 25, as before
     assert images_per_task(20_000, 0, None) == 25                   # a cluster: slots unknown
-    assert images_per_task(20_000, 0, 2) == 1250                    # 2 slots: 8 tasks each
+    assert images_per_task(20_000, 0, 2) == 5000                    # 2 slots: 2 tasks each at first
+
+
+def test_auto_chunks_taper_so_the_slots_end_together():
+    from sciops.project import chunk, chunk_sizes
+
+    assert chunk_sizes(20_000, 0, 2) == [5000] * 3 + [2500, 1250, 625, 625]   # the last wave halves, then ends
+    assert chunk_sizes(20_000, 7, 2) == [7] * 2857 + [1]                 # given: as given
+    assert chunk_sizes(20_000, 0, None) == [25] * 800                    # slots unknown: 25
+    assert chunk_sizes(40, 0, 2) == [25, 15] and chunk_sizes(0, 0, 2) == []
+    for n, slots in ((5000, 16), (1000, 3), (123_457, 7)):
+        sizes = chunk_sizes(n, 0, slots)
+        body = sizes[:-1]   # the last may hold a crumb too small for a chunk of its own
+        assert sum(sizes) == n and min(sizes) >= 25 and body == sorted(body, reverse=True), sizes
+    images = [f"i{k}" for k in range(20_000)]
+    chunks = chunk(images, chunk_sizes(20_000, 0, 2))
+    assert [x for c in chunks for x in c] == images and len(chunks[-1]) == 625

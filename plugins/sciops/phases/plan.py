@@ -9,7 +9,7 @@ from typing import Any
 
 from sciops.errors import SciOpsError
 from sciops.phases import phase
-from sciops.project import (Project, chunk, expected_outputs, images_per_task, macro_sha256, stage_job_files,
+from sciops.project import (Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files,
                             write_json)
 from sciops.runinfo import RunInfo
 
@@ -69,8 +69,9 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
         job = stage_job_files(work, macro)
         if macro_sha256(job["macro"]) != info.macro_sha256:
             raise SciOpsError(f"macro {macro} changed between validate and plan; trigger the run again")
-        per_task = images_per_task(len(images), cfg.images_per_task, backend.known_slots())
-        chunks = chunk(images, per_task)
+        sizes = chunk_sizes(len(images), cfg.images_per_task, backend.known_slots())
+        chunks = chunk(images, sizes)
+        per_task = max(sizes, default=0)
         # The scheduler writes task logs here and the runners their statuses: both must exist
         # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
         dirs = [run_dir / "logs", work / "status", work / "images"]
