@@ -142,6 +142,20 @@ def test_jvm_killed_from_outside_stops_the_task_then_fails_the_image_the_second_
     assert "twice" in got["b_killme.tif"]["error"]
 
 
+def test_an_image_rerun_after_a_killed_jvm_starts_from_an_empty_folder(tmp_path):
+    """What a JVM killed under an image had half-written is gone when the next attempt runs that image again."""
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], """*b.tif) if [ ! -e "$out/../../killed-once" ]; then
+        echo "half" > "$out/results.csv"; echo "stale" > "$out/extra.tif"; touch "$out/../../killed-once"; kill -9 0
+      fi; echo "count" > "$out/results.csv" ;;""")
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == st.EXIT_INTERRUPTED
+    out = Path(st.image_output_dir(str(work), "b.tif"))
+    assert (out / "extra.tif").exists()                                   # the killed JVM's leftovers
+    assert st.main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    got = st.read_statuses(st.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "ok"}
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and (out / "results.csv").read_text() == "count\n"
+
+
 def test_macro_env_is_an_allow_list():
     """Macros are user code: the worker's keys and settings never reach their JVM."""
     worker = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "SGE_TASK_ID": "3", "HOME": "/root",
