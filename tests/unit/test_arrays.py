@@ -164,7 +164,7 @@ m = json.load(open(sys.argv[sys.argv.index("--manifest") + 1]))
 attempt = int(sys.argv[sys.argv.index("--attempt") + 1])
 t = int(os.environ["SCIOPS_TASK_ID"])
 start = time.time()
-time.sleep(0.5 * t)
+time.sleep(1 + 0.5 * t)
 os.makedirs(m["work_dir"] + "/status", exist_ok=True)
 json.dump({"task": t, "attempt": attempt, "start": start, "end": time.time(), "exit": 0},
           open(m["work_dir"] + "/status/task-%04d.attempt-%d.json" % (t, attempt), "w"))
@@ -183,12 +183,21 @@ def test_the_last_wave_is_seen_ending_by_its_exit_files_not_a_poll_later(tmp_pat
     (tmp_path / "work" / "job" / "sciops_task.py").write_text(EXITING_RUNNER)
     sched = LocalScheduler(spool=str(tmp_path / "spool"), slots=2)
     run = ArrayRun(sched, LocalRunner(), m, [].append, poll_seconds=600)
-    still, result = run.advance(run.start(), deadline=time.time() + 60)
+
+    def started(state):
+        """Both tasks running: the last wave (a queued task means a whole poll's sleep: localq starts it itself)."""
+        deadline = time.time() + 30
+        while set(sched.status(run.runner, state.job_id, [1, 2]).values()) != {JobState.RUNNING}:
+            assert time.time() < deadline, "localq did not start the tasks"
+            time.sleep(0.05)
+        return state
+
+    still, result = run.advance(started(run.start()), deadline=time.time() + 60)
     assert still is None and result["attempts"] == 1 and result["failed_tasks"] == []
 
     for f in (tmp_path / "work" / "status").glob("*.json"):
         f.unlink()
-    state = run.submit([1, 2], 1)
+    state = started(run.submit([1, 2], 1))
     trigger = ArrayJobTrigger(job_id=state.job_id, task_ids=[1, 2], scheduler="local",
                               scheduler_options={"spool": sched.spool, "slots": 2}, ssh_conn_id=None,
                               poll_seconds=600, work_dir=m["work_dir"], attempt=1, min_defer_seconds=0)
