@@ -130,8 +130,9 @@ AUTO_MIN_PER_TASK = 25
 #: A JVM costs more than its start (~0.5 s beside a busy JVM): its JIT warms up over its first ~1,000
 #: images (count_nuclei on 128 px images: 150-250 ms for the first 10, 40-90 ms to the 50th, 15-20 ms to
 #: the 400th, 8 ms from the 1,600th), so few, long JVMs also make the macro's own time shorter. Measured
-#: on 20,000 images, 2 slots (bench/bench_scale.py --parts e2e): 8 even tasks a slot, 15-17 % of the
-#: macro's time outside it; 4 a slot then tapering, 11 %; 2 a slot then tapering, 8.7 %.
+#: on 20,000 images, 2 slots (bench/bench_scale.py --parts e2e, 3 runs each, alternating): 2 a slot then
+#: tapering, a median 12.3 % of the macro's time outside it and 105 s wall; 8 even tasks a slot, 16.2 %
+#: and 151 s (4 a slot then tapering: 11.2 % in one run).
 AUTO_TASKS_PER_SLOT = 2
 #: ... then tapering (guided scheduling): each next chunk is the images left / slots, down to this
 #: fraction of the first size, so the slots run out of work at nearly the same time. With 8 even
