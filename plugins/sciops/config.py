@@ -141,8 +141,8 @@ class RunConfig(BaseModel):
                                           "run the others and list these in failures.csv with the reason (false = "
                                           "refuse the run, naming them)")
     images_per_task: int = _param(0, "Images per array task (one JVM each); 0 = auto: 25, or on the local backend "
-                                     "2 long tasks a slot, then smaller ones so the slots end together (a JVM "
-                                     "start is ~0.5 s)",
+                                     "one long task a slot for 7/8 of the images, then smaller ones so the slots "
+                                     "end together (a JVM's start and JIT warm-up cost seconds)",
                                   ge=0, le=100_000)
     max_attempts: int = _param(3, "Submissions of a failed chunk, the first included", ge=1, le=20)
     image_timeout_s: int = _param(600, "Seconds one image may take before it is killed and recorded 'timeout'",
