@@ -399,6 +399,11 @@ def part_e2e(args) -> dict:
         median = statistics.median(ratios)
         mid = min(rs, key=lambda r: abs(r["overhead_over_compute"] - median))   # the run nearest the median
         out[name] = {**mid, "runs": len(rs), "overhead_over_compute_runs": [round(r, 4) for r in ratios],
+                     "each_run": [{"overhead_over_compute": round(r["overhead_over_compute"], 4),
+                                   "wall_seconds": round(r["wall_seconds"], 1),
+                                   "imagej_compute_seconds": round(r["imagej_compute_seconds"], 1),
+                                   "split_seconds": {k: round(v, 2) for k, v in r["split_seconds"].items()},
+                                   "slot_end_gap_seconds": r.get("slot_end_gap_seconds")} for r in rs],
                      "overhead_over_compute_median": median,
                      "wall_seconds_median": statistics.median(r["wall_seconds"] for r in rs),
                      "phases_total_seconds_median": statistics.median(r["phases_total_seconds"] for r in rs)}
@@ -456,6 +461,8 @@ def e2e_once(args, per_task: int) -> dict:
             begins = [r["at"] for line in (status / f"task-{a['task']:04d}.jsonl").read_text().splitlines()
                       for r in [json.loads(line)] if r["status"] == "begin" and r["attempt"] == a["attempt"]]
             first_begin += min(begins) - a["start"] if begins else 0.0
+        ends = sorted((a["end"] for a in attempts if a.get("end")), reverse=True)
+        slot_end_gap = round(ends[0] - ends[slots - 1], 2) if len(ends) >= slots else None   # the last slot's wait
         compute = float(summary["seconds"].sum()) / slots
         phase_total = sum(v for v in phases.values() if v)
         split = {"imagej_macro_seconds": compute,
@@ -465,7 +472,7 @@ def e2e_once(args, per_task: int) -> dict:
                  "other_phases_seconds": phase_total - phases.get("run_array", 0)}
         plan = json.loads((run_dir / "work" / "plan.json").read_text())
         result = {"images": args.e2e_images, "images_per_task": per_task, "tasks": plan["tasks"],
-                  "largest_task": plan["images_per_task"], "ok": run["images"]["ok"],
+                  "largest_task": plan["images_per_task"], "ok": run["images"]["ok"], "slot_end_gap_seconds": slot_end_gap,
                   "slots": slots, "wall_seconds": wall, "phase_seconds": phases, "phases_total_seconds": phase_total,
                   "imagej_compute_seconds": compute, "task_seconds_over_slots": task_seconds / slots,
                   "overhead_seconds": phase_total - compute,
