@@ -18,6 +18,9 @@
 // After the macro, what it left and did not save is kept: a Results table with rows as
 // results.csv, a "Summary" table (Analyze Particles' summarize) as summary.csv.
 //
+// Chaining (the local backend): when <job>.chain exists, after its own lines the driver runs the lines
+// of <job>.more1, <job>.more2, ... (same format, written whole by the runner) until <job>.end<N> appears.
+//
 // Bookkeeping lines on stdout (read by the task runner; tab-separated):
 //   SCIOPS_VERSION <ImageJ version>
 //   SCIOPS_BEGIN   <output folder>          (unique per unit: a file's series share its path)
@@ -25,29 +28,14 @@
 //   SCIOPS_DONE
 // The runner, not this macro, decides success: ImageJ 1 pops a modal dialog on a
 // macro error (and hangs), so an image without an END line is a failure.
-// The series (0-based) and channel (1-based, or "all") of a file, through the Bio-Formats Importer,
-// saved as a plain TIFF at saveTo.
-function openSeries(path, series, channel, saveTo) {
-    s = parseInt(series) + 1;
-    options = "open=[" + path + "] color_mode=Default view=Hyperstack stack_order=XYCZT series_" + s;
-    if (channel != "all")
-        options = options + " specify_range c_begin_" + s + "=" + channel + " c_end_" + s + "=" + channel + " c_step_" + s + "=1";
-    run("Bio-Formats Importer", options);
-    saveAs("Tiff", saveTo);
-    close("*");
-}
+var userMacro = "";
+var extra = "";
 
-setBatchMode(true);
-job = getArgument();
-text = File.openAsString(job);
-lines = split(text, "\n");
-userMacro = substring(lines[0], lengthOf("macro="));
-extra = replace(substring(lines[1], lengthOf("args=")), "\t", "\n");
-print("SCIOPS_VERSION\t" + getVersion());
-for (i = 2; i < lines.length; i++) {
-    if (lengthOf(lines[i]) == 0)
-        continue;
-    parts = split(lines[i], "\t");
+// One unit of work: a job-file line (see the top).
+function runUnit(line) {
+    if (lengthOf(line) == 0)
+        return;
+    parts = split(line, "\t");
     input = parts[0];
     output = parts[1];
     argument = "input=" + input + "\noutput=" + output + "\n" + extra;
@@ -82,5 +70,43 @@ for (i = 2; i < lines.length; i++) {
     if (extracted != "" && File.exists(extracted))
         deleted = File.delete(extracted);
     print("SCIOPS_END\t" + output + "\t" + elapsed + "\t" + ret);
+}
+
+// The series (0-based) and channel (1-based, or "all") of a file, through the Bio-Formats Importer,
+// saved as a plain TIFF at saveTo.
+function openSeries(path, series, channel, saveTo) {
+    s = parseInt(series) + 1;
+    options = "open=[" + path + "] color_mode=Default view=Hyperstack stack_order=XYCZT series_" + s;
+    if (channel != "all")
+        options = options + " specify_range c_begin_" + s + "=" + channel + " c_end_" + s + "=" + channel + " c_step_" + s + "=1";
+    run("Bio-Formats Importer", options);
+    saveAs("Tiff", saveTo);
+    close("*");
+}
+
+setBatchMode(true);
+job = getArgument();
+text = File.openAsString(job);
+lines = split(text, "\n");
+userMacro = substring(lines[0], lengthOf("macro="));
+extra = replace(substring(lines[1], lengthOf("args=")), "\t", "\n");
+print("SCIOPS_VERSION\t" + getVersion());
+for (i = 2; i < lines.length; i++)
+    runUnit(lines[i]);
+// Chaining (local backend): the runner hands this JVM the images of the array's next chunk in
+// <job>.more1, .more2, ..., or says there is none with <job>.end<N>.
+if (File.exists(job + ".chain")) {
+    k = 1;
+    while (!File.exists(job + ".end" + k)) {
+        more = job + ".more" + k;
+        if (File.exists(more)) {
+            moreLines = split(File.openAsString(more), "\n");
+            for (i = 0; i < moreLines.length; i++)
+                runUnit(moreLines[i]);
+            k++;
+        } else {
+            wait(5);
+        }
+    }
 }
 print("SCIOPS_DONE");

@@ -188,6 +188,16 @@ def task_id_from_env(environ=None):
     return None
 
 
+def chain_from_env(task_id, environ=None):
+    """The array's tasks after ``task_id`` this runner may chain (``SCIOPS_CHAIN=1,2,3``, set by the local
+    backend: one machine, where a claim file's holder can be seen alive), or None: chaining off."""
+    environ = os.environ if environ is None else environ
+    tasks = [int(t) for t in environ.get("SCIOPS_CHAIN", "").split(",") if t.strip().isdigit()]
+    if not tasks or task_id not in tasks:
+        return None
+    return tasks[tasks.index(task_id) + 1:]
+
+
 def heap_mb(granted_mb):
     """``-Xmx`` for a task granted ``granted_mb`` of memory.
 
@@ -459,6 +469,77 @@ def write_json(path, doc):
     os.replace(tmp, path)
 
 
+def claim_path(work, task_id):
+    return os.path.join(work, "status", "task-%04d.claim" % task_id)
+
+
+#: A claim file left empty this long (its maker died between creating and writing it) is stale.
+CLAIM_EMPTY_STALE_S = 5.0
+#: How often a runner whose chunk another runner is running looks whether it is done.
+CLAIM_WAIT_S = 0.2
+
+
+def try_claim(work, task_id, by):
+    """Hold chunk ``task_id`` (local backend chaining): create its claim file, or take over a dead runner's.
+
+    True when this process holds it now; False while another live runner on this machine does.
+    """
+    path = claim_path(work, task_id)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            continue
+        except FileExistsError:
+            if claim_live(path):
+                return False
+            try:
+                os.unlink(path)   # its runner is gone (kill -9): the chunk is free again
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "task": by}, fh)
+        return True
+    return False
+
+
+def claim_live(path):
+    """Is the runner named in a claim file alive (on this machine: chaining is the local backend's)?"""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        age = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return age < CLAIM_EMPTY_STALE_S   # being written now, or its maker died right after making it
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
+
+
+def release_claim(work, task_id):
+    """Remove this process's claim of ``task_id`` (not another's)."""
+    path = claim_path(work, task_id)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if json.load(fh).get("pid") != os.getpid():
+                return
+        os.unlink(path)
+    except (OSError, ValueError):
+        pass
+
+
 def append_status(path, rec, sync=True):
     """Append one status line (one write with O_APPEND: whole or absent after a kill); ``sync``: fsync it
     (a final status; a ``begin`` line is not: a killed process's writes survive it, and a lost node's
@@ -639,7 +720,7 @@ class ChunkRunner:
     :param log: a writable text file for the JVM output and runner notes.
     """
 
-    def __init__(self, manifest, task_id, attempt, log, images=None, status_file=None):
+    def __init__(self, manifest, task_id, attempt, log, images=None, status_file=None, chain=None):
         self.m = manifest
         self.task_id = task_id
         self.attempt = attempt
@@ -663,6 +744,11 @@ class ChunkRunner:
         self.tables = {kind: ChunkTable(self.work, task_id, attempt, kind) for kind in ("results", "summary")}
         self.counts = {}           # final status per image of the chunk, for count.json
         self.counts_at = 0.0       # when count.json was last written
+        #: chaining (local backend): the array's later tasks this runner may take into its JVM; None = off
+        self.chain = list(chain) if chain is not None else None
+        self.chained = []          # tasks whose images this runner's JVMs ran
+        self.children = {}         # task -> its ChunkRunner, for the chunks the JVM running now was handed
+        self.by = {}               # a chained chunk's: {"by": the task whose runner's JVM runs it}
 
     # -- bookkeeping -------------------------------------------------------------
     def note(self, msg, *args):
@@ -671,7 +757,8 @@ class ChunkRunner:
 
     def record(self, image, status, seconds, error="", **extra):
         rec = {"image": image, "status": status, "seconds": round(seconds, 3), "error": error,
-               "task": self.task_id, "attempt": self.attempt, "host": self.host, "jvm": self.jvm_starts, **extra}
+               "task": self.task_id, "attempt": self.attempt, "host": self.host, "jvm": self.jvm_starts, **self.by,
+               **extra}
         append_status(self.status_file, rec)
         self.counts[image] = status
         self.write_counts()
@@ -711,8 +798,8 @@ class ChunkRunner:
 
     def begin(self, image):
         append_status(self.status_file, {"image": image, "status": BEGIN, "task": self.task_id,
-                                         "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3)},
-                      sync=False)
+                                         "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3),
+                                         **self.by}, sync=False)
 
     def earlier_deaths(self):
         return deaths_under(self.status_file, lost_attempts(self.task_id), exclude=(self.attempt,))
@@ -730,13 +817,28 @@ class ChunkRunner:
         return done
 
     def run(self):
+        if self.chain is None:
+            return self._run()
+        waited = False
+        while not try_claim(self.work, self.task_id, self.task_id):
+            if not waited:
+                self.note("another task's runner is running this chunk's images in its JVM (chained): waiting")
+                waited = True
+            time.sleep(CLAIM_WAIT_S)
+        try:
+            return self._run()
+        finally:
+            release_claim(self.work, self.task_id)
+
+    def prepare(self):
+        """The chunk's images left to run, in order (unreadable ones and ones blamed for deaths recorded failed)."""
         done = self.already_done()
         self.counts = {img: rec["status"] for img, rec in done.items()}
         self.write_counts(force=True)
         remaining = [img for img in self.images if img not in done]
         if len(remaining) < len(self.images):
-            self.note("%d of %d images already done by an earlier attempt", len(self.images) - len(remaining),
-                      len(self.images))
+            self.note("task %d: %d of %d images already done (by an earlier attempt, or another task's runner that "
+                      "chained this chunk)", self.task_id, len(self.images) - len(remaining), len(self.images))
         unreadable = self.m.get("unreadable") or {}
         for img in [img for img in remaining if img in unreadable]:   # validate found it unreadable (skip_unreadable)
             self.record(img, "failed", 0.0, unreadable[img])
@@ -751,13 +853,17 @@ class ChunkRunner:
         if suspects:
             self.note("in flight when an earlier attempt died, run last: %s", ", ".join(suspects))
             remaining = [img for img in remaining if not deaths.get(img)] + suspects
+        return remaining
+
+    def _run(self):
+        remaining = self.prepare()
         start_failures = 0
         remove_stale_scratch(self.m.get("scratch_dir"))
         self.scratch = tempfile.mkdtemp(prefix="%s%d-%d-" % (SCRATCH_PREFIX, self.task_id, os.getpid()),
                                         dir=self.m.get("scratch_dir"))
         xvfb = None
         try:
-            if self.m["launcher"].get("kind", "imagej1") == "imagej1":
+            if remaining and self.m["launcher"].get("kind", "imagej1") == "imagej1":
                 xvfb = Xvfb(self.m["launcher"].get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
             while remaining:
                 finished = self.run_jvm(remaining, xvfb)
@@ -777,12 +883,98 @@ class ChunkRunner:
             if self.proc is not None and self.proc.poll() is None:
                 self.kill(self.proc)
                 self.proc.wait()
+            self.end_children()   # a stop (SIGTERM) mid-JVM: the chunks it was handed go back
             if xvfb:
                 xvfb.stop()
             shutil.rmtree(self.scratch, ignore_errors=True)
             remove_stale_scratch(self.m.get("scratch_dir"))   # and what killed runners on this node left
             self.write_counts(force=True)
         return 0
+
+    def unit_lines(self, images, fresh, key, parents, folders):
+        """The job-file lines of ``images``: path, output folder, argument (and Bio-Formats series).
+
+        ``fresh``: their output folders are made later (``parents``/``folders`` collect them); else any
+        stale outputs of a killed attempt are removed now. ``key`` keeps Bio-Formats extracts apart.
+        """
+        out_lines = []
+        template, args = self.m.get("macro_argument"), self.m.get("macro_args", {})
+        for k, img in enumerate(images):
+            out = image_output_dir(self.work, img)
+            if fresh:
+                parents.add(os.path.dirname(out))
+                folders.append(out)
+            else:
+                shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
+                os.makedirs(out)
+            rel, series, channel = unit_parts(img)
+            path = os.path.join(self.m["input_dir"], rel)
+            opened, how = None, ""
+            if series is not None:   # the driver reads it through Bio-Formats into a plain TIFF
+                channel = channel or self.m.get("channel") or "all"
+                extract = os.path.join(self.scratch, "units", "%s-%d.tif" % (key, k))
+                opened = {"input": extract, "source": path, "series": series, "channel": channel}
+                how = "\t%d\t%s\t%s" % (series, channel, extract)
+            # the argument's line breaks as \x1f: the job file is one image per line
+            out_lines.append("%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
+                                                  .replace("\n", "\x1f"), how))
+        return "".join(out_lines)
+
+    def extend(self, jobfile, step):
+        """Chaining: hand the JVM the next chunk of the array that no runner holds and that has images left.
+
+        The chunk is claimed (``status/task-NNNN.claim``) and its images written to ``<job>.more<step>``, which
+        the driver reads after its current lines; its statuses, tables and counts are the chunk's own, as if
+        its task had run it. ``<job>.end<step>`` when no chunk is left. Returns ``(runner, images)`` or None.
+        A JVM start and its JIT's warm-up cost seconds (see ``AUTO_TAIL`` in sciops.project): a slot's runner
+        that goes on with the array's next chunk in its warm JVM saves both, and the slots end together
+        however long each chunk turned out.
+        """
+        while self.chain:
+            task = self.chain.pop(0)
+            if not try_claim(self.work, task, self.task_id):
+                continue   # its own runner, or another slot's, has it
+            child = ChunkRunner(self.m, task, self.attempt, self.log)
+            child.by, child.jvm_starts = {"by": self.task_id}, self.jvm_starts   # in status lines: whose JVM ran it
+            images = child.prepare()
+            if not images:
+                release_claim(self.work, task)
+                continue
+            parents, folders = set(), []
+            text = self.unit_lines(images, child.fresh, "%d-%d" % (self.jvm_starts, task), parents, folders)
+            for parent in sorted(parents):
+                os.makedirs(parent, exist_ok=True)
+            # the images' folders, while the JVM ends the image it runs (the driver makes one it reaches first)
+            threading.Thread(target=make_folders, args=(folders,), daemon=True).start()
+            tmp = jobfile + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, "%s.more%d" % (jobfile, step))
+            self.children[task] = child
+            if task not in self.chained:
+                self.chained.append(task)
+            self.note("chained task %d: its %d image(s) go on in this JVM", task, len(images))
+            try:
+                with open(os.path.join(self.m["run_dir"], "logs", "task-%04d.attempt-%d.log" % (task, self.attempt)),
+                          "a", encoding="utf-8") as fh:
+                    fh.write("[sciops %s] %d image(s) of this task run in task %d's JVM (chained): see "
+                             "task-%04d.attempt-%d.log\n" % (time.strftime("%H:%M:%S"), len(images), self.task_id,
+                                                              self.task_id, self.attempt))
+            except OSError:
+                pass
+            return child, images
+        open("%s.end%d" % (jobfile, step), "w").close()
+        return None
+
+    def end_children(self):
+        """The JVM has ended: release the chunks it was handed; one with images left goes back to the chain
+        (a next JVM of this runner may take it again, or its own task runs it)."""
+        for task, child in list(self.children.items()):
+            child.write_counts(force=True)
+            release_claim(self.work, task)
+            if self.chain is not None and any(img not in child.counts for img in child.images):
+                self.chain.insert(0, task)
+        self.children = {}
 
     def run_jvm(self, images, xvfb=None):
         """Start one JVM on ``images``; return {image: status record} of those it finished.
@@ -806,26 +998,10 @@ class ChunkRunner:
         with open(jobfile, "w", encoding="utf-8") as fh:
             fh.write("macro=%s\n" % self.m["macro_path"])
             fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.get("macro_args", {}).items())))
-            template, args = self.m.get("macro_argument"), self.m.get("macro_args", {})
-            for k, img in enumerate(images):
-                out = image_output_dir(self.work, img)
-                if fresh:
-                    parents.add(os.path.dirname(out))
-                    folders.append(out)
-                else:
-                    shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
-                    os.makedirs(out)
-                rel, series, channel = unit_parts(img)
-                path = os.path.join(self.m["input_dir"], rel)
-                opened, how = None, ""
-                if series is not None:   # the driver reads it through Bio-Formats into a plain TIFF
-                    channel = channel or self.m.get("channel") or "all"
-                    extract = os.path.join(self.scratch, "units", "%d-%d.tif" % (self.jvm_starts, k))
-                    opened = {"input": extract, "source": path, "series": series, "channel": channel}
-                    how = "\t%d\t%s\t%s" % (series, channel, extract)
-                # the argument's line breaks as \x1f: the job file is one image per line
-                fh.write("%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
-                                              .replace("\n", "\x1f"), how))
+            fh.write(self.unit_lines(images, fresh, "%d" % self.jvm_starts, parents, folders))
+        chaining = bool(self.chain)
+        if chaining:   # the driver waits for <job>.more<N> or <job>.end<N> after its lines (see extend)
+            open(jobfile + ".chain", "w").close()
         os.makedirs(os.path.join(self.scratch, "units"), exist_ok=True)
         for parent in sorted(parents):
             os.makedirs(parent, exist_ok=True)
@@ -849,7 +1025,11 @@ class ChunkRunner:
         # in the older protocol
         by_path = {os.path.join(self.m["input_dir"], img): img for img in images}
         by_path.update({image_output_dir(self.work, img): img for img in images})
-        finished = {}
+        owner_of = {}           # image -> the runner of its chunk, for images of chunks handed on (chaining)
+        last = images[-1] if images else None   # the last image of the lines the driver has
+        step = 1
+        finished = {}           # this chunk's images
+        finished_all = {}       # and those of the chunks handed on
         current = None          # image being processed
         t_begin = 0.0
         errors = []             # error lines seen since BEGIN
@@ -881,12 +1061,25 @@ class ChunkRunner:
                 elif tag == "SCIOPS_BEGIN" and len(parts) > 1:
                     current = by_path.get(parts[1], parts[1])
                     t_begin, errors, last_error_at, printed = now, [], None, []
-                    self.begin(current)
+                    owner_of.get(current, self).begin(current)
+                    if current == last and chaining:
+                        handed = self.extend(jobfile, step)
+                        step += 1
+                        if handed:
+                            child, more = handed
+                            last = more[-1]
+                            for img in more:
+                                owner_of[img] = child
+                                by_path[os.path.join(self.m["input_dir"], img)] = img
+                                by_path[image_output_dir(self.work, img)] = img
                 elif tag == "SCIOPS_END" and current is not None:
                     # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
                     # output is buffered), so the time between their arrivals missed up to a third of it
                     seconds = int(parts[2]) / 1000.0 if len(parts) > 2 and parts[2].isdigit() else now - t_begin
-                    finished[current] = self.judge(current, seconds, errors, printed)
+                    owner = owner_of.get(current, self)
+                    finished_all[current] = owner.judge(current, seconds, errors, printed)
+                    if owner is self:
+                        finished[current] = finished_all[current]
                     current = None
                 elif current is not None and ERROR_RE.search(line):
                     errors.append(line.strip())
@@ -917,6 +1110,14 @@ class ChunkRunner:
         self.log.flush()
         rc = proc.wait()
         maker.join()
+        try:
+            return self.jvm_ended(rc, current, t_begin, kill_reason, errors, tail, finished,
+                                  owner_of.get(current, self))
+        finally:
+            self.end_children()
+
+    def jvm_ended(self, rc, current, t_begin, kill_reason, errors, tail, finished, owner):
+        """What run_jvm returns once its JVM ended: the image in flight (of ``owner``'s chunk) recorded."""
         if current is not None and rc != 0 and not kill_reason:
             time.sleep(STOP_GRACE_S)   # a stop of the whole task raises SystemExit here (see STOP_GRACE_S)
         if current is not None and rc in OUTSIDE_SIGNALS and not kill_reason:
@@ -924,7 +1125,7 @@ class ChunkRunner:
             # image's fault the first time. Stop here and let the scheduler resubmit the
             # chunk; a second kill under the same image marks it failed.
             how = OUTSIDE_SIGNALS[rc]
-            if not self.earlier_deaths().get(current):
+            if not owner.earlier_deaths().get(current):
                 self.note("JVM killed (%s) from outside while processing %s: stopping", how, current)
                 self.error = "JVM killed (%s) from outside while processing %s" % (how, current)
                 self.interrupted = True
@@ -936,7 +1137,9 @@ class ChunkRunner:
             else:
                 status = "failed"
                 error = errors[0] if errors else "ImageJ exited (code %s) while processing this image" % rc
-            finished[current] = self.record(current, status, time.time() - t_begin, error)
+            rec = owner.record(current, status, time.time() - t_begin, error)
+            if owner is self:
+                finished[current] = rec
         elif kill_reason and not finished:
             # Stalled before the first image began: a broken macro or launcher.
             self.error = "JVM stalled before starting any image; last output: %s" % " | ".join(tail)
@@ -1015,7 +1218,8 @@ def main(argv=None):
     try:
         with open(log_path, "a", encoding="utf-8") as log:
             runner = ChunkRunner(manifest, task_id, args.attempt, log, images=args.images,
-                                 status_file=args.status_file)
+                                 status_file=args.status_file,
+                                 chain=chain_from_env(task_id) if args.images is None else None)
             rc = runner.run()
     except SystemExit as exc:
         if not stopped:
@@ -1031,6 +1235,7 @@ def main(argv=None):
     summary.update(end=time.time(), exit=rc, error=error)
     if runner is not None:
         summary.update(imagej_version=runner.version, jvm_starts=runner.jvm_starts, images=len(runner.images),
+                       chained=runner.chained,
                        bioformats_version=bioformats_version(runner.m.get("launcher", {})))
     if summary_path:
         write_json(summary_path, summary)

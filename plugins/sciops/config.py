@@ -140,9 +140,9 @@ class RunConfig(BaseModel):
     skip_unreadable: bool = _param(False, "When some files cannot be read (corrupt, cut short, not their format): "
                                           "run the others and list these in failures.csv with the reason (false = "
                                           "refuse the run, naming them)")
-    images_per_task: int = _param(0, "Images per array task (one JVM each); 0 = auto: 25, or on the local backend "
-                                     "one long task a slot for 7/8 of the images, then smaller ones so the slots "
-                                     "end together (a JVM's start and JIT warm-up cost seconds)",
+    images_per_task: int = _param(0, "Images per array task (one JVM each; on the local backend a slot's JVM goes "
+                                     "on with the next tasks); 0 = auto: 25, or on the local backend 2 tasks a "
+                                     "slot, then smaller ones so the slots end together",
                                   ge=0, le=100_000)
     max_attempts: int = _param(3, "Submissions of a failed chunk, the first included", ge=1, le=20)
     image_timeout_s: int = _param(600, "Seconds one image may take before it is killed and recorded 'timeout'",

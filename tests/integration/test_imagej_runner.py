@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sciops_task as st
+from helpers import wait_ended
 
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.synthetic import make_images
@@ -230,3 +231,80 @@ def test_the_tasks_children_and_scratch_go_with_it(tmp_path, imagej, sig):
         assert list(scratch.iterdir())        # nothing could clean up after SIGKILL ...
         st.remove_stale_scratch(str(scratch))  # ... the next task on the node does, first thing
         assert list(scratch.iterdir()) == []
+
+
+def _submit_local(tmp_path, mpath, tasks, slots):
+    """The local backend's way: localq through LocalScheduler (which asks its tasks to chain)."""
+    from sciops.runners import LocalRunner
+    from sciops.schedulers.base import ArraySpec
+    from sciops.schedulers.local import LocalScheduler
+
+    sched, runner = LocalScheduler(spool=str(tmp_path / "spool"), slots=slots), LocalRunner()
+    job_id = sched.submit(runner, ArraySpec(name="t", task_ids=tasks, log_dir=str(tmp_path / "logs"),
+                                            workdir=str(tmp_path), env={"SCIOPS_ATTEMPT": "1"},
+                                            command=[sys.executable, str(JOB_DIR / "sciops_task.py"),
+                                                     "--manifest", str(mpath)]))
+    return sched, runner, job_id
+
+
+def _attempts(tmp_path):
+    return {a["task"]: a for a in (json.loads(p.read_text()) for p in (tmp_path / "work/status").glob("task-*.attempt-1.json"))}
+
+
+def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm(tmp_path, imagej):
+    """Chaining: 6 chunks on 2 slots run in 2 JVMs; each chunk keeps its own statuses, tables and counts."""
+    from sciops.schedulers.base import JobState
+
+    chunks = [[f"c{c}_{k}.tif" for k in range(3)] for c in range(1, 7)]
+    make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
+    mpath = manifest_for(tmp_path, imagej, ECHO_MACRO, [])
+    manifest = json.loads(mpath.read_text())
+    manifest["chunks"] = chunks
+    mpath.write_text(json.dumps(manifest))
+    tasks = [1, 2, 3, 4, 5, 6]
+    sched, runner, job_id = _submit_local(tmp_path, mpath, tasks, slots=2)
+    assert set(wait_ended(sched, runner, job_id, tasks, timeout=180).values()) == {JobState.DONE}
+
+    work = str(tmp_path / "work")
+    for t, chunk in enumerate(chunks, 1):
+        got = st.read_statuses(st.status_path(work, t))
+        assert sorted(got) == sorted(chunk) and {r["status"] for r in got.values()} == {"ok"}
+        assert {r["task"] for r in got.values()} == {t}
+        assert {r.get("by") for r in got.values()} <= ({None} if t <= 2 else {1, 2})   # whose JVM ran a chained one
+        assert {name for r in got.values() for name, _, _ in r["tables"].values()} == {
+            f"task-{t:04d}.attempt-1.results.csv"}
+        assert json.loads(Path(st.count_path(work, t)).read_text())["done"] == 3
+    attempts = _attempts(tmp_path)
+    assert sum(a["jvm_starts"] for a in attempts.values()) == 2          # one JVM a slot for the whole array
+    assert sorted(attempts[1]["chained"] + attempts[2]["chained"]) == [3, 4, 5, 6]
+    assert all(attempts[t]["jvm_starts"] == 0 and attempts[t]["exit"] == 0 for t in (3, 4, 5, 6))
+    assert not list((tmp_path / "work/status").glob("*.claim"))
+    chained = attempts[1]["chained"][0]
+    assert "run in task 1's JVM (chained)" in (tmp_path / f"logs/task-{chained:04d}.attempt-1.log").read_text()
+
+
+def test_a_chained_chunk_whose_runner_was_killed_is_finished_by_its_own_task(tmp_path, imagej):
+    """Task 1's runner, killed (kill -9) while its JVM runs task 2's chunk: task 2's own runner finishes it."""
+    from sciops.schedulers.base import JobState
+
+    chunks = [["a1.tif", "a2.tif"], ["b1.tif", "b2_slow.tif", "b3.tif"]]
+    make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, [])
+    manifest = json.loads(mpath.read_text())
+    manifest["chunks"] = chunks
+    mpath.write_text(json.dumps(manifest))
+    sched, runner, job_id = _submit_local(tmp_path, mpath, [1, 2], slots=1)
+    work = str(tmp_path / "work")
+    deadline = time.time() + 120
+    while not any(r.get("image") == "b2_slow.tif" for r in st._records(st.status_path(work, 2))):
+        assert time.time() < deadline, "task 1's runner never began task 2's slow image"
+        time.sleep(0.1)
+    task1 = json.loads((tmp_path / "spool" / job_id / "tasks" / "1.json").read_text())
+    os.kill(task1["pid"], signal.SIGKILL)   # the JVM dies with it (PR_SET_PDEATHSIG)
+    states = wait_ended(sched, runner, job_id, [1, 2], timeout=180)
+    assert states == {1: JobState.FAILED, 2: JobState.DONE}
+    got = st.read_statuses(st.status_path(work, 2))
+    assert sorted(got) == ["b1.tif", "b2_slow.tif", "b3.tif"] and {r["status"] for r in got.values()} == {"ok"}
+    assert _attempts(tmp_path)[2]["jvm_starts"] == 1                     # it took over the dead runner's claim
+    # the dead runner's claim of its own task stays until that task's next attempt takes it over
+    assert [p.name for p in (tmp_path / "work/status").glob("*.claim")] == ["task-0001.claim"]

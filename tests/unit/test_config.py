@@ -195,16 +195,14 @@ def test_images_per_task_auto_grows_with_the_run_where_the_slots_are_known():
     assert images_per_task(20_000, 7, 2) == 7                       # given: as given
     assert images_per_task(40, 0, 2) == 25                          # a small run: 25, as before
     assert images_per_task(20_000, 0, None) == 25                   # a cluster: slots unknown
-    assert images_per_task(20_000, 0, 2) == 8750                    # 2 slots: one task each for 7/8 first
+    assert images_per_task(20_000, 0, 2) == 5000                    # 2 slots: 2 tasks each at first
 
 
-def test_auto_chunks_come_in_a_long_and_a_short_wave_so_the_slots_end_together():
+def test_auto_chunks_taper_so_the_slots_end_together():
     from sciops.project import chunk, chunk_sizes
 
-    assert chunk_sizes(20_000, 0, 2) == [8750, 8750, 1250, 1250]         # one long task a slot, then the tail
-    assert chunk_sizes(20_000, 0, 4) == [4375] * 4 + [625] * 4
-    assert chunk_sizes(123_457, 0, 7)[-3:] == [2204, 2203, 2203]
-    assert chunk_sizes(100, 0, 2) == [44, 56]                            # a crumb joins the last long one
+    assert chunk_sizes(20_000, 0, 2) == [5000] * 3 + [2500, 1250, 625, 313, 312]   # the last wave halves, then ends
+    assert chunk_sizes(100_000, 0, 2)[-3:] == [3125, 1563, 1562]
     assert chunk_sizes(20_000, 7, 2) == [7] * 2857 + [1]                 # given: as given
     assert chunk_sizes(20_000, 0, None) == [25] * 800                    # slots unknown: 25
     assert chunk_sizes(40, 0, 2) == [25, 15] and chunk_sizes(0, 0, 2) == []
@@ -214,4 +212,4 @@ def test_auto_chunks_come_in_a_long_and_a_short_wave_so_the_slots_end_together()
         assert sum(sizes) == n and min(sizes) >= 25 and body == sorted(body, reverse=True), sizes
     images = [f"i{k}" for k in range(20_000)]
     chunks = chunk(images, chunk_sizes(20_000, 0, 2))
-    assert [x for c in chunks for x in c] == images and len(chunks[-1]) == 1250
+    assert [x for c in chunks for x in c] == images and len(chunks[-1]) == 312

@@ -47,7 +47,10 @@ class LocalScheduler(Scheduler):
         argv = self._cmd("submit", "--spool", self.spool, "--name", spec.name, "--slots", str(slots),
                          "--tasks", ",".join(map(str, spec.task_ids)), "--log-dir", spec.log_dir,
                          "--workdir", spec.workdir)
-        for key, value in sorted(spec.env.items()):
+        # one machine: a slot's runner goes on with the array's next chunks in its warm JVM (sciops_task.py's
+        # chaining; a claim file's holder can be seen alive here, which a cluster's nodes cannot do for each other)
+        env = {**spec.env, "SCIOPS_CHAIN": ",".join(map(str, spec.task_ids))}
+        for key, value in sorted(env.items()):
             argv += ["--env", f"{key}={value}"]
         return argv + ["--", *spec.command]
 

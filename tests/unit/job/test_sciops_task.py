@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -257,3 +258,28 @@ def _begun_safe(work):
         return _begun(work, 1)
     except FileNotFoundError:
         return []
+
+
+def test_a_claim_is_held_while_its_runner_lives_and_taken_over_when_it_is_gone(tmp_path):
+    work = str(tmp_path)
+    assert st.try_claim(work, 3, 1)                       # made: ours
+    assert not st.try_claim(work, 3, 2)                    # ours, alive: not again
+    path = st.claim_path(work, 3)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    Path(path).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "task": 1}))
+    assert st.try_claim(work, 3, 2)                       # its runner is gone: taken over
+    Path(path).write_text("")                              # being written by a runner right now
+    assert not st.try_claim(work, 3, 2)
+    os.utime(path, (time.time() - 60, time.time() - 60))   # ... or its maker died right after making it
+    assert st.try_claim(work, 3, 2)
+    Path(path).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "task": 1}))
+    st.release_claim(work, 3)                              # not ours: left alone
+    assert Path(path).exists()
+    Path(path).unlink()
+    assert st.try_claim(work, 3, 2)
+    st.release_claim(work, 3)
+    assert not Path(path).exists()
+    assert st.chain_from_env(2, {"SCIOPS_CHAIN": "1,2,5,9"}) == [5, 9]
+    assert st.chain_from_env(9, {"SCIOPS_CHAIN": "1,2,5,9"}) == []
+    assert st.chain_from_env(2, {}) is None and st.chain_from_env(3, {"SCIOPS_CHAIN": "1,2"}) is None
