@@ -18,11 +18,12 @@ The rules, in the order a status answer meets them:
    (``poll_seconds`` + :data:`STOP_SECONDS`) would pass ``budget_usd``: cancel now, end
    ``budget_exceeded``. The cap holds on the recorded cost (the tasks' own start/end), not
    only on this estimate, unless more tasks start in that window than run now;
-3. tasks still queued or running: sleep ``poll_seconds``. In the last wave (none queued, at
-   most :data:`WAKE_MAX_TASKS` running) the sleep names the running tasks (``wake``): a loop
-   that can read the runners' exit files looks at those few every :data:`WAKE_SECONDS` and
-   asks the status again as soon as all of them wrote one, so the array's end is seen within
-   about half a second, not up to a whole poll later;
+3. tasks still queued or running: sleep ``poll_seconds``. In the last wave (at most
+   :data:`WAKE_MAX_TASKS` not ended, queued ones included: on the local backend a queued task may
+   be one a running runner has chained, whose own runner exits at once when it starts) the
+   sleep names them (``wake``): a loop that can read the runners' exit files looks at those few
+   every :data:`WAKE_SECONDS` and asks the status again as soon as all of them wrote one, so the
+   array's end is seen within about half a second, not up to a whole poll later;
 4. every task out of the queue: tasks stuck in an error state (SGE ``Eqw``) get the job
    cancelled once; then the runners' exit files, then accounting, which lags the queue: ask
    again every ``ACCOUNTING_RETRY_SECONDS`` until every task has a record, or until
@@ -184,11 +185,9 @@ class Watch:
         return [Action(SLEEP, seconds=min(self.poll_seconds, ACCOUNTING_RETRY_SECONDS))]
 
     def _last_wave(self) -> tuple[int, ...]:
-        """The running tasks when none is queued and they are few (what a sleep may wake on), else ()."""
-        if any(s in (JobState.PENDING, JobState.HELD) for s in self.states.values()):
-            return ()
-        running = tuple(t for t, s in self.states.items() if s == JobState.RUNNING)
-        return running if len(running) <= WAKE_MAX_TASKS else ()
+        """The tasks not ended when they are few (what a sleep may wake on: all of them wrote an exit file), else ()."""
+        left = tuple(t for t, s in self.states.items() if not s.finished)
+        return left if len(left) <= WAKE_MAX_TASKS else ()
 
     def _spend(self, now: float) -> list[Action] | None:
         if self.budget is None:

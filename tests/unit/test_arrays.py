@@ -185,7 +185,7 @@ def test_the_last_wave_is_seen_ending_by_its_exit_files_not_a_poll_later(tmp_pat
     run = ArrayRun(sched, LocalRunner(), m, [].append, poll_seconds=600)
 
     def started(state):
-        """Both tasks running: the last wave (a queued task means a whole poll's sleep: localq starts it itself)."""
+        """Both tasks running (localq started them): what the watch then sees ending is their exit files."""
         deadline = time.time() + 30
         while set(sched.status(run.runner, state.job_id, [1, 2]).values()) != {JobState.RUNNING}:
             assert time.time() < deadline, "localq did not start the tasks"

@@ -120,18 +120,20 @@ def test_drive_stops_at_the_worker_window_and_cancels_past_the_deadline():
     assert event["status"] == "timeout" and cancelled == ["the run's timeout passed"]
 
 
-def test_the_last_wave_sleeps_wake_on_the_running_tasks_exit_files():
-    """Queued tasks: a plain sleep (the scheduler starts the next one itself); none queued: wake on the running."""
+def test_the_last_wave_sleeps_wake_on_the_exit_files_of_the_tasks_not_ended():
+    """Few tasks left, queued ones included (a task another slot's runner chained exits as soon as it starts):
+    the sleep wakes once all of them wrote an exit file."""
     from sciops.watch import WAKE_MAX_TASKS
 
     w = Watch("7", [1, 2, 3], MISSING, poll_seconds=5, now=0)
     [sleep] = w.on_status({1: R, 2: R, 3: P}, 1)
-    assert sleep.kind == SLEEP and sleep.wake == ()
+    assert sleep.kind == SLEEP and sleep.wake == (1, 2, 3)
     [sleep] = w.on_status({1: D, 2: R, 3: R}, 6)
     assert sleep.kind == SLEEP and sleep.seconds == 5 and sleep.wake == (2, 3)
     many = list(range(1, WAKE_MAX_TASKS + 2))
     big = Watch("8", many, MISSING, now=0)
     assert big.on_status({t: R for t in many}, 1)[0].wake == ()   # too many files to look at twice a second
+    assert big.on_status({t: (D if t > 2 else P) for t in many}, 2)[0].wake == (1, 2)
 
 
 def test_drive_wakes_in_the_last_wave_when_the_exit_files_are_written():
