@@ -215,6 +215,10 @@ def image_output_dir(work, image):
     return os.path.join(work, "images", image)
 
 
+def task_log_path(run_dir, task_id, attempt):
+    return os.path.join(run_dir, "logs", "task-%04d.attempt-%d.log" % (task_id, attempt))
+
+
 def count_path(work, task_id):
     return os.path.join(work, "status", "task-%04d.count.json" % task_id)
 
@@ -955,8 +959,7 @@ class ChunkRunner:
                 self.chained.append(task)
             self.note("chained task %d: its %d image(s) go on in this JVM", task, len(images))
             try:
-                with open(os.path.join(self.m["run_dir"], "logs", "task-%04d.attempt-%d.log" % (task, self.attempt)),
-                          "a", encoding="utf-8") as fh:
+                with open(task_log_path(self.m["run_dir"], task, self.attempt), "a", encoding="utf-8") as fh:
                     fh.write("[sciops %s] %d image(s) of this task run in task %d's JVM (chained): see "
                              "task-%04d.attempt-%d.log\n" % (time.strftime("%H:%M:%S"), len(images), self.task_id,
                                                               self.task_id, self.attempt))
@@ -1189,7 +1192,7 @@ def main(argv=None):
     task_id = args.task or task_id_from_env() or 1
     log_dir = os.path.join(manifest["run_dir"], "logs")
     os.makedirs(log_dir, exist_ok=True)
-    log_path = os.path.join(log_dir, "task-%04d.attempt-%d.log" % (task_id, args.attempt))
+    log_path = task_log_path(manifest["run_dir"], task_id, args.attempt)
     if args.images is not None:
         log_path = os.path.join(log_dir, "smoke.log")
     started = time.time()
