@@ -33,7 +33,7 @@ sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include" / "job")]
 import sciops_task as st  # noqa: E402
 
 from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
-from sciops.imagej import detect_launcher  # noqa: E402
+from sciops.imaging.imagej import detect_launcher  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "bioformats.json"
 SERIES = 20
@@ -68,8 +68,8 @@ def per_series(launcher: dict, repeats: int) -> dict:
     import numpy as np
     import tifffile
 
-    from sciops import bioformats
-    from sciops.synthetic import nuclei_image, ome_tiff
+    from sciops.imaging import bioformats
+    from sciops.imaging.synthetic import nuclei_image, ome_tiff
 
     want = [5 + (i * 7) % 23 for i in range(SERIES)]
     with tempfile.TemporaryDirectory(prefix="sciops-bench-bf-") as tmp:

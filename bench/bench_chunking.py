@@ -30,7 +30,7 @@ sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include" / "job")]
 import sciops_task as st  # noqa: E402
 
 from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
-from sciops.imagej import detect_launcher  # noqa: E402
+from sciops.imaging.imagej import detect_launcher  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "bbbc002"
 

@@ -38,7 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     home = Path(tempfile.mkdtemp(prefix="sciops-bench-deploy-"))
     root = home / "projects"

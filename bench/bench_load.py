@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=2.0)
     ap.add_argument("--keep", action="store_true", help="keep the deployment's folder (service logs) and print it")
     args = ap.parse_args()
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     for script in ("gridengine.sh", "sshd.sh", "postgres.sh"):
         testbed(script, "start")

@@ -17,7 +17,7 @@ set, ImageJ 1 under Xvfb), as a run's array task would:
   README gives no counts (CellProfiler's pipeline reports them only when run), so these figures
   are reported, not scored.
 * **percent_positive**, **cell_death** and **ki67_dab** on synthetic images with known truth
-  (``sciops.synthetic``: non-touching disks; marker images where the positives are 110–200 and the
+  (``sciops.imaging.synthetic``: non-touching disks; marker images where the positives are 110–200 and the
   negatives 20–45 over a background of ~10; brightfield RGB made by the Beer–Lambert law from
   Ruifrok & Johnston's haematoxylin and DAB vectors, positives with DAB density 0.6–1.0): share of
   images with the exact count and exact positive count, mean absolute error of the fraction.
@@ -44,7 +44,7 @@ sys.path[:0] = [str(REPO / "plugins"), str(REPO / "include" / "job")]
 import sciops_task as st  # noqa: E402
 
 from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
-from sciops.imagej import detect_launcher  # noqa: E402
+from sciops.imaging.imagej import detect_launcher  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results" / "macros.json"
@@ -138,7 +138,7 @@ def scored(rows: dict[str, dict], truth: dict[str, tuple[int, int]], n_key: str,
 def synthetic(launcher: dict, n_images: int) -> dict:
     import random
 
-    from sciops.synthetic import make_dab_images, make_marker_pairs
+    from sciops.imaging.synthetic import make_dab_images, make_marker_pairs
 
     rng = random.Random(17)
     specs = {}
@@ -185,7 +185,7 @@ def robustness(launcher: dict, per_variant: int = 10) -> dict:
     import numpy as np
     import tifffile
 
-    from sciops.synthetic import nuclei_image
+    from sciops.imaging.synthetic import nuclei_image
 
     rng = random.Random(23)
     out = {}

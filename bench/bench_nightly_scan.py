@@ -3,7 +3,7 @@
 
 --projects projects of --images images each (tiny synthetic files, in 50 plate folders) in
 one bucket on the testbed's moto_server, each opted in (``nightly: true``) and with
---processed of its images already in its processed-images index. ``sciops.nightly.scan``
+--processed of its images already in its processed-images index. ``sciops.run.nightly.scan``
 decides every project; its S3 calls are counted (every obstore call, each listing page
 included, and every botocore call). The goal: one listing per project, no request per image.
 
@@ -46,10 +46,11 @@ def main() -> int:
     endpoint = conn["extra"]["endpoint_url"]
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(conn)
     os.environ["SCIOPS_WORK_ROOT"] = str(Path(os.environ.get("TMPDIR", "/tmp"), f"sciops-bench-work-{os.getpid()}"))
-    from sciops import nightly, processed
-    from sciops.project import Project, sha256
-    from sciops.s3 import S3Client
-    from sciops.storage import S3Storage
+    from sciops.run import nightly
+    from sciops.run import processed
+    from sciops.run.project import Project, sha256
+    from sciops.storage.s3 import S3Client
+    from sciops.storage.root import S3Storage
 
     bucket = f"bench-nightly-{uuid.uuid4().hex[:8]}"
     storage = S3Storage(f"s3://{bucket}", CONN_ID)

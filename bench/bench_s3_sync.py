@@ -71,7 +71,7 @@ def main() -> int:
     from bench_scale import s5cmd_path, testbed_s3
 
     endpoint, env = testbed_s3(CONN_ID)
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     rng = random.Random(7)
     s5cmd = s5cmd_path()

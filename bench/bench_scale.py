@@ -6,9 +6,9 @@ Five parts (``--parts collate,report,dashboard,sync,e2e``; each writes its figur
 * **collate**: a finished run of --images synthetic images (--per-chunk images per task,
   --rows result rows per image, 1 % failed) written by the real task runner's own code
   (``sciops_task.ChunkRunner.judge``: per-image output folders, status lines, chunk tables).
-  ``sciops.results.collate`` over all of it, seconds and peak RSS, median of --repeats, each
+  ``sciops.reporting.collate.collate`` over all of it, seconds and peak RSS, median of --repeats, each
   in a process of its own; and the per-image read that collation did before chunk tables
-  (``sciops.results.reference_tables``, the naive baseline) over the first --naive-images
+  (``sciops.reporting.collate.reference_tables``, the naive baseline) over the first --naive-images
   images, with the new path over the same images, so the ratio is like for like (the
   per-image read is linear in images: its 100,000-image time is extrapolated from the
   subset unless ``--naive-images`` is the whole run).
@@ -95,7 +95,7 @@ def make_run(root: Path, n_images: int, per_chunk: int, rows: int, seed: int = 3
 
 def child_collate(run_dir: str, how: str, n_chunks: int) -> None:
     """One measurement in this fresh process: seconds and peak RSS (printed as JSON)."""
-    from sciops import results
+    from sciops.reporting import collate as results
 
     manifest = json.loads(Path(run_dir, "manifest.json").read_text())
     manifest["chunks"] = manifest["chunks"][:n_chunks]
@@ -159,7 +159,7 @@ def part_collate(args, run_dir: Path) -> dict:
 # -- report ----------------------------------------------------------------------------------------
 
 def part_report(args, run_dir: Path) -> dict:
-    from sciops import report
+    from sciops.reporting import report
 
     rng = random.Random(5)
     status = run_dir / "work" / "status"
@@ -255,7 +255,7 @@ def testbed_s3(conn_id: str = CONN_ID) -> tuple[str, dict]:
 def part_sync(args) -> dict:
     import urllib.request
 
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     endpoint, env = testbed_s3()
 
@@ -309,7 +309,7 @@ def part_sync(args) -> dict:
 # -- dashboard -------------------------------------------------------------------------------------
 
 def ledger_rows(n: int, seed: int = 11) -> list[dict]:
-    """``n`` ledger rows as ``sciops.ledger.row_from_run`` makes them (with their JSON columns), 6 projects."""
+    """``n`` ledger rows as ``sciops.accounting.ledger.row_from_run`` makes them (with their JSON columns), 6 projects."""
     rng = random.Random(seed)
     t0 = 1_770_000_000.0
     out = []
@@ -342,7 +342,7 @@ def part_dashboard(args) -> dict:
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="sciops-bench-af-"))
     sys.path.insert(0, str(REPO / "plugins"))
     import sciops_plugin as plugin
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     out: dict = {"repeats": args.repeats}
     with tempfile.TemporaryDirectory(prefix="sciops-bench-ledger-") as tmp:
@@ -428,7 +428,7 @@ def e2e_once(args, per_task: int) -> dict:
         env = {**os.environ, "AIRFLOW_HOME": str(home), "SCIOPS_STORAGE_ROOT": str(storage)}
         project = storage / "screen"
         (project / "input").mkdir(parents=True)
-        from sciops.synthetic import make_images
+        from sciops.imaging.synthetic import make_images
 
         seeds = Path(tmp, "seeds")
         make_images(str(seeds), {f"s{n}.tif": n for n in (3, 5, 8, 12)}, size=128)

@@ -36,10 +36,10 @@ DATA = REPO.parent / "shared" / "data" / "bbbc002"
 import sciops_task as st  # noqa: E402
 
 from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
-from sciops.arrays import ArrayRun  # noqa: E402
-from sciops.runners import SSHRunner  # noqa: E402
-from sciops.schedulers.base import ArraySpec  # noqa: E402
-from sciops.schedulers.sge import SGEScheduler  # noqa: E402
+from sciops.arrays.run import ArrayRun  # noqa: E402
+from sciops.arrays.ssh import SSHRunner  # noqa: E402
+from sciops.arrays.schedulers.base import ArraySpec  # noqa: E402
+from sciops.arrays.schedulers.sge import SGEScheduler  # noqa: E402
 
 
 class CountingRunner:
@@ -73,7 +73,7 @@ def shared_dir() -> Path:
 
 def camera_images(folder: Path) -> list[Path]:
     """50 synthetic 2048x2048 frames with 300-700 nuclei each (made once per run)."""
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     counts = {f"cam_{i:02d}.tif": 300 + 8 * i for i in range(50)}
     make_images(folder, counts, size=2048)

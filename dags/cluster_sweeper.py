@@ -34,7 +34,7 @@ def cluster_sweeper():
     @task
     def sweep() -> dict:
         from sciops.clusters import parallelcluster as pc
-        from sciops.sweeper import sweep as run_sweep
+        from sciops.clusters.sweeper import sweep as run_sweep
 
         ctx = get_current_context()
         params, ti = ctx["params"], ctx["ti"]

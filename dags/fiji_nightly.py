@@ -36,7 +36,7 @@ from airflow.sdk import dag, task
 def fiji_nightly():
     @task
     def scan() -> list[dict]:
-        from sciops.nightly import report, run_confs, scan as scan_projects
+        from sciops.run.nightly import report, run_confs, scan as scan_projects
 
         decisions = scan_projects()
         report(decisions)

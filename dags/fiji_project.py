@@ -29,7 +29,7 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from sciops.config import form_params
+from sciops.run.config import form_params
 from sciops.operators.cluster import PClusterCreateOperator, PClusterDeleteOperator
 from sciops.operators.run_array import FijiArrayOperator
 
@@ -39,7 +39,7 @@ LATEST_RESULTS = Asset("x-sciops://latest-results")
 
 
 def _params() -> dict[str, Param]:
-    # Declared once, in sciops.config.RunConfig: defaults, bounds, enums, form sections and
+    # Declared once, in sciops.run.config.RunConfig: defaults, bounds, enums, form sections and
     # the rule "a field left at its default takes project.yaml's value".
     return {name: Param(default, **schema) for name, (default, schema) in form_params().items()}
 
@@ -86,7 +86,7 @@ def fiji_project():
 
     @task(retries=0, trigger_rule="none_failed")  # runs after a skipped sync_up
     def validate() -> dict:
-        from sciops.notify import run_started
+        from sciops.reporting.notify import run_started
         from sciops.phases.checks import validate as run_validate
 
         ctx = get_current_context()

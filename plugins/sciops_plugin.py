@@ -79,7 +79,7 @@ User = _user()
 
 def _readable(user=User) -> set[str]:
     """A dependency: the DAG ids (of those in the ledger) whose runs the requesting user may read."""
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     return may_read_runs(user, ledger.dag_ids())
 
@@ -88,7 +88,7 @@ Readable = Depends(_readable)
 
 
 def _rows(readable: set[str], project: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     out = []
     for r in ledger.rows(project=project or None, limit=limit, dag_ids=readable):
@@ -107,7 +107,7 @@ def api_runs(project: str | None = None, limit: int = Query(200, ge=1, le=5000),
 
 def summary(readable: set[str], project: str | None = None) -> dict[str, Any]:
     """Every run's overview columns (no JSON columns: 10,000 runs read in a fraction of a second)."""
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     rows = ledger.rows(project=project or None, limit=None, dag_ids=readable, columns=ledger.OVERVIEW_COLUMNS)
     per_run = sorted(rows, key=lambda r: r["started_at"] or 0)
@@ -133,7 +133,7 @@ def api_planner(macro: str = Query(..., description="macro name or sha256"), ima
                 hourly_rate_usd: float = 0.0, project: str | None = None,
                 readable: set[str] = Readable) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
-    from sciops import costs
+    from sciops.accounting import costs
 
     found = _past(macro, project, readable)
     if backend == "parallelcluster" and instance_type:
@@ -163,7 +163,7 @@ def api_tradeoff(macro: str = Query(..., description="macro name or sha256"), im
 
 
 def _past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     found = ledger.past_performance(macro_sha256=macro, project=project or None, dag_ids=readable)
     if not found:
@@ -174,7 +174,7 @@ def _past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]
 
 def _tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, region: str, instance_types: str,
               nodes: str, memory_mb: int) -> dict[str, Any]:
-    from sciops import costs
+    from sciops.accounting import costs
 
     try:
         counts = [int(n) for n in nodes.replace(" ", "").split(",") if n]
@@ -211,7 +211,7 @@ tr.best{{background:#e6f4ea;font-weight:bold}}.status-refused{{color:#b26a00}}.s
 
 
 def _charts(runs: list[dict[str, Any]]) -> str:
-    from sciops import charts
+    from sciops.reporting import charts
 
     ran = [r for r in runs if r["status"] != "refused" and r["started_at"]]
     if not ran:
@@ -229,7 +229,8 @@ def _charts(runs: list[dict[str, Any]]) -> str:
 
 
 def _planner(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> str:
-    from sciops import charts, costs
+    from sciops.reporting import charts
+    from sciops.accounting import costs
 
     macros = sorted(s["cost_per_image_by_macro"]) or sorted({r["macro"] for r in s["per_run"] if r["macro"]})
     regions = sorted(costs.load_prices().get("on_demand_usd_per_hour", {}))
@@ -291,7 +292,7 @@ def api_run_progress(dag_id: str, run_id: str, user=User) -> dict[str, Any]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    from sciops.progress import run_progress
+    from sciops.cli.progress import run_progress
 
     if not may_read_runs(user, {dag_id}):
         raise HTTPException(403, f"your Airflow role may not read the runs of DAG {dag_id}")
@@ -357,14 +358,14 @@ def run_report(dag_id: str, run_id: str, user=User):
     page saying which, not raw JSON. A DAG whose runs the user may not read is 403, whether
     or not the run exists (no probing for run ids).
     """
-    from sciops.project import safe_run_id
+    from sciops.run.project import safe_run_id
 
     readable = may_read_runs(user, {dag_id})
     if not readable:
         return HTMLResponse(_page("Not allowed", f'<h1>Not allowed</h1><p id="forbidden">Your Airflow role may not '
                                                  f'read the runs of DAG <b>{_e(dag_id)}</b>; ask an Airflow admin '
                                                  'for read access to it.</p>'), status_code=403)
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     row = ledger.find(dag_id, run_id, safe_run_id(run_id))
     if row and row.get("report"):

@@ -16,7 +16,7 @@ mkdir -p "$SCIOPS_STORAGE_ROOT/demo"
 cp -r examples/demo/. "$SCIOPS_STORAGE_ROOT/demo/"
 python - <<'PY'
 import os
-from sciops.synthetic import make_images
+from sciops.imaging.synthetic import make_images
 counts = {f"synthetic/nuclei_{n:02d}.tif": n for n in (8, 15, 23, 31, 42, 57)}
 make_images(os.path.join(os.environ["SCIOPS_STORAGE_ROOT"], "demo", "input"), counts)
 PY

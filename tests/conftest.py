@@ -57,7 +57,7 @@ def storage(request, tmp_path, monkeypatch):
 @pytest.fixture
 def make_project(storage):
     """Create ``storage/<name>/`` with input images of known nucleus counts."""
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     def make(name="proj", counts=None, project_yaml=None, size=128):
         root = storage / name
@@ -74,7 +74,7 @@ def make_project(storage):
 @pytest.fixture(scope="session")
 def imagej():
     """The ImageJ launcher; the suite fails (never skips) when ImageJ is not installed."""
-    from sciops.imagej import detect_launcher
+    from sciops.imaging.imagej import detect_launcher
 
     launcher = detect_launcher("imagej1")
     assert launcher, "ImageJ 1 is not installed: run scripts/setup.sh (Debian packages imagej, xvfb, a JRE)"
@@ -155,7 +155,7 @@ def s3_root(s3_endpoint, tmp_path, monkeypatch):
     """A fresh bucket; SciOps' storage root is ``s3://<bucket>/labroot`` and its work root a temp folder."""
     import uuid
 
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     bucket = f"sciops-test-{uuid.uuid4().hex[:10]}"
     storage = S3Storage(f"s3://{bucket}/labroot", "sciops_s3")

@@ -1,4 +1,4 @@
-"""``python -m sciops``: the storage commands alone (the ``sciops`` command, :mod:`sciops.cli`, has them all).
+"""``python -m sciops``: the storage commands alone (the ``sciops`` command, :mod:`sciops.cli.main`, has them all).
 
     python -m sciops sync-up   LOCAL_PROJECT_DIR [--project NAME] [--delete] [--verify]
     python -m sciops sync-down PROJECT RUN_ID LOCAL_PROJECT_DIR
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
 
-    from sciops.names import SAFE_NAME
+    from sciops.run.names import SAFE_NAME
     from sciops.errors import ConfigError, StorageError
-    from sciops.storage import get_storage
+    from sciops.storage.root import get_storage
 
     try:
         storage = get_storage(args.storage_root, args.conn_id)
         if args.cmd == "sync-up":
-            from sciops.sync import sync_up
+            from sciops.storage.sync import sync_up
 
             project = args.project or Path(args.local_dir).expanduser().resolve().name
             if not SAFE_NAME.match(project):
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             stats = sync_up(storage, args.local_dir, project, delete=args.delete, verify=args.verify,
                             workers=args.workers)
         elif args.cmd == "sync-down":
-            from sciops.sync import sync_down
+            from sciops.storage.sync import sync_down
 
             stats = sync_down(storage, args.project, args.run_id, args.local_dir, workers=args.workers)
         else:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from sciops.sync import summary_lines
+    from sciops.storage.sync import summary_lines
 
     print("\n".join(summary_lines(stats)))
     return 0

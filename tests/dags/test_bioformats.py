@@ -26,7 +26,7 @@ def only_run(root):
 
 
 def bioformats_project(make_project, name="bf"):
-    from sciops.synthetic import ome_tiff
+    from sciops.imaging.synthetic import ome_tiff
 
     root = make_project(name, counts={"plain.tif": 4})
     want = {"plain.tif": 4}
@@ -76,7 +76,7 @@ def test_series_and_channel_selection(airflow_db, make_project):
 
 def ics_file(src, dest):
     """An ICS file (a format ImageJ 1 cannot open itself), written by Bio-Formats' own converter."""
-    from sciops.imagej import detect_launcher
+    from sciops.imaging.imagej import detect_launcher
 
     jar = f"{detect_launcher('imagej1')['plugins_dir']}/plugins/bioformats_package.jar"
     subprocess.run(["java", "-cp", jar, "loci.formats.tools.ImageConverter", "-series", "1", str(src), str(dest)],
@@ -86,7 +86,7 @@ def ics_file(src, dest):
 def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path):
     """A vendor format goes through the same path; a truncated file, a .czi holding a TIFF and an empty
     .nd2 are refused in validate with their reasons, or, with skip_unreadable, listed in failures.csv."""
-    from sciops.synthetic import ome_tiff
+    from sciops.imaging.synthetic import ome_tiff
 
     root = make_project("bfbad", counts={})
     ome_tiff(tmp_path / "src.ome.tif", [4, 7], size=160)
@@ -154,7 +154,7 @@ def test_a_zeiss_czi_written_by_libczi(airflow_db, make_project):
 
 
 def test_a_series_larger_than_memory_is_refused_with_what_it_needs(airflow_db, make_project):
-    from sciops.synthetic import ome_tiff
+    from sciops.imaging.synthetic import ome_tiff
 
     root = make_project("bfbig", counts={})
     ome_tiff(root / "input" / "big.ome.tif", [5], size=4096, channels=4)   # 128 MB of pixels
@@ -184,7 +184,7 @@ def test_series_on_grid_engine(airflow_db, gridengine, shared_storage, make_proj
 def test_series_with_s3_storage(airflow_db, s3_root, tmp_path):
     """On an S3 root validate fetches the Bio-Formats files to read their series; the run stages in,
     runs each series and brings the tables back."""
-    from sciops.synthetic import ome_tiff
+    from sciops.imaging.synthetic import ome_tiff
 
     lan = tmp_path / "lan" / "bfs3"
     (lan / "input").mkdir(parents=True)

@@ -73,14 +73,14 @@ def test_dag_file_has_no_heavy_imports_at_parse_time(dag_file):
 
     (An Asset with a scheme Airflow does not know, e.g. ``sciops://``, makes it load every provider's
     URI handlers, the Amazon provider's S3 hook and boto3 among them: ours is ``x-sciops://``.)
-    ``sciops.config`` is allowed: the form's Params are generated from it, and it costs ~10 ms
+    ``sciops.run.config`` is allowed: the form's Params are generated from it, and it costs ~10 ms
     on top of ``airflow.sdk`` (pydantic is already loaded); it must not pull the rest in.
     """
     import subprocess
     import sys
 
-    heavy = ("pandas", "pyarrow", "boto3", "botocore", "paramiko", "asyncssh", "sciops.phases", "sciops.results",
-             "sciops.storage", "sciops.sync", "sciops.clusters")
+    heavy = ("pandas", "pyarrow", "boto3", "botocore", "paramiko", "asyncssh", "sciops.phases", "sciops.reporting.collate",
+             "sciops.storage.root", "sciops.storage.sync", "sciops.clusters")
     code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" / dag_file)], capture_output=True,

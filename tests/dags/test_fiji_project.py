@@ -77,8 +77,8 @@ def test_bad_config_fails_in_validate_before_any_work(airflow_db, fiji_dag, make
     assert states["plan"] == "upstream_failed" and states["run_array"] == "upstream_failed"
     assert not (root / "output").exists()
     # refused runs do not vanish: the ledger (and so the dashboard) has the run and the reason
-    from sciops import ledger
-    from sciops.project import safe_run_id
+    from sciops.accounting import ledger
+    from sciops.run.project import safe_run_id
 
     row = next(r for r in ledger.rows(project="bad") if r["run_id"] == safe_run_id(dr.run_id))
     assert row["status"] == "refused" and "file_pattern" in row["reason"] and "inside input/" in row["reason"]

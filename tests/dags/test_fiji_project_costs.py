@@ -22,7 +22,7 @@ def only_run(root: Path, newest: bool = True) -> Path:
 
 
 def test_ledger_slack_and_cost_for_a_successful_and_a_failed_run(airflow_db, make_project, slack_receiver):
-    from sciops import ledger
+    from sciops.accounting import ledger
     from sciops.errors import ConfigError
     from sciops.phases.checks import validate
 
@@ -70,7 +70,7 @@ def test_budget_abort(airflow_db, slurm, shared_storage, make_project, monkeypat
     """A small budget at a high rate: the job is cancelled before the spend can pass the cap, and the cap
     holds on the recorded cost (the tasks' own times), not only on the watch's estimate.
 
-    Both waits obey the cap (one pure watch, sciops.watch): the triggerer's (the array defers at
+    Both waits obey the cap (one pure watch, sciops.arrays.watch): the triggerer's (the array defers at
     once) and the worker's (it watches the whole array, as deferrable=False does).
     """
     project = f"budget-{scheduler}-{watcher}"
@@ -122,7 +122,7 @@ def test_budget_abort(airflow_db, slurm, shared_storage, make_project, monkeypat
     assert set(failures.index) <= {"z_slow1.tif", "z_slow2.tif", "z_slow3.tif", "z_slow4.tif"}
     assert set(summary.index) | set(failures.index) == set(counts)
     assert all("budget" in e for e in failures["error"]), failures["error"].tolist()
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     [row] = ledger.rows(project=project)
     assert row["cost_usd"] == pytest.approx(run["cost"]["total_usd"])

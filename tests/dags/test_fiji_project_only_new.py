@@ -40,7 +40,7 @@ def newest_run(root):
 
 
 def test_only_new_images_and_changed_ones_and_everything_for_new_arguments(airflow_db, make_project):
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     root = make_project("inc", counts={"a.tif": 3, "b.tif": 5}, size=128)
     conf = {"project": "inc", "only_new": True, "memory": "1G", "slots": 2, "smoke_test": False}

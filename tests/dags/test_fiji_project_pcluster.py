@@ -26,8 +26,8 @@ CRASH = wrapping_macro('exec("sh", "-c", "kill -9 $(ps -o ppid= $PPID) $PPID");'
 @pytest.fixture
 def pcluster_run(airflow_db, slurm, shared_storage, s3_root, fake_pcluster, pcluster_head, tmp_path):
     """A project in the bucket; returns (conf, the cluster's shared folder, storage, fake pcluster)."""
-    from sciops.synthetic import make_images
-    from sciops.sync import sync_up
+    from sciops.imaging.synthetic import make_images
+    from sciops.storage.sync import sync_up
 
     lan = tmp_path / "lan" / "cells"
     (lan / "input").mkdir(parents=True)

@@ -16,7 +16,7 @@ COUNTS = {"n05.tif": 5, "n12.tif": 12, "plate 2/n17 é.tif": 17, "n26.tif": 26}
 
 
 def lan_project(root: Path) -> Path:
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     (root / "input").mkdir(parents=True)
     (root / "src").mkdir()
@@ -59,7 +59,7 @@ def test_local_backend_with_s3_storage_sync_up_and_down(airflow_db, s3_root, tmp
     # that copies nothing must fail, naming what is missing, not end "success" (issue 17)
     from sciops.errors import SciOpsError
     from sciops.phases import transfer
-    from sciops.runinfo import RunInfo
+    from sciops.run.runinfo import RunInfo
 
     out = s3_root.tree("cells", "output", run_id)
     for rel in out.list():
@@ -100,7 +100,7 @@ def test_bad_bucket_fails_in_validate_before_anything_runs(airflow_db, s3_endpoi
 
 def test_grid_engine_with_s3_storage(airflow_db, gridengine, shared_storage, s3_root, tmp_path, monkeypatch):
     """The head node stages the project in and the run out with its own AWS CLI and credentials."""
-    from sciops.sync import sync_up
+    from sciops.storage.sync import sync_up
 
     monkeypatch.setenv("SCIOPS_WORK_ROOT", str(shared_storage))  # the cluster sees the working copies here
     lan = lan_project(tmp_path / "lan" / "cells")

@@ -108,8 +108,8 @@ def test_a_macro_that_opens_a_dialog_is_refused_with_its_line(airflow_db, make_p
     assert not ok
     states = task_states(dr)
     assert states["validate"] == "failed" and states["run_array"] == "upstream_failed"
-    from sciops import ledger
-    from sciops.project import safe_run_id
+    from sciops.accounting import ledger
+    from sciops.run.project import safe_run_id
 
     row = next(r for r in ledger.rows(project="labdialog") if r["run_id"] == safe_run_id(dr.run_id))
     assert row["status"] == "refused" and "line 3: getNumber(...)" in row["reason"]

@@ -30,7 +30,7 @@ def collated(root):
 
 
 def test_percent_positive_on_channel_files(airflow_db, make_project):
-    from sciops.synthetic import make_marker_pairs
+    from sciops.imaging.synthetic import make_marker_pairs
 
     root = make_project("pp", counts={})
     make_marker_pairs(root / "input", MARKER, size=192)
@@ -45,7 +45,7 @@ def test_percent_positive_on_channel_files(airflow_db, make_project):
 
 
 def test_percent_positive_on_two_channel_stacks_and_named_channels(airflow_db, make_project):
-    from sciops.synthetic import make_marker_pairs
+    from sciops.imaging.synthetic import make_marker_pairs
 
     root = make_project("ppstack", counts={})
     make_marker_pairs(root / "input", {"s1": (10, 3), "s2": (6, 2)}, size=192, stack=True)
@@ -56,7 +56,7 @@ def test_percent_positive_on_two_channel_stacks_and_named_channels(airflow_db, m
 
 
 def test_cell_death_counts_dead_and_live(airflow_db, make_project):
-    from sciops.synthetic import make_marker_pairs
+    from sciops.imaging.synthetic import make_marker_pairs
 
     root = make_project("death", counts={})
     make_marker_pairs(root / "input", {"w1": (11, 5), "w2": (8, 1)}, size=192, suffixes=("Hoechst", "PI"))
@@ -70,7 +70,7 @@ def test_cell_death_counts_dead_and_live(airflow_db, make_project):
 
 
 def test_ki67_dab_index_on_brightfield(airflow_db, make_project):
-    from sciops.synthetic import make_dab_images
+    from sciops.imaging.synthetic import make_dab_images
 
     root = make_project("dab", counts={})
     specs = {"core1.tif": (10, 4), "core2.tif": (9, 0), "core3.tif": (8, 8)}

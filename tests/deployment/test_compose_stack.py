@@ -37,7 +37,7 @@ def _testbed(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack(gridengine, postgres_ledger, tmp_path_factory):
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     # a storage root the cluster's job user can write too (group sciops, setgid), as for the SGE tests
     root = Path("/srv/sciops-testbed") / f"deploy-{uuid.uuid4().hex[:8]}"
@@ -173,7 +173,7 @@ def test_the_nightly_schedule_runs_each_opted_in_project_over_its_new_images(sta
     run per opted-in project with something new, over those images only, and waits for them."""
     from urllib.parse import quote
 
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     root = stack.storage_root
     for name, counts in (("n_fresh", {"a.tif": 4, "b.tif": 9}), ("n_done", {"a.tif": 4}),
@@ -226,7 +226,7 @@ def test_the_sciops_command_from_init_to_logs(stack, tmp_path):
     import re
     import sys
 
-    from sciops.synthetic import make_images
+    from sciops.imaging.synthetic import make_images
 
     sciops = Path(sys.executable).with_name("sciops")
     assert sciops.exists(), "scripts/setup.sh installs the sciops command into .venv/bin"

@@ -77,7 +77,7 @@ def _env_dumps(run_dir: Path) -> list[str]:
 
 
 def test_no_secret_surfaces_on_local(airflow_db, storage, secret_connections, caplog, capfd):
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     caplog.set_level(logging.INFO)
     root = _demo(storage)
@@ -93,7 +93,7 @@ def test_no_secret_surfaces_on_local(airflow_db, storage, secret_connections, ca
 
 def test_no_secret_surfaces_on_gridengine(airflow_db, gridengine, shared_storage, secret_connections, caplog,
                                           capfd, monkeypatch):
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     conn = json.loads(os.environ["AIRFLOW_CONN_SCIOPS_CLUSTER"])
     key = Path(conn["extra"].pop("key_file")).read_text()

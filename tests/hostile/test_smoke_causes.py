@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sciops.errors import ConfigError
-from sciops.synthetic import make_images, nuclei_image
+from sciops.imaging.synthetic import make_images, nuclei_image
 
 pytestmark = pytest.mark.imagej
 
@@ -131,7 +131,7 @@ MANIFEST = {"memory_mb": 4096, "launcher": {"kind": "imagej1"}}
      "macro"),
 ])
 def test_smoke_verdict_from_what_the_jvm_said(log_text, records, field):
-    from sciops.imagej import smoke_verdict
+    from sciops.imaging.imagej import smoke_verdict
 
     got, message = smoke_verdict(["a.tif"], records, {"error": "JVM exited with code 1"}, log_text, MANIFEST)
     assert got == field, message

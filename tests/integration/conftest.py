@@ -85,7 +85,7 @@ def token_for(base: str, user: str) -> str:
 @pytest.fixture(scope="session")
 def ledger_rows(airflow_db, tmp_path_factory):
     """Three past runs of one macro in two projects (the default ledger: SQLite in AIRFLOW_HOME)."""
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     reports = tmp_path_factory.mktemp("reports")
     for i, (project, secs, cost, status) in enumerate((("alpha", 2.0, 0.10, "success"), ("alpha", 2.4, 0.12, "success"),

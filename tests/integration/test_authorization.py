@@ -21,7 +21,7 @@ HIDDEN_DAG = "fiji_confidential"
 def hidden_run(airflow_db, ledger_rows, tmp_path):
     from sqlalchemy import delete
 
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     report = tmp_path / "secret.html"
     report.write_text("<html><body>secret report</body></html>")

@@ -31,7 +31,7 @@ def test_runs_and_summary_filtered_by_project(api_server, ledger_rows):
 
 
 def test_planner_estimates_from_past_runs(api_server, ledger_rows):
-    from sciops import costs
+    from sciops.accounting import costs
 
     base, token = api_server
     status, body = get(base, "/sciops/api/planner?macro=count_api&images=10000&nodes=4&instance_type=c5.xlarge"
@@ -73,7 +73,7 @@ def test_a_long_ledger_lists_the_newest_runs_and_still_serves_old_reports(api_se
     the 5,000 rows the report route used to scan) is still served."""
     from sqlalchemy import delete
 
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     base, token = api_server
     report = tmp_path / "oldest.html"

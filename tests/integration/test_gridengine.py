@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, wait_ended
-from sciops.runners import SSHRunner
-from sciops.schedulers.base import ArraySpec, JobState
-from sciops.schedulers.sge import SGEScheduler
+from sciops.arrays.ssh import SSHRunner
+from sciops.arrays.schedulers.base import ArraySpec, JobState
+from sciops.arrays.schedulers.sge import SGEScheduler
 from sciops.triggers.array import ArrayJobTrigger
 
 
@@ -74,7 +74,7 @@ def test_operator_reattaches_after_a_kill_and_trigger_survives_sshd_restart(grid
     from airflow.sdk.exceptions import TaskDeferred
 
     from sciops.operators.run_array import STATE_KEY, FijiArrayOperator
-    from sciops.project import write_json
+    from sciops.run.project import write_json
 
     run_dir = shared_storage / "proj" / "output" / "r1"
     work = run_dir / "work"
@@ -159,7 +159,7 @@ def test_existing_backend_bad_input_is_refused_before_anything_runs(gridengine, 
 
     from sciops.errors import ConfigError
     from sciops.phases.checks import check
-    from sciops.runinfo import backend_for
+    from sciops.run.runinfo import backend_for
 
     closed = json.loads(os.environ["AIRFLOW_CONN_SCIOPS_CLUSTER"])
     closed["port"] = 1
@@ -195,7 +195,7 @@ def test_a_timed_out_ssh_command_is_not_sent_again(gridengine, tmp_path):
 
 def _sleeping_run(shared_storage, seconds: int, run_id: str):
     """A planned run on Grid Engine whose stand-in tasks sleep ``seconds``; its manifest path."""
-    from sciops.project import write_json
+    from sciops.run.project import write_json
 
     run_dir = shared_storage / "proj" / "output" / run_id
     work = run_dir / "work"
@@ -282,7 +282,7 @@ def test_twenty_watchers_share_one_connection_and_one_status_query(gridengine):
     """Twenty triggers' runners in one event loop (one triggerer): one SSH connection to the head node,
     and ``qstat -xml -u '*'`` sent about once per poll for all of them, counted by the testbed sshd."""
     from deployment.load import HeadNodeTraffic
-    from sciops.runners import SharedCommandRunner
+    from sciops.arrays.ssh import SharedCommandRunner
 
     argv = SGEScheduler().status_argv("0")
     poll = 1.0

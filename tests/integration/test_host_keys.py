@@ -16,7 +16,7 @@ import pytest
 
 from sciops.clusters import parallelcluster as pc
 from sciops.errors import ClusterError, CommandError
-from sciops.runners import AsyncCommandRunner, SSHRunner
+from sciops.arrays.ssh import AsyncCommandRunner, SSHRunner
 
 
 def other_key(tmp_path: Path) -> str:

@@ -14,7 +14,7 @@ import sciops_task as st
 from helpers import wait_ended
 
 from sciops import JOB_DIR, MACRO_DIR
-from sciops.synthetic import make_images
+from sciops.imaging.synthetic import make_images
 
 pytestmark = pytest.mark.imagej
 
@@ -147,7 +147,7 @@ def test_count_nuclei_counts_synthetic_nuclei_exactly(tmp_path, imagej):
     # the runner's chunk tables hold the same rows as the per-image files, and collation reads them
     import pandas as pd
 
-    from sciops.results import collate, reference_tables
+    from sciops.reporting.collate import collate, reference_tables
 
     manifest = json.loads(mpath.read_text())
     assert sorted(os.listdir(tmp_path / "work" / "tables")) == ["task-0001.attempt-1.results.csv",
@@ -235,9 +235,9 @@ def test_the_tasks_children_and_scratch_go_with_it(tmp_path, imagej, sig):
 
 def _submit_local(tmp_path, mpath, tasks, slots):
     """The local backend's way: localq through LocalScheduler (which asks its tasks to chain)."""
-    from sciops.runners import LocalRunner
-    from sciops.schedulers.base import ArraySpec
-    from sciops.schedulers.local import LocalScheduler
+    from sciops.arrays.ssh import LocalRunner
+    from sciops.arrays.schedulers.base import ArraySpec
+    from sciops.arrays.schedulers.local import LocalScheduler
 
     sched, runner = LocalScheduler(spool=str(tmp_path / "spool"), slots=slots), LocalRunner()
     job_id = sched.submit(runner, ArraySpec(name="t", task_ids=tasks, log_dir=str(tmp_path / "logs"),
@@ -253,7 +253,7 @@ def _attempts(tmp_path):
 
 def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm(tmp_path, imagej):
     """Chaining: 6 chunks on 2 slots run in 2 JVMs; each chunk keeps its own statuses, tables and counts."""
-    from sciops.schedulers.base import JobState
+    from sciops.arrays.schedulers.base import JobState
 
     chunks = [[f"c{c}_{k}.tif" for k in range(3)] for c in range(1, 7)]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
@@ -285,7 +285,7 @@ def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm
 
 def test_a_chained_chunk_whose_runner_was_killed_is_finished_by_its_own_task(tmp_path, imagej):
     """Task 1's runner, killed (kill -9) while its JVM runs task 2's chunk: task 2's own runner finishes it."""
-    from sciops.schedulers.base import JobState
+    from sciops.arrays.schedulers.base import JobState
 
     chunks = [["a1.tif", "a2.tif"], ["b1.tif", "b2_slow.tif", "b3.tif"]]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)

@@ -7,7 +7,7 @@ import pytest
 
 
 def test_ledger_rows_on_postgres(postgres_ledger, monkeypatch):
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_LEDGER", postgres_ledger)
     url = ledger.ledger_url()
@@ -37,7 +37,7 @@ def test_older_ledger_gains_the_reason_column_and_keeps_its_rows(postgres_ledger
     from sqlalchemy import create_engine, text
 
     from helpers import REPO
-    from sciops import ledger
+    from sciops.accounting import ledger
     from sciops.phases import checks
     from sciops.errors import ConfigError
 

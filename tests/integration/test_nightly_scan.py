@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sciops import nightly, processed
-from sciops.project import Project, sha256
-from sciops.synthetic import make_images
+from sciops.run import nightly
+from sciops.run import processed
+from sciops.run.project import Project, sha256
+from sciops.imaging.synthetic import make_images
 
 COUNTS = {f"img_{i}.tif": 3 + i for i in range(6)}
 
@@ -49,7 +50,7 @@ def check_scan(storage, edit_yaml) -> None:
 
 
 def test_scan_on_a_folder(tmp_path, slack_receiver, monkeypatch):
-    from sciops.storage import LocalStorage
+    from sciops.storage.root import LocalStorage
 
     make_root(tmp_path / "root")
     storage = LocalStorage(str(tmp_path / "root"))
@@ -67,8 +68,8 @@ def test_scan_on_a_folder(tmp_path, slack_receiver, monkeypatch):
 
 
 def test_scan_on_s3_lists_each_project_once(s3_root, tmp_path, monkeypatch):
-    from sciops.s3 import S3Client
-    from sciops.sync import sync_up
+    from sciops.storage.s3 import S3Client
+    from sciops.storage.sync import sync_up
 
     lan = tmp_path / "lan"
     make_root(lan)

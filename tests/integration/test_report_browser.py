@@ -46,7 +46,7 @@ def _ticks(page, chart: str) -> list[str]:
     (((1, "node-a", 0, 1.1, 0, 1), (2, "node-a", 0.4, 1.9, 0, 1)), "two-seconds"),  # ticks once read "0 s 1 s 1 s 2 s"
 ])
 def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, tasks, name):
-    from sciops import report
+    from sciops.reporting import report
 
     run_dir = _run_dir(tmp_path / "run", tasks)
     path = report.write(run_dir, _doc())
@@ -79,7 +79,8 @@ def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, task
 
 def test_a_big_run_draws_tasks_per_node_and_time_and_lists_the_first_failures(tmp_path, browser):
     """4,000 task attempts: a heat map of tasks running per node, not a bar each; failures capped."""
-    from sciops import charts, report
+    from sciops.reporting import charts
+    from sciops.reporting import report
 
     n = charts.TIMELINE_DETAIL_MAX + 100
     tasks = [(t, f"node-{t % 20:02d}", (t // 20) * 30.0, 28.0, 0 if t % 50 else 137, 1) for t in range(1, n + 1)]

@@ -13,8 +13,8 @@ import pytest
 
 from helpers import REPO
 from sciops.errors import ConfigError, StorageError
-from sciops.sync import SyncManifest, sync, sync_down, sync_up
-from sciops.trees import Entry, LocalTree, S3Tree, file_etag, safe_rel
+from sciops.storage.sync import SyncManifest, sync, sync_down, sync_up
+from sciops.storage.trees import Entry, LocalTree, S3Tree, file_etag, safe_rel
 
 NAMES = ["input/plate 1/well A1.tif", "input/plate 1/sub dir/é-ü 細胞.tif", "input/empty.tif", "input/big.tif",
          "src/macro.ijm", "project.yaml"]
@@ -51,13 +51,13 @@ def test_round_trip_incremental_and_multipart(s3_root, tmp_path, monkeypatch):
     # its parts' ETags are their MD5s here, so the object's ETag says it all: no MD5 computed nor tagged,
     # and the upload left the file's multipart ETag in the checksum cache (a resync reads no file)
     assert s3_root.client.get_tags(s3_root.key("proj", "input/big.tif")) == {}
-    import sciops.trees
+    import sciops.storage.trees
 
     def no_reading(*a, **kw):
         raise AssertionError("a no-op resync read a file")
 
     with monkeypatch.context() as m:
-        m.setattr(sciops.trees, "file_etag", no_reading)
+        m.setattr(sciops.storage.trees, "file_etag", no_reading)
         assert sync_up(s3_root, lan, "proj").transferred == 0  # nothing changed: nothing sent
     (lan / "input/plate 1/well A1.tif").write_bytes(b"changed")
     again = sync_up(s3_root, lan, "proj")
@@ -179,7 +179,7 @@ def test_paths_outside_the_root_are_refused(s3_root, tmp_path):
 def test_credentials_never_in_logs(s3_endpoint, s3_root, tmp_path, caplog, monkeypatch):
     secret = s3_endpoint["sciops_s3_auth"]["password"]
     lan = make_lan_project(tmp_path / "lan")
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     auth = S3Storage(f"s3://{s3_root.bucket}-a", "sciops_s3_auth")
     auth.client.create_bucket()
@@ -202,7 +202,7 @@ def test_credentials_never_in_logs(s3_endpoint, s3_root, tmp_path, caplog, monke
 def test_unreachable_storage_is_a_config_error(case, s3_endpoint, s3_root, monkeypatch):
     import json
 
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     conn = dict(s3_endpoint["sciops_s3_auth"] if case == "wrong_credentials" else s3_endpoint["sciops_s3"])
     if case == "endpoint_down":
@@ -210,7 +210,7 @@ def test_unreachable_storage_is_a_config_error(case, s3_endpoint, s3_root, monke
     if case == "wrong_credentials":
         conn["password"] = "not-the-secret"
     monkeypatch.setenv("AIRFLOW_CONN_CASE", json.dumps(conn))
-    monkeypatch.setattr("sciops.s3.ATTEMPTS", 1)
+    monkeypatch.setattr("sciops.storage.s3.ATTEMPTS", 1)
     bucket = "no-such-bucket-here" if case == "no_bucket" else s3_root.bucket
     with pytest.raises(ConfigError) as err:
         S3Storage(f"s3://{bucket}", "case").check()
@@ -223,7 +223,7 @@ def test_unreachable_storage_is_a_config_error(case, s3_endpoint, s3_root, monke
 
 def test_projects_and_runs_are_listed_by_folder(s3_root, tmp_path):
     """Project and run names come from delimiter listings (CommonPrefixes), not from every object."""
-    from sciops.storage import LocalStorage
+    from sciops.storage.root import LocalStorage
 
     for name in ("alpha", "beta"):
         sync_up(s3_root, make_lan_project(tmp_path / name), name)
@@ -320,8 +320,8 @@ def test_expiring_credentials_are_renewed_before_signing(s3_endpoint, s3_root, m
 
     from botocore.credentials import RefreshableCredentials
 
-    from sciops.s3 import Credentials, S3Client
-    from sciops.storage import connection_credentials
+    from sciops.storage.s3 import Credentials, S3Client
+    from sciops.storage.root import connection_credentials
 
     good = s3_endpoint["sciops_s3_auth"]
     renewals = []
@@ -351,7 +351,7 @@ def test_expiring_credentials_are_renewed_before_signing(s3_endpoint, s3_root, m
 
 def test_listings_leave_out_the_folders_a_sync_does_not_touch(s3_root, tmp_path, monkeypatch):
     """A project's output/ holds every past run: sync up, validate and stage in never list it."""
-    from sciops.s3 import S3Client
+    from sciops.storage.s3 import S3Client
 
     lan = make_lan_project(tmp_path / "lan")
     sync_up(s3_root, lan, "proj")
@@ -366,7 +366,7 @@ def test_listings_leave_out_the_folders_a_sync_does_not_touch(s3_root, tmp_path,
     assert tree.list(exclude=["output"]) == {k: v for k, v in everything.items() if not k.startswith("output/")}
     assert sorted(listed) == ["labroot/proj/input/", "labroot/proj/src/"]
     listed.clear()
-    from sciops.storage import PROJECT_PARTS
+    from sciops.storage.root import PROJECT_PARTS
 
     parts = tree.list(include=PROJECT_PARTS)
     assert set(parts) == set(NAMES) and sorted(listed) == ["labroot/proj/input/", "labroot/proj/src/"]
@@ -381,7 +381,7 @@ def test_a_dotted_bucket_name_syncs_up_and_down(s3_endpoint, tmp_path, monkeypat
     """Bucket names with dots are allowed (and common: ``lab.images``); they are addressed path-style."""
     import uuid
 
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     storage = S3Storage(f"s3://sciops.dotted.{uuid.uuid4().hex[:8]}/lab.root", "sciops_s3")
@@ -406,7 +406,7 @@ def test_sse_kms_etags_do_not_make_unchanged_files_travel_again(s3_endpoint, tmp
     import shutil
     import uuid
 
-    from sciops.storage import S3Storage
+    from sciops.storage.root import S3Storage
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     storage = S3Storage(f"s3://sciops-kms-{uuid.uuid4().hex[:8]}", "sciops_s3_kms")

@@ -14,10 +14,10 @@ import pytest
 from helpers import wait_ended
 
 from sciops.errors import OutcomeUnknown, SubmitError
-from sciops.runners import SSHRunner
-from sciops.schedulers.base import ArraySpec
-from sciops.schedulers.sge import SGEScheduler
-from sciops.schedulers.slurm import SlurmScheduler
+from sciops.arrays.ssh import SSHRunner
+from sciops.arrays.schedulers.base import ArraySpec
+from sciops.arrays.schedulers.sge import SGEScheduler
+from sciops.arrays.schedulers.slurm import SlurmScheduler
 
 
 class LostAnswer:

@@ -46,7 +46,7 @@ def _open_trigger_form(page, base):
 
 
 def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server, screenshot):
-    from sciops import config
+    from sciops.run import config
 
     base, token = api_server
     dialog = _open_trigger_form(page, base)
@@ -91,7 +91,7 @@ def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server
 
 @pytest.fixture(scope="module")
 def zero_cost_rows(ledger_rows):
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     for i in range(2):
         ledger.write({"run_id": f"manual__free-{i}", "airflow_run_id": f"manual__free-{i}", "dag_id": "fiji_project",
@@ -144,7 +144,7 @@ def test_dashboard_charts_and_planner(page, api_server, ledger_rows, zero_cost_r
 
 
 def test_refused_run_on_dashboard_and_in_its_report_tab(page, api_server, screenshot):
-    from sciops import config
+    from sciops.run import config
     from sciops.phases import checks
     from sciops.errors import ConfigError
 

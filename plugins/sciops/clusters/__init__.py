@@ -3,7 +3,7 @@
 ``sciops.clusters.<name>`` defines ``Backend``, a :class:`ClusterBackend`: ``local`` (this
 worker), ``existing`` (a lab's Grid Engine or Slurm cluster over SSH), ``parallelcluster``
 (an AWS cluster made for the run, driven like an existing Slurm cluster once it exists).
-Adding a backend is adding its module and its name to ``sciops.config.BACKENDS``.
+Adding a backend is adding its module and its name to ``sciops.run.config.BACKENDS``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sciops.clusters.base import ClusterBackend
 
 
 def backend_class(name: str) -> type[ClusterBackend]:
-    from sciops.config import BACKENDS
+    from sciops.run.config import BACKENDS
 
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")

@@ -24,13 +24,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sciops.commands import CommandRunner
-from sciops.schedulers.base import Scheduler
+from sciops.arrays.commands import CommandRunner
+from sciops.arrays.schedulers.base import Scheduler
 
 if TYPE_CHECKING:  # no import at run time: the runtime path (run_array) needs neither
-    from sciops.config import RunConfig
-    from sciops.project import Project
-    from sciops.runinfo import RunInfo
+    from sciops.run.config import RunConfig
+    from sciops.run.project import Project
+    from sciops.run.runinfo import RunInfo
 
 
 class ClusterBackend(ABC):
@@ -85,7 +85,7 @@ class ClusterBackend(ABC):
         root = self.cfg.cluster_storage_root or self.default_work_root
         if not root:
             return str(path)
-        from sciops.runinfo import local_root
+        from sciops.run.runinfo import local_root
 
         return str(Path(root, Path(path).resolve().relative_to(local_root(self.cfg))))
 
@@ -123,7 +123,7 @@ class ClusterBackend(ABC):
 
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
         """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend."""
-        from sciops.costs import estimate
+        from sciops.accounting.costs import estimate
 
         return estimate(images, seconds_per_image, backend=self.name, nodes=self.cfg.slots or 1,
                         hourly_rate_usd=self.cfg.hourly_rate_usd)
@@ -137,6 +137,6 @@ class ClusterBackend(ABC):
 
     def cost(self, info: RunInfo, work: Path) -> dict[str, Any]:
         """Node-hours and USD of the run: task-hours × the facility's rate."""
-        from sciops.costs import rate_cost
+        from sciops.accounting.costs import rate_cost
 
         return rate_cost(work, self.cfg.hourly_rate_usd)

@@ -13,9 +13,9 @@ from typing import Any
 
 from sciops.clusters.base import ClusterBackend
 from sciops.errors import ClusterError
-from sciops.runners import SSHRunner
-from sciops.schedulers import get_scheduler
-from sciops.schedulers.base import Scheduler
+from sciops.arrays.ssh import SSHRunner
+from sciops.arrays.schedulers import get_scheduler
+from sciops.arrays.schedulers.base import Scheduler
 
 #: What a head node must have, per scheduler.
 SCHEDULER_COMMANDS = {"sge": ("qsub", "qstat", "qacct", "qdel"), "slurm": ("sbatch", "squeue", "sacct", "scancel")}
@@ -79,8 +79,8 @@ class ExistingBackend(ClusterBackend):
         task is the test.
         """
         from sciops.errors import ConfigError
-        from sciops.imagej import detect_launcher
-        from sciops.runinfo import storage_for
+        from sciops.imaging.imagej import detect_launcher
+        from sciops.run.runinfo import storage_for
 
         on_s3 = not storage_for(self.cfg).is_local
         try:
@@ -141,7 +141,7 @@ class ExistingBackend(ClusterBackend):
 
     def launcher(self, kind: str, found: dict[str, str]) -> dict[str, Any]:
         """The ImageJ launcher on the cluster, from :meth:`probe`'s answer."""
-        from sciops.imagej import choose_launcher
+        from sciops.imaging.imagej import choose_launcher
 
         launcher = choose_launcher(kind, found.get("ImageJ-linux64"), found.get("java"), found.get("Xvfb"),
                                    found.get("ij_jar"), found.get("ij_plugins") or None)

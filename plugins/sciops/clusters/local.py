@@ -6,8 +6,8 @@ import sys
 from typing import Any
 
 from sciops.clusters.base import ClusterBackend
-from sciops.commands import LocalRunner
-from sciops.schedulers.local import LocalScheduler
+from sciops.arrays.commands import LocalRunner
+from sciops.arrays.schedulers.local import LocalScheduler
 
 
 class LocalBackend(ClusterBackend):
@@ -36,18 +36,18 @@ class LocalBackend(ClusterBackend):
         return LocalScheduler(spool=os.path.join(work_dir, "jobs"), slots=self.slots)
 
     def check(self, project, airflow_run_id: str):
-        from sciops.imagej import require_launcher
+        from sciops.imaging.imagej import require_launcher
 
         launcher = require_launcher(self.cfg.launcher)   # ConfigError naming launcher when there is none
         return launcher, launcher
 
     def stage_in(self, storage, info) -> dict[str, Any]:
-        from sciops import sync
+        from sciops.storage import sync
 
         return sync.stage_in(storage, info.project, info.project_root).as_dict()
 
     def stage_out(self, storage, info) -> dict[str, Any]:
-        from sciops import sync
+        from sciops.storage import sync
 
         return sync.stage_out(storage, info.project, info.run_id, info.run_dir).as_dict()
 

@@ -85,7 +85,7 @@ REQUIRED = ("region", "subnet_id", "key_name", "custom_ami")
 
 def with_defaults(cluster: dict[str, Any] | None) -> dict[str, Any]:
     """A run's ``cluster`` parameter with PClusterSettings' defaults filled in (the one place they live)."""
-    from sciops.config import ClusterSettings
+    from sciops.run.config import ClusterSettings
 
     defaults = {f.name: f.default for f in fields(PClusterSettings) if f.name in ClusterSettings.model_fields
                 and f.default is not dataclass_missing}
@@ -96,10 +96,10 @@ def settings_from(cluster, *, bucket: str, run_id: str, project: str,
                   dag_id: str = "fiji_project") -> tuple[PClusterSettings | None, list[tuple[str, str]]]:
     """The run's ``cluster`` parameter → settings, or the problems (field names ``cluster.<key>``).
 
-    ``cluster``: a :class:`sciops.config.ClusterSettings` (keys and types checked once, there), or
+    ``cluster``: a :class:`sciops.run.config.ClusterSettings` (keys and types checked once, there), or
     a dict that is checked by it here; what this backend requires on top is checked here.
     """
-    from sciops.config import ClusterSettings, cluster_problems
+    from sciops.run.config import ClusterSettings, cluster_problems
 
     if not isinstance(cluster, ClusterSettings):
         cluster, problems = cluster_problems(cluster)
@@ -362,7 +362,7 @@ def ec2_client(conn_id: str | None, region: str):
     """A boto3 EC2 client with the credentials (and endpoint, for tests) of an Airflow AWS connection."""
     import boto3
 
-    from sciops.storage import connection_credentials
+    from sciops.storage.root import connection_credentials
 
     creds, _, endpoint = connection_credentials(conn_id or "aws_default")
     return boto3.client("ec2", region_name=region, endpoint_url=endpoint, aws_access_key_id=creds.access_key,
@@ -431,7 +431,7 @@ def head_connection_problems(ssh_conn_id: str) -> list[str]:
 
 def aws_env(conn_id: str | None) -> dict[str, str]:
     """Credentials (and an S3-compatible endpoint, for tests) of an Airflow AWS connection, as env vars."""
-    from sciops.storage import connection_credentials
+    from sciops.storage.root import connection_credentials
 
     creds, region, endpoint = connection_credentials(conn_id or "aws_default")
     env = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
@@ -476,7 +476,7 @@ class PClusterBackend(ExistingBackend):
     def settings(self, project: str, airflow_run_id: str) -> PClusterSettings:
         """The run's cluster settings, or ConfigError naming ``cluster.<key>`` / ``storage_root``."""
         from sciops.errors import ConfigError
-        from sciops.runinfo import storage_for
+        from sciops.run.runinfo import storage_for
 
         storage = storage_for(self.cfg)
         if storage.is_local:
@@ -504,8 +504,8 @@ class PClusterBackend(ExistingBackend):
         launcher is probed on the head node once the cluster exists (:meth:`prepare`).
         """
         from sciops.errors import ConfigError
-        from sciops.imagej import detect_launcher
-        from sciops.project import safe_run_id
+        from sciops.imaging.imagej import detect_launcher
+        from sciops.run.project import safe_run_id
 
         settings = self.settings(project.name, airflow_run_id)
         problems = head_connection_problems(self.cfg.ssh_conn_id)
@@ -528,7 +528,7 @@ class PClusterBackend(ExistingBackend):
     # -- the run folder goes to the cluster and back through the bucket ----------------------------
     def stage_out(self, storage, info) -> dict[str, Any]:
         """The worker holds the whole run folder (fetched before collate): it pushes it."""
-        from sciops import sync
+        from sciops.storage import sync
 
         return sync.stage_out(storage, info.project, info.run_id, info.run_dir).as_dict()
 
@@ -545,7 +545,7 @@ class PClusterBackend(ExistingBackend):
 
     def send_run(self, info, dirs) -> None:
         """Worker → bucket → head node: the manifest and job files of a run."""
-        from sciops import sync
+        from sciops.storage import sync
         from sciops.phases import PHASES
 
         storage = info.storage()
@@ -558,7 +558,7 @@ class PClusterBackend(ExistingBackend):
 
     def fetch_run(self, info) -> None:
         """Head node → bucket → worker: everything the tasks wrote."""
-        from sciops import sync
+        from sciops.storage import sync
         from sciops.phases import PHASES
 
         storage = info.storage()
@@ -572,7 +572,7 @@ class PClusterBackend(ExistingBackend):
         return with_defaults(self.cfg.cluster.given())
 
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
-        from sciops import costs
+        from sciops.accounting import costs
 
         c = self._shape()
         return costs.estimate(images, seconds_per_image, backend=self.name, nodes=c["max_count"],
@@ -583,7 +583,7 @@ class PClusterBackend(ExistingBackend):
         """The head node and the min_count nodes cost from the cluster's creation on; each task its node's share."""
         if not self.cfg.budget_usd:
             return None
-        from sciops import costs
+        from sciops.accounting import costs
         from sciops.phases import phase_path
 
         c = self._shape()
@@ -600,7 +600,7 @@ class PClusterBackend(ExistingBackend):
 
     def cost(self, info, work: Path) -> dict[str, Any]:
         """The cluster's EC2 instance lives × on-demand prices, cross-checked by the tasks' own node-hours."""
-        from sciops import costs
+        from sciops.accounting import costs
 
         try:
             settings = self.settings(info.project, info.airflow_run_id)

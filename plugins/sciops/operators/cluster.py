@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def _run(info: dict[str, Any] | None):
     """The run's record and its backend, or None when the backend makes no cluster of its own."""
     from sciops.clusters.parallelcluster import PClusterBackend
-    from sciops.runinfo import RunInfo
+    from sciops.run.runinfo import RunInfo
 
     if not info:
         raise AirflowSkipException("validate did not pass: no cluster was asked for")
@@ -140,7 +140,7 @@ def teardown_failed_alert(context) -> None:
     log.error("TEARDOWN FAILED: cluster %s may still be running and costing money. Delete it by hand: "
               "pcluster delete-cluster --cluster-name %s --region %s; the hourly cluster_sweeper DAG "
               "retries too. Error: %s", name, name, region, context.get("exception"))
-    from sciops.notify import teardown_failed
+    from sciops.reporting.notify import teardown_failed
 
     teardown_failed(name, region, context.get("exception"), (info.get("config") or {}).get("slack_conn_id"))
 

@@ -3,13 +3,13 @@
 One deferrable sequence (STYLE 2): submit → save ``{job_id, attempt, task_ids}`` in
 ``task_state_store`` → watch from the worker for ``worker_wait_seconds`` (a short array
 ends there, with no deferral to race: see :mod:`sciops.triggers`) → defer to :class:`~sciops.triggers.array.ArrayJobTrigger` →
-``execute_complete`` settles the attempt (:meth:`sciops.arrays.ArrayRun.settle`) and either
+``execute_complete`` settles the attempt (:meth:`sciops.arrays.run.ArrayRun.settle`) and either
 resubmits the failed chunks and defers again, or ends (with a failures list, or raising
 with the job ids and reasons). A retried or restarted task finds the saved job and
 re-attaches: it never submits twice.
 
 Both waits, the worker's and the triggerer's, drive the same pure watch
-(:mod:`sciops.watch`): the budget cap and the timeout hold in both. ``timeout`` is the one
+(:mod:`sciops.arrays.watch`): the budget cap and the timeout hold in both. ``timeout`` is the one
 limit of the whole array phase, counted from the first submission and kept in
 ``task_state_store`` across retries; deferrals get the time left (Airflow does not carry
 ``execution_timeout`` across a deferral). ``on_kill`` (the task killed while it watches
@@ -65,9 +65,9 @@ class FijiArrayOperator(BaseOperator):
 
     # -- the pieces, made in execute (never in __init__) --------------------------------
     def _array_run(self, context: Any):
-        from sciops.arrays import ArrayRun
+        from sciops.arrays.run import ArrayRun
         from sciops.clusters import get_backend
-        from sciops.project import read_manifest
+        from sciops.run.project import read_manifest
 
         store = context.get("task_state_store")
         if store is None:
@@ -108,7 +108,7 @@ class FijiArrayOperator(BaseOperator):
 
     # -- Airflow ---------------------------------------------------------------------------
     def execute(self, context: Any) -> dict[str, Any] | None:
-        from sciops.arrays import ArrayState
+        from sciops.arrays.run import ArrayState
         from sciops.phases import phase_start
 
         run, backend, saved, run_dir, store = self._array_run(context)
@@ -132,7 +132,7 @@ class FijiArrayOperator(BaseOperator):
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any] | None:
-        from sciops.arrays import ArrayState
+        from sciops.arrays.run import ArrayState
 
         run, backend, saved, run_dir, store = self._array_run(context)
         state = ArrayState.from_dict(saved or {"job_id": event["job_id"], "attempt": 1,

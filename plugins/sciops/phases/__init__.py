@@ -1,7 +1,7 @@
 """The bodies of the ``fiji_project`` tasks, by concern, free of Airflow so they are plain to test.
 
 One run's path: :mod:`~sciops.phases.transfer` ``sync_up`` → :mod:`~sciops.phases.checks`
-``validate`` (makes the :class:`~sciops.runinfo.RunInfo` every later task gets) → ``create_cluster``
+``validate`` (makes the :class:`~sciops.run.runinfo.RunInfo` every later task gets) → ``create_cluster``
 (``sciops.operators.cluster``) → :mod:`~sciops.phases.transfer` ``stage_in`` →
 :mod:`~sciops.phases.plan` ``plan`` → ``run_array`` (``sciops.operators.run_array``) →
 :mod:`~sciops.phases.transfer` ``collate``, ``stage_out``, ``sync_down`` →
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sciops.project import write_json
+from sciops.run.project import write_json
 
 PHASES = "work/phases"
 

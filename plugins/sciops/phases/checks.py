@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sciops import config as config_mod
+from sciops.run import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, phase
-from sciops.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
+from sciops.run.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
                             stage_job_files, write_json)
-from sciops.runinfo import RunInfo, backend_for, storage_for
-from sciops.storage import PROJECT_PARTS, get_storage
+from sciops.run.runinfo import RunInfo, backend_for, storage_for
+from sciops.storage.root import PROJECT_PARTS, get_storage
 
 log = logging.getLogger(__name__)
 #: Images fetched from S3 for the smoke run (it needs a few non-empty ones).
@@ -35,7 +35,7 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
     working copy (a few small files) and returns that listing (relative path → size and
     ETag); the images themselves are staged in later. On a local root the second value is ``None``.
     """
-    from sciops.sync import LocalTree, sync
+    from sciops.storage.sync import LocalTree, sync
 
     if not isinstance(name, str):
         raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {name!r}"
@@ -76,7 +76,7 @@ def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str
 def check_project(conf: dict[str, Any], storage):
     """:func:`check`, plus the project's S3 listing (None on a local root), its project.yaml, and the content
     ids of input/ (one listing: S3's, or one walk of the folder; plan and nightly list nothing again)."""
-    from sciops import processed
+    from sciops.run import processed
 
     project, listing = open_project(conf.get("project"), storage)
     inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
@@ -96,7 +96,7 @@ def check_project(conf: dict[str, Any], storage):
     if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
         raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
                                        f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
-    from sciops.bioformats import needs_bioformats, unit_parts
+    from sciops.imaging.bioformats import needs_bioformats, unit_parts
 
     # "]" would end the Bio-Formats Importer's open=[...] option; "x#3" reads as series 3 of x
     odd = [rel for rel in images if ("]" in rel and needs_bioformats(rel)) or unit_parts(rel)[1] is not None]
@@ -115,8 +115,8 @@ def check_project(conf: dict[str, Any], storage):
 
 def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> None:
     """Refuse a macro that would wait for a person (a dialog) or whose ``#@`` parameters SciOps cannot give."""
-    from sciops.macros import MacroProblem, dialog_calls, missing_params
-    from sciops.project import used_macros
+    from sciops.imaging.macros import MacroProblem, dialog_calls, missing_params
+    from sciops.run.project import used_macros
 
     used_macros(macro)
     text = macro.read_text(encoding="utf-8", errors="replace")
@@ -132,8 +132,8 @@ def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> 
 def only_new(storage, project: str, images: list[str], macro_sha: str, macro_args: dict[str, Any],
              ids: dict[str, str]) -> list[str]:
     """The images this macro with these arguments has not processed as they are now (``ids``: the content
-    ids of input/, :func:`sciops.processed.content_ids`); ConfigError when none."""
-    from sciops import processed
+    ids of input/, :func:`sciops.run.processed.content_ids`); ConfigError when none."""
+    from sciops.run import processed
 
     new = processed.new_images(images, ids,
                                processed.read(storage, project, processed.key(macro_sha, macro_args)))
@@ -161,7 +161,7 @@ def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha
     Without a past run there is nothing to estimate from: the cap is then enforced while
     the array runs (``run_array`` checks the spend at every poll).
     """
-    from sciops import ledger
+    from sciops.accounting import ledger
 
     try:
         perf = ledger.past_performance(macro_sha256=macro_sha, project=project)
@@ -204,7 +204,7 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
     try:
         yield
     except ConfigError as exc:
-        from sciops import ledger
+        from sciops.accounting import ledger
 
         project = conf.get("project")
         doc = {"run_id": safe_run_id(airflow_run_id), "airflow_run_id": airflow_run_id, "dag_id": dag_id,
@@ -231,8 +231,8 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
     what they hold is kept in ``work/series.json`` for ``plan``. Refuses, before anything is spent,
     files that cannot be read (unless ``skip_unreadable``) and series too large for ``memory``.
     """
-    from sciops import bioformats
-    from sciops.imagej import image_problem
+    from sciops.imaging import bioformats
+    from sciops.imaging.imagej import image_problem
 
     files = [rel for rel in images if bioformats.needs_bioformats(rel)]
     fix = ("run scripts/bioformats.sh there (or set SCIOPS_IJ_PLUGINS to where it put the jar), or use Fiji "
@@ -245,7 +245,7 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
         raise ConfigError([("launcher", f"{len(files)} file(s) such as input/{files[0]} are read through Bio-Formats, "
                                         f"and the cluster's ImageJ 1 has no Bio-Formats: {fix}")])
     if listing is not None:
-        from sciops.sync import LocalTree, sync
+        from sciops.storage.sync import LocalTree, sync
 
         sync(storage.tree(project.name), LocalTree(project.root), source=listing,
              include=[f"input/{rel}" for rel in files], label="fetch the Bio-Formats files to read their series")
@@ -274,8 +274,8 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     ``publish`` receives the run record as soon as the run folder exists, before the smoke
     run, so that ``record`` can write ``run.json`` even when the smoke run fails.
     """
-    from sciops.bioformats import needs_bioformats, unit_parts
-    from sciops.imagej import smoke_candidates, smoke_run
+    from sciops.imaging.bioformats import needs_bioformats, unit_parts
+    from sciops.imaging.imagej import smoke_candidates, smoke_run
     from sciops.phases.plan import manifest_of
 
     started = time.time()
@@ -312,7 +312,7 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
                 publish(info)
         if cfg.smoke_test and smoke_launcher:
             if listing is not None:  # the smoke images only; the rest is staged in later
-                from sciops.sync import LocalTree, sync
+                from sciops.storage.sync import LocalTree, sync
 
                 sync(storage.tree(project.name), LocalTree(project.root), source=listing,
                      include=sorted({f"input/{unit_parts(u)[0]}" for u in images[:SMOKE_FETCH]}),

@@ -9,9 +9,9 @@ from typing import Any
 
 from sciops.errors import SciOpsError
 from sciops.phases import phase
-from sciops.project import (Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files,
+from sciops.run.project import (Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files,
                             write_json)
-from sciops.runinfo import RunInfo
+from sciops.run.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str],
     """The run's units of work (images, or series of files read through Bio-Formats), their content ids
     (a series: its file's), and what Bio-Formats adds to the manifest. The images are the ones validate
     chose from its one listing of input/ (``work/inputs.json``: ``only_new`` applied): none is listed again."""
-    from sciops import bioformats, runner_module
+    from sciops import runner_module
+    from sciops.imaging import bioformats
 
     cfg = info.config
     ids = json.loads(Path(info.run_dir, "work", "inputs.json").read_text(encoding="utf-8"))

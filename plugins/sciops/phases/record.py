@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sciops.arrays import node_losses
+from sciops.arrays.run import node_losses
 from sciops.errors import SciOpsError
 from sciops.phases.checks import REFUSED
-from sciops.project import write_json
-from sciops.runinfo import RunInfo
+from sciops.run.project import write_json
+from sciops.run.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
 BUDGET_EXCEEDED = "budget exceeded"
@@ -35,7 +35,7 @@ def trigger_label(run_type: str | None, airflow_run_id: str) -> str | None:
 
 def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
     """Per submission: queue wait (submit → first task start) and compute (first start → last end)."""
-    from sciops.costs import task_intervals
+    from sciops.accounting.costs import task_intervals
 
     tasks = task_intervals(work)
     out = []
@@ -119,7 +119,9 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
                    else None},
         "files": collated.get("files", {}),
     }
-    from sciops import ledger, notify, report
+    from sciops.accounting import ledger
+    from sciops.reporting import notify
+    from sciops.reporting import report
 
     doc["report"] = str(run_dir / "report.html")
     write_json(run_dir / "run.json", doc)
@@ -150,7 +152,8 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
     their rows in the project's latest-results table (returned: where it is, for the Asset event)."""
     import csv
 
-    from sciops import processed, runner_module
+    from sciops import runner_module
+    from sciops.run import processed
 
     try:
         ids = json.loads((run_dir / "work" / "images.json").read_text())

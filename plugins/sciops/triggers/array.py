@@ -2,12 +2,12 @@
 
 Small and serializable (STYLE 3): JSON arguments only, ``serialize()`` in step with
 ``__init__``. One connection per head node is held for the whole wait and shared by every
-trigger of the triggerer that watches the same head node (:class:`sciops.runners.SharedCommandRunner`);
+trigger of the triggerer that watches the same head node (:class:`sciops.arrays.ssh.SharedCommandRunner`);
 each poll is ONE status command whatever the array size, and that command is shared too: the
 status listing answers for every job, so twenty runs on one cluster send one per poll; connection
 errors are retried with backoff and kept apart from job failures; exactly one final
 event; nothing raises out of ``run()``. What to do after each answer is decided by
-:class:`sciops.watch.Watch`, the same pure step the worker's loop drives; this is only
+:class:`sciops.arrays.watch.Watch`, the same pure step the worker's loop drives; this is only
 its asyncio loop (commands awaited, file reads in threads).
 
 Events: the watch's end event (``ended`` with every task's accounting, ``budget_exceeded``,
@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from sciops.watch import ACCOUNTING_GRACE_SECONDS
+from sciops.arrays.watch import ACCOUNTING_GRACE_SECONDS
 
 
 class ArrayJobTrigger(BaseTrigger):
@@ -92,7 +92,7 @@ class ArrayJobTrigger(BaseTrigger):
         })
 
     def _runner(self):
-        from sciops.runners import SharedCommandRunner
+        from sciops.arrays.ssh import SharedCommandRunner
 
         return SharedCommandRunner(self.ssh_conn_id, host=self.ssh_host, host_key=self.ssh_host_key)
 
@@ -113,11 +113,11 @@ class ArrayJobTrigger(BaseTrigger):
         yield event
 
     async def _watch(self) -> AsyncIterator[TriggerEvent]:
-        from sciops.arrays import exit_file_accounting, exited, images_done, progress_line
-        from sciops.runners import async_connection_errors
+        from sciops.arrays.run import exit_file_accounting, exited, images_done, progress_line
+        from sciops.arrays.ssh import async_connection_errors
         from sciops.errors import SchedulerQueryError
-        from sciops.schedulers import get_scheduler
-        from sciops.watch import CANCEL, END, EXIT_FILES, SLEEP, STATUS, WAKE_SECONDS, Watch
+        from sciops.arrays.schedulers import get_scheduler
+        from sciops.arrays.watch import CANCEL, END, EXIT_FILES, SLEEP, STATUS, WAKE_SECONDS, Watch
 
         try:
             sched = get_scheduler(self.scheduler, **self.scheduler_options)

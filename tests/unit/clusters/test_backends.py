@@ -10,7 +10,7 @@ import pytest
 
 from helpers import REPO
 from sciops.clusters import backend_class, get_backend
-from sciops.config import BACKENDS, build
+from sciops.run.config import BACKENDS, build
 from sciops.errors import ConfigError
 
 PCLUSTER = {"region": "eu-west-1", "subnet_id": "subnet-0123456789abcdef0", "key_name": "lab-key",

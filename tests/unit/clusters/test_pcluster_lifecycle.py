@@ -16,7 +16,7 @@ import yaml
 from helpers import REPO
 from sciops.clusters import parallelcluster as pc
 from sciops.errors import ClusterError
-from sciops.sweeper import sweep
+from sciops.clusters.sweeper import sweep
 
 BASE = dict(region="eu-west-1", subnet_id="subnet-0123456789abcdef0", key_name="lab-key",
             custom_ami="ami-0123456789abcdef0")
@@ -132,8 +132,8 @@ def test_settings_from_a_runs_cluster_parameter():
     assert problems == [] and s.spot and s.max_count == 8 and s.tags == {"sciops:dag-id": "fiji_project"}
     _, problems = pc.settings_from({"region": "eu-west-1"}, bucket="b", run_id="r", project="p")
     assert {"cluster.subnet_id", "cluster.key_name", "cluster.custom_ami"} == set(dict(problems))
-    # keys and types are the model's (sciops.config.ClusterSettings): named before any of the above
-    from sciops import config
+    # keys and types are the model's (sciops.run.config.ClusterSettings): named before any of the above
+    from sciops.run import config
     from sciops.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:

@@ -1,7 +1,7 @@
 """The S3 client: how it addresses buckets, how it follows a bucket to its region, what it never shows."""
 from __future__ import annotations
 
-from sciops.s3 import Credentials, S3Client
+from sciops.storage.s3 import Credentials, S3Client
 
 CREDS = Credentials("AKIDEXAMPLE", "secret")
 

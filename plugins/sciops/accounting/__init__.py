@@ -1,0 +1,1 @@
+"""What a run cost and the ledger of runs."""

@@ -1,0 +1,1 @@
+"""Array jobs: submit, watch (sans-I/O), resubmit; the command runners (local, SSH) and the schedulers (pure, table-driven)."""

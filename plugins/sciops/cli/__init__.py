@@ -1,0 +1,1 @@
+"""The ``sciops`` command a scientist runs on a LAN machine."""

@@ -1,0 +1,387 @@
+"""The ``sciops`` command: what a scientist does from a LAN machine, start to finish.
+
+    sciops init DIR                     a project folder: input/, src/ with a sample macro, project.yaml
+    sciops sync up DIR [--project P]    the folder → the storage root (output/ stays behind)
+    sciops run P [-p key=value]... [--wait]
+                                        trigger fiji_project through Airflow's REST API; --wait shows
+                                        images done/failed, ETA and spend, and exits 1 if the run failed
+    sciops status [P]                   runs: state, images, duration, cost, report link
+    sciops results P [RUN_ID] [--to DIR]
+                                        a run's output/<run_id>/ (the latest by default) → DIR
+    sciops logs P RUN_ID                failures.csv and the failed tasks' logs
+    sciops sync down P RUN_ID DIR       output/<run_id>/ → DIR/output/<run_id>/
+
+Settings come from flags, else the environment (``SCIOPS_API_URL``, ``SCIOPS_USER``,
+``SCIOPS_PASSWORD``, ``SCIOPS_STORAGE_ROOT``, ``SCIOPS_AWS_CONN_ID``), else
+``~/.config/sciops/config.toml`` (``api_url``, ``user``, ``storage_root``, ``conn_id``; never a
+password). Without ``SCIOPS_PASSWORD`` the password is asked for, not echoed, and never
+written anywhere. Exit status: 0 done; 1 the run or a transfer failed; 2 bad input (a field,
+a project that does not exist); 3 Airflow cannot be reached or refused the login.
+
+Built on Typer (Click) for the command line, Rich for tables and the progress bar, and httpx
+for the REST calls: all three already come with Airflow.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+DAG_ID = "fiji_project"
+CONFIG_FILE = Path("~/.config/sciops/config.toml")
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AIRFLOW = 1, 2, 3
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Run Fiji/ImageJ macros over a project's images with SciOps (Airflow).")
+sync_app = typer.Typer(no_args_is_help=True, help="Copy a project up to the storage root, or a run's results down.")
+app.add_typer(sync_app, name="sync")
+
+
+class Stop(Exception):
+    """One clear line for the user, and the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+# -- settings ----------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    api_url: str | None
+    user: str | None
+    storage_root: str | None
+    conn_id: str | None
+
+
+def _file_settings() -> dict[str, str]:
+    path = Path(os.environ.get("SCIOPS_CONFIG") or CONFIG_FILE).expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Stop(f"{path} is not valid TOML ({exc}); fix or remove it") from None
+    if "password" in data:
+        raise Stop(f"{path} holds a password: remove it (use SCIOPS_PASSWORD, or type it when asked)")
+    return {k: str(v) for k, v in data.items()}
+
+
+def settings(api_url: str | None = None, user: str | None = None, storage_root: str | None = None,
+             conn_id: str | None = None) -> Settings:
+    f = _file_settings()
+    return Settings(api_url=(api_url or os.environ.get("SCIOPS_API_URL") or f.get("api_url")
+                             or "http://localhost:8080").rstrip("/"),
+                    user=user or os.environ.get("SCIOPS_USER") or f.get("user") or "airflow",
+                    storage_root=storage_root or os.environ.get("SCIOPS_STORAGE_ROOT") or f.get("storage_root"),
+                    conn_id=conn_id or os.environ.get("SCIOPS_AWS_CONN_ID") or f.get("conn_id"))
+
+
+API_URL = typer.Option(None, "--api-url", help="Airflow's URL (default: $SCIOPS_API_URL, the config file, "
+                                               "http://localhost:8080)")
+USER = typer.Option(None, "--user", help="Airflow user (default: $SCIOPS_USER, the config file, airflow)")
+ROOT = typer.Option(None, "--storage-root", help="s3://bucket[/prefix] or a folder (default: $SCIOPS_STORAGE_ROOT)")
+CONN = typer.Option(None, "--conn-id", help="Airflow AWS connection for S3 (default: $SCIOPS_AWS_CONN_ID)")
+
+
+# -- Airflow's REST API ------------------------------------------------------------------------------
+class Airflow:
+    """Airflow's REST API with a JWT from ``/auth/token`` (the password goes there and nowhere else)."""
+
+    def __init__(self, s: Settings):
+        import httpx
+
+        self.base = s.api_url
+        password = os.environ.get("SCIOPS_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise Stop("no password: set SCIOPS_PASSWORD or run from a terminal to be asked", EXIT_AIRFLOW)
+            password = typer.prompt(f"Airflow password for {s.user}", hide_input=True)
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+        try:
+            r = self.http.post("/auth/token", json={"username": s.user, "password": password})
+        except httpx.HTTPError as exc:
+            raise Stop(f"cannot reach Airflow at {self.base} ({type(exc).__name__}); check --api-url or "
+                       "SCIOPS_API_URL", EXIT_AIRFLOW) from None
+        if r.status_code in (401, 403):
+            raise Stop(f"Airflow at {self.base} refused the login of {s.user!r}: wrong user or password",
+                       EXIT_AIRFLOW)
+        if r.status_code >= 400 or "access_token" not in r.text:
+            raise Stop(f"Airflow at {self.base} answered {r.status_code} to the login; is this Airflow's URL?",
+                       EXIT_AIRFLOW)
+        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def call(self, method: str, path: str, **kw) -> Any:
+        import httpx
+
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise Stop(f"cannot reach Airflow at {self.base} ({type(exc).__name__})", EXIT_AIRFLOW) from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text[:300]
+            raise Stop(f"Airflow refused {method} {path}: {r.status_code} {_detail(detail)}",
+                       EXIT_BAD_INPUT if r.status_code in (400, 404, 422) else EXIT_AIRFLOW)
+        return r.json() if r.content else None
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")
+
+    def ledger(self, project: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        params = {"limit": limit, **({"project": project} if project else {})}
+        return self.call("GET", "/sciops/api/runs", params=params)["runs"]
+
+    def progress(self, run_id: str) -> dict[str, Any] | None:
+        from urllib.parse import quote
+
+        try:
+            return self.call("GET", f"/sciops/api/runs/{DAG_ID}/{quote(run_id, safe='')}/progress")
+        except Stop:
+            return None
+
+    def report_url(self, run_id: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.base}/sciops/runs/{DAG_ID}/{quote(run_id, safe='')}/report"
+
+
+def _detail(detail: Any) -> str:
+    if isinstance(detail, list):   # pydantic's errors: which field, what is wrong
+        return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
+    return str(detail)
+
+
+# -- the commands --------------------------------------------------------------------------------------
+SAMPLE_YAML = """\
+# Run defaults for this project: any run parameter (see the README's table), except where the
+# project lives. A value given when the run is triggered wins over these.
+macro: src/my_macro.ijm       # a macro in src/, or a shipped one (count_nuclei)
+file_pattern: "*.tif,*.tiff"  # which files under input/ are images
+images_per_task: 0            # images per array task (one JVM each); 0 = auto
+memory: 2G                    # per task
+# backend: existing           # local (default), existing (a cluster over SSH), parallelcluster
+# nightly: true               # run the macro over new images every night (fiji_nightly)
+"""
+
+
+@app.command()
+def init(folder: Path = typer.Argument(..., help="the new project folder (its name is the project's)")):
+    """Make a project folder: input/ for the images, src/ with a sample macro, a commented project.yaml."""
+    from sciops import MACRO_DIR
+    from sciops.run.names import SAFE_NAME
+
+    folder = folder.expanduser()
+    if not SAFE_NAME.match(folder.name):
+        raise Stop(f"{folder.name!r} cannot be a project name: use letters, digits, '.', '_' or '-'")
+    if folder.exists() and any(folder.iterdir()):
+        raise Stop(f"{folder} exists and is not empty: give a new folder")
+    for part in ("input", "src", "bin"):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+    macro = (Path(MACRO_DIR) / "count_nuclei.ijm").read_text()
+    (folder / "src" / "my_macro.ijm").write_text("// A sample: count_nuclei, shipped with SciOps. Edit it, or put "
+                                                 "your own macros here.\n" + macro)
+    (folder / "project.yaml").write_text(SAMPLE_YAML)
+    typer.echo(f"made {folder}: put the images in {folder / 'input'}, then: sciops sync up {folder}")
+
+
+@sync_app.command("up")
+def sync_up(folder: Path = typer.Argument(..., help="the project folder on this machine"),
+            project: Optional[str] = typer.Option(None, help="its name in the storage root (default: the folder's)"),
+            delete: bool = typer.Option(False, help="delete files in the storage root that are not here"),
+            verify: bool = typer.Option(False, help="list the bucket instead of trusting the last sync's manifest"),
+            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+    """Send the project folder to the storage root (output/ stays here); only what changed travels."""
+    from sciops.run.names import SAFE_NAME
+    from sciops.storage.sync import summary_lines, sync_up as run_sync_up
+
+    name = project or folder.expanduser().resolve().name
+    if not SAFE_NAME.match(name):
+        raise Stop(f"{name!r} cannot be a project name: use letters, digits, '.', '_' or '-' (give --project)")
+    stats = run_sync_up(_storage(storage_root, conn_id), folder, name, delete=delete, verify=verify)
+    typer.echo("\n".join(summary_lines(stats)))
+
+
+@sync_app.command("down")
+def sync_down(project: str, run_id: str, folder: Path, storage_root: Optional[str] = ROOT,
+              conn_id: Optional[str] = CONN):
+    """Fetch a run's output/<run_id>/ into FOLDER/output/<run_id>/ (nothing else there is touched)."""
+    from sciops.storage.sync import summary_lines, sync_down as run_sync_down
+
+    typer.echo("\n".join(summary_lines(run_sync_down(_storage(storage_root, conn_id), project, run_id, folder))))
+
+
+@app.command()
+def run(project: str,
+        param: list[str] = typer.Option([], "--param", "-p", help="key=value, e.g. -p images_per_task=10 "
+                                                                  "(values as YAML: 10, true, '{a: 1}')"),
+        wait: bool = typer.Option(False, help="follow the run: images, ETA, spend; exit 1 if it failed"),
+        api_url: Optional[str] = API_URL, user: Optional[str] = USER):
+    """Trigger fiji_project for PROJECT (its project.yaml's settings, with -p over them)."""
+    import yaml
+
+    conf: dict[str, Any] = {"project": project}
+    for item in param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise Stop(f"--param {item!r}: write it as key=value")
+        try:
+            conf[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            conf[key.strip()] = value
+    s = settings(api_url, user)
+    if s.storage_root:   # known here: say so now rather than through a refused run
+        storage = _storage(None, None)
+        if project not in storage.projects():
+            raise Stop(f"no project {project!r} in {storage.url}; sync it up first (sciops sync up FOLDER) or fix "
+                       "the name")
+    af = Airflow(s)
+    started = af.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    run_id = started["dag_run_id"]
+    typer.echo(f"started {run_id}\nreport: {af.report_url(run_id)}")
+    if wait:
+        state = _follow(af, run_id)
+        if state != "success":
+            raise Stop(f"run {run_id} {state}: see `sciops logs {project} {run_id}` and the report", EXIT_FAILED)
+
+
+def _follow(af: Airflow, run_id: str) -> str:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
+               TextColumn("{task.fields[extra]}"), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        job = bar.add_task("validate", total=None, extra="")
+        while True:
+            state = af.run(run_id)["state"]
+            p = af.progress(run_id) or {}
+            extra = ", ".join(x for x in (f"{p['failed']} failed" if p.get("failed") else "",
+                                          f"ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "",
+                                          f"spent {p['spent_usd']:.2f} USD" if p.get("spent_usd") else "") if x)
+            bar.update(job, description=p.get("phase") or state, total=p.get("images") or None,
+                       completed=(p.get("done") or 0), extra=extra)
+            if state in ("success", "failed"):
+                return state
+            time.sleep(2)
+
+
+@app.command()
+def status(project: Optional[str] = typer.Argument(None), limit: int = typer.Option(20, help="runs shown"),
+           api_url: Optional[str] = API_URL, user: Optional[str] = USER):
+    """Runs (of PROJECT): state, images, duration, cost, report link. Runs still going come first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    af = Airflow(settings(api_url, user))
+    going = af.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                    params={"state": ["queued", "running"], "limit": 100})["dag_runs"]
+    going = [r for r in going if not project or (r.get("conf") or {}).get("project") == project]
+    table = Table("run", "project", "state", "images ok/failed/total", "duration", "cost USD", "report")
+    for r in going:
+        table.add_row(r["dag_run_id"], (r.get("conf") or {}).get("project", ""), r["state"], "", "", "",
+                      af.report_url(r["dag_run_id"]))
+    for r in af.ledger(project, limit):
+        seconds = r.get("duration_s")
+        table.add_row(r["airflow_run_id"], r["project"], r["status"],
+                      f"{r.get('images_ok') or 0}/{r.get('images_failed') or 0}/{r.get('images_total') or 0}",
+                      f"{seconds:.0f} s" if seconds is not None else "", f"{r.get('cost_usd') or 0:.2f}",
+                      af.report_url(r["airflow_run_id"]))
+    Console(width=200).print(table)
+
+
+@app.command()
+def results(project: str, run_id: Optional[str] = typer.Argument(None, help="default: the newest run"),
+            to: Path = typer.Option(Path("."), help="the project folder here: results land in TO/output/<run_id>/"),
+            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+    """Fetch a run's results (output/<run_id>/: tables, run.json, report.html) from the storage root."""
+    from sciops.run.project import safe_run_id
+    from sciops.storage.sync import summary_lines, sync_down as run_sync_down
+
+    storage = _storage(storage_root, conn_id)
+    runs = storage.runs(project)
+    if run_id is None:
+        done = [r for r in runs if storage.exists(project, "output", r, "run.json")]
+        if not done:
+            raise Stop(f"project {project!r} has no finished run in {storage.url}")
+        run_id = max(done, key=lambda r: _run_json(storage, project, r).get("ended_at") or 0)
+    folder = safe_run_id(run_id)
+    if folder not in runs:
+        raise Stop(f"project {project!r} has no run {run_id!r} in {storage.url}; runs: {', '.join(runs[-5:])}")
+    typer.echo("\n".join(summary_lines(run_sync_down(storage, project, folder, to))))
+    typer.echo(f"results: {to.expanduser().resolve() / 'output' / folder}")
+
+
+@app.command()
+def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lines of each failed task's log"),
+         storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+    """What failed in a run: failures.csv, then the end of each failed task's logs."""
+    import csv
+    import io
+
+    from sciops.run.project import safe_run_id
+
+    storage, folder = _storage(storage_root, conn_id), safe_run_id(run_id)
+    if not storage.exists(project, "output", folder, "failures.csv"):
+        raise Stop(f"run {run_id!r} of {project!r} has no failures.csv (still going, or refused before it ran)")
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(project, "output", folder, "failures.csv").decode())))
+    if not rows:
+        typer.echo("no image failed")
+        return
+    for row in rows:
+        typer.echo(f"{row['image']}: {row['status']} (task {row['task']}, attempt {row['attempt']}): {row['error']}")
+    tasks = sorted({(int(r["task"]), int(float(r["attempt"] or 1))) for r in rows if r.get("task")})
+    for task, attempt in tasks:
+        name = f"task-{task:04d}.attempt-{attempt}.log"
+        if storage.exists(project, "output", folder, "logs", name):
+            text = storage.read_bytes(project, "output", folder, "logs", name).decode("utf-8", "replace")
+            typer.echo(f"\n== {name} (last {lines} lines) ==\n" + "\n".join(text.splitlines()[-lines:]))
+
+
+def _storage(storage_root: str | None, conn_id: str | None):
+    from sciops.storage.root import get_storage
+
+    s = settings(storage_root=storage_root, conn_id=conn_id)
+    return get_storage(s.storage_root, s.conn_id)
+
+
+def _run_json(storage, project: str, run: str) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(storage.read_bytes(project, "output", run, "run.json"))
+    except ValueError:
+        return {}
+
+
+def main() -> None:
+    """The console script: errors are one line, with a meaningful exit status (usage errors: click's own, 2)."""
+    from sciops.errors import ConfigError, StorageError
+
+    try:
+        app()   # standalone: click reports its usage errors itself and exits 2
+    except Stop as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.code)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}".replace("\n", " "), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except StorageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except Exception as exc:  # noqa: BLE001 - anything unforeseen is still one line, not a traceback
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""A run's progress while it goes: phase, images done and failed, ETA, spend (``sciops run --wait``).
+
+Read from the run folder (its phase records, plan.json and the task runners' count files),
+where this process can see it: the storage root's folder for a folder root, the work root for
+an S3 one (the same machine or volume as the workers). Elsewhere (a cluster's own disk) it
+says only what Airflow says: the state.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
+    from sciops.run.project import safe_run_id
+    from sciops.run.runinfo import storage_for
+    from sciops.storage.root import work_root
+
+    project = conf.get("project")
+    if not isinstance(project, str):
+        return None
+    try:
+        storage = storage_for(conf)
+    except Exception:  # noqa: BLE001 - a run refused for its storage root has no folder
+        return None
+    base = storage.root if storage.is_local else work_root()
+    folder = Path(base, project, "output", safe_run_id(airflow_run_id))
+    return folder if folder.is_dir() else None
+
+
+def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
+    """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them."""
+    from sciops.arrays.run import chunk_counts
+
+    folder = run_folder(conf, airflow_run_id)
+    if folder is None:
+        return {}
+    work = folder / "work"
+    out: dict[str, Any] = {}
+    phases = []
+    for path in work.glob("phases/*.json"):
+        try:
+            phases.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    running = [p for p in phases if p.get("status") == "running"]
+    if running or phases:
+        out["phase"] = max(running or phases, key=lambda p: p.get("start") or 0)["phase"]
+    try:   # plan.json: the plan's counts; the manifest (its image lists) only for a run planned before it
+        planned = json.loads((work / "plan.json").read_text())
+    except (OSError, ValueError):
+        try:
+            manifest = json.loads((work / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return out
+        planned = {"images": sum(len(c) for c in manifest.get("chunks") or []), "budget": manifest.get("budget")}
+    out["images"] = planned["images"]
+    counts = chunk_counts(work).values()
+    out["ok"] = sum(c["ok"] for c in counts)
+    out["done"] = sum(c["done"] for c in counts)
+    out["failed"] = out["done"] - out["ok"]
+    array = next((p for p in phases if p.get("phase") == "run_array"), None)
+    if array and out["done"] and out["done"] < out["images"]:
+        elapsed = (array.get("end") or time.time()) - array["start"]
+        out["eta_s"] = round(elapsed / out["done"] * (out["images"] - out["done"]), 1)
+    rate = (planned.get("budget") or {}).get("task_rate_usd_per_hour") or conf.get("hourly_rate_usd")
+    if rate:
+        from sciops.accounting.costs import rate_cost
+
+        out["spent_usd"] = rate_cost(work, float(rate))["total_usd"]
+    return out

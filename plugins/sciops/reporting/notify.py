@@ -1,0 +1,117 @@
+"""Slack messages: run started, run ended, teardown failed.
+
+Through the Slack provider: a ``slackwebhook`` connection (an incoming webhook) or a
+``slack`` API connection (``chat.postMessage``; the channel in its extras as ``channel``).
+The connection is the run's ``slack_conn_id``, else ``SCIOPS_SLACK_CONN_ID``, else
+``sciops_slack``; without one, nothing is sent (and the log says so). A message that cannot
+be sent is a warning, never a failed run. Messages are sent from tasks, not from DAG-level
+callbacks, so they work the same under the scheduler and under ``dag.test()``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+DEFAULT_CONN = "sciops_slack"
+
+
+class _Redact(logging.Filter):
+    """Replaces the Slack secrets in a record: slack_sdk logs request URLs (a webhook URL holds its token)."""
+
+    TOKENS = re.compile(r"xox[a-z]-[A-Za-z0-9-]+|(?<=/)T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]+")
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            msg = msg.replace(secret, "***")
+        record.msg, record.args = self.TOKENS.sub("***", msg), None
+        return True
+
+
+_redact = _Redact()
+#: The logger handed to slack_sdk's clients (instead of the hook's own), so that their retry
+#: lines ("Going to retry the same request: POST <webhook URL>") reach the log redacted.
+client_log = logging.getLogger("sciops.reporting.notify.slack_client")
+client_log.addFilter(_redact)
+
+
+def send(text: str, conn_id: str | None = None) -> bool:
+    from sciops.connections import get_connection
+
+    conn_id = conn_id or os.environ.get("SCIOPS_SLACK_CONN_ID") or DEFAULT_CONN
+    conn = get_connection(conn_id)
+    if conn is None:
+        log.info("no Slack connection %r: not sent: %s", conn_id, text.splitlines()[0])
+        return False
+    _redact.secrets.update(x for x in (conn.password, (conn.extra_dejson or {}).get("webhook_token")) if x)
+    try:
+        if conn.conn_type == "slack":
+            from airflow.providers.slack.hooks.slack import SlackHook
+
+            channel = (conn.extra_dejson or {}).get("channel") or os.environ.get("SCIOPS_SLACK_CHANNEL")
+            SlackHook(slack_conn_id=conn_id, logger=client_log).call(
+                "chat.postMessage", json={"channel": channel, "text": text})
+        else:
+            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+            SlackWebhookHook(slack_webhook_conn_id=conn_id, logger=client_log).send(text=text)
+    except Exception as exc:  # noqa: BLE001 - a lost message must not fail the run
+        reason = str(exc)[:300]
+        for secret in _redact.secrets:
+            reason = reason.replace(secret, "***")
+        log.warning("Slack message not sent through %r (%s: %s)", conn_id, type(exc).__name__, reason)
+        return False
+    log.info("Slack: %s", text.splitlines()[0])
+    return True
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def report_url(dag_id: str, run_id: str) -> str:
+    base = os.environ.get("AIRFLOW__API__BASE_URL") or "http://localhost:8080"
+    return f"{base.rstrip('/')}/sciops/runs/{dag_id}/{run_id}/report"
+
+
+def run_started(info) -> bool:
+    """``info``: the run's :class:`~sciops.run.runinfo.RunInfo` (or its XCom dict)."""
+    from sciops.run.runinfo import RunInfo
+
+    info = RunInfo.of(info)
+    cfg = info.config
+    with info.backend() as backend:
+        where = backend.where()
+    budget = f", budget {cfg.budget_usd} USD" if cfg.budget_usd else ""
+    return send(f":microscope: SciOps run started: project *{info.project}*, {info.images} images, "
+                f"macro {cfg.macro}, on {where}{budget} (run {info.run_id})", cfg.slack_conn_id)
+
+
+def run_ended(doc: dict[str, Any]) -> bool:
+    images, cost = doc.get("images") or {}, doc.get("cost") or {}
+    duration = (doc["ended_at"] - doc["started_at"]) if doc.get("ended_at") and doc.get("started_at") else None
+    icon = ":white_check_mark:" if doc["status"] == "success" else ":x:"
+    per_image = doc.get("cost_per_image_usd")
+    text = (f"{icon} SciOps run {doc['status']}: project *{doc['project']}*, images ok {images.get('ok')}, "
+            f"failed {images.get('failed')} of {images.get('total')}; duration {_duration(duration)}; "
+            f"cost {cost.get('total_usd', 0):.2f} USD"
+            + (f" ({per_image:.4f} USD per image)" if per_image is not None else "")
+            + f"\nReport: {report_url(doc.get('dag_id') or 'fiji_project', doc['airflow_run_id'])}")
+    return send(text, (doc.get("params") or {}).get("slack_conn_id"))
+
+
+def teardown_failed(cluster: str, region: str | None, error: Any, conn_id: str | None = None) -> bool:
+    return send(f":rotating_light: SciOps teardown FAILED: cluster {cluster} may still be running and costing money. "
+                f"Delete it: pcluster delete-cluster --cluster-name {cluster} --region {region or '<region>'} "
+                f"({error})", conn_id)

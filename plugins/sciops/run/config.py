@@ -1,0 +1,615 @@
+"""RunConfig: the parameters of one run, declared once and checked.
+
+Each parameter is one field of :class:`RunConfig`: its type, built-in default, bounds,
+description, form section and whether ``project.yaml`` may set it. The DAG's trigger form
+(:func:`form_params`), the README's parameter table (:func:`readme_table`, checked by a
+test) and the checks in the DAG's ``validate`` task all come from it.
+
+Values come from three places: the DAG run's conf (the UI form or a REST call), the
+project's ``project.yaml``, the built-in defaults. **A run value that equals the built-in
+default counts as not given**, so ``project.yaml`` wins over every field the user left
+as the form showed it (the form sends every field, changed or not); a run value that
+differs from the default wins over both. Every check runs in ``validate``, before any
+cluster exists or any money is spent, and each problem names the field and the fix.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
+                      model_validator)
+
+from sciops.errors import ConfigError
+from sciops.run.names import SAFE_NAME
+
+SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+BACKENDS = ("local", "existing", "parallelcluster")
+#: Schedulers each backend can drive (the first is its default). ParallelCluster 3 is Slurm only.
+SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm"), "parallelcluster": ("slurm",)}
+LAUNCHERS = ("auto", "imagej1", "fiji")
+#: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).
+WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
+#: macro_args keys the driver sets itself (a macro argument must not override them).
+RESERVED_ARGS = ("input", "output", "source", "series", "channel")
+#: Connections a run may name without the deployment listing them (SCIOPS_ALLOWED_CONN_IDS adds more).
+CONN_ID_DEFAULT_ALLOW = re.compile(r"^(sciops_[A-Za-z0-9_.@-]*|aws_default)$")
+#: The backends each form section's fields apply to (a run may not set them for another backend).
+#: A ParallelCluster is driven over SSH like an existing cluster, so it uses that section too.
+SECTION_BACKENDS = {"Local backend": ("local",), "Existing cluster (SSH)": ("existing", "parallelcluster"),
+                    "ParallelCluster": ("parallelcluster",)}
+COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
+ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
+
+#: No node has more memory for one task than this (MB): a bigger value is a typo (100000T).
+MAX_TASK_MB = 4 * 1024 * 1024
+#: The trigger form's sections, in order (Airflow groups fields by ``section``).
+SECTIONS = ("Run", "Local backend", "Existing cluster (SSH)", "ParallelCluster", "Storage", "Cost and messages")
+PROJECT_YAML_NOTE = "Left at its default, project.yaml's value applies."
+RUN_ONLY_NOTE = "project.yaml cannot set it."
+
+
+def _param(default: Any, description: str, *, section: str = "Run", project_yaml: bool = True,
+           shown: str | None = None, enum: tuple | None = None, labels: dict[str, str] | None = None,
+           pattern: str | None = None, **bounds: Any) -> Any:
+    """One parameter: a pydantic field carrying what the form and the README show.
+
+    ``shown`` is the README's default column when the default is not a plain value
+    (e.g. ``$SCIOPS_STORAGE_ROOT``); ``labels`` name enum entries in the form
+    (``"None"`` is the entry for "not set").
+    """
+    extra: dict[str, Any] = {"section": section, "project_yaml": project_yaml}
+    for key, value in (("shown", shown), ("enum", list(enum) if enum else None), ("values_display", labels),
+                       ("pattern", pattern)):
+        if value is not None:
+            extra[key] = value
+    return Field(default, description=description, json_schema_extra=extra, **bounds)
+
+
+def parse_memory_mb(text: str | int) -> int:
+    """``"2G"``, ``"512M"``, ``"1.5GB"`` or a number of MB → MB."""
+    if isinstance(text, bool):
+        raise ValueError("not a size")
+    if isinstance(text, (int, float)):
+        value, unit = float(text), "M"
+    else:
+        m = MEMORY.match(str(text))
+        if not m:
+            raise ValueError("not a size")
+        value, unit = float(m.group(1)), (m.group(2) or "M").upper()
+    mb = value * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    return int(mb)
+
+
+_EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
+
+
+class ClusterSettings(BaseModel):
+    """What a run may ask of an ephemeral ParallelCluster (the ``cluster`` parameter), each key typed once.
+
+    Every key is optional here; the parallelcluster backend requires the first four and fills
+    the rest from ``PClusterSettings``' defaults (``sciops.clusters.parallelcluster``), where the
+    formats (subnet and AMI ids, known instance types) and what fits a node are checked too.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    region: str | None = Field(None, description="AWS region, e.g. eu-west-1 (required)")
+    subnet_id: str | None = Field(None, description="subnet of the head and compute nodes (required)")
+    key_name: str | None = Field(None, description="EC2 key pair for SSH to the head node (required)")
+    custom_ami: str | None = Field(None, description="AMI with Fiji installed (required)")
+    head_node_instance_type: str | None = Field(None, description="head node instance type (t3.medium)")
+    compute_instance_type: str | None = Field(None, description="compute node instance type (c5.xlarge)")
+    min_count: int | None = Field(None, ge=0, le=10_000, description="compute nodes kept running (0)")
+    max_count: int | None = Field(None, ge=1, le=10_000, description="compute nodes at most (4)")
+    spot: bool | None = Field(None, description="spot capacity instead of on-demand (false)")
+    spot_max_price: float | None = Field(None, gt=0, le=1000, description="spot: highest USD per hour per node")
+    shared_storage_gb: int | None = Field(None, ge=1, le=65_536, description="shared EBS volume (100 GB)")
+    root_volume_gb: int | None = Field(None, ge=35, le=16_384, description="each node's root volume (60 GB)")
+    os: str | None = Field(None, pattern=r"^[a-z0-9]+$", description="the AMI's OS as pcluster names it (alinux2023)")
+
+    def given(self) -> dict[str, Any]:
+        """The keys the run set (the rest take PClusterSettings' defaults)."""
+        return self.model_dump(exclude_none=True)
+
+
+class RunConfig(BaseModel):
+    """The parameters of one run, checked (each field's description says what it does)."""
+
+    # strict: True is not 1, "5" is not 5; no NaN or infinity (JSON and YAML can spell both)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    project: str = Field(description="Project folder under the storage root (letters, digits, '._-')",
+                         min_length=1, json_schema_extra={"section": "Run", "project_yaml": False,
+                                                          "shown": "(required)", "pattern": SAFE_NAME.pattern})
+    macro: str = _param("count_nuclei", "A shipped macro (count_nuclei) or a file in the project, e.g. src/x.ijm")
+    macro_args: dict[str, str | int | float | bool] = _param({}, "key: value arguments handed to the macro")
+    macro_argument: str | None = _param(None, "For a lab macro that splits its own getArgument() string: the "
+                                              "text it gets, with {input}, {output}, {name}, {stem} and "
+                                              "{<macro_args key>} filled in per image, e.g. '{input},{output},5' "
+                                              "(empty = key=value lines; docs/lab-macros.md)", shown="key=value lines")
+    file_pattern: str = _param("*.tif,*.tiff", "Comma-separated globs under input/, case-insensitive; "
+                                               "* also crosses folders")
+    series: str = _param("all", "Files read through Bio-Formats (vendor formats such as .czi .nd2 .lif, and "
+                                "OME-TIFF): which series become units of work: all, first, or a regular "
+                                "expression searched in the series names (e.g. 'Well B')")
+    channel: str = _param("all", "Files read through Bio-Formats: the channel the macro sees: all (the channels as "
+                                 "a stack), a number (1 = the first), or each (every channel a unit of its own)",
+                          pattern=r"^(all|each|[1-9][0-9]{0,3})$")
+    skip_unreadable: bool = _param(False, "When some files cannot be read (corrupt, cut short, not their format): "
+                                          "run the others and list these in failures.csv with the reason (false = "
+                                          "refuse the run, naming them)")
+    images_per_task: int = _param(0, "Images per array task (one JVM each; on the local backend a slot's JVM goes "
+                                     "on with the next tasks); 0 = auto: 25, or on the local backend 2 tasks a "
+                                     "slot, then smaller ones so the slots end together",
+                                  ge=0, le=100_000)
+    max_attempts: int = _param(3, "Submissions of a failed chunk, the first included", ge=1, le=20)
+    image_timeout_s: int = _param(600, "Seconds one image may take before it is killed and recorded 'timeout'",
+                                  ge=1, le=7 * 86400)
+    stall_seconds: int = _param(60, "No output and an idle CPU this long = ImageJ hung on an error dialog",
+                                ge=1, le=86400)
+    memory: str = _param("2G", "Memory per task, e.g. 2G or 512M (at least 512M); the JVM's -Xmx is derived "
+                               "from it")
+    backend: str = _param("local", "Where the array runs: local (this machine), existing (a cluster over SSH) "
+                                   "or parallelcluster (an AWS cluster made for the run)", enum=BACKENDS)
+    launcher: str = _param("auto", "ImageJ launcher: fiji (ImageJ-linux64 --headless, via SCIOPS_FIJI or PATH), "
+                                   "imagej1 (java -jar ij.jar -batch under Xvfb) or auto (whichever is found)",
+                           enum=LAUNCHERS)
+    smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
+    only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
+                                   "changed since): the nightly DAG sets it")
+    slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
+    scheduler: str | None = _param(None, "The cluster's scheduler (empty = the backend's own: sge for existing, "
+                                         "slurm for parallelcluster)",
+                                   shown="the backend's", enum=(None, "sge", "slurm"),
+                                   labels={"None": "the backend's own"})
+    ssh_conn_id: str = _param("sciops_cluster", "existing backend: Airflow SSH connection of a submit host",
+                              section=_EXISTING, pattern=WORD.pattern)
+    queue: str | None = _param(None, "existing backend: queue (SGE -q) or partition (Slurm --partition)",
+                               section=_EXISTING, pattern=WORD.pattern)
+    accounting_project: str | None = _param(None, "existing backend: accounting project (SGE -P) or account "
+                                                  "(Slurm --account)", section=_EXISTING, pattern=WORD.pattern)
+    memory_resource: str | None = _param(None, "existing backend: memory complex to request, e.g. h_vmem (SGE "
+                                               "limits virtual memory, so it asks for -Xmx + 2.5 GB)",
+                                         section=_EXISTING, pattern=SAFE_ARG_KEY.pattern)
+    exclusive: bool = _param(False, "existing backend: one task per node (SGE -l exclusive=true, Slurm "
+                                    "--exclusive)", section=_EXISTING)
+    one_per_host: bool = _param(False, "existing backend: one ImageJ per node (SGE -l fiji=1, Slurm "
+                                       "--gres=fiji:1: a resource your cluster defines)", section=_EXISTING)
+    cluster_python: str = _param("python3", "existing backend: Python 3 on the compute nodes (the task runner "
+                                            "needs nothing else)", section=_EXISTING, pattern=COMMAND.pattern)
+    cluster_storage_root: str | None = _param(None, "existing backend: the storage root's absolute path on the "
+                                                    "cluster (empty = the same path as here)", section=_EXISTING,
+                                              shown="same path")
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings, description=(
+        "parallelcluster backend: {region, subnet_id, key_name, custom_ami} (required) and head_node_instance_type "
+        "(t3.medium), compute_instance_type (c5.xlarge), min_count (0), max_count (4), spot (false), "
+        "spot_max_price, shared_storage_gb (100), root_volume_gb (60), os (alinux2023)"),
+        json_schema_extra={"section": _PC, "project_yaml": True, "shown": "`{}`"})
+    storage_root: str | None = _param(None, "s3://bucket[/prefix] or an absolute folder (empty = "
+                                            "$SCIOPS_STORAGE_ROOT)", section=_STORAGE, project_yaml=False,
+                                      shown="$SCIOPS_STORAGE_ROOT")
+    aws_conn_id: str | None = _param(None, "S3 storage: the Airflow AWS connection (empty = aws_default; an "
+                                           "endpoint_url in its extras reaches S3-compatible stores)",
+                                     section=_STORAGE, project_yaml=False, shown="aws_default",
+                                     pattern=WORD.pattern)
+    sync_from: str | None = _param(None, "A LAN project folder (as this worker sees it) synced up before the "
+                                         "run (output/ stays behind)", section=_STORAGE, project_yaml=False)
+    sync_to: str | None = _param(None, "LAN folder that output/<run_id>/ is synced down to (empty = sync_from; "
+                                       "nothing else there is touched)", section=_STORAGE, shown="sync_from")
+    budget_usd: float | None = _param(None, "Cap in USD (empty = no cap): the run is refused if past runs of the "
+                                            "macro say it would cost more, and the array is cancelled when the "
+                                            "spend reaches it (status 'budget exceeded')", section=_COST, gt=0)
+    hourly_rate_usd: float = _param(0.0, "existing/local: USD per task-hour (your facility's charge); "
+                                         "parallelcluster uses EC2 prices", section=_COST, ge=0)
+    slack_conn_id: str | None = _param(None, "Slack connection (slackwebhook or slack API) for start/end "
+                                             "messages (empty = sciops_slack if it exists, else no messages)",
+                                       section=_COST, shown="sciops_slack", pattern=WORD.pattern)
+
+    @field_validator("slack_conn_id")
+    @classmethod
+    def _slack(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
+        return v
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, v: str) -> str:
+        if not SAFE_NAME.match(v):
+            raise ValueError(
+                f"{v!r} is not a safe project name; use letters, digits, '.', '_' or '-' "
+                "(no '/', '..', spaces or shell characters), starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("macro")
+    @classmethod
+    def _macro(cls, v: str) -> str:
+        if not v or v.startswith(("/", "~")) or ".." in v.split("/") or "\\" in v:
+            raise ValueError(f"{v!r}: give a shipped macro name (e.g. 'count_nuclei') or a path inside "
+                             "the project such as 'src/my_macro.ijm' (no absolute paths, no '..')")
+        if not re.match(r"^[A-Za-z0-9._/ -]+$", v):
+            raise ValueError(f"{v!r} has characters a macro path may not have; use letters, digits, '._-/'")
+        return v
+
+    @field_validator("macro_args")
+    @classmethod
+    def _macro_args(cls, v: dict) -> dict:
+        for key, value in v.items():
+            if key in RESERVED_ARGS:
+                raise ValueError(f"argument {key!r} is set by SciOps for every image; rename the macro's argument")
+            if not SAFE_ARG_KEY.match(key):
+                raise ValueError(f"argument name {key!r} must be a word (letters, digits, '_')")
+            if any(c in str(value) for c in "\t\n\r"):
+                raise ValueError(f"argument {key!r} may not contain tabs or newlines")
+        return v
+
+    @field_validator("macro_argument")
+    @classmethod
+    def _macro_argument(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if any(c in v for c in "\t\r\x1f\x00"):
+            raise ValueError("may not contain tabs or control characters (line breaks are fine)")
+        if "{input}" not in v and "{name}" not in v and "{stem}" not in v:
+            raise ValueError(f"{v!r} names no image: every image would get the same argument; put {{input}} "
+                             "(the image's path) where the macro expects it, e.g. '{input},{output}'")
+        return v
+
+    @field_validator("series")
+    @classmethod
+    def _series(cls, v: str) -> str:
+        if v in ("all", "first"):
+            return v
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"{v!r} is neither all, first nor a regular expression ({exc}); e.g. 'Well B' or "
+                             "'^pos[0-9]+$'") from None
+        return v
+
+    @field_validator("file_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("is empty; give a glob such as '*.tif' (several separated by commas)")
+        for p in parts:
+            if p.startswith(("/", "~")) or ".." in p.replace("\\", "/").split("/"):
+                raise ValueError(f"{p!r} must stay inside input/: no absolute paths and no '..'")
+        return ",".join(parts)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        try:
+            mb = parse_memory_mb(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a memory size; write it like '2G' or '512M'") from None
+        if mb < 512:
+            raise ValueError(f"{v!r} is too little for an ImageJ JVM; give at least '512M'")
+        if mb > MAX_TASK_MB:
+            raise ValueError(f"{v!r} is more than any node has (at most '{MAX_TASK_MB // 1024 // 1024}T' per task); "
+                             "give the memory one task needs, e.g. '4G'")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v not in BACKENDS:
+            raise ValueError(f"unknown backend {v!r}; choose one of: {', '.join(BACKENDS)}")
+        return v
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher(cls, v: str) -> str:
+        if v not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {v!r}; choose one of: {', '.join(LAUNCHERS)}")
+        return v
+
+    @field_validator("ssh_conn_id", "queue", "accounting_project")
+    @classmethod
+    def _word(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} may hold only letters, digits and '_.@-' (it reaches a remote shell)")
+        return v
+
+    @field_validator("memory_resource")
+    @classmethod
+    def _resource(cls, v: str | None) -> str | None:
+        if v is not None and not SAFE_ARG_KEY.match(v):
+            raise ValueError(f"{v!r} is not a resource name; use the complex's name, e.g. 'h_vmem'")
+        return v
+
+    @field_validator("cluster_python")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if not COMMAND.match(v):
+            raise ValueError(f"{v!r}: give a command name or an absolute path (e.g. python3 or /usr/bin/python3)")
+        return v
+
+    @field_validator("cluster_storage_root")
+    @classmethod
+    def _cluster_root(cls, v: str | None) -> str | None:
+        if v is not None and (not ABS_PATH.match(v) or ".." in v.split("/")):
+            raise ValueError(f"{v!r}: give the storage root's absolute path on the cluster (no '..', no spaces)")
+        return v
+
+    @field_validator("storage_root")
+    @classmethod
+    def _storage_root(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("s3://"):
+            from sciops.storage.root import S3Storage
+            from sciops.errors import StorageError
+
+            try:
+                S3Storage(v)
+            except StorageError as exc:
+                raise ValueError(str(exc).removeprefix(f"storage root {v!r}: ")) from None
+        elif not ABS_PATH.match(v.removeprefix("file://")) or ".." in v.split("/"):
+            raise ValueError(f"{v!r}: give s3://bucket[/prefix] or an absolute folder path (no '..', no spaces)")
+        return v
+
+    @field_validator("aws_conn_id")
+    @classmethod
+    def _conn(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
+        return v
+
+    @field_validator("sync_from", "sync_to")
+    @classmethod
+    def _lan_folder(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/") or "\x00" in v):
+            raise ValueError(f"{v!r}: give the LAN project folder's absolute path as this worker sees it (no '..')")
+        return v
+
+    @field_serializer("cluster")
+    def _cluster_keys_set(self, v: ClusterSettings) -> dict[str, Any]:
+        return v.given()   # {} when unset, as the form, project.yaml and run.json show it
+
+    @model_validator(mode="after")
+    def _scheduler_fits_backend(self) -> RunConfig:
+        allowed = SCHEDULERS[self.backend]
+        if self.scheduler is None:
+            object.__setattr__(self, "scheduler", allowed[0])
+        elif self.scheduler not in allowed:
+            raise ValueError(f"scheduler {self.scheduler!r} does not go with backend {self.backend!r}; "
+                             f"choose one of: {', '.join(allowed)}")
+        return self
+
+    @property
+    def memory_mb(self) -> int:
+        return parse_memory_mb(self.memory)
+
+    @property
+    def patterns(self) -> list[str]:
+        return self.file_pattern.split(",")
+
+
+#: Built-in defaults (``project`` has none: it is required).
+DEFAULTS: dict[str, Any] = {name: (lambda d: d.given() if isinstance(d, ClusterSettings) else d)(
+                                f.get_default(call_default_factory=True))
+                            for name, f in RunConfig.model_fields.items() if name != "project"}
+#: What project.yaml may say about the project itself (not a run parameter): ``nightly: true`` opts the
+#: project in to the nightly DAG (``fiji_nightly``), which runs its macro over new images only.
+PROJECT_SETTINGS = {"nightly": "Run this project's macro over its new images every night (fiji_nightly)"}
+#: Fields a run's conf may set but project.yaml may not (they choose where the project is).
+RUN_ONLY = tuple(name for name, f in RunConfig.model_fields.items()
+                 if name != "project" and not (f.json_schema_extra or {}).get("project_yaml", True))
+FIELDS = tuple(RunConfig.model_fields)
+
+
+_NO_DEFAULT = object()
+
+
+def given(name: str, value: Any) -> bool:
+    """Whether a run's conf sets ``name``: not None, not an empty optional string, not the built-in default.
+
+    The form sends every field, so "equal to the built-in default" is what "left alone" looks
+    like (a number compares by value, ``0`` as ``0.0``; a boolean only to a boolean).
+    """
+    default = DEFAULTS.get(name, _NO_DEFAULT)
+    if value is None or (value == "" and default is None):
+        return False
+    if isinstance(value, bool) or isinstance(default, bool):
+        return not (type(value) is type(default) and value == default)
+    return value != default
+
+
+def merge(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run conf over project.yaml over built-in defaults (see :func:`given` for "not given")."""
+    return {**DEFAULTS, **{k: v for k, v in (project_defaults or {}).items() if v is not None},
+            **{k: v for k, v in conf.items() if given(k, v)}}
+
+
+def sources(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> dict[str, str]:
+    """Where each parameter's value came from: ``run``, ``project.yaml`` or ``default``."""
+    out = {name: "default" for name in DEFAULTS}
+    out.update({k: "project.yaml" for k, v in (project_defaults or {}).items() if k in out and v is not None})
+    out.update({k: "run" for k, v in conf.items() if k in out and given(k, v)})
+    return out
+
+
+
+_SCHEMA_KEYS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "minLength", "pattern", "values_display",
+                "section", "properties", "additionalProperties")
+
+
+def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Each parameter as ``(default, JSON schema)`` for an Airflow ``Param``: the trigger form.
+
+    The schema is pydantic's for the field (type, bounds, enum, pattern), flattened to the
+    keys Airflow's form reads; the description says what the field does and how
+    ``project.yaml`` and the form combine. Airflow checks a run's conf against it when the
+    run is created, so the form (and a REST call) refuse what the schema can say.
+    """
+    full = RunConfig.model_json_schema()
+    props = full["properties"]
+    out = {}
+    for name, field in RunConfig.model_fields.items():
+        prop = dict(props[name])
+        if "$ref" in prop:   # a nested model (cluster): inlined, so Airflow checks its keys and types too
+            nested = full["$defs"][prop.pop("$ref").rsplit("/", 1)[-1]]
+            prop.update(type="object", additionalProperties=False,
+                        properties={k: {kk: vv for kk, vv in v.items() if kk != "title"}
+                                    for k, v in nested["properties"].items()})
+        types = []
+        for alt in prop.pop("anyOf", None) or [prop]:
+            types.append(alt.get("type"))
+            prop.update({k: v for k, v in alt.items() if k != "type"})
+        if None in types:  # e.g. a dict's additionalProperties anyOf: only the outer type matters
+            types = [prop.get("type", "object")]
+        schema = {k: prop[k] for k in _SCHEMA_KEYS if k in prop and k != "type"}
+        schema["type"] = types[0] if len(types) == 1 else types
+        if not field.is_required():
+            note = PROJECT_YAML_NOTE if (field.json_schema_extra or {}).get("project_yaml", True) else RUN_ONLY_NOTE
+            schema["description"] = f"{field.description}. {note}"
+        else:
+            schema["description"] = field.description
+        out[name] = (DEFAULTS.get(name, ""), schema)
+    return out
+
+
+def readme_table() -> str:
+    """The README's parameter table (tests/unit/test_config.py fails when the README differs)."""
+    lines = ["| parameter | section | default | project.yaml | meaning |", "|---|---|---|---|---|"]
+    for name, field in RunConfig.model_fields.items():
+        extra = field.json_schema_extra or {}
+        default = extra.get("shown") or ("none" if DEFAULTS[name] is None else f"`{_yaml_value(DEFAULTS[name])}`")
+        lines.append(f"| `{name}` | {extra.get('section', 'Run')} | {default} | "
+                     f"{'yes' if extra.get('project_yaml', True) else 'no'} | {field.description.replace('*', chr(92) + '*')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if isinstance(value, (bool, dict)) else str(value)
+
+def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> RunConfig:
+    """Check the run's parameters; raise :class:`ConfigError` naming every bad field."""
+    problems: list[tuple[str, str]] = []
+    unknown = sorted(set(conf) - set(FIELDS))
+    if unknown:
+        problems += [(k, f"unknown parameter; known ones are: {', '.join(FIELDS)}") for k in unknown]
+    problems += [(f"project.yaml:{k}", f"must be true or false (got {v!r})") for k, v in (project_defaults or {}).items()
+                 if k in PROJECT_SETTINGS and not isinstance(v, bool)]
+    project_defaults = {k: v for k, v in (project_defaults or {}).items() if k not in PROJECT_SETTINGS}
+    bad_defaults = sorted(set(project_defaults) - set(DEFAULTS))
+    problems += [(f"project.yaml:{k}", "not a run default; remove it from project.yaml") for k in bad_defaults]
+    problems += [(f"project.yaml:{k}", "chooses where the project is, so it cannot be set inside it; set it in the "
+                                       "run's parameters") for k in RUN_ONLY if k in (project_defaults or {})]
+    if not conf.get("project"):
+        problems.append(("project", "is required: the name of a project folder under the storage root"))
+    if problems:
+        raise ConfigError(problems)
+    merged = merge(conf, {k: v for k, v in (project_defaults or {}).items() if k in DEFAULTS})
+    try:
+        cfg = RunConfig(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+    problems = deployment_problems(cfg.model_dump()) + other_backend_problems(cfg, conf)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def allowed_storage_roots() -> list[str]:
+    """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings."""
+    import os
+
+    roots = [os.environ.get("SCIOPS_STORAGE_ROOT", "")] + os.environ.get("SCIOPS_ALLOWED_STORAGE_ROOTS", "").split(",")
+    return [r.strip().rstrip("/") for r in roots if r.strip()]
+
+
+def deployment_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the deployment does not let a run choose: other storage roots, other connections.
+
+    ``values`` are the run's raw ``storage_root`` and connection ids (checked before the storage
+    root is opened, so a refused root is never listed).
+    """
+    import os
+
+    problems = []
+    root = values.get("storage_root")
+    if given("storage_root", root) and (not isinstance(root, str)
+                                        or root.removeprefix("file://").rstrip("/") not in allowed_storage_roots()):
+        problems.append(("storage_root", f"{root!r} is not a storage root this deployment allows; use the default "
+                                         "(leave it empty) or ask the admin to add it to SCIOPS_ALLOWED_STORAGE_ROOTS"))
+    extra = {c.strip() for c in os.environ.get("SCIOPS_ALLOWED_CONN_IDS", "").split(",") if c.strip()}
+    for name in ("ssh_conn_id", "aws_conn_id", "slack_conn_id"):
+        value = values.get(name)
+        if isinstance(value, str) and value and not CONN_ID_DEFAULT_ALLOW.match(value) and value not in extra:
+            problems.append((name, f"connection {value!r} is not one a run may use: runs may name sciops_* "
+                                   "connections and aws_default; the admin lists others in SCIOPS_ALLOWED_CONN_IDS"))
+    return problems
+
+
+def other_backend_problems(cfg: RunConfig, conf: dict[str, Any]) -> list[tuple[str, str]]:
+    """A field of another backend, set in the run's conf, would be silently ignored: refuse it."""
+    problems = []
+    for name, value in conf.items():
+        field = RunConfig.model_fields.get(name)
+        backends = SECTION_BACKENDS.get((field.json_schema_extra or {}).get("section", "")) if field else None
+        if backends and cfg.backend not in backends and given(name, value):
+            problems.append((name, f"is for the {' or '.join(backends)} backend but this run's backend is "
+                                   f"{cfg.backend!r}: set backend to {backends[0]!r} or leave {name} at its default"))
+    return problems
+
+
+def cluster_problems(cluster: Any) -> tuple[ClusterSettings | None, list[tuple[str, str]]]:
+    """A ``cluster`` parameter given as a dict, checked by :class:`ClusterSettings` (problems named ``cluster.<key>``)."""
+    try:
+        return ClusterSettings.model_validate(cluster or {}), []
+    except ValidationError as exc:
+        return None, _problems(exc, ("cluster",))
+
+
+def _problems(exc: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
+    """pydantic's errors as (field, message); a macro argument of no allowed type is one problem, not four."""
+    out: list[tuple[str, str]] = []
+    for err in exc.errors():
+        err = {**err, "loc": (*prefix, *err.get("loc", ()))}
+        loc = err["loc"]
+        if len(loc) >= 2 and loc[0] == "macro_args":
+            problem = ("macro_args", f"argument {loc[1]!r} must be text, a number or true/false "
+                                     f"(got {err.get('input')!r})")
+        else:
+            problem = (_field(err), _message(err))
+        if problem not in out:
+            out.append(problem)
+    return out
+
+
+def _field(err: dict) -> str:
+    loc = [str(p) for p in err.get("loc", ())]
+    if not loc and "scheduler" in err.get("msg", ""):
+        return "scheduler"
+    return ".".join(loc) if loc else "config"
+
+
+_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than"),
+           "less_than_equal": ("le", "at most"), "less_than": ("lt", "less than")}
+
+
+def _message(err: dict) -> str:
+    kind = err.get("type", "")
+    loc = err.get("loc") or ("",)
+    if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "cluster":
+        return f"unknown setting; known: {', '.join(ClusterSettings.model_fields)}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        fields = ClusterSettings.model_fields if len(loc) == 2 and loc[0] == "cluster" else RunConfig.model_fields
+        field = fields.get(str(loc[-1]))
+        what = f": {field.description}" if field and field.description else ""
+        return f"must be {words} {err['ctx'][key]:g} (got {err.get('input')!r}){what}"
+    msg = err.get("msg", "invalid")
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type", "").endswith(("_type", "_parsing")):
+        msg += f" (got {err.get('input')!r})"
+    return msg

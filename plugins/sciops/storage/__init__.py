@@ -1,0 +1,1 @@
+"""The storage root (a folder or an S3 prefix), its trees, the S3 client and the sync engine."""
