@@ -29,7 +29,7 @@ mkdir -p "$LOGS" "$CONFIG_DIR"
 if [ ! -d "$PROJECTS" ]; then
     mkdir -p "$PROJECTS"
     [ "$(id -u)" -ne 0 ] || chown "$UID_TO:0" "$PROJECTS"   # the new folder only, never its contents
-    say "created the projects folder $PROJECTS (put a project in it: see README, 'Running it for real')"
+    say "created the projects folder $PROJECTS (put a project in it: see docs/deployment.md, 'Airflow with docker compose')"
 fi
 
 # Writes $AIRFLOW_CONFIG with a generated jwt_secret (and fernet key) if it does not exist yet.
