@@ -32,7 +32,7 @@ def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
 
 def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
     """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them."""
-    from sciops.arrays.run import chunk_counts
+    from sciops.arrays.workdir import chunk_counts
 
     folder = run_folder(conf, airflow_run_id)
     if folder is None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sciops.arrays.run import node_losses
+from sciops.arrays.workdir import node_losses
 from sciops.errors import SciOpsError
 from sciops.phases.checks import REFUSED
 from sciops.run.project import write_json

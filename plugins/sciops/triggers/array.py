@@ -113,7 +113,7 @@ class ArrayJobTrigger(BaseTrigger):
         yield event
 
     async def _watch(self) -> AsyncIterator[TriggerEvent]:
-        from sciops.arrays.run import exit_file_accounting, exited, images_done, progress_line
+        from sciops.arrays.workdir import exit_file_accounting, exited, images_done, progress_line
         from sciops.arrays.ssh import async_connection_errors
         from sciops.errors import SchedulerQueryError
         from sciops.arrays.schedulers import get_scheduler

@@ -78,7 +78,7 @@ def test_progress_line(tmp_path):
     run = array_run(tmp_path, m, [])
     from sciops.arrays.schedulers.base import JobState
 
-    from sciops.arrays.run import progress_line
+    from sciops.arrays.workdir import progress_line
 
     line = progress_line({1: JobState.DONE, 2: JobState.RUNNING}, run.images_done(), run.n_images, 0)
     assert line.startswith("tasks: 1 done, 1 running, 0 ended (awaiting accounting), 0 waiting, 0 failed of 2; images 0/4")

@@ -189,7 +189,7 @@ def test_a_chunk_file_cut_short_is_rerun_by_the_next_attempt_or_reported(tmp_pat
 
 
 def test_progress_counts_come_from_one_small_file_per_task(tmp_path):
-    from sciops.arrays.run import images_done
+    from sciops.arrays.workdir import images_done
 
     chunks = [["a.tif", "b.tif"], ["c.tif"]]
     r1 = runner(tmp_path, chunks, 1, 1)
