@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sciops.errors import ConfigError
+from sciops.imaging.heap import memory_for
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,6 @@ def expand(files: list[str], probed: dict[str, dict[str, Any]], series_sel: str,
     hold; ``names`` maps each unit to its series name. A file not read through Bio-Formats is its
     own unit. A file none of whose series ``series_sel`` picks gives no unit.
     """
-    from sciops.imaging.imagej import memory_for
-
     units: list[str] = []
     unreadable: dict[str, str] = {}
     too_large: list[tuple[str, str]] = []

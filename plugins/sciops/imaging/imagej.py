@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sciops.errors import ConfigError
+from sciops.imaging.heap import memory_for
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +143,6 @@ def image_problem(path: Path, heap_mb: int) -> tuple[str, str] | None:
         return "memory", (f"one {width}×{height} plane is {plane_mb:,.0f} MB, more than the {heap_mb} MB JVM heap "
                           f"this memory gives; set memory to at least {memory_for(plane_mb)}")
     return None
-
-
-def memory_for(plane_mb: float) -> str:
-    """A ``memory`` value whose heap holds three planes (the image, a copy the macro makes, a mask)."""
-    from sciops import runner_module
-
-    need = 3 * plane_mb
-    granted = 512
-    while runner_module().heap_mb(granted) < need:
-        granted *= 2
-    return f"{granted // 1024}G" if granted >= 1024 else f"{granted}M"
 
 
 #: Pages whose data ends a header check reads at most (a few ms per thousand).

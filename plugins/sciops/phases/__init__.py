@@ -23,6 +23,19 @@ from typing import Iterator
 from sciops.run.project import write_json
 
 PHASES = "work/phases"
+#: A run validate turned down: its status in run.json and the ledger.
+REFUSED = "refused"
+#: Airflow's run types as a lab says them.
+TRIGGERS = {"manual": "UI/API", "scheduled": "nightly", "asset_triggered": "new data", "backfill": "backfill"}
+#: Run ids fiji_nightly gives the runs it starts (their run type is "manual", as for any triggered run).
+NIGHTLY_PREFIX = "nightly__"
+
+
+def trigger_label(run_type: str | None, airflow_run_id: str) -> str | None:
+    """How the run was started, as a lab says it."""
+    if airflow_run_id.startswith(NIGHTLY_PREFIX):
+        return "nightly"
+    return TRIGGERS.get(run_type, run_type)
 
 
 def phase_path(run_dir: Path | str, name: str) -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from sciops.run import config as config_mod
 from sciops.errors import ConfigError, StorageError
-from sciops.phases import PHASES, phase
+from sciops.phases import PHASES, REFUSED, phase, trigger_label
 from sciops.run.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
                             stage_job_files, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
@@ -25,7 +25,6 @@ from sciops.storage.root import PROJECT_PARTS, get_storage
 log = logging.getLogger(__name__)
 #: Images fetched from S3 for the smoke run (it needs a few non-empty ones).
 SMOKE_FETCH = 6
-REFUSED = "refused"
 
 
 def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | None]:
@@ -198,7 +197,6 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
     budget) still shows on the dashboard; ``record`` writes the row of one refused later
     (the smoke run). Nothing was spent, so there is no cost and no report.
     """
-    from sciops.phases.record import trigger_label
 
     started = time.time()
     try:

@@ -14,25 +14,12 @@ from typing import Any
 
 from sciops.arrays.workdir import node_losses
 from sciops.errors import SciOpsError
-from sciops.phases.checks import REFUSED
+from sciops.phases import REFUSED, trigger_label
 from sciops.run.project import write_json
 from sciops.run.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
 BUDGET_EXCEEDED = "budget exceeded"
-#: Airflow's run types as a lab says them.
-TRIGGERS = {"manual": "UI/API", "scheduled": "nightly", "asset_triggered": "new data", "backfill": "backfill"}
-#: Run ids fiji_nightly gives the runs it starts (their run type is "manual", as for any triggered run).
-NIGHTLY_PREFIX = "nightly__"
-
-
-def trigger_label(run_type: str | None, airflow_run_id: str) -> str | None:
-    """How the run was started, as a lab says it."""
-    if airflow_run_id.startswith(NIGHTLY_PREFIX):
-        return "nightly"
-    return TRIGGERS.get(run_type, run_type)
-
-
 def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
     """Per submission: queue wait (submit → first task start) and compute (first start → last end)."""
     from sciops.accounting.costs import task_intervals
