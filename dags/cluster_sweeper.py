@@ -9,7 +9,6 @@ worker that died mid-create. Clusters without SciOps' tags are never touched. Wi
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -35,15 +34,16 @@ def cluster_sweeper():
     def sweep() -> dict:
         from sciops.clusters import parallelcluster as pc
         from sciops.clusters.sweeper import sweep as run_sweep
+        from sciops.settings import setting
 
         ctx = get_current_context()
         params, ti = ctx["params"], ctx["ti"]
-        regions = params.get("regions") or [r for r in os.environ.get("SCIOPS_PCLUSTER_REGIONS", "").split(",") if r]
+        regions = params.get("regions") or setting("SCIOPS_PCLUSTER_REGIONS")
         if not regions:
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException("no regions: set SCIOPS_PCLUSTER_REGIONS or the regions parameter")
-        conn_id = params.get("aws_conn_id") or os.environ.get("SCIOPS_AWS_CONN_ID") or "aws_default"
+        conn_id = params.get("aws_conn_id") or setting("SCIOPS_AWS_CONN_ID")
 
         def is_active(dag_id: str, run_id: str) -> bool:
             return ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["running", "queued"]) > 0

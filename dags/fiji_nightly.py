@@ -16,16 +16,16 @@ dashboard, Slack).
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
+from sciops.settings import setting
 
 
 @dag(
     dag_id="fiji_nightly",
-    schedule=os.environ.get("SCIOPS_NIGHTLY_SCHEDULE", "0 2 * * *"),
+    schedule=setting("SCIOPS_NIGHTLY_SCHEDULE"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

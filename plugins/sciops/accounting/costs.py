@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ MIN_BILLED_SECONDS = 60
 
 def load_prices() -> dict[str, Any]:
     """The price table: ``SCIOPS_PRICES_FILE``, else the Airflow Variable ``sciops_prices``, else shipped."""
-    path = os.environ.get("SCIOPS_PRICES_FILE")
+    from sciops.settings import setting
+
+    path = setting("SCIOPS_PRICES_FILE")
     if path:
         return json.loads(Path(path).read_text())
     try:

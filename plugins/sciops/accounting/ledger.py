@@ -20,10 +20,10 @@ from typing import Any, Iterable
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
 
 from sciops.connections import get_connection
+from sciops.settings import setting
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONN = "sciops_ledger"
 metadata = MetaData()
 runs = Table(
     "sciops_runs", metadata,
@@ -61,7 +61,7 @@ _engines: dict[str, Any] = {}
 
 
 def ledger_url(conn_id: str | None = None) -> str:
-    conn_id = conn_id or os.environ.get("SCIOPS_LEDGER_CONN_ID") or DEFAULT_CONN
+    conn_id = conn_id or setting("SCIOPS_LEDGER_CONN_ID")
     conn = get_connection(conn_id)
     if conn is None:
         home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")

@@ -23,7 +23,6 @@ for the REST calls: all three already come with Airflow.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 import tomllib
@@ -33,8 +32,9 @@ from typing import Any, Optional
 
 import typer
 
+from sciops.settings import setting
+
 DAG_ID = "fiji_project"
-CONFIG_FILE = Path("~/.config/sciops/config.toml")
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AIRFLOW = 1, 2, 3
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -61,7 +61,7 @@ class Settings:
 
 
 def _file_settings() -> dict[str, str]:
-    path = Path(os.environ.get("SCIOPS_CONFIG") or CONFIG_FILE).expanduser()
+    path = Path(setting("SCIOPS_CONFIG")).expanduser()
     if not path.is_file():
         return {}
     try:
@@ -76,11 +76,11 @@ def _file_settings() -> dict[str, str]:
 def settings(api_url: str | None = None, user: str | None = None, storage_root: str | None = None,
              conn_id: str | None = None) -> Settings:
     f = _file_settings()
-    return Settings(api_url=(api_url or os.environ.get("SCIOPS_API_URL") or f.get("api_url")
+    return Settings(api_url=(api_url or setting("SCIOPS_API_URL") or f.get("api_url")
                              or "http://localhost:8080").rstrip("/"),
-                    user=user or os.environ.get("SCIOPS_USER") or f.get("user") or "airflow",
-                    storage_root=storage_root or os.environ.get("SCIOPS_STORAGE_ROOT") or f.get("storage_root"),
-                    conn_id=conn_id or os.environ.get("SCIOPS_AWS_CONN_ID") or f.get("conn_id"))
+                    user=user or setting("SCIOPS_USER") or f.get("user") or "airflow",
+                    storage_root=storage_root or setting("SCIOPS_STORAGE_ROOT", None) or f.get("storage_root"),
+                    conn_id=conn_id or setting("SCIOPS_AWS_CONN_ID", None) or f.get("conn_id"))
 
 
 API_URL = typer.Option(None, "--api-url", help="Airflow's URL (default: $SCIOPS_API_URL, the config file, "
@@ -98,7 +98,7 @@ class Airflow:
         import httpx
 
         self.base = s.api_url
-        password = os.environ.get("SCIOPS_PASSWORD")
+        password = setting("SCIOPS_PASSWORD")
         if password is None:
             if not sys.stdin.isatty():
                 raise Stop("no password: set SCIOPS_PASSWORD or run from a terminal to be asked", EXIT_AIRFLOW)

@@ -29,6 +29,7 @@ from typing import Any
 
 from sciops.clusters.existing import ExistingBackend
 from sciops.errors import ClusterError
+from sciops.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +277,7 @@ def parse_dryrun(returncode: int, stdout: str) -> list[str]:
 
 
 def default_pcluster() -> str:
-    repo = Path(__file__).resolve().parents[3]
-    return os.environ.get("SCIOPS_PCLUSTER") or str(repo / ".venv-pcluster" / "bin" / "pcluster")
+    return setting("SCIOPS_PCLUSTER")
 
 
 class PCluster:
@@ -394,7 +394,7 @@ def head_node_host_key(instance_id: str, region: str, aws_conn_id: str | None, w
     (``SCIOPS_HOSTKEY_WAIT_SECONDS``, default 300). No key by then: :class:`ClusterError`,
     and nothing is sent to the head node.
     """
-    wait_s = float(os.environ.get("SCIOPS_HOSTKEY_WAIT_SECONDS", 300)) if wait_s is None else wait_s
+    wait_s = setting("SCIOPS_HOSTKEY_WAIT_SECONDS") if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     while True:
         keys = host_keys_from_console(console_output(instance_id, region, aws_conn_id))
@@ -512,7 +512,7 @@ class PClusterBackend(ExistingBackend):
         if problems:
             raise ConfigError([("ssh_conn_id", p) for p in problems])
         path = write_cluster_config(project.run_dir(safe_run_id(airflow_run_id)), settings)
-        suppress = tuple(v for v in os.environ.get("SCIOPS_PCLUSTER_SUPPRESS", "").split(",") if v)
+        suppress = tuple(setting("SCIOPS_PCLUSTER_SUPPRESS"))
         try:
             problems = PCluster(settings.region, env=aws_env(self.cfg.aws_conn_id)).dryrun(
                 cluster_name(airflow_run_id), str(path), suppress)

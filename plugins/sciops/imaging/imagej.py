@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 from sciops.errors import ConfigError
 from sciops.imaging.heap import memory_for
+from sciops.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ HEAP_REFUSED = ("Could not reserve enough space", "Invalid maximum heap size", "
 OUT_OF_MEMORY = ("OutOfMemoryError", "<Out of memory>", "Java heap space", "out of memory")
 
 
-#: Where ``scripts/bioformats.sh`` puts ImageJ 1's plugins folder (``<root>/plugins/bioformats_package.jar``);
-#: ``SCIOPS_IJ_PLUGINS`` names another root (a shared path on a cluster).
-IJ_PLUGINS_ROOT = "/usr/local/share/sciops/imagej"
+#: Bio-Formats in an ImageJ 1 plugins root (``SCIOPS_IJ_PLUGINS``: where ``scripts/bioformats.sh`` puts it).
 BIOFORMATS_JAR = "plugins/bioformats_package.jar"
 
 
@@ -85,14 +83,14 @@ def choose_launcher(kind: str, fiji: str | None, java: str | None, xvfb: str | N
 
 def plugins_root() -> str | None:
     """This machine's ImageJ 1 plugins root when it holds Bio-Formats, else None."""
-    root = os.environ.get("SCIOPS_IJ_PLUGINS", IJ_PLUGINS_ROOT)
+    root = setting("SCIOPS_IJ_PLUGINS")
     return root if Path(root, BIOFORMATS_JAR).is_file() else None
 
 
 def detect_launcher(kind: str = "auto") -> dict[str, Any] | None:
     """The launcher settings for the task manifest, or None when no ImageJ is installed here."""
-    jar = os.environ.get("SCIOPS_IJ_JAR", "/usr/share/java/ij.jar")
-    launcher = choose_launcher(kind, os.environ.get("SCIOPS_FIJI") or shutil.which("ImageJ-linux64"),
+    jar = setting("SCIOPS_IJ_JAR")
+    launcher = choose_launcher(kind, setting("SCIOPS_FIJI") or shutil.which("ImageJ-linux64"),
                                shutil.which("java"), shutil.which("Xvfb"), jar if Path(jar).is_file() else None,
                                plugins_root())
     if launcher and launcher.get("plugins_dir"):

@@ -29,6 +29,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from sciops.settings import setting
+
 STATE_KEY = "sciops_array"
 SPEND_KEY = "sciops_spend"
 DEADLINE_KEY = "sciops_deadline"
@@ -96,7 +98,7 @@ class FijiArrayOperator(BaseOperator):
         return run, backend, store.get(STATE_KEY), work.parent, store
 
     def _poll(self) -> float:
-        return float(os.environ.get("SCIOPS_POLL_SECONDS", self.poll_seconds))
+        return float(setting("SCIOPS_POLL_SECONDS", self.poll_seconds))
 
     @staticmethod
     def _budget(manifest: dict[str, Any], store) -> dict[str, float] | None:
@@ -190,7 +192,7 @@ class FijiArrayOperator(BaseOperator):
             self.log.exception("could not cancel %s job %s", run.scheduler.name, state.job_id)
 
     def _worker_wait(self) -> float:
-        return float(os.environ.get("SCIOPS_WORKER_WAIT_SECONDS", self.worker_wait_seconds))
+        return float(setting("SCIOPS_WORKER_WAIT_SECONDS", self.worker_wait_seconds))
 
     def _defer(self, run, state, run_dir: Path) -> None:
         from sciops.triggers.array import ArrayJobTrigger

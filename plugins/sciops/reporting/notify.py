@@ -14,8 +14,9 @@ import re
 import os
 from typing import Any
 
+from sciops.settings import setting
+
 log = logging.getLogger(__name__)
-DEFAULT_CONN = "sciops_slack"
 
 
 class _Redact(logging.Filter):
@@ -45,7 +46,7 @@ client_log.addFilter(_redact)
 def send(text: str, conn_id: str | None = None) -> bool:
     from sciops.connections import get_connection
 
-    conn_id = conn_id or os.environ.get("SCIOPS_SLACK_CONN_ID") or DEFAULT_CONN
+    conn_id = conn_id or setting("SCIOPS_SLACK_CONN_ID")
     conn = get_connection(conn_id)
     if conn is None:
         log.info("no Slack connection %r: not sent: %s", conn_id, text.splitlines()[0])
@@ -55,7 +56,7 @@ def send(text: str, conn_id: str | None = None) -> bool:
         if conn.conn_type == "slack":
             from airflow.providers.slack.hooks.slack import SlackHook
 
-            channel = (conn.extra_dejson or {}).get("channel") or os.environ.get("SCIOPS_SLACK_CHANNEL")
+            channel = (conn.extra_dejson or {}).get("channel") or setting("SCIOPS_SLACK_CHANNEL")
             SlackHook(slack_conn_id=conn_id, logger=client_log).call(
                 "chat.postMessage", json={"channel": channel, "text": text})
         else:

@@ -521,9 +521,9 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
 
 def allowed_storage_roots() -> list[str]:
     """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings."""
-    import os
+    from sciops.settings import setting
 
-    roots = [os.environ.get("SCIOPS_STORAGE_ROOT", "")] + os.environ.get("SCIOPS_ALLOWED_STORAGE_ROOTS", "").split(",")
+    roots = [setting("SCIOPS_STORAGE_ROOT", "")] + setting("SCIOPS_ALLOWED_STORAGE_ROOTS")
     return [r.strip().rstrip("/") for r in roots if r.strip()]
 
 
@@ -533,7 +533,7 @@ def deployment_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
     ``values`` are the run's raw ``storage_root`` and connection ids (checked before the storage
     root is opened, so a refused root is never listed).
     """
-    import os
+    from sciops.settings import setting
 
     problems = []
     root = values.get("storage_root")
@@ -541,7 +541,7 @@ def deployment_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
                                         or root.removeprefix("file://").rstrip("/") not in allowed_storage_roots()):
         problems.append(("storage_root", f"{root!r} is not a storage root this deployment allows; use the default "
                                          "(leave it empty) or ask the admin to add it to SCIOPS_ALLOWED_STORAGE_ROOTS"))
-    extra = {c.strip() for c in os.environ.get("SCIOPS_ALLOWED_CONN_IDS", "").split(",") if c.strip()}
+    extra = set(setting("SCIOPS_ALLOWED_CONN_IDS"))
     for name in ("ssh_conn_id", "aws_conn_id", "slack_conn_id"):
         value = values.get(name)
         if isinstance(value, str) and value and not CONN_ID_DEFAULT_ALLOW.match(value) and value not in extra:

@@ -23,25 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from sciops.errors import ConfigError, StorageError
+from sciops.settings import setting
 
 log = logging.getLogger(__name__)
 
-ENV_ROOT = "SCIOPS_STORAGE_ROOT"
-ENV_CONN = "SCIOPS_AWS_CONN_ID"
-ENV_WORK = "SCIOPS_WORK_ROOT"
-DEFAULT_CONN = "aws_default"
 #: What a run needs of a project; ``output/`` is never synced up nor staged in.
 PROJECT_PARTS = ("input", "src", "bin", "project.yaml")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def default_root() -> str:
-    return os.environ.get(ENV_ROOT) or str(Path.home() / "sciops-projects")
+    return setting("SCIOPS_STORAGE_ROOT")
 
 
 def work_root() -> Path:
     """Where runs of S3 projects keep their working copy (the cluster must see it too)."""
-    return Path(os.environ.get(ENV_WORK) or Path.home() / "sciops-work").expanduser().resolve()
+    return Path(setting("SCIOPS_WORK_ROOT")).expanduser().resolve()
 
 
 def check_key_part(part: str, what: str = "path") -> str:
@@ -84,7 +81,7 @@ class LocalStorage:
     def check(self) -> None:
         """A cheap reachability check, done in ``validate``."""
         if not self.root.is_dir():
-            raise StorageError(f"storage root {self.root} does not exist; create it or set {ENV_ROOT}")
+            raise StorageError(f"storage root {self.root} does not exist; create it or set SCIOPS_STORAGE_ROOT")
 
     def workspace(self, project: str) -> Path:
         """Where runs of ``project`` work: the project folder itself."""
@@ -142,7 +139,7 @@ class S3Storage:
         self.bucket = u.netloc
         self.prefix = check_key_part(u.path.strip("/"), "storage root prefix") if u.path.strip("/") else ""
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.conn_id = conn_id or os.environ.get(ENV_CONN) or DEFAULT_CONN
+        self.conn_id = conn_id or setting("SCIOPS_AWS_CONN_ID")
         self._client = None
 
     def __repr__(self) -> str:

@@ -20,15 +20,14 @@ SciOps out of it:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
-#: Seconds a trigger holds its event after the deferral (see the module docstring).
-MIN_DEFER_SECONDS = 15.0
+from sciops.settings import setting
 
 
 def min_defer_seconds() -> float:
-    return float(os.environ.get("SCIOPS_MIN_DEFER_SECONDS", MIN_DEFER_SECONDS))
+    """Seconds a trigger holds its event after the deferral (see the module docstring)."""
+    return setting("SCIOPS_MIN_DEFER_SECONDS")
 
 
 async def hold(deferred_at: float, minimum: float) -> None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from sciops.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ class PClusterStateTrigger(BaseTrigger):
 
         self.name, self.region, self.want = name, region, want
         self.aws_conn_id, self.pcluster = aws_conn_id, pcluster
-        self.poll_seconds = poll_seconds if poll_seconds is not None else float(
-            os.environ.get("SCIOPS_PCLUSTER_POLL_SECONDS", "30"))
+        self.poll_seconds = poll_seconds if poll_seconds is not None else setting("SCIOPS_PCLUSTER_POLL_SECONDS")
         self.max_errors = max_errors
         self.deferred_at = deferred_at or time.time()
         self.min_defer_seconds = default_hold() if min_defer_seconds is None else min_defer_seconds
