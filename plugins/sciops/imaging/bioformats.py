@@ -32,8 +32,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sciops import runner_module
 from sciops.errors import ConfigError
 from sciops.imaging.heap import memory_for
+from sciops.run.project import JOB_DIR
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,6 @@ def needs_bioformats(rel: str) -> bool:
 
 def unit_parts(unit: str) -> tuple[str, int | None, int | None]:
     """``(file, series, channel)`` of a unit (the task runner's parser: one definition)."""
-    from sciops import runner_module
-
     return runner_module().unit_parts(unit)
 
 
@@ -68,8 +68,6 @@ def probe(files: list[str], input_dir: Path, manifest: dict[str, Any]) -> dict[s
     One JVM for all the files (restarted after a file that breaks it), through the task runner with
     ``probe.ijm`` as the macro; ``manifest`` supplies the launcher and memory.
     """
-    from sciops.run.project import JOB_DIR
-
     if not files:
         return {}
     with tempfile.TemporaryDirectory(prefix="sciops-probe-") as tmp:
@@ -84,8 +82,6 @@ def probe(files: list[str], input_dir: Path, manifest: dict[str, Any]) -> dict[s
                 "--status-file", str(status), *(f"--images={f}" for f in files)]
         log.info("reading the series of %d file(s) through Bio-Formats", len(files))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=len(files) * (PROBE_TIMEOUT_S + 30) + 120)
-        from sciops import runner_module
-
         st = runner_module()
         final = st.read_statuses(str(status)) if status.exists() else {}
         if not final:   # the runner or ImageJ itself failed: not the files' fault

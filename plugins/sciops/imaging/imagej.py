@@ -26,7 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sciops import runner_module
 from sciops.errors import ConfigError
+from sciops.imaging.bioformats import needs_bioformats
 from sciops.imaging.heap import memory_for
 from sciops.settings import setting
 
@@ -94,8 +96,6 @@ def detect_launcher(kind: str = "auto") -> dict[str, Any] | None:
                                shutil.which("java"), shutil.which("Xvfb"), jar if Path(jar).is_file() else None,
                                plugins_root())
     if launcher and launcher.get("plugins_dir"):
-        from sciops import runner_module
-
         launcher["bioformats_version"] = runner_module().bioformats_version(launcher)
     return launcher
 
@@ -159,8 +159,6 @@ class _Capture(logging.Handler):
 
 def _multi(path: Path) -> bool:
     """Whether all pages are checked: the files read through Bio-Formats (a plain TIFF: its first page)."""
-    from sciops.imaging.bioformats import needs_bioformats
-
     return needs_bioformats(path.name)
 
 
@@ -203,8 +201,6 @@ def smoke_candidates(input_dir: Path, images: list[str], memory_mb: int, n: int 
     (on S3, the ones fetched) can be opened, :class:`ConfigError` names ``input`` and/or
     ``memory`` with the files and their reasons.
     """
-    from sciops import runner_module
-
     heap = runner_module().heap_mb(memory_mb)
     out, problems, checked = [], [], 0
     for rel in images:

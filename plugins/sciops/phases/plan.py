@@ -7,10 +7,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sciops import runner_module
 from sciops.errors import SciOpsError
+from sciops.imaging import bioformats
 from sciops.phases import phase
-from sciops.run.project import (Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files,
-                            write_json)
+from sciops.run.project import Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files, write_json
 from sciops.run.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,6 @@ def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str],
     """The run's units of work (images, or series of files read through Bio-Formats), their content ids
     (a series: its file's), and what Bio-Formats adds to the manifest. The images are the ones validate
     chose from its one listing of input/ (``work/inputs.json``: ``only_new`` applied): none is listed again."""
-    from sciops import runner_module
-    from sciops.imaging import bioformats
-
     cfg = info.config
     ids = json.loads(Path(info.run_dir, "work", "inputs.json").read_text(encoding="utf-8"))
     images = list(ids)

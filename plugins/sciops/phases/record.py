@@ -12,9 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sciops import runner_module
+from sciops.accounting import ledger
+from sciops.accounting.costs import task_intervals
 from sciops.arrays.workdir import node_losses
 from sciops.errors import SciOpsError
 from sciops.phases import REFUSED, trigger_label
+from sciops.reporting import notify, report
+from sciops.run import processed
 from sciops.run.project import write_json
 from sciops.run.runinfo import RunInfo
 
@@ -22,8 +27,6 @@ log = logging.getLogger(__name__)
 BUDGET_EXCEEDED = "budget exceeded"
 def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, Any]]:
     """Per submission: queue wait (submit → first task start) and compute (first start → last end)."""
-    from sciops.accounting.costs import task_intervals
-
     tasks = task_intervals(work)
     out = []
     for n, att in enumerate(attempts, 1):
@@ -106,10 +109,6 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
                    else None},
         "files": collated.get("files", {}),
     }
-    from sciops.accounting import ledger
-    from sciops.reporting import notify
-    from sciops.reporting import report
-
     doc["report"] = str(run_dir / "report.html")
     write_json(run_dir / "run.json", doc)
     report.write(run_dir, doc)
@@ -138,9 +137,6 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
     """The images that ended ``ok`` go in the processed-images index of this macro and its arguments, and
     their rows in the project's latest-results table (returned: where it is, for the Asset event)."""
     import csv
-
-    from sciops import runner_module
-    from sciops.run import processed
 
     try:
         ids = json.loads((run_dir / "work" / "images.json").read_text())

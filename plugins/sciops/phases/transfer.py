@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sciops.run import config as config_mod
 from sciops.errors import ConfigError, SciOpsError
 from sciops.phases import phase, phase_path
+from sciops.reporting.collate import collate as collate_results
+from sciops.run import config as config_mod
 from sciops.run.project import Project, read_manifest
 from sciops.run.runinfo import RunInfo, storage_for
+from sciops.storage import sync as sync_mod
 from sciops.storage.sync import log_stats
 
 #: What a run that collated must have in the LAN folder after sync_down (the tables collate always writes).
@@ -25,8 +27,6 @@ COLLATED_TABLES = ("results.csv", "summary.csv", "failures.csv")
 
 def sync_up(conf: dict[str, Any]) -> dict[str, Any] | None:
     """The LAN project folder (``sync_from``) → the storage root. ``None``: nothing to do."""
-    from sciops.storage import sync as sync_mod
-
     if not conf.get("sync_from"):
         return None
     folder = Path(conf["sync_from"])
@@ -54,8 +54,6 @@ def stage_in(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = No
 
 def collate(info: RunInfo | dict[str, Any], manifest_path: str, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     """``results.csv``, ``summary.csv``, ``failures.csv`` from what the tasks wrote (fetched first if elsewhere)."""
-    from sciops.reporting.collate import collate as collate_results
-
     info = RunInfo.of(info)
     with phase(info.run_dir, "collate"), info.backend(cluster) as backend:
         if not backend.shares_files:
@@ -82,8 +80,6 @@ def sync_down(info: RunInfo | dict[str, Any] | None) -> dict[str, Any] | None:
     between stage_out and here, a lifecycle rule) fails, naming what is missing: a run never
     ends ``success`` unless its tables are where the user will look.
     """
-    from sciops.storage import sync as sync_mod
-
     if not info:
         return None
     info = RunInfo.of(info)

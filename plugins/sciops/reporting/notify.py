@@ -10,10 +10,12 @@ callbacks, so they work the same under the scheduler and under ``dag.test()``.
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 from typing import Any
 
+from sciops.connections import get_connection
+from sciops.run.runinfo import RunInfo
 from sciops.settings import setting
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,6 @@ client_log.addFilter(_redact)
 
 
 def send(text: str, conn_id: str | None = None) -> bool:
-    from sciops.connections import get_connection
-
     conn_id = conn_id or setting("SCIOPS_SLACK_CONN_ID")
     conn = get_connection(conn_id)
     if conn is None:
@@ -88,8 +88,6 @@ def report_url(dag_id: str, run_id: str) -> str:
 
 def run_started(info) -> bool:
     """``info``: the run's :class:`~sciops.run.runinfo.RunInfo` (or its XCom dict)."""
-    from sciops.run.runinfo import RunInfo
-
     info = RunInfo.of(info)
     cfg = info.config
     with info.backend() as backend:

@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sciops.errors import ConfigError
+from sciops.phases.checks import check_project
+from sciops.reporting import notify
+from sciops.run import processed
+from sciops.run.project import macro_sha256
+from sciops.run.runinfo import storage_for
 
 log = logging.getLogger(__name__)
 RUN, SKIP, INVALID = "run", "skip", "invalid"
@@ -32,10 +37,6 @@ class Decision:
 
 def decide(storage, name: str) -> Decision:
     """One project: run (with how many new images), skip (and why), or invalid (and the fix)."""
-    from sciops.run import processed
-    from sciops.phases.checks import check_project
-    from sciops.run.project import macro_sha256
-
     try:
         if not opted_in(storage, name):
             return Decision(name, SKIP, "not in the nightly batch (project.yaml has no 'nightly: true')")
@@ -69,8 +70,6 @@ def opted_in(storage, name: str) -> bool:
 
 def scan(storage=None) -> list[Decision]:
     """Every project under the storage root, decided; one that cannot be read is ``invalid``, never fatal."""
-    from sciops.run.runinfo import storage_for
-
     storage = storage or storage_for({})
     decisions = []
     for name in storage.projects():
@@ -86,8 +85,6 @@ def scan(storage=None) -> list[Decision]:
 
 def report(decisions: list[Decision]) -> None:
     """Projects that could not be considered, in one Slack message (``SCIOPS_SLACK_CONN_ID`` / sciops_slack)."""
-    from sciops.reporting import notify
-
     bad = [d for d in decisions if d.action == INVALID]
     runs = [d for d in decisions if d.action == RUN]
     log.info("nightly: %d project(s) to run, %d skipped, %d invalid", len(runs),

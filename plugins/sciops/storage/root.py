@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sciops.errors import ConfigError, StorageError
+from sciops.run.names import SAFE_NAME
 from sciops.settings import setting
+from sciops.storage.s3 import CREDENTIAL_CODES, Credentials, EndpointError, S3Client, S3RequestError
+from sciops.storage.trees import LocalTree, S3Tree
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,6 @@ class LocalStorage:
         return str(path)
 
     def tree(self, *parts: str):
-        from sciops.storage.trees import LocalTree
-
         return LocalTree(self.path(*[check_key_part(p) for p in parts]))
 
 
@@ -148,8 +149,6 @@ class S3Storage:
     @property
     def client(self):
         if self._client is None:
-            from sciops.storage.s3 import S3Client
-
             creds, region, endpoint = connection_credentials(self.conn_id)
             self._client = S3Client(self.bucket, creds, region, endpoint)
         return self._client
@@ -172,8 +171,6 @@ class S3Storage:
 
     def check(self) -> None:
         """HEAD the bucket: reachable, exists, credentials accepted. Cheap; done in ``validate``."""
-        from sciops.storage.s3 import CREDENTIAL_CODES, EndpointError, S3RequestError
-
         try:
             self.client.head_bucket()
         except EndpointError as exc:
@@ -197,8 +194,6 @@ class S3Storage:
 
     def projects(self) -> list[str]:
         """Folders with a project's name (not ``.sciops/``, where sync up keeps its manifests)."""
-        from sciops.run.names import SAFE_NAME
-
         return [n for n in self.client.folders(self.prefix + "/" if self.prefix else "") if SAFE_NAME.match(n)]
 
     def runs(self, project: str) -> list[str]:
@@ -206,8 +201,6 @@ class S3Storage:
         return [n for n in self.client.folders(self.key(project, "output") + "/") if not n.startswith(".")]
 
     def tree(self, *parts: str):
-        from sciops.storage.trees import S3Tree
-
         return S3Tree(self.client, self.key(*parts))
 
     def exists(self, *parts: str) -> bool:
@@ -244,8 +237,6 @@ def connection_credentials(conn_id: str):
     to assume, the instance profile) goes through the Amazon provider's ``AwsBaseHook``, and
     the S3 client signs with ``Credentials.current()``, which renews expiring keys.
     """
-    from sciops.storage.s3 import Credentials
-
     env = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
     if env:
         parsed = _parse_env_connection(env)

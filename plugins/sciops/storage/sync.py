@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from sciops.errors import StorageError
-from sciops.storage.trees import MiB, Entry, LocalTree, S3Tree, Tree, etag_shape, safe_rel, selected
+from sciops.storage.root import PROJECT_PARTS
+from sciops.storage.s3 import S3RequestError
+from sciops.storage.trees import Entry, LocalTree, MiB, S3Tree, Tree, etag_shape, safe_rel, selected
 
 __all__ = ["Entry", "LocalTree", "S3Tree", "SyncManifest", "SyncStats", "sync", "sync_down", "sync_up", "stage_in",
            "stage_out", "log_stats"]
@@ -214,8 +216,6 @@ class SyncManifest:
 
     def read(self) -> dict | None:
         """The manifest as stored, ``None`` when there is none or it is unreadable."""
-        from sciops.storage.s3 import S3RequestError
-
         try:
             data = json.loads(gzip.decompress(self.client.get_bytes(self.key)))
             if data.get("version") != self.VERSION or not isinstance(data.get("objects"), dict):
@@ -318,8 +318,6 @@ def sync_down(storage, project: str, run_id: str, local_dir: Path | str, **kw) -
 
 def stage_in(storage, project: str, workspace: Path | str, **kw) -> SyncStats:
     """The project's ``input/ src/ bin/ project.yaml`` → the run's working copy (this machine)."""
-    from sciops.storage.root import PROJECT_PARTS
-
     return sync(storage.tree(project), LocalTree(workspace), include=PROJECT_PARTS,
                 label=f"stage in {project}", **kw)
 
