@@ -50,13 +50,17 @@ Usage::
 
 The task number comes from ``--task`` or the scheduler's environment
 (``SCIOPS_TASK_ID``, ``SGE_TASK_ID``, ``SLURM_ARRAY_TASK_ID``).
+
+What the node shares with the Airflow side (the file layout under ``work/``, status lines, chunk
+tables, the manifest, the heap rule, exit codes) is ``sciops_node.contract``, in the package beside
+this file (both are copied into each run's ``work/job/``).
 """
+# ruff: noqa: E402 (the package is imported after the bytecode switch)
 from __future__ import annotations
 
 import argparse
 import csv
 import fnmatch
-import io
 import json
 import os
 import queue
@@ -70,6 +74,18 @@ import sys
 import tempfile
 import threading
 import time
+
+if __name__ == "__main__":
+    # started from a run's work/job/ (shared storage, synced with the run's folder): the package below is
+    # imported without leaving a __pycache__ there (compiling it costs ~0.01 s a task)
+    sys.dont_write_bytecode = True
+
+from sciops_node.contract import (  # noqa: F401 (re-exported: the Airflow side and tests use them)
+    BEGIN, EXIT_DELETED, EXIT_IMAGEJ_BROKEN, EXIT_INTERRUPTED, FINAL, RESULT_KEYS, SUMMARY_KEYS, UNIT_RE,
+    ChunkTable, _records, append_status, attempt_summary_path, claim_path, count_path, deaths_under,
+    heap_mb, image_output_dir, logs_dir, read_statuses, scan_statuses, smoke_log_path, status_path,
+    tables_cut_short, tables_dir, task_log_path, unit_parts, write_json,
+)
 
 #: Lines that mean "this image went wrong" even when ImageJ carries on.
 ERROR_RE = re.compile(
@@ -87,7 +103,6 @@ SERIAL_GC_MAX_MB = 8192
 COUNTS_EVERY_S = 1.0
 #: JVM start failures in a row before the task gives up (exit code 3).
 MAX_START_FAILURES = 2
-EXIT_IMAGEJ_BROKEN = 3
 #: scancel (and a node's shutdown) signals every process of a task at once: the JVM, or the Xvfb under it,
 #: can end a moment before this runner's own handler runs. A JVM that ends under an image waits this
 #: long for that handler before the image is blamed.
@@ -95,14 +110,6 @@ STOP_GRACE_S = 1.0
 #: A JVM ended by one of these without our asking was stopped from outside, not by its image.
 OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -signal.SIGHUP: "SIGHUP",
                    -signal.SIGINT: "SIGINT"}
-#: The JVM was killed from outside (kill -9, the OOM killer): stop, let the scheduler resubmit.
-EXIT_INTERRUPTED = 137
-#: Grid Engine's ``qdel`` of a ``-notify`` job sends SIGUSR2 first: the runner stops with 128 + 12, which
-#: tells a deletion from a kill in ``qacct`` (both are otherwise ``failed 100``).
-EXIT_DELETED = 128 + signal.SIGUSR2
-#: Final statuses; a "begin" line marks an image starting (see the module docstring).
-FINAL = ("ok", "failed", "timeout")
-BEGIN = "begin"
 #: An image in flight when its task died this many times (lost nodes not counted) is marked failed.
 DEATHS_TO_BLAME = 2
 
@@ -198,42 +205,8 @@ def chain_from_env(task_id, environ=None):
     return tasks[tasks.index(task_id) + 1:]
 
 
-def heap_mb(granted_mb):
-    """``-Xmx`` for a task granted ``granted_mb`` of memory.
-
-    The JVM needs room beyond its heap (metaspace, threads, AWT, native buffers):
-    keep at least 300 MB or 20 % of the grant outside the heap, never go below 128 MB.
-    """
-    return max(128, min(granted_mb - 300, int(granted_mb * 0.8)))
-
-
-def status_path(work, task_id):
-    return os.path.join(work, "status", "task-%04d.jsonl" % task_id)
-
-
-def image_output_dir(work, image):
-    return os.path.join(work, "images", image)
-
-
-def task_log_path(run_dir, task_id, attempt):
-    return os.path.join(run_dir, "logs", "task-%04d.attempt-%d.log" % (task_id, attempt))
-
-
-def count_path(work, task_id):
-    return os.path.join(work, "status", "task-%04d.count.json" % task_id)
-
-
-def tables_dir(work):
-    return os.path.join(work, "tables")
-
-
-#: Columns the chunk tables put before the macro's own; a macro column of the same name is kept
-#: as ``macro_<name>``.
-RESULT_KEYS = ("image", "task", "attempt")
 #: Lines a macro prints for one image that its log.txt keeps (a runaway print loop stays bounded).
 LOG_LINES_MAX = 10_000
-#: summary.csv's own columns (the runner's); the macro's summary columns of these names are dropped.
-SUMMARY_KEYS = ("image", "task", "attempt", "seconds", "n_results")
 
 
 def read_csv_rows(path):
@@ -251,20 +224,6 @@ def read_csv_rows(path):
     keep = [i for i, c in enumerate(lines[0]) if c.strip() and not c.startswith("Unnamed:")]
     header = [lines[0][i] for i in keep]
     return header, [[r[i] if i < len(r) else "" for i in keep] for r in lines[1:]]
-
-
-#: A unit of work read through Bio-Formats: ``<file>#<series>`` (0-based, as Bio-Formats counts),
-#: ``<file>#<series>c<channel>`` when each channel is a unit of its own (1-based, as ImageJ counts).
-#: Named groups: collation gives the same pattern to pyarrow (RE2 reads this syntax too).
-UNIT_RE = re.compile(r"^(?P<file>.+)#(?P<series>\d+)(?:c(?P<channel>\d+))?$")
-
-
-def unit_parts(unit):
-    """``(file, series, channel)`` of a unit of work; series and channel None for a plain image."""
-    m = UNIT_RE.match(unit)
-    if not m:
-        return unit, None, None
-    return m.group(1), int(m.group(2)), (int(m.group(3)) if m.group(3) else None)
 
 
 def argument_for(template, image_path, output, macro_args, opened=None):
@@ -322,119 +281,6 @@ def keep_log(outdir, lines):
             w.writerow(list(found.values()))
 
 
-class ChunkTable:
-    """One attempt's rows of one kind (``results`` or ``summary``), appended image by image."""
-
-    def __init__(self, work, task_id, attempt, kind):
-        self.dir = tables_dir(work)
-        self.stem = "task-%04d.attempt-%d.%s" % (task_id, attempt, kind)
-        self.part = 0
-        self.header = None
-        self.name = None
-
-    def _next_part(self, header):
-        while True:
-            self.part += 1
-            name = self.stem + ("" if self.part == 1 else ".part%d" % self.part) + ".csv"
-            path = os.path.join(self.dir, name)
-            if not os.path.exists(path) or os.path.getsize(path) == 0:
-                self.name, self.header = name, header
-                return
-
-    def append(self, header, rows):
-        """Append ``rows`` under ``header``; return ``[file name, first byte of them, byte after them]``."""
-        os.makedirs(self.dir, exist_ok=True)
-        header = [c.replace("\r", " ").replace("\n", " ") for c in header]   # the header is one line
-        if header != self.header:
-            self._next_part(header)
-            self._write(self._csv([header]))
-        data = self._csv(rows)
-        end = self._write(data)
-        return [self.name, end - len(data), end]
-
-    @staticmethod
-    def _csv(rows):
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)
-        return buf.getvalue().encode("utf-8")
-
-    def _write(self, data):
-        # not fsynced: the status line that points at these rows is, and a file found shorter than the
-        # offset it records (a node lost before the rows reached the disk) is detected (tables_cut_short)
-        fd = os.open(os.path.join(self.dir, self.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, data)
-            return os.lseek(fd, 0, os.SEEK_END)
-        finally:
-            os.close(fd)
-
-
-def tables_cut_short(work, rec):
-    """The chunk tables an ``ok`` record points at that are shorter than the offset it recorded."""
-    out = []
-    for name, _, end in (rec.get("tables") or {}).values():
-        try:
-            size = os.path.getsize(os.path.join(tables_dir(work), name))
-        except OSError:
-            size = -1
-        if size < end:
-            out.append((name, end, size))
-    return out
-
-
-def _records(path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a kill: the image will be redone
-    except FileNotFoundError:
-        return
-
-
-def read_statuses(path):
-    """Final status per image from a status file (the last final line for an image wins)."""
-    return {rec["image"]: rec for rec in _records(path) if rec.get("status") in FINAL}
-
-
-def scan_statuses(path):
-    """``(read_statuses(path), deaths_under(path))`` in one read; ``begin`` lines are parsed only
-    when an image lacks a final status (what collation of a large run reads once per task)."""
-    final, begins = {}, []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if '"status": "begin"' in line:
-                    begins.append(line)
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("status") in FINAL:
-                    final[rec["image"]] = rec
-    except FileNotFoundError:
-        return {}, {}
-    began = set()
-    for line in begins:
-        image = _image_of(line)
-        if image is not None and image not in final:
-            began.add(image)
-    return final, (deaths_under(path) if began else {})
-
-
-def _image_of(line):
-    try:
-        return json.loads(line).get("image")
-    except ValueError:
-        return None
-
-
 def lost_attempts(task_id, environ=None):
     """The attempts of ``task_id`` the scheduler lost to a node (``SCIOPS_LOST=3.2:5.2`` = task.attempt)."""
     environ = os.environ if environ is None else environ
@@ -444,37 +290,6 @@ def lost_attempts(task_id, environ=None):
         if task.isdigit() and attempt.isdigit() and int(task) == task_id:
             out.add(int(attempt))
     return out
-
-
-def deaths_under(path, lost=(), exclude=()):
-    """Per image without a final status: the attempts that began it and never ended it.
-
-    Each is a task (or JVM) that died while the image ran; attempts in ``lost`` (node lost)
-    and ``exclude`` (the attempt running now) do not count.
-    """
-    began, ended = {}, {}
-    for rec in _records(path):
-        attempt = rec.get("attempt")
-        if rec.get("status") == BEGIN:
-            began.setdefault(rec["image"], set()).add(attempt)
-        elif rec.get("status") in FINAL:
-            ended.setdefault(rec["image"], set()).add(attempt)
-    skip = set(lost) | set(exclude)
-    return {img: len(attempts - ended.get(img, set()) - skip) for img, attempts in began.items()
-            if img not in ended and attempts - skip}
-
-
-def write_json(path, doc):
-    """``doc`` as JSON at ``path``, replaced whole (a reader never sees half of it)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh)
-    os.replace(tmp, path)
-
-
-def claim_path(work, task_id):
-    return os.path.join(work, "status", "task-%04d.claim" % task_id)
 
 
 #: A claim file left empty this long (its maker died between creating and writing it) is stale.
@@ -542,24 +357,6 @@ def release_claim(work, task_id):
         os.unlink(path)
     except (OSError, ValueError):
         pass
-
-
-def append_status(path, rec, sync=True):
-    """Append one status line (one write with O_APPEND: whole or absent after a kill); ``sync``: fsync it
-    (a final status; a ``begin`` line is not: a killed process's writes survive it, and a lost node's
-    deaths do not count anyway)."""
-    line = json.dumps(rec, sort_keys=True) + "\n"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def outputs_missing(outdir, expected):
@@ -1190,16 +987,14 @@ def main(argv=None):
     with open(args.manifest, encoding="utf-8") as fh:
         manifest = json.load(fh)
     task_id = args.task or task_id_from_env() or 1
-    log_dir = os.path.join(manifest["run_dir"], "logs")
-    os.makedirs(log_dir, exist_ok=True)
+    os.makedirs(logs_dir(manifest["run_dir"]), exist_ok=True)
     log_path = task_log_path(manifest["run_dir"], task_id, args.attempt)
     if args.images is not None:
-        log_path = os.path.join(log_dir, "smoke.log")
+        log_path = smoke_log_path(manifest["run_dir"])
     started = time.time()
     summary_path = None
     if args.images is None:
-        summary_path = os.path.join(manifest["work_dir"], "status", "task-%04d.attempt-%d.json" % (task_id,
-                                                                                                 args.attempt))
+        summary_path = attempt_summary_path(manifest["work_dir"], task_id, args.attempt)
     summary = {"task": task_id, "attempt": args.attempt, "host": socket.gethostname(), "start": started,
                "end": None, "exit": None, "imagej_version": None, "jvm_starts": 0, "images": None,
                "log": os.path.relpath(log_path, manifest["run_dir"]), "error": ""}

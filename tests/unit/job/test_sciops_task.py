@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -283,3 +284,33 @@ def test_a_claim_is_held_while_its_runner_lives_and_taken_over_when_it_is_gone(t
     assert st.chain_from_env(2, {"SCIOPS_CHAIN": "1,2,5,9"}) == [5, 9]
     assert st.chain_from_env(9, {"SCIOPS_CHAIN": "1,2,5,9"}) == []
     assert st.chain_from_env(2, {}) is None and st.chain_from_env(3, {"SCIOPS_CHAIN": "1,2"}) is None
+
+
+def test_a_staged_job_folder_runs_on_its_own(tmp_path, monkeypatch):
+    """``stage_job_files`` copies the runner and its package into work/job/; from there (no include/job on
+    the path) it runs, and leaves no bytecode in the run's folder (neither this worker's nor its own)."""
+    import sciops.project as project
+
+    job_src = tmp_path / "include-job"
+    shutil.copytree(Path(st.__file__).parent, job_src, ignore=shutil.ignore_patterns("__pycache__"))
+    (job_src / "sciops_node" / "__pycache__").mkdir()
+    (job_src / "sciops_node" / "__pycache__" / "contract.cpython-311.pyc").write_bytes(b"stale")
+    monkeypatch.setattr(project, "JOB_DIR", job_src)
+    macro = tmp_path / "m.ijm"
+    macro.write_text('print("hello");\n')
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], "")
+    job = project.stage_job_files(work, macro)
+    assert job["node"] == work / "job" / "sciops_node"
+    assert sorted(p.name for p in job["node"].iterdir()) == \
+        sorted(p.name for p in (job_src / "sciops_node").glob("*.py"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
+    rc = subprocess.run([sys.executable, str(job["runner"]), "--manifest", str(mpath), "--task", "1"],
+                        cwd=tmp_path, env=env, timeout=60).returncode
+    assert rc == 0
+    got = st.read_statuses(st.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "ok"}
+    assert not list((work / "job").rglob("__pycache__"))
+    # staged again (validate stages, then plan): a module gone from the source is gone from the run too
+    (job["node"] / "removed_since.py").write_text("")
+    project.stage_job_files(work, macro)
+    assert not (job["node"] / "removed_since.py").exists()
