@@ -82,7 +82,7 @@ if __name__ == "__main__":
 
 from sciops_node.contract import (  # noqa: F401 (re-exported: the Airflow side and tests use them)
     BEGIN, EXIT_DELETED, EXIT_IMAGEJ_BROKEN, EXIT_INTERRUPTED, FINAL, RESULT_KEYS, SUMMARY_KEYS, UNIT_RE,
-    ChunkTable, _records, append_status, attempt_summary_path, claim_path, count_path, deaths_under,
+    ChunkTable, Manifest, _records, append_status, attempt_summary_path, claim_path, count_path, deaths_under,
     heap_mb, image_output_dir, logs_dir, read_statuses, scan_statuses, smoke_log_path, status_path,
     tables_cut_short, tables_dir, task_log_path, unit_parts, write_json,
 )
@@ -515,26 +515,26 @@ def bioformats_version(launcher):
 class ChunkRunner:
     """Run images through JVMs until each has a final status.
 
-    :param manifest: the run manifest (see ``sciops.project.write_manifest``).
-    :param task_id: 1-based array index; ``manifest['chunks'][task_id - 1]`` is the chunk.
+    :param manifest: the run's :class:`~sciops_node.contract.Manifest` (or its dict: tests, benchmarks).
+    :param task_id: 1-based array index; ``manifest.chunks[task_id - 1]`` is the chunk.
     :param attempt: the scheduler-level attempt number (1 for the first submission).
     :param log: a writable text file for the JVM output and runner notes.
     """
 
     def __init__(self, manifest, task_id, attempt, log, images=None, status_file=None, chain=None):
-        self.m = manifest
+        self.m = manifest = Manifest.of(manifest)
         self.task_id = task_id
         self.attempt = attempt
         self.log = log
-        self.work = manifest["work_dir"]
-        self.images = list(images if images is not None else manifest["chunks"][task_id - 1])
+        self.work = manifest.work_dir
+        self.images = list(images if images is not None else manifest.chunks[task_id - 1])
         self.chunk = set(self.images)
         self.status_file = status_file or status_path(self.work, task_id)
         #: no earlier attempt left a line: no output folder of this chunk can hold a killed attempt's files
         self.fresh = not os.path.exists(self.status_file)
-        self.expected = manifest.get("expected_outputs") or ["*.csv"]
-        self.timeout = float(manifest.get("image_timeout_s", 600))
-        self.stall = float(manifest.get("stall_seconds", 60))
+        self.expected = manifest.expected_outputs or ["*.csv"]
+        self.timeout = float(manifest.image_timeout_s)
+        self.stall = float(manifest.stall_seconds)
         self.version = None
         self.jvm_starts = 0
         self.host = socket.gethostname()
@@ -640,7 +640,7 @@ class ChunkRunner:
         if len(remaining) < len(self.images):
             self.note("task %d: %d of %d images already done (by an earlier attempt, or another task's runner that "
                       "chained this chunk)", self.task_id, len(self.images) - len(remaining), len(self.images))
-        unreadable = self.m.get("unreadable") or {}
+        unreadable = self.m.unreadable or {}
         for img in [img for img in remaining if img in unreadable]:   # validate found it unreadable (skip_unreadable)
             self.record(img, "failed", 0.0, unreadable[img])
             remaining.remove(img)
@@ -659,13 +659,15 @@ class ChunkRunner:
     def _run(self):
         remaining = self.prepare()
         start_failures = 0
-        remove_stale_scratch(self.m.get("scratch_dir"))
+        remove_stale_scratch(self.m.scratch_dir)
         self.scratch = tempfile.mkdtemp(prefix="%s%d-%d-" % (SCRATCH_PREFIX, self.task_id, os.getpid()),
-                                        dir=self.m.get("scratch_dir"))
+                                        dir=self.m.scratch_dir)
         xvfb = None
         try:
-            if remaining and self.m["launcher"].get("kind", "imagej1") == "imagej1":
-                xvfb = Xvfb(self.m["launcher"].get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
+            if remaining:
+                self.m.require_launch()   # a manifest for bookkeeping only (a test's) cannot start ImageJ
+                if self.m.launcher.get("kind", "imagej1") == "imagej1":
+                    xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
             while remaining:
                 finished = self.run_jvm(remaining, xvfb)
                 if self.interrupted:
@@ -688,7 +690,7 @@ class ChunkRunner:
             if xvfb:
                 xvfb.stop()
             shutil.rmtree(self.scratch, ignore_errors=True)
-            remove_stale_scratch(self.m.get("scratch_dir"))   # and what killed runners on this node left
+            remove_stale_scratch(self.m.scratch_dir)   # and what killed runners on this node left
             self.write_counts(force=True)
         return 0
 
@@ -699,7 +701,7 @@ class ChunkRunner:
         stale outputs of a killed attempt are removed now. ``key`` keeps Bio-Formats extracts apart.
         """
         out_lines = []
-        template, args = self.m.get("macro_argument"), self.m.get("macro_args", {})
+        template, args = self.m.macro_argument, self.m.macro_args
         for k, img in enumerate(images):
             out = image_output_dir(self.work, img)
             if fresh:
@@ -709,10 +711,10 @@ class ChunkRunner:
                 shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
                 os.makedirs(out)
             rel, series, channel = unit_parts(img)
-            path = os.path.join(self.m["input_dir"], rel)
+            path = os.path.join(self.m.input_dir, rel)
             opened, how = None, ""
             if series is not None:   # the driver reads it through Bio-Formats into a plain TIFF
-                channel = channel or self.m.get("channel") or "all"
+                channel = channel or self.m.channel or "all"
                 extract = os.path.join(self.scratch, "units", "%s-%d.tif" % (key, k))
                 opened = {"input": extract, "source": path, "series": series, "channel": channel}
                 how = "\t%d\t%s\t%s" % (series, channel, extract)
@@ -756,7 +758,7 @@ class ChunkRunner:
                 self.chained.append(task)
             self.note("chained task %d: its %d image(s) go on in this JVM", task, len(images))
             try:
-                with open(task_log_path(self.m["run_dir"], task, self.attempt), "a", encoding="utf-8") as fh:
+                with open(task_log_path(self.m.run_dir, task, self.attempt), "a", encoding="utf-8") as fh:
                     fh.write("[sciops %s] %d image(s) of this task run in task %d's JVM (chained): see "
                              "task-%04d.attempt-%d.log\n" % (time.strftime("%H:%M:%S"), len(images), self.task_id,
                                                               self.task_id, self.attempt))
@@ -796,8 +798,8 @@ class ChunkRunner:
         # only the attempt's first JVM: a later one reruns images an earlier JVM left half-written
         fresh = self.fresh and self.jvm_starts == 1
         with open(jobfile, "w", encoding="utf-8") as fh:
-            fh.write("macro=%s\n" % self.m["macro_path"])
-            fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.get("macro_args", {}).items())))
+            fh.write("macro=%s\n" % self.m.macro_path)
+            fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.macro_args.items())))
             fh.write(self.unit_lines(images, fresh, "%d" % self.jvm_starts, parents, folders))
         chaining = bool(self.chain)
         if chaining:   # the driver waits for <job>.more<N> or <job>.end<N> after its lines (see extend)
@@ -807,8 +809,8 @@ class ChunkRunner:
             os.makedirs(parent, exist_ok=True)
         maker = threading.Thread(target=make_folders, args=(folders,), daemon=True)
         maker.start()
-        xmx = heap_mb(int(self.m.get("memory_mb", 2048)))
-        argv = launcher_argv(self.m["launcher"], xmx, home, tmp, self.m["driver_path"], jobfile)
+        xmx = heap_mb(int(self.m.memory_mb))
+        argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
         env = macro_env(os.environ, home, tmp, xvfb.wait() if xvfb else None)
         proc = self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -823,7 +825,7 @@ class ChunkRunner:
         threading.Thread(target=pump, daemon=True).start()
         # the driver names an image by its output folder (a file's series share its path); by its path
         # in the older protocol
-        by_path = {os.path.join(self.m["input_dir"], img): img for img in images}
+        by_path = {os.path.join(self.m.input_dir, img): img for img in images}
         by_path.update({image_output_dir(self.work, img): img for img in images})
         owner_of = {}           # image -> the runner of its chunk, for images of chunks handed on (chaining)
         last = images[-1] if images else None   # the last image of the lines the driver has
@@ -870,7 +872,7 @@ class ChunkRunner:
                             last = more[-1]
                             for img in more:
                                 owner_of[img] = child
-                                by_path[os.path.join(self.m["input_dir"], img)] = img
+                                by_path[os.path.join(self.m.input_dir, img)] = img
                                 by_path[image_output_dir(self.work, img)] = img
                 elif tag == "SCIOPS_END" and current is not None:
                     # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
@@ -984,20 +986,19 @@ def main(argv=None):
                                                       "it, as --images=NAME so a name may start with '-')")
     ap.add_argument("--status-file")
     args = ap.parse_args(argv)
-    with open(args.manifest, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    manifest = Manifest.load(args.manifest)
     task_id = args.task or task_id_from_env() or 1
-    os.makedirs(logs_dir(manifest["run_dir"]), exist_ok=True)
-    log_path = task_log_path(manifest["run_dir"], task_id, args.attempt)
+    os.makedirs(logs_dir(manifest.run_dir), exist_ok=True)
+    log_path = task_log_path(manifest.run_dir, task_id, args.attempt)
     if args.images is not None:
-        log_path = smoke_log_path(manifest["run_dir"])
+        log_path = smoke_log_path(manifest.run_dir)
     started = time.time()
     summary_path = None
     if args.images is None:
-        summary_path = attempt_summary_path(manifest["work_dir"], task_id, args.attempt)
+        summary_path = attempt_summary_path(manifest.work_dir, task_id, args.attempt)
     summary = {"task": task_id, "attempt": args.attempt, "host": socket.gethostname(), "start": started,
                "end": None, "exit": None, "imagej_version": None, "jvm_starts": 0, "images": None,
-               "log": os.path.relpath(log_path, manifest["run_dir"]), "error": ""}
+               "log": os.path.relpath(log_path, manifest.run_dir), "error": ""}
     if summary_path:
         write_json(summary_path, summary)   # a task killed outright still leaves its start (cost)
     stopped = []
@@ -1034,7 +1035,7 @@ def main(argv=None):
     if runner is not None:
         summary.update(imagej_version=runner.version, jvm_starts=runner.jvm_starts, images=len(runner.images),
                        chained=runner.chained,
-                       bioformats_version=bioformats_version(runner.m.get("launcher", {})))
+                       bioformats_version=bioformats_version(runner.m.launcher or {}))
     if summary_path:
         write_json(summary_path, summary)
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,11 @@ def test_every_key_the_airflow_side_writes_is_a_field():
     fields = {f.name for f in dataclasses.fields(Manifest)} - {"extra"}
     assert written == fields - {"scratch_dir"}                        # scratch_dir: a site's or a test's, not plan's
     assert set(PLANNED) == written
+
+
+def test_the_runner_reads_the_manifest_only_through_manifest():
+    """No ``m["key"]`` / ``m.get("key")`` left in the node's code: every key is a field (with its default)."""
+    job = Path(contract.__file__).parents[1]
+    for path in [job / "sciops_task.py", *job.joinpath("sciops_node").glob("*.py")]:
+        found = re.findall(r"\b(?:m|manifest)(?:\[|\.get\()", path.read_text(encoding="utf-8"))
+        assert not found, f"{os.path.relpath(path, job)}: {found}"
