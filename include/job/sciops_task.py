@@ -59,13 +59,10 @@ this file (both are copied into each run's ``work/job/``).
 from __future__ import annotations
 
 import argparse
-import csv
-import fnmatch
 import json
 import os
 import queue
 import re
-import select
 import shutil
 import signal
 import socket
@@ -86,6 +83,13 @@ from sciops_node.contract import (  # noqa: F401 (re-exported: the Airflow side 
     heap_mb, image_output_dir, logs_dir, read_statuses, scan_statuses, smoke_log_path, status_path,
     tables_cut_short, tables_dir, task_log_path, unit_parts, write_json,
 )
+from sciops_node.claims import CLAIM_WAIT_S, claim_live, release_claim, try_claim  # noqa: F401
+from sciops_node.hygiene import (  # noqa: F401
+    SCRATCH_PREFIX, chain_from_env, cpu_ticks, die_with, lost_attempts, macro_env, remove_stale_scratch,
+    task_id_from_env,
+)
+from sciops_node.jvm import Xvfb, bioformats_version, launcher_argv  # noqa: F401
+from sciops_node.units import argument_for, keep_log, outputs_missing, read_csv_rows  # noqa: F401
 
 #: Lines that mean "this image went wrong" even when ImageJ carries on.
 ERROR_RE = re.compile(
@@ -97,8 +101,6 @@ ERROR_RE = re.compile(
 IDLE_CPU_SHARE = 0.03
 #: After an error line, how long an idle JVM may sit before we call it stuck.
 ERROR_GRACE_S = 2.0
-#: Heaps up to this size get the serial garbage collector (imagej1 launcher).
-SERIAL_GC_MAX_MB = 8192
 #: count.json is rewritten at most this often (and when the task ends).
 COUNTS_EVERY_S = 1.0
 #: JVM start failures in a row before the task gives up (exit code 3).
@@ -113,328 +115,8 @@ OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -sign
 #: An image in flight when its task died this many times (lost nodes not counted) is marked failed.
 DEATHS_TO_BLAME = 2
 
-TASK_ENV_VARS = ("SCIOPS_TASK_ID", "SGE_TASK_ID", "SLURM_ARRAY_TASK_ID")
-#: The only variables a macro's JVM inherits (macros are user code: the worker's AWS keys, SSH
-#: agent, Slack token and Airflow settings stay out). HOME and TMPDIR point at the JVM's scratch.
-MACRO_ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ", "JAVA_HOME", "USER", "LOGNAME", "SHELL", "TERM",
-                   "SCIOPS_TASK_ID", "SCIOPS_JOB_ID", "SCIOPS_ATTEMPT", "SGE_TASK_ID", "JOB_ID",
-                   "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID")
-
-
-#: prctl(PR_SET_PDEATHSIG): the kernel signals a child when the process that made it dies.
-PR_SET_PDEATHSIG = 1
-SCRATCH_PREFIX = "sciops-task"
-
-
-def die_with(parent_pid):
-    """A ``preexec_fn``: the child (JVM, Xvfb) is SIGKILLed when the runner dies, however it dies.
-
-    They run in sessions of their own (the runner kills a stuck JVM's whole group), so a
-    ``kill -9`` of the runner, the OOM killer or a scheduler that kills only the task's
-    process would otherwise leave them running, Xvfb for ever. Linux only; elsewhere a no-op.
-    """
-    def preexec():
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent_pid:   # the runner died between fork and prctl
-            os._exit(1)
-    return preexec
-
-
-def remove_stale_scratch(base=None):
-    """Remove scratch folders of runners that are gone (a SIGKILL leaves them; the name holds the pid)."""
-    base = base or tempfile.gettempdir()
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return
-    for name in names:
-        parts = name.split("-")   # sciops-task<N>-<pid>-<random>
-        if not name.startswith(SCRATCH_PREFIX) or len(parts) < 4 or not parts[2].isdigit():
-            continue
-        path = os.path.join(base, name)
-        try:
-            if os.stat(path).st_uid != os.getuid():
-                continue
-            os.kill(int(parts[2]), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue   # alive (another user's, or ours still running)
-
-
-def macro_env(environ, home, tmp, display=None):
-    """The environment a macro's JVM gets: :data:`MACRO_ENV_ALLOW` and ``LC_*`` only."""
-    env = {k: v for k, v in environ.items() if k in MACRO_ENV_ALLOW or k.startswith("LC_")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update(HOME=home, TMPDIR=tmp)
-    if display:
-        env["DISPLAY"] = display
-    return env
-
-
-def task_id_from_env(environ=None):
-    """The chunk this task runs, from the scheduler's array index, or None.
-
-    ``SCIOPS_TASK_MAP=2:5:9`` (a resubmission of scattered chunks as array 1-3) maps
-    array index i to the i-th chunk listed.
-    """
-    environ = os.environ if environ is None else environ
-    for var in TASK_ENV_VARS:
-        value = environ.get(var, "")
-        if value.isdigit():  # SGE sets "undefined" outside arrays
-            index = int(value)
-            mapping = environ.get("SCIOPS_TASK_MAP", "")
-            if mapping and var != "SCIOPS_TASK_ID":
-                return int(mapping.replace(",", ":").split(":")[index - 1])
-            return index
-    return None
-
-
-def chain_from_env(task_id, environ=None):
-    """The array's tasks after ``task_id`` this runner may chain (``SCIOPS_CHAIN=1,2,3``, set by the local
-    backend: one machine, where a claim file's holder can be seen alive), or None: chaining off."""
-    environ = os.environ if environ is None else environ
-    tasks = [int(t) for t in environ.get("SCIOPS_CHAIN", "").split(",") if t.strip().isdigit()]
-    if not tasks or task_id not in tasks:
-        return None
-    return tasks[tasks.index(task_id) + 1:]
-
-
 #: Lines a macro prints for one image that its log.txt keeps (a runaway print loop stays bounded).
 LOG_LINES_MAX = 10_000
-
-
-def read_csv_rows(path):
-    """(header, rows) of a CSV the macro wrote; ImageJ's unnamed row-number column dropped.
-
-    ``([], [])`` for a missing or empty file; blank lines skipped; short rows padded.
-    """
-    try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-            lines = [r for r in csv.reader(fh) if r]
-    except FileNotFoundError:
-        return [], []
-    if not lines:
-        return [], []
-    keep = [i for i, c in enumerate(lines[0]) if c.strip() and not c.startswith("Unnamed:")]
-    header = [lines[0][i] for i in keep]
-    return header, [[r[i] if i < len(r) else "" for i in keep] for r in lines[1:]]
-
-
-def argument_for(template, image_path, output, macro_args, opened=None):
-    """The string one image's macro gets from ``getArgument()``.
-
-    No template: ``input=...``, ``output=...`` and each macro argument as ``key=value`` lines (what
-    the shipped macros and ``#@`` parameters read). A template (``macro_argument``): that text with
-    ``{input}``, ``{output}``, ``{name}`` (the file's name), ``{stem}`` (without extension) and
-    ``{key}`` of each macro argument filled in, for a lab macro that splits its own argument string.
-    Macro argument values may name ``{input}`` etc. too (a ``#@ File image`` parameter: ``{input}``).
-
-    ``opened``: for a unit read through Bio-Formats, ``{"input": the plain TIFF the driver writes of
-    the series (and channel), "source": the file, "series": ..., "channel": ...}``; the macro's
-    ``input`` is then that TIFF (a plain ``open(input)`` works), ``name``/``stem`` the file's.
-    """
-    name = image_path.rsplit("/", 1)[-1]
-    fields = {"input": image_path, "output": output, "name": name, "stem": name.rsplit(".", 1)[0]}
-    extra_lines = []
-    if opened:
-        fields.update({k: str(v) for k, v in opened.items()})
-        extra_lines = ["%s=%s" % (k, fields[k]) for k in ("source", "series", "channel")]
-
-    def fill(text, extra):
-        for key, value in list(extra.items()) + list(fields.items()):
-            text = text.replace("{" + key + "}", value)
-        return text
-
-    args = [(k, fill(str(v), {})) for k, v in sorted(macro_args.items())]
-    if template is None:
-        return "\n".join(["input=" + fields["input"], "output=" + output] + extra_lines + ["%s=%s" % kv for kv in args])
-    return fill(template, dict(args))
-
-
-#: A line a macro printed that reads as a measurement: ``count: 42``, ``area = 3.5``, ``ratio=0.5``.
-LOG_MEASURE = re.compile(r"^\s*([A-Za-z][\w .%()/-]{0,60}?)\s*[:=]\s*(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-
-
-def keep_log(outdir, lines):
-    """What the macro printed for this image: ``log.txt`` in its output folder, and, when the macro
-    wrote no ``summary.csv``, its ``name: number`` lines as one (macros that report by print())."""
-    if not lines:
-        return
-    with open(os.path.join(outdir, "log.txt"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    summary = os.path.join(outdir, "summary.csv")
-    found = {}
-    for line in lines:
-        m = LOG_MEASURE.match(line)
-        if m:
-            found[m.group(1).strip()] = m.group(2)
-    if found and not os.path.exists(summary):
-        with open(summary, "w", encoding="utf-8", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(list(found))
-            w.writerow(list(found.values()))
-
-
-def lost_attempts(task_id, environ=None):
-    """The attempts of ``task_id`` the scheduler lost to a node (``SCIOPS_LOST=3.2:5.2`` = task.attempt)."""
-    environ = os.environ if environ is None else environ
-    out = set()
-    for pair in filter(None, environ.get("SCIOPS_LOST", "").split(":")):
-        task, _, attempt = pair.partition(".")
-        if task.isdigit() and attempt.isdigit() and int(task) == task_id:
-            out.add(int(attempt))
-    return out
-
-
-#: A claim file left empty this long (its maker died between creating and writing it) is stale.
-CLAIM_EMPTY_STALE_S = 5.0
-#: How often a runner whose chunk another runner is running looks whether it is done.
-CLAIM_WAIT_S = 0.2
-
-
-def try_claim(work, task_id, by):
-    """Hold chunk ``task_id`` (local backend chaining): create its claim file, or take over a dead runner's.
-
-    True when this process holds it now; False while another live runner on this machine does.
-    """
-    path = claim_path(work, task_id)
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            continue
-        except FileExistsError:
-            if claim_live(path):
-                return False
-            try:
-                os.unlink(path)   # its runner is gone (kill -9): the chunk is free again
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "task": by}, fh)
-        return True
-    return False
-
-
-def claim_live(path):
-    """Is the runner named in a claim file alive (on this machine: chaining is the local backend's)?"""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        age = time.time() - os.stat(path).st_mtime
-    except FileNotFoundError:
-        return False
-    try:
-        holder = json.loads(text)
-    except ValueError:
-        return age < CLAIM_EMPTY_STALE_S   # being written now, or its maker died right after making it
-    if holder.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return True
-    return True
-
-
-def release_claim(work, task_id):
-    """Remove this process's claim of ``task_id`` (not another's)."""
-    path = claim_path(work, task_id)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            if json.load(fh).get("pid") != os.getpid():
-                return
-        os.unlink(path)
-    except (OSError, ValueError):
-        pass
-
-
-def outputs_missing(outdir, expected):
-    """Names from ``expected`` (file names or glob patterns) with no file in outdir."""
-    try:
-        present = os.listdir(outdir)
-    except FileNotFoundError:
-        present = []
-    return [pat for pat in expected if not fnmatch.filter(present, pat)]
-
-
-def cpu_ticks(pid):
-    """User+system CPU ticks of a process, or None when it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-class Xvfb:
-    """A private X server for one task: ImageJ 1 needs a display even in batch mode.
-
-    ``-displayfd`` lets Xvfb pick a free display number itself, so concurrent
-    tasks on one node never race for the same one (``xvfb-run -a`` does race).
-    """
-
-    def __init__(self, binary="Xvfb"):
-        self.binary = binary
-        self.proc = None
-        self.display = None
-        self._rfd = None
-
-    def start(self):
-        """Start the server; :meth:`wait` for its display (the runner prepares the JVM's job meanwhile)."""
-        rfd, wfd = os.pipe()
-        self.proc = subprocess.Popen(
-            [self.binary, "-displayfd", str(wfd), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-            pass_fds=(wfd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with(os.getpid()),
-        )
-        os.close(wfd)
-        self._rfd = rfd
-        return self
-
-    def wait(self):
-        """The display (``:N``) once the server accepts connections."""
-        if self.display is not None:
-            return self.display
-        rfd, self._rfd = self._rfd, None
-        data = b""
-        deadline = time.time() + 20
-        while not data.endswith(b"\n") and time.time() < deadline:
-            ready, _, _ = select.select([rfd], [], [], 0.5)
-            if ready:
-                chunk = os.read(rfd, 64)
-                if not chunk:
-                    break
-                data += chunk
-        os.close(rfd)
-        if not data.strip():
-            self.stop()
-            raise RuntimeError("Xvfb did not start (is the xvfb package installed?)")
-        self.display = ":" + data.decode().strip()
-        return self.display
-
-    def stop(self):
-        if self._rfd is not None:
-            os.close(self._rfd)
-            self._rfd = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc = None
 
 
 def make_folders(folders):
@@ -444,72 +126,6 @@ def make_folders(folders):
             os.mkdir(folder)
         except OSError:   # made by the driver; or it cannot be, and the driver's makeDirectory fails too
             pass
-
-
-def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
-    """The command that starts one JVM running ``driver`` over ``jobfile``.
-
-    ``-port0`` turns off ImageJ's single-instance listener, and a private
-    ``user.home`` / ``java.io.tmpdir`` per task keeps IJ_Prefs and temp files apart,
-    so several tasks can share a node.
-    """
-    props = ["-Duser.home=" + home, "-Djava.io.tmpdir=" + tmp]
-    kind = launcher.get("kind", "imagej1")
-    if kind == "imagej1" and launcher.get("plugins_dir"):   # Bio-Formats (scripts/bioformats.sh)
-        props.append("-Dplugins.dir=" + launcher["plugins_dir"])
-    if kind == "fiji":
-        return [launcher["fiji"], "--headless", "--console", "--mem=%dm" % xmx] + props + [
-            "--", "-port0", "-batch", driver, jobfile]
-    if kind == "imagej1":
-        # the serial collector: a task's JVM has a core or two and a heap of a few GB, and the default's
-        # parallel GC threads take CPU from the JVM beside it. Measured on this 2-core machine, count_nuclei
-        # on BBBC002 ×3 (150 images, one JVM): 10.4-10.7 s against 11.3 s, 10 % less CPU; two JVMs of
-        # 1,000 tiny images at once: 23.9 s against 24.5-29.6 s. (C1 only, -XX:TieredStopAtLevel=1, was
-        # faster on tiny images but 50 % slower on BBBC002's: not used.)
-        gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
-        return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + [
-            "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
-    raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)
-
-
-def bioformats_version(launcher):
-    """The version of the Bio-Formats jar an ImageJ 1 launch is given (its manifest), or None.
-
-    The manifest is among a jar's first entries: read from their local headers (~1 ms), not through
-    the 45 MB jar's central directory of ~20,000 entries (zipfile: 0.19 s, once per task).
-    """
-    import struct
-    import zlib
-
-    if launcher.get("bioformats_version") or not launcher.get("plugins_dir"):
-        return launcher.get("bioformats_version")
-    path = os.path.join(launcher["plugins_dir"], "plugins", "bioformats_package.jar")
-    text = None
-    try:
-        with open(path, "rb") as fh:
-            for _ in range(4):
-                head = fh.read(30)
-                if len(head) < 30 or head[:4] != b"PK\x03\x04":
-                    break
-                _, _, flags, method, _, _, _, csize, _, nlen, xlen = struct.unpack("<4sHHHHHIIIHH", head)
-                name = fh.read(nlen)
-                fh.seek(xlen, 1)
-                if flags & 8:   # sizes follow the data: cannot skip this entry
-                    break
-                if name == b"META-INF/MANIFEST.MF":
-                    data = fh.read(csize)
-                    text = (zlib.decompressobj(-15).decompress(data) if method == 8 else data).decode("utf-8", "replace")
-                    break
-                fh.seek(csize, 1)
-        if text is None:
-            import zipfile
-
-            with zipfile.ZipFile(path) as jar:
-                text = jar.read("META-INF/MANIFEST.MF").decode("utf-8", "replace")
-    except (OSError, KeyError, ValueError, zlib.error, struct.error):
-        return None
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                 if line.startswith("Implementation-Version:")), None)
 
 
 class ChunkRunner:

@@ -1,4 +1,4 @@
-"""sciops_node.contract: the file layout, the manifest."""
+"""sciops_node.contract: the heap rule, status lines, the file layout, the manifest."""
 from __future__ import annotations
 
 import ast
@@ -14,6 +14,24 @@ from sciops_node import contract
 from sciops_node.contract import Manifest
 
 PLUGINS = Path(__file__).resolve().parents[3] / "plugins"
+
+
+@pytest.mark.parametrize("granted,heap", [(512, 212), (1024, 724), (2048, 1638), (8192, 6553), (300, 128)])
+def test_heap_leaves_room_for_the_jvm(granted, heap):
+    assert contract.heap_mb(granted) == heap
+    assert contract.heap_mb(granted) <= max(128, granted - 300)
+
+
+def test_status_file_last_line_wins_and_torn_lines_are_ignored(tmp_path):
+    path = tmp_path / "status" / "task-0001.jsonl"
+    contract.append_status(str(path), {"image": "a.tif", "status": "failed"})
+    contract.append_status(str(path), {"image": "a.tif", "status": "ok"})
+    contract.append_status(str(path), {"image": "b.tif", "status": "timeout"})
+    with open(path, "a") as fh:
+        fh.write('{"image": "c.tif", "sta')  # a write cut short by kill -9
+    got = contract.read_statuses(str(path))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "timeout"}
+    assert contract.read_statuses(str(tmp_path / "missing.jsonl")) == {}
 
 
 def test_the_layout_is_the_one_on_disk():
