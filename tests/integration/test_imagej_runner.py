@@ -14,6 +14,7 @@ import sciops_task as st
 from helpers import wait_ended
 
 from sciops import JOB_DIR, MACRO_DIR
+from sciops_node import session
 from sciops.synthetic import make_images
 
 pytestmark = pytest.mark.imagej
@@ -82,7 +83,7 @@ def test_the_driver_makes_an_output_folder_the_runner_has_not_made_yet(tmp_path,
     """On a first attempt the runner makes the folders while the JVM starts: the driver must not depend on it."""
     make_images(tmp_path / "input", {"dir with space/ü 1.tif": 2, "b.tif": 1}, size=64)
     mpath = manifest_for(tmp_path, imagej, ECHO_MACRO, ["b.tif", "dir with space/ü 1.tif"])
-    monkeypatch.setattr(st, "make_folders", lambda folders: None)
+    monkeypatch.setattr(session, "make_folders", lambda folders: None)   # where run_jvm looks it up
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
     assert {k: v["status"] for k, v in statuses(tmp_path).items()} == {"b.tif": "ok", "dir with space/ü 1.tif": "ok"}
 
