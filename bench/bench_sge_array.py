@@ -36,10 +36,10 @@ DATA = REPO.parent / "shared" / "data" / "bbbc002"
 import sciops_task as st  # noqa: E402
 
 from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
-from sciops.arrays.run import ArrayRun  # noqa: E402
-from sciops.arrays.ssh import SSHRunner  # noqa: E402
-from sciops.arrays.schedulers.base import ArraySpec  # noqa: E402
-from sciops.arrays.schedulers.sge import SGEScheduler  # noqa: E402
+from sciops.arrays.run.run import ArrayRun  # noqa: E402
+from sciops.arrays.run.ssh import SSHRunner  # noqa: E402
+from sciops.arrays.run.schedulers.base import ArraySpec  # noqa: E402
+from sciops.arrays.run.schedulers.sge import SGEScheduler  # noqa: E402
 
 
 class CountingRunner:
@@ -98,6 +98,8 @@ def manifest_for(root: Path, chunks: list[list[str]], launcher: dict) -> dict:
         d.mkdir(parents=True, exist_ok=True)
     for src in (JOB_DIR / "sciops_task.py", JOB_DIR / "driver.ijm", MACRO_DIR / "count_nuclei.ijm"):
         shutil.copy(src, work / "job" / src.name)
+    # the runner's package, beside it (as sciops.run.project.stage_job_files copies it)
+    shutil.copytree(JOB_DIR / "sciops_node", work / "job" / "sciops_node", ignore=shutil.ignore_patterns("__pycache__"))
     m = {"run_id": root.name, "run_dir": str(root), "work_dir": str(work), "input_dir": str(root / "input"),
          "macro_path": str(work / "job" / "count_nuclei.ijm"), "driver_path": str(work / "job" / "driver.ijm"),
          "chunks": chunks, "expected_outputs": ["results.csv", "summary.csv"], "launcher": launcher,

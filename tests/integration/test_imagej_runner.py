@@ -15,6 +15,7 @@ from helpers import wait_ended
 
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.imaging.synthetic import make_images
+from sciops_node import session
 
 pytestmark = pytest.mark.imagej
 
@@ -82,7 +83,7 @@ def test_the_driver_makes_an_output_folder_the_runner_has_not_made_yet(tmp_path,
     """On a first attempt the runner makes the folders while the JVM starts: the driver must not depend on it."""
     make_images(tmp_path / "input", {"dir with space/ü 1.tif": 2, "b.tif": 1}, size=64)
     mpath = manifest_for(tmp_path, imagej, ECHO_MACRO, ["b.tif", "dir with space/ü 1.tif"])
-    monkeypatch.setattr(st, "make_folders", lambda folders: None)
+    monkeypatch.setattr(session, "make_folders", lambda folders: None)   # where run_jvm looks it up
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
     assert {k: v["status"] for k, v in statuses(tmp_path).items()} == {"b.tif": "ok", "dir with space/ü 1.tif": "ok"}
 
@@ -235,9 +236,9 @@ def test_the_tasks_children_and_scratch_go_with_it(tmp_path, imagej, sig):
 
 def _submit_local(tmp_path, mpath, tasks, slots):
     """The local backend's way: localq through LocalScheduler (which asks its tasks to chain)."""
-    from sciops.arrays.ssh import LocalRunner
-    from sciops.arrays.schedulers.base import ArraySpec
-    from sciops.arrays.schedulers.local import LocalScheduler
+    from sciops.arrays.run.run.ssh import LocalRunner
+    from sciops.arrays.run.run.schedulers.base import ArraySpec
+    from sciops.arrays.run.run.schedulers.local import LocalScheduler
 
     sched, runner = LocalScheduler(spool=str(tmp_path / "spool"), slots=slots), LocalRunner()
     job_id = sched.submit(runner, ArraySpec(name="t", task_ids=tasks, log_dir=str(tmp_path / "logs"),
@@ -253,7 +254,7 @@ def _attempts(tmp_path):
 
 def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm(tmp_path, imagej):
     """Chaining: 6 chunks on 2 slots run in 2 JVMs; each chunk keeps its own statuses, tables and counts."""
-    from sciops.arrays.schedulers.base import JobState
+    from sciops.arrays.run.run.schedulers.base import JobState
 
     chunks = [[f"c{c}_{k}.tif" for k in range(3)] for c in range(1, 7)]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
@@ -285,7 +286,7 @@ def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm
 
 def test_a_chained_chunk_whose_runner_was_killed_is_finished_by_its_own_task(tmp_path, imagej):
     """Task 1's runner, killed (kill -9) while its JVM runs task 2's chunk: task 2's own runner finishes it."""
-    from sciops.arrays.schedulers.base import JobState
+    from sciops.arrays.run.run.schedulers.base import JobState
 
     chunks = [["a1.tif", "a2.tif"], ["b1.tif", "b2_slow.tif", "b3.tif"]]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)

@@ -201,7 +201,8 @@ def used_macros(macro: Path) -> list[Path]:
 
 
 def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
-    """Copy the runner, the driver and the macro into the run: a run is self-contained.
+    """Copy the runner (``sciops_task.py`` and its package ``sciops_node/``), the driver and the macro
+    into the run: a run is self-contained.
 
     ``macro_run`` is what ImageJ runs: the macro itself, or, for one with Fiji ``#@`` parameters,
     ``<name>.headless.ijm`` beside it (:func:`sciops.imaging.macros.headless_source`).
@@ -216,6 +217,11 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
         dest = job / src.name
         shutil.copyfile(src, dest)
         paths[key] = dest
+    # the runner imports its package from its own folder; replaced whole, so that a module removed
+    # since an earlier staging (validate stages, then plan) cannot linger; no bytecode of this worker's
+    paths["node"] = job / "sciops_node"
+    shutil.rmtree(paths["node"], ignore_errors=True)
+    shutil.copytree(JOB_DIR / "sciops_node", paths["node"], ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for used in used_macros(macro):
         shutil.copyfile(used, job / used.name)
     text = macro.read_text(encoding="utf-8", errors="replace")

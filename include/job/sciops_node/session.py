@@ -1,0 +1,332 @@
+"""How a chunk runner drives its JVMs: the job file, the driver's protocol, stalls, timeouts and chaining.
+
+One JVM runs ``driver.ijm`` over a job file of one line per image (path, output folder, argument;
+for a Bio-Formats unit its series, channel and the TIFF to extract it to). The driver prints
+``SCIOPS_VERSION``, then ``SCIOPS_BEGIN``/``SCIOPS_END`` around each image; everything else is
+the macro's (error lines, measurements). :meth:`JvmSession.run_jvm` reads those lines and judges:
+an END is an image's end (``ChunkRunner.judge``), an error line with an idle JVM, an idle JVM for
+``stall_seconds`` (ImageJ 1 opens a modal dialog on a macro error and waits for ever) or an image
+longer than ``image_timeout_s`` kills the JVM; a JVM killed from outside stops the task.
+
+Chaining (local backend): when the driver begins its last image, :meth:`JvmSession.extend` hands
+it the array's next unclaimed chunk (``<job>.more<N>``), or tells it to end (``<job>.end<N>``).
+
+:class:`JvmSession` is a part of ``sciops_node.chunk.ChunkRunner`` (its base class), kept apart
+because it is the half that talks to the JVM; the attributes it uses are set in
+``ChunkRunner.__init__``.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+from .claims import release_claim, try_claim
+from .contract import heap_mb, image_output_dir, task_log_path, unit_parts
+from .hygiene import cpu_ticks, die_with, macro_env
+from .jvm import launcher_argv
+from .units import argument_for
+
+#: Lines that mean "this image went wrong" even when ImageJ carries on.
+ERROR_RE = re.compile(
+    r"(Exception|Error:|File not found|Unsupported format|not supported|Unrecognized command"
+    r"|Macro Error|FileInfo parameter error|OutOfMemory|not a valid|Cannot open)",
+    re.IGNORECASE,
+)
+#: A JVM that uses less CPU than this share of one core counts as idle.
+IDLE_CPU_SHARE = 0.03
+#: After an error line, how long an idle JVM may sit before we call it stuck.
+ERROR_GRACE_S = 2.0
+#: scancel (and a node's shutdown) signals every process of a task at once: the JVM, or the Xvfb under it,
+#: can end a moment before this runner's own handler runs. A JVM that ends under an image waits this
+#: long for that handler before the image is blamed.
+STOP_GRACE_S = 1.0
+#: A JVM ended by one of these without our asking was stopped from outside, not by its image.
+OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -signal.SIGHUP: "SIGHUP",
+                   -signal.SIGINT: "SIGINT"}
+#: Lines a macro prints for one image that its log.txt keeps (a runaway print loop stays bounded).
+LOG_LINES_MAX = 10_000
+
+
+def make_folders(folders):
+    """Make each folder (its parent exists); one made meanwhile by the driver is fine."""
+    for folder in folders:
+        try:
+            os.mkdir(folder)
+        except OSError:   # made by the driver; or it cannot be, and the driver's makeDirectory fails too
+            pass
+
+
+class JvmSession:
+    """The JVM half of a :class:`~sciops_node.chunk.ChunkRunner` (see the module docstring)."""
+
+    def unit_lines(self, images, fresh, key, parents, folders):
+        """The job-file lines of ``images``: path, output folder, argument (and Bio-Formats series).
+
+        ``fresh``: their output folders are made later (``parents``/``folders`` collect them); else any
+        stale outputs of a killed attempt are removed now. ``key`` keeps Bio-Formats extracts apart.
+        """
+        out_lines = []
+        template, args = self.m.macro_argument, self.m.macro_args
+        for k, img in enumerate(images):
+            out = image_output_dir(self.work, img)
+            if fresh:
+                parents.add(os.path.dirname(out))
+                folders.append(out)
+            else:
+                shutil.rmtree(out, ignore_errors=True)  # stale outputs of a killed attempt
+                os.makedirs(out)
+            rel, series, channel = unit_parts(img)
+            path = os.path.join(self.m.input_dir, rel)
+            opened, how = None, ""
+            if series is not None:   # the driver reads it through Bio-Formats into a plain TIFF
+                channel = channel or self.m.channel or "all"
+                extract = os.path.join(self.scratch, "units", "%s-%d.tif" % (key, k))
+                opened = {"input": extract, "source": path, "series": series, "channel": channel}
+                how = "\t%d\t%s\t%s" % (series, channel, extract)
+            # the argument's line breaks as \x1f: the job file is one image per line
+            out_lines.append("%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
+                                                  .replace("\n", "\x1f"), how))
+        return "".join(out_lines)
+
+    def extend(self, jobfile, step):
+        """Chaining: hand the JVM the next chunk of the array that no runner holds and that has images left.
+
+        The chunk is claimed (``status/task-NNNN.claim``) and its images written to ``<job>.more<step>``, which
+        the driver reads after its current lines; its statuses, tables and counts are the chunk's own, as if
+        its task had run it. ``<job>.end<step>`` when no chunk is left. Returns ``(runner, images)`` or None.
+        A JVM start and its JIT's warm-up cost seconds (see ``AUTO_TASKS_PER_SLOT`` in sciops.run.project): a slot's runner
+        that goes on with the array's next chunk in its warm JVM saves both, and the slots end together
+        however long each chunk turned out.
+        """
+        while self.chain:
+            task = self.chain.pop(0)
+            if not try_claim(self.work, task, self.task_id):
+                continue   # its own runner, or another slot's, has it
+            child = type(self)(self.m, task, self.attempt, self.log)   # a ChunkRunner
+            child.by, child.jvm_starts = {"by": self.task_id}, self.jvm_starts   # in status lines: whose JVM ran it
+            images = child.prepare()
+            if not images:
+                release_claim(self.work, task)
+                continue
+            parents, folders = set(), []
+            text = self.unit_lines(images, child.fresh, "%d-%d" % (self.jvm_starts, task), parents, folders)
+            for parent in sorted(parents):
+                os.makedirs(parent, exist_ok=True)
+            # the images' folders, while the JVM ends the image it runs (the driver makes one it reaches first)
+            threading.Thread(target=make_folders, args=(folders,), daemon=True).start()
+            tmp = jobfile + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, "%s.more%d" % (jobfile, step))
+            self.children[task] = child
+            if task not in self.chained:
+                self.chained.append(task)
+            self.note("chained task %d: its %d image(s) go on in this JVM", task, len(images))
+            try:
+                with open(task_log_path(self.m.run_dir, task, self.attempt), "a", encoding="utf-8") as fh:
+                    fh.write("[sciops %s] %d image(s) of this task run in task %d's JVM (chained): see "
+                             "task-%04d.attempt-%d.log\n" % (time.strftime("%H:%M:%S"), len(images), self.task_id,
+                                                              self.task_id, self.attempt))
+            except OSError:
+                pass
+            return child, images
+        open("%s.end%d" % (jobfile, step), "w").close()
+        return None
+
+    def end_children(self):
+        """The JVM has ended: release the chunks it was handed; one with images left goes back to the chain
+        (a next JVM of this runner may take it again, or its own task runs it)."""
+        for task, child in list(self.children.items()):
+            child.write_counts(force=True)
+            release_claim(self.work, task)
+            if self.chain is not None and any(img not in child.counts for img in child.images):
+                self.chain.insert(0, task)
+        self.children = {}
+
+    def run_jvm(self, images, xvfb=None):
+        """Start one JVM on ``images``; return {image: status record} of those it finished.
+
+        On a task's first attempt's first JVM (no status line yet: no output folder can hold a killed
+        attempt's or JVM's files) the images' output folders are made by a thread while the JVM starts, and the driver
+        makes one it reaches first: 500 mkdirs took 0.26 s here (0.5 ms each on this ext4; more on
+        NFS), longer than the JVM's own start (0.2 s), before every task's first image.
+        """
+        self.jvm_starts += 1
+        home = os.path.join(self.scratch, "home")
+        tmp = os.path.join(self.scratch, "tmp")
+        # A killed JVM leaves prefs locks and temp files: start each JVM from clean dirs.
+        for d in (home, tmp):
+            shutil.rmtree(d, ignore_errors=True)
+            os.makedirs(d)
+        jobfile = os.path.join(self.scratch, "job-%d.txt" % self.jvm_starts)
+        parents, folders = set(), []
+        # only the attempt's first JVM: a later one reruns images an earlier JVM left half-written
+        fresh = self.fresh and self.jvm_starts == 1
+        with open(jobfile, "w", encoding="utf-8") as fh:
+            fh.write("macro=%s\n" % self.m.macro_path)
+            fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.macro_args.items())))
+            fh.write(self.unit_lines(images, fresh, "%d" % self.jvm_starts, parents, folders))
+        chaining = bool(self.chain)
+        if chaining:   # the driver waits for <job>.more<N> or <job>.end<N> after its lines (see extend)
+            open(jobfile + ".chain", "w").close()
+        os.makedirs(os.path.join(self.scratch, "units"), exist_ok=True)
+        for parent in sorted(parents):
+            os.makedirs(parent, exist_ok=True)
+        maker = threading.Thread(target=make_folders, args=(folders,), daemon=True)
+        maker.start()
+        xmx = heap_mb(int(self.m.memory_mb))
+        argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile)
+        self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
+        env = macro_env(os.environ, home, tmp, xvfb.wait() if xvfb else None)
+        proc = self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True, preexec_fn=die_with(os.getpid()))
+        lines = queue.Queue()
+
+        def pump():
+            for raw in proc.stdout:
+                lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        # the driver names an image by its output folder (a file's series share its path); by its path
+        # in the older protocol
+        by_path = {os.path.join(self.m.input_dir, img): img for img in images}
+        by_path.update({image_output_dir(self.work, img): img for img in images})
+        owner_of = {}           # image -> the runner of its chunk, for images of chunks handed on (chaining)
+        last = images[-1] if images else None   # the last image of the lines the driver has
+        step = 1
+        finished = {}           # this chunk's images
+        finished_all = {}       # and those of the chunks handed on
+        current = None          # image being processed
+        t_begin = 0.0
+        errors = []             # error lines seen since BEGIN
+        printed = []            # the macro's other lines since BEGIN (its log.txt)
+        last_activity = time.time()
+        last_error_at = None
+        ticks = cpu_ticks(proc.pid) or 0
+        tick_hz = os.sysconf("SC_CLK_TCK")
+        last_sample = time.time()
+        tail = []              # last lines, to say why a JVM that never began an image stopped
+        eof = False
+        kill_reason = None
+        while not eof:
+            try:
+                line = lines.get(timeout=0.25)
+            except queue.Empty:
+                line = ""
+            now = time.time()
+            if line is None:
+                eof = True
+            elif line:
+                last_activity = now
+                self.log.write(line + "\n")
+                tail = (tail + [line.strip()])[-5:]
+                parts = line.split("\t")
+                tag = parts[0]
+                if tag == "SCIOPS_VERSION" and len(parts) > 1:
+                    self.version = parts[1]
+                elif tag == "SCIOPS_BEGIN" and len(parts) > 1:
+                    current = by_path.get(parts[1], parts[1])
+                    t_begin, errors, last_error_at, printed = now, [], None, []
+                    owner_of.get(current, self).begin(current)
+                    if current == last and chaining:
+                        handed = self.extend(jobfile, step)
+                        step += 1
+                        if handed:
+                            child, more = handed
+                            last = more[-1]
+                            for img in more:
+                                owner_of[img] = child
+                                by_path[os.path.join(self.m.input_dir, img)] = img
+                                by_path[image_output_dir(self.work, img)] = img
+                elif tag == "SCIOPS_END" and current is not None:
+                    # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
+                    # output is buffered), so the time between their arrivals missed up to a third of it
+                    seconds = int(parts[2]) / 1000.0 if len(parts) > 2 and parts[2].isdigit() else now - t_begin
+                    owner = owner_of.get(current, self)
+                    finished_all[current] = owner.judge(current, seconds, errors, printed)
+                    if owner is self:
+                        finished[current] = finished_all[current]
+                    current = None
+                elif current is not None and ERROR_RE.search(line):
+                    errors.append(line.strip())
+                    last_error_at = now
+                elif current is not None and len(printed) < LOG_LINES_MAX:
+                    printed.append(line)
+            if eof:
+                break
+            # CPU sample once a second: a JVM busy computing is not stalled.
+            if now - last_sample >= 1.0:
+                t = cpu_ticks(proc.pid)
+                if t is not None:
+                    if (t - ticks) / tick_hz > IDLE_CPU_SHARE * (now - last_sample):
+                        last_activity = now
+                    ticks = t
+                last_sample = now
+            if current is not None and now - t_begin > self.timeout:
+                kill_reason = ("timeout", "no result after %.0f s (image_timeout_s)" % self.timeout)
+            elif current is not None and last_error_at and now - last_activity > ERROR_GRACE_S:
+                kill_reason = ("failed", errors[0])
+            elif now - last_activity > self.stall:
+                kill_reason = ("failed", "ImageJ stalled: no output and an idle CPU for %.0f s "
+                               "(a macro error opens a modal dialog in ImageJ 1)" % self.stall)
+            if kill_reason:
+                self.note("killing JVM: %s", kill_reason[1])
+                self.kill(proc)
+                break
+        self.log.flush()
+        rc = proc.wait()
+        maker.join()
+        try:
+            return self.jvm_ended(rc, current, t_begin, kill_reason, errors, tail, finished,
+                                  owner_of.get(current, self))
+        finally:
+            self.end_children()
+
+    def jvm_ended(self, rc, current, t_begin, kill_reason, errors, tail, finished, owner):
+        """What run_jvm returns once its JVM ended: the image in flight (of ``owner``'s chunk) recorded."""
+        if current is not None and rc != 0 and not kill_reason:
+            time.sleep(STOP_GRACE_S)   # a stop of the whole task raises SystemExit here (see STOP_GRACE_S)
+        if current is not None and rc in OUTSIDE_SIGNALS and not kill_reason:
+            # Killed from outside (kill -9, the OOM killer, a node going down): not this
+            # image's fault the first time. Stop here and let the scheduler resubmit the
+            # chunk; a second kill under the same image marks it failed.
+            how = OUTSIDE_SIGNALS[rc]
+            if not owner.earlier_deaths().get(current):
+                self.note("JVM killed (%s) from outside while processing %s: stopping", how, current)
+                self.error = "JVM killed (%s) from outside while processing %s" % (how, current)
+                self.interrupted = True
+                return finished
+            kill_reason = ("failed", "JVM killed (%s) twice while processing this image (out of memory?)" % how)
+        if current is not None:
+            if kill_reason:
+                status, error = kill_reason
+            else:
+                status = "failed"
+                error = errors[0] if errors else "ImageJ exited (code %s) while processing this image" % rc
+            rec = owner.record(current, status, time.time() - t_begin, error)
+            if owner is self:
+                finished[current] = rec
+        elif kill_reason and not finished:
+            # Stalled before the first image began: a broken macro or launcher.
+            self.error = "JVM stalled before starting any image; last output: %s" % " | ".join(tail)
+            self.note("%s", self.error)
+            return None
+        if not finished and rc is not None and not kill_reason:
+            self.error = "JVM exited with code %s before finishing any image; last output: %s" % (rc, " | ".join(tail))
+            self.note("%s", self.error)
+            return None
+        return finished
+
+    @staticmethod
+    def kill(proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended on its own meanwhile

@@ -1,0 +1,67 @@
+"""sciops_node.session: a JVM killed or ended under an image, through main() and a fake ImageJ (no JVM)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sciops_task
+from sciops_task import main
+
+from sciops_node import contract
+
+
+def test_jvm_killed_from_outside_stops_the_task_then_fails_the_image_the_second_time(tmp_path, fake_imagej_run):
+    # kill -9 0: the whole stand-in process group, as a kill of the JVM would
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b_killme.tif", "c.tif"], "*killme*) kill -9 0 ;;")
+    assert main(["--manifest", str(mpath), "--task", "1"]) == contract.EXIT_INTERRUPTED
+    assert set(contract.read_statuses(contract.status_path(str(work), 1))) == {"a.tif"}
+    summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
+    assert "SIGKILL" in summary["error"]
+    assert main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    got = contract.read_statuses(contract.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_killme.tif": "failed", "c.tif": "ok"}
+    assert "twice" in got["b_killme.tif"]["error"]
+
+
+def test_an_image_rerun_after_a_killed_jvm_starts_from_an_empty_folder(tmp_path, fake_imagej_run):
+    """What a JVM killed under an image had half-written is gone when the next attempt runs that image again."""
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], """*b.tif) if [ ! -e "$out/../../killed-once" ]; then
+        echo "half" > "$out/results.csv"; echo "stale" > "$out/extra.tif"; touch "$out/../../killed-once"; kill -9 0
+      fi; echo "count" > "$out/results.csv" ;;""")
+    assert main(["--manifest", str(mpath), "--task", "1"]) == contract.EXIT_INTERRUPTED
+    out = Path(contract.image_output_dir(str(work), "b.tif"))
+    assert (out / "extra.tif").exists()                                   # the killed JVM's leftovers
+    assert main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
+    got = contract.read_statuses(contract.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "ok"}
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and (out / "results.csv").read_text() == "count\n"
+
+
+@pytest.mark.parametrize("runner_too", [True, False])
+def test_a_jvm_terminated_under_an_image_does_not_fail_it(tmp_path, runner_too, fake_imagej_run, begun_safe):
+    """scancel signals every process of a task: ImageJ can end a moment before the runner hears of it.
+
+    Either way the image in flight is not failed: with the runner stopped too, the stop explains
+    it; alone (someone's kill of the JVM), it counts as a kill from outside, like ``kill -9``.
+    """
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b_slow.tif"], "*slow*) sleep 30 ;;")
+    proc = subprocess.Popen([sys.executable, sciops_task.__file__, "--manifest", str(mpath), "--task", "1"])
+    deadline = time.time() + 20
+    while "b_slow.tif" not in begun_safe(work) and time.time() < deadline:
+        time.sleep(0.1)
+    [jvm] = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    os.killpg(int(jvm), signal.SIGTERM)
+    if runner_too:
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == (128 + signal.SIGTERM if runner_too else contract.EXIT_INTERRUPTED)
+    assert {k: v["status"] for k, v in contract.read_statuses(contract.status_path(str(work), 1)).items()} == \
+        {"a.tif": "ok"}
+    summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
+    assert "SIGTERM" in summary["error"]
