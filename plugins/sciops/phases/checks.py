@@ -59,7 +59,7 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
     if not listing:
         raise ConfigError([("project", f"no project {name!r} in {storage.url}; existing projects: "
                                        f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up first "
-                                       "(sync_from, or python -m sciops sync-up) or fix the name")])
+                                       "(sync_from, or sciops sync up FOLDER) or fix the name")])
     workspace = storage.workspace(name)
     workspace.mkdir(parents=True, exist_ok=True)
     sync(storage.tree(name), LocalTree(workspace), include=["project.yaml", "src"], delete=True,

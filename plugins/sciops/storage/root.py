@@ -1,6 +1,6 @@
 """The storage root that holds every project: a local folder or ``s3://bucket[/prefix]``.
 
-One abstraction for the DAG and the CLI (``python -m sciops``):
+One abstraction for the DAG and the ``sciops`` command (``sciops sync``, ``results``, ``logs``, ``ls``):
 
 - ``LocalStorage``: a folder on this machine (the embedded default) or an NFS mount the
   cluster shares. Runs work in the project folder itself.

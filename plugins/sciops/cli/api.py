@@ -1,0 +1,82 @@
+"""Airflow's REST API as the ``sciops`` command uses it: a JWT from ``/auth/token``, then JSON calls.
+
+A call Airflow refuses becomes a :class:`~sciops.cli.settings.Stop`: exit 2 for what the user
+gave (400, 404, 422), 3 for Airflow itself (unreachable, the login refused, anything else).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+from sciops.cli.settings import EXIT_AIRFLOW, EXIT_BAD_INPUT, Settings, Stop
+from sciops.settings import setting
+
+DAG_ID = "fiji_project"
+
+
+class Airflow:
+    """Airflow's REST API with a JWT from ``/auth/token`` (the password goes there and nowhere else)."""
+
+    def __init__(self, s: Settings):
+        import httpx
+
+        self.base = s.api_url
+        password = setting("SCIOPS_PASSWORD")
+        if password is None:
+            if not sys.stdin.isatty():
+                raise Stop("no password: set SCIOPS_PASSWORD or run from a terminal to be asked", EXIT_AIRFLOW)
+            password = typer.prompt(f"Airflow password for {s.user}", hide_input=True)
+        self.http = httpx.Client(base_url=self.base, timeout=30)
+        try:
+            r = self.http.post("/auth/token", json={"username": s.user, "password": password})
+        except httpx.HTTPError as exc:
+            raise Stop(f"cannot reach Airflow at {self.base} ({type(exc).__name__}); check --api-url or "
+                       "SCIOPS_API_URL", EXIT_AIRFLOW) from None
+        if r.status_code in (401, 403):
+            raise Stop(f"Airflow at {self.base} refused the login of {s.user!r}: wrong user or password",
+                       EXIT_AIRFLOW)
+        if r.status_code >= 400 or "access_token" not in r.text:
+            raise Stop(f"Airflow at {self.base} answered {r.status_code} to the login; is this Airflow's URL?",
+                       EXIT_AIRFLOW)
+        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def call(self, method: str, path: str, **kw) -> Any:
+        import httpx
+
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise Stop(f"cannot reach Airflow at {self.base} ({type(exc).__name__})", EXIT_AIRFLOW) from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text[:300]
+            raise Stop(f"Airflow refused {method} {path}: {r.status_code} {_detail(detail)}",
+                       EXIT_BAD_INPUT if r.status_code in (400, 404, 422) else EXIT_AIRFLOW)
+        return r.json() if r.content else None
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")
+
+    def ledger(self, project: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        params = {"limit": limit, **({"project": project} if project else {})}
+        return self.call("GET", "/sciops/api/runs", params=params)["runs"]
+
+    def progress(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return self.call("GET", f"/sciops/api/runs/{DAG_ID}/{quote(run_id, safe='')}/progress")
+        except Stop:
+            return None
+
+    def report_url(self, run_id: str) -> str:
+        return f"{self.base}/sciops/runs/{DAG_ID}/{quote(run_id, safe='')}/report"
+
+
+def _detail(detail: Any) -> str:
+    if isinstance(detail, list):   # pydantic's errors: which field, what is wrong
+        return "; ".join(f"{'.'.join(str(x) for x in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail)
+    return str(detail)

@@ -1,0 +1,131 @@
+"""The HTML pages: the dashboard (charts, medians, the planner form, the runs) and the report's stand-ins.
+
+Jinja2 templates (``templates/``) with autoescape on: every value from the ledger, a query or
+an error is escaped (``None`` renders empty); only the charts' SVG, made here by matplotlib,
+goes in as markup. The functions below turn the data into what the templates show.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException
+from markupsafe import Markup
+
+from sciops.web import planner
+
+#: The newest runs the dashboard's table lists (the charts and medians take every run).
+RUNS_LISTED = 200
+
+
+@lru_cache(maxsize=1)
+def _env():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                              finalize=lambda x: "" if x is None else x, undefined=jinja2.StrictUndefined)
+
+
+def render(template: str, **context: Any) -> str:
+    return _env().get_template(template).render(**context)
+
+
+def hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    m = int(round(seconds / 60))
+    return f"{m // 60}:{m % 60:02d}"
+
+
+def day(epoch: float | None) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if epoch else "—"
+
+
+def dashboard(s: dict[str, Any], project: str | None, q: dict[str, Any], readable: set[str]) -> str:
+    """The dashboard of ``s`` (what :func:`sciops.web.api.summary` reads) with the planner form filled from ``q``."""
+    runs = s["per_run"]
+    rows = [{"status": r["status"], "started": day(r["started_at"]), "project": r["project"],
+             "report_href": f'runs/{quote(r.get("dag_id") or "fiji_project", safe="")}/'
+                            f'{quote(r["airflow_run_id"] or r["run_id"], safe="")}/report',
+             "run_id": r["run_id"], "images_ok": r["images_ok"] if r["images_ok"] is not None else "—",
+             "images_total": r["images_total"] or "—",
+             "duration": hours(r["duration_s"]) if r["status"] != "refused" else "—",
+             "cost": f'{(r["cost_usd"] or 0):.4f}', "reason": r.get("reason"),
+             "reason_short": (r.get("reason") or "")[:160]}
+            for r in reversed(runs[-RUNS_LISTED:])]
+    by_macro = [{"macro": m, "median_usd": f"{v['median_usd']:.5f}", "runs": v["runs"]}
+                for m, v in s["cost_per_image_by_macro"].items()]
+    older = f"{len(runs) - RUNS_LISTED:,}" if len(runs) > RUNS_LISTED else None
+    return render("dashboard.html", title="SciOps runs", project=project, projects=s["projects"], rows=rows,
+                  by_macro=by_macro, older=older, planner=planner_form(s, q, readable), **charts(runs))
+
+
+def charts(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cost and duration charts' SVG (cost: None when every run cost 0), and how many runs ran."""
+    from sciops.reporting import charts
+
+    ran = [r for r in runs if r["status"] != "refused" and r["started_at"]]
+    if not ran:
+        return {"ran": 0, "cost_chart": None, "duration_chart": None}
+    cost = None
+    if not all(not r["cost_usd"] for r in ran):
+        cost = Markup(charts.time_series([(r["started_at"], r["cost_usd"] or 0.0) for r in ran],
+                                         "cost per run (USD)", "cost-chart"))
+    dur = charts.time_series([(r["started_at"], (r["duration_s"] or 0.0) / 60) for r in ran],
+                             "duration per run (minutes)", "duration-chart")
+    return {"ran": len(ran), "cost_chart": cost, "duration_chart": Markup(dur)}
+
+
+def planner_form(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> dict[str, Any]:
+    """The planner form's choices and values, and with ``plan`` in ``q`` its answer or the error it met."""
+    from sciops.accounting import costs
+    from sciops.reporting import charts
+
+    macros = sorted(s["cost_per_image_by_macro"]) or sorted({r["macro"] for r in s["per_run"] if r["macro"]})
+    regions = sorted(costs.load_prices().get("on_demand_usd_per_hour", {}))
+    form = {"project": q.get('project') or '', "macro": q.get('macro'), "images": q.get('images') or 10000,
+            "deadline_h": q.get('deadline_h') or '', "region": q.get('region') or 'us-east-1',
+            "memory_mb": q.get('memory_mb') or 2048, "instance_types": q.get('instance_types') or '',
+            "nodes": q.get('nodes') or '1,2,4,8,16,32'}
+    out: dict[str, Any] = {"macros": macros, "regions": regions, "form": form, "error": None, "answer": None}
+    if not q.get("plan"):
+        return out
+    try:
+        found = planner.past(q["macro"], q.get("project"), readable)
+        result = planner.tradeoff(int(q["images"]), found["seconds_per_image"], q.get("deadline_h"),
+                                  q.get("region") or "us-east-1", q.get("instance_types") or "",
+                                  q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or 2048))
+    except HTTPException as exc:
+        out["error"] = exc.detail
+        return out
+    best = result["best"]
+    options = [{"best": (o["instance_type"], o["nodes"]) == (best["instance_type"], best["nodes"]),
+                "instance_type": o["instance_type"], "nodes": o["nodes"], "concurrent_tasks": o["concurrent_tasks"],
+                "duration": hours(o["duration_s"]), "cost": f'{o["cost_usd"]:.2f}',
+                "within": "—" if o["meets_deadline"] is None else "yes" if o["meets_deadline"] else "no"}
+               for o in result["options"]]
+    out["answer"] = {"pick": best["pick"].capitalize(), "nodes": best["nodes"], "instance_type": best["instance_type"],
+                     "duration": hours(best["duration_s"]), "images": q["images"], "cost": f"{best['cost_usd']:.2f}",
+                     "runs": found["runs"], "seconds_per_image": f"{found['seconds_per_image']:.3g}",
+                     "prices_as_of": result["prices_as_of"], "create_minutes": result["create_seconds"] // 60,
+                     "boot_minutes": result["boot_seconds"] // 60, "options": options,
+                     "chart": Markup(charts.tradeoff(result["options"], best, q.get("deadline_h")))}
+    return out
+
+
+def forbidden(dag_id: str) -> str:
+    return render("forbidden.html", title="Not allowed", dag_id=dag_id)
+
+
+def refused(run_id: str, row: dict[str, Any]) -> str:
+    return render("refused.html", title=f"Run {run_id}: refused", run_id=run_id, project=row["project"],
+                  started=day(row["started_at"]), reason=row.get("reason"))
+
+
+def no_report(run_id: str, row: dict[str, Any] | None) -> str:
+    return render("no_report.html", title=f"Run {run_id}: no report", run_id=run_id, in_ledger=bool(row),
+                  report=row.get("report") if row else None)
