@@ -13,6 +13,7 @@ import pytest
 
 from sciops.errors import ConfigError
 from sciops.imaging.synthetic import make_images, nuclei_image
+from sciops_node.contract import Manifest
 
 pytestmark = pytest.mark.imagej
 
@@ -116,7 +117,7 @@ def test_a_macro_error_is_still_the_macros_fault(imagej, airflow_db, bare_projec
     assert err.value.fields == ["macro"] and "Fix the macro" in str(err.value)
 
 
-MANIFEST = {"memory_mb": 4096, "launcher": {"kind": "imagej1"}}
+MANIFEST = Manifest(run_dir="/x", work_dir="/x/work", chunks=[], memory_mb=4096, launcher={"kind": "imagej1"})
 
 
 @pytest.mark.parametrize("log_text,records,field", [

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sciops import runner_module
 from sciops.arrays.schedulers.base import JobState, TaskAccounting
+from sciops_node import contract
 
 
 def latest_accounting(history: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -41,15 +41,14 @@ def images_done(work_dir: str | Path) -> int | None:
 def chunk_counts(work_dir: str | Path) -> dict[int, dict[str, int]]:
     """Per task ``{done, ok}`` from the runners' count files (one small file per task, not every
     status line); a task with status lines but no count file (an older runner) is counted from them."""
-    st = runner_module()
     out: dict[int, dict[str, int]] = {}
-    for path in Path(work_dir, "status").glob("task-*.jsonl"):
+    for path in Path(contract.status_dir(str(work_dir))).glob(contract.STATUS_GLOB):
         task = int(path.name[5:9])
         try:
-            count = json.loads(Path(st.count_path(str(work_dir), task)).read_text())
+            count = json.loads(Path(contract.count_path(str(work_dir), task)).read_text())
             out[task] = {"done": int(count["done"]), "ok": int(count["ok"])}
         except (OSError, ValueError, KeyError):
-            statuses = st.read_statuses(str(path))
+            statuses = contract.read_statuses(str(path))
             out[task] = {"done": len(statuses), "ok": sum(r.get("status") == "ok" for r in statuses.values())}
     return out
 
@@ -57,7 +56,7 @@ def chunk_counts(work_dir: str | Path) -> dict[int, dict[str, int]]:
 def runner_summary(work_dir: str | Path, task: int, attempt: int) -> dict[str, Any] | None:
     """The runner's attempt summary (written at its start, then at its end), or None."""
     try:
-        return json.loads(Path(work_dir, "status", f"task-{task:04d}.attempt-{attempt}.json").read_text())
+        return json.loads(Path(contract.attempt_summary_path(str(work_dir), task, attempt)).read_text())
     except (OSError, ValueError):
         return None
 

@@ -37,6 +37,7 @@ import typer
 
 from sciops.cli.api import DAG_ID, Airflow
 from sciops.cli.settings import EXIT_BAD_INPUT, EXIT_FAILED, Stop, settings
+from sciops_node import contract
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run Fiji/ImageJ macros over a project's images with SciOps (Airflow).")
@@ -254,7 +255,7 @@ def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lin
         typer.echo(f"{row['image']}: {row['status']} (task {row['task']}, attempt {row['attempt']}): {row['error']}")
     tasks = sorted({(int(r["task"]), int(float(r["attempt"] or 1))) for r in rows if r.get("task")})
     for task, attempt in tasks:
-        name = f"task-{task:04d}.attempt-{attempt}.log"
+        name = contract.task_log_name(task, attempt)
         if storage.exists(project, "output", folder, "logs", name):
             text = storage.read_bytes(project, "output", folder, "logs", name).decode("utf-8", "replace")
             typer.echo(f"\n== {name} (last {lines} lines) ==\n" + "\n".join(text.splitlines()[-lines:]))

@@ -11,13 +11,16 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from sciops.accounting.costs import rate_cost
+from sciops.arrays.workdir import chunk_counts
+from sciops.run.project import safe_run_id
+from sciops.run.runinfo import storage_for
+from sciops.storage.root import work_root
+from sciops_node import contract
+from sciops_node.contract import Manifest
 
 
 def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
-    from sciops.run.project import safe_run_id
-    from sciops.run.runinfo import storage_for
-    from sciops.storage.root import work_root
-
     project = conf.get("project")
     if not isinstance(project, str):
         return None
@@ -32,8 +35,6 @@ def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
 
 def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
     """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them."""
-    from sciops.arrays.workdir import chunk_counts
-
     folder = run_folder(conf, airflow_run_id)
     if folder is None:
         return {}
@@ -52,10 +53,10 @@ def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
         planned = json.loads((work / "plan.json").read_text())
     except (OSError, ValueError):
         try:
-            manifest = json.loads((work / "manifest.json").read_text())
+            manifest = Manifest.load(contract.manifest_path(str(work)))
         except (OSError, ValueError):
             return out
-        planned = {"images": sum(len(c) for c in manifest.get("chunks") or []), "budget": manifest.get("budget")}
+        planned = {"images": sum(len(c) for c in manifest.chunks), "budget": manifest.budget}
     out["images"] = planned["images"]
     counts = chunk_counts(work).values()
     out["ok"] = sum(c["ok"] for c in counts)
@@ -67,7 +68,5 @@ def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
         out["eta_s"] = round(elapsed / out["done"] * (out["images"] - out["done"]), 1)
     rate = (planned.get("budget") or {}).get("task_rate_usd_per_hour") or conf.get("hourly_rate_usd")
     if rate:
-        from sciops.accounting.costs import rate_cost
-
         out["spent_usd"] = rate_cost(work, float(rate))["total_usd"]
     return out

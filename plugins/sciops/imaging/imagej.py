@@ -17,6 +17,7 @@ is ``memory``, and only what remains is ``macro``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -26,11 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sciops import runner_module
 from sciops.errors import ConfigError
 from sciops.imaging.bioformats import needs_bioformats
 from sciops.imaging.heap import memory_for
 from sciops.settings import setting
+from sciops_node import contract, jvm
+from sciops_node.contract import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def detect_launcher(kind: str = "auto") -> dict[str, Any] | None:
                                shutil.which("java"), shutil.which("Xvfb"), jar if Path(jar).is_file() else None,
                                plugins_root())
     if launcher and launcher.get("plugins_dir"):
-        launcher["bioformats_version"] = runner_module().bioformats_version(launcher)
+        launcher["bioformats_version"] = jvm.bioformats_version(launcher)
     return launcher
 
 
@@ -201,10 +203,10 @@ def smoke_candidates(input_dir: Path, images: list[str], memory_mb: int, n: int 
     (on S3, the ones fetched) can be opened, :class:`ConfigError` names ``input`` and/or
     ``memory`` with the files and their reasons.
     """
-    heap = runner_module().heap_mb(memory_mb)
+    heap = contract.heap_mb(memory_mb)
     out, problems, checked = [], [], 0
     for rel in images:
-        path = input_dir / runner_module().unit_parts(rel)[0]   # a series: its file
+        path = input_dir / contract.unit_parts(rel)[0]   # a series: its file
         if not path.is_file():
             continue   # on S3 only the first few images are fetched before the smoke run
         checked += 1
@@ -234,23 +236,24 @@ def smoke_candidates(input_dir: Path, images: list[str], memory_mb: int, n: int 
                        for field, lines in by_field.items()])
 
 
-def smoke_run(manifest: dict[str, Any], images: list[str]) -> dict[str, Any]:
+def smoke_run(manifest: Manifest | dict[str, Any], images: list[str]) -> dict[str, Any]:
     """Run the macro on a few images with short stall/timeout limits, in a scratch folder.
 
     Passes as soon as one image succeeds (a corrupt image must not fail the run);
     raises :class:`ConfigError` on ``macro`` when none does, with the first error.
     Returns the runner's summary (with the ImageJ version).
     """
+    manifest = Manifest.of(manifest)
     with tempfile.TemporaryDirectory(prefix="sciops-smoke-") as tmp:
-        m = dict(manifest, work_dir=tmp, run_dir=tmp, stall_seconds=min(manifest["stall_seconds"], SMOKE_STALL_S),
-                 image_timeout_s=min(manifest["image_timeout_s"], SMOKE_TIMEOUT_S))
-        mpath = Path(tmp, "manifest.json")
-        mpath.write_text(json.dumps(m), encoding="utf-8")
+        m = dataclasses.replace(manifest, work_dir=tmp, run_dir=tmp,
+                                stall_seconds=min(manifest.stall_seconds, SMOKE_STALL_S),
+                                image_timeout_s=min(manifest.image_timeout_s, SMOKE_TIMEOUT_S))
+        mpath = m.dump(contract.manifest_path(tmp))
         status = Path(tmp, "smoke.jsonl")
-        runner = Path(manifest["driver_path"]).with_name("sciops_task.py")
+        runner = Path(manifest.driver_path).with_name("sciops_task.py")
         argv = [sys.executable, str(runner), "--manifest", str(mpath), "--status-file", str(status),
                 *(f"--images={img}" for img in images)]  # "=": an image named "-x.tif" is not an option
-        log.info("smoke run of %s on %s", manifest["macro_path"], ", ".join(images))
+        log.info("smoke run of %s on %s", manifest.macro_path, ", ".join(images))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=len(images) * (SMOKE_TIMEOUT_S + 60))
         # final statuses only (a "begin" line marks an image starting)
         records = [r for r in (json.loads(x) for x in status.read_text().splitlines()) if r.get("status") != "begin"] \
@@ -258,23 +261,23 @@ def smoke_run(manifest: dict[str, Any], images: list[str]) -> dict[str, Any]:
         summary = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
         if any(r["status"] == "ok" for r in records):
             return summary
-        smoke_log = Path(tmp, "logs", "smoke.log")
+        smoke_log = Path(contract.smoke_log_path(tmp))
         text = smoke_log.read_text(errors="replace") if smoke_log.exists() else proc.stderr
         raise ConfigError([smoke_verdict(images, records, summary, text, manifest)])
 
 
 def smoke_verdict(images: list[str], records: list[dict[str, Any]], summary: dict[str, Any], log_text: str,
-                  manifest: dict[str, Any]) -> tuple[str, str]:
+                  manifest: Manifest) -> tuple[str, str]:
     """``(field, message)`` for a smoke run in which no image succeeded: who is to blame, and the fix."""
     tail = log_text[-1500:]
-    memory = manifest.get("memory_mb")
+    memory = manifest.memory_mb
     if not records:   # no image ever began: the JVM did not start (or stalled before the first image)
         if any(s in log_text for s in HEAP_REFUSED):
             return "memory", (f"the JVM could not reserve its heap for memory={memory} MB on this worker (see the "
                               f"log below); lower memory to what a node has free. Log tail:\n{tail}")
         why = summary.get("error") or "no output from the task runner"
         return "launcher", (f"ImageJ did not start on this worker ({why[:400]}); check the launcher "
-                            f"({manifest.get('launcher', {}).get('kind')}: Debian's imagej, xvfb and a JRE, or "
+                            f"({(manifest.launcher or {}).get('kind')}: Debian's imagej, xvfb and a JRE, or "
                             f"SCIOPS_FIJI / SCIOPS_IJ_JAR). Log tail:\n{tail}")
     first = records[0]
     if any(s.lower() in (r.get("error") or "").lower() for r in records for s in OUT_OF_MEMORY) or \

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sciops import runner_module
 from sciops.accounting import ledger
 from sciops.accounting.costs import task_intervals
 from sciops.arrays.workdir import node_losses
@@ -22,6 +21,7 @@ from sciops.reporting import notify, report
 from sciops.run import processed
 from sciops.run.project import write_json
 from sciops.run.runinfo import RunInfo
+from sciops_node import contract
 
 log = logging.getLogger(__name__)
 BUDGET_EXCEEDED = "budget exceeded"
@@ -41,7 +41,7 @@ def array_timing(attempts: list[dict[str, Any]], work: Path) -> list[dict[str, A
 
 def _attempts_say(work: Path, key: str) -> str | None:
     """``key`` of the first task attempt that ran ImageJ (the ImageJ or Bio-Formats version the nodes ran)."""
-    for path in sorted(work.glob("status/task-*.attempt-*.json")):
+    for path in sorted(Path(contract.status_dir(str(work))).glob(contract.ATTEMPT_SUMMARY_GLOB)):
         doc = json.loads(path.read_text())
         if doc.get("imagej_version"):
             return doc.get(key)
@@ -144,7 +144,7 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
             ok = {row["image"] for row in csv.DictReader(fh)}
         files: dict[str, list] = {}   # a file read through Bio-Formats is processed when all its series are
         for unit, cid in ids.items():
-            entry = files.setdefault(runner_module().unit_parts(unit)[0], [cid, True])
+            entry = files.setdefault(contract.unit_parts(unit)[0], [cid, True])
             entry[1] = entry[1] and unit in ok
         held = processed.add(storage, info.project, processed.key(info.macro_sha256, info.config.macro_args),
                              {rel: cid for rel, (cid, all_ok) in files.items() if all_ok}, info.run_id)

@@ -41,8 +41,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from sciops import runner_module
 from sciops.errors import SciOpsError
+from sciops_node import contract
+from sciops_node.contract import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def task_outcomes(work: Path) -> dict[int, str]:
                 said = acct.get("reason") or ""
                 state = "" if said.startswith(acct["state"]) else acct["state"] + " "
                 reason = f"task {t} attempt {attempt['attempt']}: {state}{said}".strip()
-                summary = work / "status" / f"task-{int(t):04d}.attempt-{attempt['attempt']}.json"
+                summary = Path(contract.attempt_summary_path(str(work), int(t), attempt["attempt"]))
                 if summary.exists():
                     said = json.loads(summary.read_text()).get("error")
                     if said:
@@ -179,7 +180,7 @@ def read_chunk_tables(work: Path, ok: dict[str, dict]) -> tuple[dict[str, list[p
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
         for i in range(0, len(keys), FILES_PER_PARSE):   # a batch's bytes at a time: memory stays bounded
             batch = keys[i:i + FILES_PER_PARSE]
-            loaded = pool.map(lambda k: _read_chunk_file(work / "tables" / k[1], max(e for _, e, _ in wanted[k])),
+            loaded = pool.map(lambda k: _read_chunk_file(Path(contract.tables_dir(str(work)), k[1]), max(e for _, e, _ in wanted[k])),
                               batch)
             groups: dict[tuple[str, bytes], list[bytes]] = {}
             for (kind, name), (data, have) in zip(batch, loaded):
@@ -198,7 +199,7 @@ def read_chunk_tables(work: Path, ok: dict[str, dict]) -> tuple[dict[str, list[p
     return tables, cut
 
 
-def reference_tables(run_dir: Path, manifest: dict[str, Any], images: list[str] | None = None,
+def reference_tables(run_dir: Path, manifest: Manifest | dict[str, Any], images: list[str] | None = None,
                      statuses: dict[str, dict] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The straightforward per-image read (each image's ``results.csv`` and ``summary.csv``).
 
@@ -208,18 +209,18 @@ def reference_tables(run_dir: Path, manifest: dict[str, Any], images: list[str] 
     (default: every image whose final status is ``ok``), in manifest order; ``statuses``: the final
     status lines when the caller has read them (collate), else they are read here.
     """
+    manifest = Manifest.of(manifest)
     work = Path(run_dir) / "work"
-    st = runner_module()
     if statuses is None:
         statuses = {}
-        for i in range(1, len(manifest["chunks"]) + 1):
-            statuses.update(st.read_statuses(st.status_path(str(work), i)))
+        for i in range(1, len(manifest.chunks) + 1):
+            statuses.update(contract.read_statuses(contract.status_path(str(work), i)))
     if images is None:
-        images = [i for c in manifest["chunks"] for i in c if statuses.get(i, {}).get("status") == "ok"]
+        images = [i for c in manifest.chunks for i in c if statuses.get(i, {}).get("status") == "ok"]
     summary_rows, tables = [], []
     for image in images:
         rec = statuses[image]
-        outdir = Path(st.image_output_dir(str(work), image))
+        outdir = Path(contract.image_output_dir(str(work), image))
         table = read_table(outdir / "results.csv")
         row = {"image": image, "task": rec["task"], "attempt": rec["attempt"], "seconds": rec["seconds"],
                "n_results": len(table)}
@@ -228,7 +229,7 @@ def reference_tables(run_dir: Path, manifest: dict[str, Any], images: list[str] 
             row.update({k: v for k, v in macro_summary.iloc[0].to_dict().items() if k not in row})
         summary_rows.append(row)
         if len(table):
-            table = table.rename(columns={k: f"macro_{k}" for k in st.RESULT_KEYS})
+            table = table.rename(columns={k: f"macro_{k}" for k in contract.RESULT_KEYS})
             table.insert(0, "attempt", rec["attempt"])
             table.insert(0, "task", rec["task"])
             table.insert(0, "image", image)
@@ -245,7 +246,7 @@ def with_unit_columns(table: pa.Table, names: dict[str, str], channel: str) -> p
     files through Bio-Formats): a plain image is its own file, with no series or channel."""
     image = table["image"].combine_chunks() if table.num_rows else pa.array([], pa.string())
     # a unit read through Bio-Formats: the runner's own pattern (sciops_task.UNIT_RE)
-    parts = pc.extract_regex(image, pattern=runner_module().UNIT_RE.pattern)
+    parts = pc.extract_regex(image, pattern=contract.UNIT_RE.pattern)
     file = pc.coalesce(pc.struct_field(parts, "file"), image)
     series = pc.cast(pc.struct_field(parts, "series"), pa.int64())
     own = pc.struct_field(parts, "channel")
@@ -260,23 +261,23 @@ def with_unit_columns(table: pa.Table, names: dict[str, str], channel: str) -> p
     return table
 
 
-def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
+def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
     run_dir = Path(run_dir)
+    manifest = Manifest.of(manifest)
     work = run_dir / "work"   # as seen from here (the manifest holds the cluster's paths)
-    st = runner_module()
     statuses: dict[str, dict] = {}
     in_flight: set[str] = set()   # begun by an attempt that died under it (see sciops_task)
-    for i in range(1, len(manifest["chunks"]) + 1):
-        final, deaths = st.scan_statuses(st.status_path(str(work), i))
+    for i in range(1, len(manifest.chunks) + 1):
+        final, deaths = contract.scan_statuses(contract.status_path(str(work), i))
         statuses.update(final)
         in_flight.update(deaths)
     reasons = task_outcomes(work)
     ok = {image: rec for image, rec in statuses.items() if rec.get("status") == "ok"}
     chunk_tables, cut = read_chunk_tables(work, {i: r for i, r in ok.items() if "tables" in r})
-    older = [i for c in manifest["chunks"] for i in c if i in ok and "tables" not in ok[i]]
+    older = [i for c in manifest.chunks for i in c if i in ok and "tables" not in ok[i]]
     older_results, older_summary = reference_tables(run_dir, manifest, older, statuses) if older else (None, [])
 
-    manifest_images = pa.array([i for c in manifest["chunks"] for i in c], pa.string())
+    manifest_images = pa.array([i for c in manifest.chunks for i in c], pa.string())
     parts = chunk_tables["results"]
     if older_results is not None and len(older_results):
         parts.append(pa.Table.from_pandas(older_results, preserve_index=False))
@@ -289,13 +290,13 @@ def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
             results = results.take(pc.sort_indices(position))
 
     summary_rows, failures = [], []
-    keys = runner_module().SUMMARY_KEYS
+    keys = contract.SUMMARY_KEYS
     older_by_image = {r["image"]: {k: r[k] for k in keys} for r in older_summary}
     macro_parts = chunk_tables["summary"]
     older_macro = [{k: v for k, v in r.items() if k == "image" or k not in keys} for r in older_summary]
     if any(len(r) > 1 for r in older_macro):
         macro_parts.append(pa.Table.from_pandas(pd.DataFrame(older_macro), preserve_index=False))
-    for task, chunk in enumerate(manifest["chunks"], start=1):
+    for task, chunk in enumerate(manifest.chunks, start=1):
         for image in chunk:
             rec = statuses.get(image)
             if rec is None:
@@ -323,7 +324,7 @@ def collate(run_dir: Path, manifest: dict[str, Any]) -> Collated:
     failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
     units = work / "units.json"
     if units.is_file():   # files read through Bio-Formats: say which file, series and channel each row is
-        names, channel = json.loads(units.read_text(encoding="utf-8")), manifest.get("channel", "all")
+        names, channel = json.loads(units.read_text(encoding="utf-8")), manifest.channel
         results = with_unit_columns(results, names, channel)
         summary, failed = (with_unit_columns(pa.Table.from_pandas(df, preserve_index=False), names, channel)
                            .to_pandas(integer_object_nulls=True) for df in (summary, failed))

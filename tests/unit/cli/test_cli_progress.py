@@ -49,7 +49,8 @@ def test_a_running_array(work):
 def test_a_run_planned_before_plan_json_and_the_rate_from_its_conf(work):
     _write(work / "phases" / "plan.json", {"phase": "plan", "status": "success", "start": 5})
     _write(work / "phases" / "collate.json", {"phase": "collate", "status": "success", "start": 9})
-    _write(work / "manifest.json", {"chunks": [["a.tif", "b.tif"], ["c.tif"]]})
+    _write(work / "manifest.json", {"run_dir": str(work.parent), "work_dir": str(work),
+                                    "chunks": [["a.tif", "b.tif"], ["c.tif"]]})
     _task(work, 1, done=3, ok=3, start=1000, seconds=1800)
     got = run_progress({"project": "cells", "hourly_rate_usd": 2}, RUN_ID)
     assert got == {"phase": "collate", "images": 3, "ok": 3, "done": 3, "failed": 0, "spent_usd": 1.0}

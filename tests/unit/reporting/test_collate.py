@@ -22,7 +22,7 @@ def setup_run(tmp_path, chunks, statuses, outputs, attempts=None):
             (out / name).write_text(text)
     if attempts is not None:
         (work / "attempts.json").write_text(json.dumps(attempts))
-    return {"work_dir": str(work), "chunks": chunks}
+    return {"run_dir": str(work.parent), "work_dir": str(work), "chunks": chunks}
 
 
 def test_collate_ok_failed_and_not_run(tmp_path):
@@ -121,7 +121,7 @@ SUMMARY = "count,mean_area\n{n},{a}\n"
 
 def test_chunk_tables_match_the_per_image_read_through_resubmissions_failures_and_odd_columns(tmp_path):
     chunks = [["a.tif", "b.tif", "c.tif", "d.tif"], ["e.tif", "f.tif", "1234"], ["g.tif"]]
-    manifest = {"work_dir": str(tmp_path / "work"), "chunks": chunks}
+    manifest = {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks}
     r1 = runner(tmp_path, chunks, 1, 1)
     process(r1, "a.tif", {"results.csv": RESULTS_A, "summary.csv": SUMMARY.format(n=2, a=15)})
     process(r1, "b.tif", {"results.csv": "", "summary.csv": SUMMARY.format(n=0, a="NaN")})    # empty results
@@ -156,9 +156,9 @@ def test_a_resubmitted_chunk_is_never_counted_twice(tmp_path):
     r1.tables["results"].append(["image", "task", "attempt", "Area", "Mean"], [["b.tif", "1", "1", "1", "1"]])
     r2 = runner(tmp_path, chunks, 1, 2)
     process(r2, "b.tif", {"results.csv": " ,Area,Mean\n1,2,2\n"})
-    c = collate(tmp_path, {"work_dir": str(tmp_path / "work"), "chunks": chunks})
+    c = collate(tmp_path, {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks})
     assert c.result_rows == 3
-    results, _ = assert_same_as_reference(tmp_path, {"work_dir": str(tmp_path / "work"), "chunks": chunks})
+    results, _ = assert_same_as_reference(tmp_path, {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks})
     assert list(zip(results["image"], results["attempt"])) == [("a.tif", 1), ("a.tif", 1), ("b.tif", 2)]
 
 
@@ -166,7 +166,7 @@ def test_a_chunk_file_cut_short_is_rerun_by_the_next_attempt_or_reported(tmp_pat
     import os
 
     chunks = [["a.tif", "b.tif", "c.tif"]]
-    manifest = {"work_dir": str(tmp_path / "work"), "chunks": chunks}
+    manifest = {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks}
     r1 = runner(tmp_path, chunks, 1, 1)
     for image in chunks[0]:
         process(r1, image, {"results.csv": RESULTS_A, "summary.csv": SUMMARY.format(n=2, a=15)})
