@@ -1,7 +1,9 @@
 """ClusterBackend: everything that differs between the places a run's array can run.
 
-A backend is one class in one module, ``sciops.clusters.<name>`` (its ``Backend``): the
-name is the ``backend`` parameter's value. It owns what differs:
+A backend is one class in one module, ``sciops.clusters.<name>`` (its ``Backend``), listed in
+the registry (``sciops.clusters.MODULES``): the name is the ``backend`` parameter's value. It
+declares what the run parameters need to know of it (:attr:`~ClusterBackend.name`,
+:attr:`~ClusterBackend.schedulers`, :attr:`~ClusterBackend.form_sections`) and owns what differs:
 
 - its settings and their checks before anything is spent (:meth:`check_settings`, cheap;
   :meth:`check`, which may reach the cluster), and the launcher to smoke-test with;
@@ -10,7 +12,8 @@ name is the ``backend`` parameter's value. It owns what differs:
   (:meth:`stage_in`, :meth:`stage_out`), and for a cluster without this worker's files
   sending the planned run there and fetching what it wrote (:meth:`send_run`, :meth:`fetch_run`);
 - cost: the estimate before the run, the rates the watch follows, the bill after;
-- the runner (commands on the submit host) and the scheduler the array is driven through.
+- the runner (commands on the submit host) and the scheduler the array is driven through
+  (:meth:`scheduler_args`: the trigger makes the same scheduler from them).
 
 A backend is made two ways: for a run being checked or planned, from its config
 (:meth:`for_run`, which knows the run's settings), and in ``run_array`` from the JSON
@@ -24,17 +27,26 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sciops.arrays.commands import CommandRunner
-from sciops.arrays.schedulers.base import Scheduler
-
-if TYPE_CHECKING:  # no import at run time: the runtime path (run_array) needs neither
+if TYPE_CHECKING:  # no import at run time: the registry loads this module when the DAG is parsed
+    from sciops.arrays.commands import CommandRunner
+    from sciops.arrays.schedulers.base import Scheduler
     from sciops.run.config import RunConfig
     from sciops.run.project import Project
     from sciops.run.runinfo import RunInfo
 
 
 class ClusterBackend(ABC):
+    #: The ``backend`` parameter's value, and the name of the module that defines the class.
     name = "base"
+    #: Schedulers it can drive (``sciops.arrays.schedulers``); the first is a run's when it names none.
+    schedulers: tuple[str, ...] = ()
+    #: The trigger form's sections whose fields apply to it (``sciops.run.config.SECTIONS``): a run that
+    #: sets a field of another backend's section is refused.
+    form_sections: tuple[str, ...] = ()
+    #: Priced per EC2 instance type and node count (the planner offers those), not per task-hour.
+    priced_per_instance_type = False
+    #: The scheduler this backend object drives (one of :attr:`schedulers`).
+    scheduler_name: str
     #: Python 3 that runs the task runner on the compute nodes.
     python = "python3"
     #: Do this worker and the cluster see the same run folder (same machine, or a shared filesystem)?
@@ -51,7 +63,14 @@ class ClusterBackend(ABC):
     def runner(self) -> CommandRunner: ...
 
     @abstractmethod
-    def scheduler(self, work_dir: str) -> Scheduler: ...
+    def scheduler_args(self, work_dir: str) -> dict[str, Any]:
+        """The arguments of :meth:`scheduler` (JSON: the trigger makes the same scheduler from them)."""
+
+    def scheduler(self, work_dir: str) -> Scheduler:
+        """The scheduler the array is driven through (``work_dir``: the run's ``work/`` as the cluster sees it)."""
+        from sciops.arrays.schedulers import get_scheduler
+
+        return get_scheduler(self.scheduler_name, **self.scheduler_args(work_dir))
 
     def close(self) -> None:
         """Release connections (SSH) the backend opened."""

@@ -20,14 +20,14 @@ from typing import Any
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
                       model_validator)
 
+from sciops.clusters import BACKENDS, SCHEDULERS, SECTION_BACKENDS  # the backends' own declarations
 from sciops.errors import ConfigError
 from sciops.run.names import SAFE_NAME
 
 SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-BACKENDS = ("local", "existing", "parallelcluster")
-#: Schedulers each backend can drive (the first is its default). ParallelCluster 3 is Slurm only.
-SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm"), "parallelcluster": ("slurm",)}
+#: Schedulers a run may choose: those of the backends that drive more than one (the rest have no choice).
+SCHEDULER_CHOICES = tuple(dict.fromkeys(s for names in SCHEDULERS.values() if len(names) > 1 for s in names))
 LAUNCHERS = ("auto", "imagej1", "fiji")
 #: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).
 WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
@@ -35,16 +35,13 @@ WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
 RESERVED_ARGS = ("input", "output", "source", "series", "channel")
 #: Connections a run may name without the deployment listing them (SCIOPS_ALLOWED_CONN_IDS adds more).
 CONN_ID_DEFAULT_ALLOW = re.compile(r"^(sciops_[A-Za-z0-9_.@-]*|aws_default)$")
-#: The backends each form section's fields apply to (a run may not set them for another backend).
-#: A ParallelCluster is driven over SSH like an existing cluster, so it uses that section too.
-SECTION_BACKENDS = {"Local backend": ("local",), "Existing cluster (SSH)": ("existing", "parallelcluster"),
-                    "ParallelCluster": ("parallelcluster",)}
 COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
 ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
 
 #: No node has more memory for one task than this (MB): a bigger value is a typo (100000T).
 MAX_TASK_MB = 4 * 1024 * 1024
-#: The trigger form's sections, in order (Airflow groups fields by ``section``).
+#: The trigger form's sections, in order (Airflow groups fields by ``section``). A backend names the
+#: ones whose fields apply to it (``form_sections``); SECTION_BACKENDS maps each to those backends.
 SECTIONS = ("Run", "Local backend", "Existing cluster (SSH)", "ParallelCluster", "Storage", "Cost and messages")
 PROJECT_YAML_NOTE = "Left at its default, project.yaml's value applies."
 RUN_ONLY_NOTE = "project.yaml cannot set it."
@@ -162,7 +159,7 @@ class RunConfig(BaseModel):
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
     scheduler: str | None = _param(None, "The cluster's scheduler (empty = the backend's own: sge for existing, "
                                          "slurm for parallelcluster)",
-                                   shown="the backend's", enum=(None, "sge", "slurm"),
+                                   shown="the backend's", enum=(None, *SCHEDULER_CHOICES),
                                    labels={"None": "the backend's own"})
     ssh_conn_id: str = _param("sciops_cluster", "existing backend: Airflow SSH connection of a submit host",
                               section=_EXISTING, pattern=WORD.pattern)

@@ -18,27 +18,42 @@ a test that replaces one replaces it in the module that uses it (``host_keys.con
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sciops.clusters.existing import ExistingBackend
-from sciops.clusters.parallelcluster.aws import aws_env, ec2_client
-from sciops.clusters.parallelcluster.cli import (CLUSTER_STATES, CREATING, DELETING, DRYRUN_OK, FAILED, GONE, READY,
-                                                 PCluster, create_argv, default_pcluster, delete_argv,
-                                                 describe_argv, dryrun_argv, list_argv, parse_describe,
-                                                 parse_dryrun, parse_list)
-from sciops.clusters.parallelcluster.host_keys import (HOST_KEY, HOST_KEYS_BLOCK, KEY_PREFERENCE, console_output,
-                                                       head_connection_problems, head_node_host_key,
-                                                       host_keys_from_console)
-from sciops.clusters.parallelcluster.settings import (AMI, BUCKET, KEY_NAME, REGION, REQUIRED, SUBNET, TAG_VALUE,
-                                                      PClusterSettings, build_config, check_settings, cluster_name,
-                                                      settings_from, with_defaults, write_cluster_config)
-from sciops.clusters.parallelcluster.shapes import INSTANCE_TYPES, NODE_RESERVED_MB
 from sciops.errors import ClusterError
+
+if TYPE_CHECKING:
+    from sciops.clusters.parallelcluster.settings import PClusterSettings
+
+#: What the modules beside the backend offer, re-exported here when first asked (``pc.PCluster``): the
+#: registry loads this package when the DAG is parsed, and none of them is needed then.
+EXPORTS = {
+    "shapes": ("INSTANCE_TYPES", "NODE_RESERVED_MB"),
+    "settings": ("AMI", "BUCKET", "KEY_NAME", "REGION", "REQUIRED", "SUBNET", "TAG_VALUE", "PClusterSettings",
+                 "build_config", "check_settings", "cluster_name", "settings_from", "with_defaults",
+                 "write_cluster_config"),
+    "cli": ("CLUSTER_STATES", "CREATING", "DELETING", "DRYRUN_OK", "FAILED", "GONE", "READY", "PCluster",
+            "create_argv", "default_pcluster", "delete_argv", "describe_argv", "dryrun_argv", "list_argv",
+            "parse_describe", "parse_dryrun", "parse_list"),
+    "host_keys": ("HOST_KEY", "HOST_KEYS_BLOCK", "KEY_PREFERENCE", "console_output", "head_connection_problems",
+                  "head_node_host_key", "host_keys_from_console"),
+    "aws": ("aws_env", "ec2_client"),
+}
+_EXPORTED = {name: module for module, names in EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTED:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +71,10 @@ class PClusterBackend(ExistingBackend):
     """
 
     name = "parallelcluster"
+    schedulers = ("slurm",)   # ParallelCluster 3 is Slurm only
+    #: driven over SSH like an existing cluster: that section's fields apply too
+    form_sections = ("Existing cluster (SSH)", "ParallelCluster")
+    priced_per_instance_type = True
     shares_files = False
     default_work_root = WORK_ROOT
 
@@ -68,12 +87,13 @@ class PClusterBackend(ExistingBackend):
         return opts
 
     def where(self) -> str:
-        c = with_defaults(self.cfg.cluster.given())
+        c = self._shape()
         return (f"new ParallelCluster in {c.get('region')}: {c['compute_instance_type']} × up to "
                 f"{c['max_count']}{' (spot)' if c['spot'] else ''}")
 
     def settings(self, project: str, airflow_run_id: str) -> PClusterSettings:
         """The run's cluster settings, or ConfigError naming ``cluster.<key>`` / ``storage_root``."""
+        from sciops.clusters.parallelcluster.settings import check_settings, settings_from
         from sciops.errors import ConfigError
         from sciops.run.runinfo import storage_for
 
@@ -102,6 +122,10 @@ class PClusterBackend(ExistingBackend):
         validators to skip (comma-separated; the tests' moto endpoint cannot satisfy some). The
         launcher is probed on the head node once the cluster exists (:meth:`prepare`).
         """
+        from sciops.clusters.parallelcluster.aws import aws_env
+        from sciops.clusters.parallelcluster.cli import PCluster
+        from sciops.clusters.parallelcluster.host_keys import head_connection_problems
+        from sciops.clusters.parallelcluster.settings import cluster_name, write_cluster_config
         from sciops.errors import ConfigError
         from sciops.imaging.imagej import detect_launcher
         from sciops.run.project import safe_run_id
@@ -168,6 +192,9 @@ class PClusterBackend(ExistingBackend):
 
     # -- cost: EC2 prices ---------------------------------------------------------------------------
     def _shape(self) -> dict[str, Any]:
+        """The run's cluster settings, defaults filled in."""
+        from sciops.clusters.parallelcluster.settings import with_defaults
+
         return with_defaults(self.cfg.cluster.given())
 
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
@@ -200,6 +227,8 @@ class PClusterBackend(ExistingBackend):
     def cost(self, info, work: Path) -> dict[str, Any]:
         """The cluster's EC2 instance lives × on-demand prices, cross-checked by the tasks' own node-hours."""
         from sciops.accounting import costs
+        from sciops.clusters.parallelcluster.aws import ec2_client
+        from sciops.clusters.parallelcluster.settings import cluster_name
 
         try:
             settings = self.settings(info.project, info.airflow_run_id)
@@ -216,10 +245,4 @@ class PClusterBackend(ExistingBackend):
 
 Backend = PClusterBackend
 
-__all__ = ["AMI", "BUCKET", "CLUSTER_STATES", "CREATING", "DELETING", "DRYRUN_OK", "FAILED", "GONE", "HOST_KEY",
-           "HOST_KEYS_BLOCK", "INSTANCE_TYPES", "KEY_NAME", "KEY_PREFERENCE", "NODE_RESERVED_MB", "READY", "REGION",
-           "REQUIRED", "SUBNET", "TAG_VALUE", "WORK_ROOT", "Backend", "PCluster", "PClusterBackend",
-           "PClusterSettings", "aws_env", "build_config", "check_settings", "cluster_name", "console_output",
-           "create_argv", "default_pcluster", "delete_argv", "describe_argv", "dryrun_argv", "ec2_client",
-           "head_connection_problems", "head_node_host_key", "host_keys_from_console", "list_argv", "parse_describe",
-           "parse_dryrun", "parse_list", "settings_from", "with_defaults", "write_cluster_config"]
+__all__ = ["WORK_ROOT", "Backend", "PClusterBackend", *_EXPORTED]
