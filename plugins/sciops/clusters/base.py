@@ -11,7 +11,8 @@ declares what the run parameters need to know of it (:attr:`~ClusterBackend.name
 - staging the project in and the run folder out when the storage root is S3
   (:meth:`stage_in`, :meth:`stage_out`), and for a cluster without this worker's files
   sending the planned run there and fetching what it wrote (:meth:`send_run`, :meth:`fetch_run`);
-- cost: the estimate before the run, the rates the watch follows, the bill after;
+- cost: the estimate before the run (:meth:`estimate`; with no run, for the planner,
+  :meth:`estimate_for`), the rates the watch follows, the bill after;
 - the runner (commands on the submit host) and the scheduler the array is driven through
   (:meth:`scheduler_args`: the trigger makes the same scheduler from them).
 
@@ -141,11 +142,24 @@ class ClusterBackend(ABC):
         return None
 
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
-        """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend."""
-        from sciops.accounting.costs import estimate
+        """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend, for this run."""
+        return self.estimate_for(images, seconds_per_image, nodes=self.cfg.slots or 1,
+                                 hourly_rate_usd=self.cfg.hourly_rate_usd)
 
-        return estimate(images, seconds_per_image, backend=self.name, nodes=self.cfg.slots or 1,
-                        hourly_rate_usd=self.cfg.hourly_rate_usd)
+    @classmethod
+    def estimate_for(cls, images: int, seconds_per_image: float, *, nodes: int = 1, hourly_rate_usd: float = 0.0,
+                     instance_type: str | None = None, head_node_type: str | None = None, region: str | None = None,
+                     memory_mb: int | None = None, prices: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Duration and cost of ``images`` at ``seconds_per_image`` (task-seconds) with no run: the planner's.
+
+        Here ``nodes`` tasks at once, each task-hour at ``hourly_rate_usd``. A backend priced per
+        instance type (:attr:`priced_per_instance_type`) reads ``nodes`` as nodes of ``instance_type``
+        (and ``head_node_type``, ``region``, ``memory_mb`` per task, ``prices``), and ignores the rate.
+        """
+        from sciops.accounting.costs import rate_estimate
+
+        return {"backend": cls.name, **rate_estimate(images, seconds_per_image, concurrent_tasks=nodes,
+                                                     hourly_rate_usd=hourly_rate_usd)}
 
     def budget_rates(self, run_dir: Path) -> dict[str, float] | None:
         """What the array's watch needs to follow the spend: the cap, the rates, what is spent already."""

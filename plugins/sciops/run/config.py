@@ -79,6 +79,11 @@ def parse_memory_mb(text: str | int) -> int:
     return int(mb)
 
 
+#: The ``memory`` parameter's default, and in MB what a task gets when nothing says (the planner's too).
+DEFAULT_MEMORY = "2G"
+DEFAULT_MEMORY_MB = parse_memory_mb(DEFAULT_MEMORY)
+
+
 _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
 
 
@@ -146,7 +151,7 @@ class RunConfig(BaseModel):
                                   ge=1, le=7 * 86400)
     stall_seconds: int = _param(60, "No output and an idle CPU this long = ImageJ hung on an error dialog",
                                 ge=1, le=86400)
-    memory: str = _param("2G", "Memory per task, e.g. 2G or 512M (at least 512M); the JVM's -Xmx is derived "
+    memory: str = _param(DEFAULT_MEMORY, "Memory per task, e.g. 2G or 512M (at least 512M); the JVM's -Xmx is derived "
                                "from it")
     backend: str = _param("local", "Where the array runs: local (this machine), existing (a cluster over SSH) "
                                    "or parallelcluster (an AWS cluster made for the run)", enum=BACKENDS)

@@ -3,6 +3,8 @@
 :class:`PClusterBackend` is the backend; the modules beside it are what it stands on:
 
 - ``shapes``: the EC2 instance types SciOps knows (vCPUs, memory) and what of a node tasks get;
+- ``planner``: the what-if planner's instance types × node counts (each option this backend's
+  :meth:`~PClusterBackend.estimate_for`);
 - ``settings``: the run's ``cluster`` settings, the checks that must pass before anything is
   created, the cluster name derived from the run id (a retried create finds the same
   cluster), and the ParallelCluster config YAML made from them;
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 #: What the modules beside the backend offer, re-exported here when first asked (``pc.PCluster``): the
 #: registry loads this package when the DAG is parsed, and none of them is needed then.
 EXPORTS = {
-    "shapes": ("INSTANCE_TYPES", "NODE_RESERVED_MB"),
+    "shapes": ("INSTANCE_TYPES", "NODE_RESERVED_MB", "fits", "tasks_per_node"),
+    "planner": ("PLANNER_NODES", "check_types", "priced_types", "tradeoff"),   # and planner.estimate
     "settings": ("AMI", "BUCKET", "KEY_NAME", "REGION", "REQUIRED", "SUBNET", "TAG_VALUE", "PClusterSettings",
                  "build_config", "check_settings", "cluster_name", "settings_from", "with_defaults",
                  "write_cluster_config"),
@@ -198,18 +201,44 @@ class PClusterBackend(ExistingBackend):
         return with_defaults(self.cfg.cluster.given())
 
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
-        from sciops.accounting import costs
-
         c = self._shape()
-        return costs.estimate(images, seconds_per_image, backend=self.name, nodes=c["max_count"],
-                              instance_type=c["compute_instance_type"], head_node_type=c["head_node_instance_type"],
-                              region=c["region"], memory_mb=self.cfg.memory_mb)
+        return self.estimate_for(images, seconds_per_image, nodes=c["max_count"],
+                                 instance_type=c["compute_instance_type"], head_node_type=c["head_node_instance_type"],
+                                 region=c["region"], memory_mb=self.cfg.memory_mb)
+
+    @classmethod
+    def estimate_for(cls, images: int, seconds_per_image: float, *, nodes: int = 1, hourly_rate_usd: float = 0.0,
+                     instance_type: str | None = None, head_node_type: str | None = None, region: str | None = None,
+                     memory_mb: int | None = None, prices: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``nodes`` compute nodes of ``instance_type`` at on-demand prices, and the head node
+        (``planner.estimate``); no hourly rate."""
+        from sciops.clusters.parallelcluster.planner import estimate
+
+        return {"backend": cls.name, **estimate(images, seconds_per_image, nodes=nodes, instance_type=instance_type,
+                                                head_node_type=head_node_type, region=region, memory_mb=memory_mb,
+                                                prices=prices)}
+
+    @classmethod
+    def check_instance_types(cls, instance_types, region: str, prices: dict[str, Any] | None = None) -> list[str]:
+        """The instance types asked for (all priced ones if none), or ``costs.PlannerError`` naming the known ones."""
+        from sciops.clusters.parallelcluster.planner import check_types
+
+        return check_types(instance_types, region, prices)
+
+    @classmethod
+    def tradeoff(cls, images: int, seconds_per_image: float, **kwargs: Any) -> dict[str, Any]:
+        """Every instance type × node count and the pick (``planner.tradeoff``: region, instance_types,
+        node_counts, memory_mb, deadline_s, prices)."""
+        from sciops.clusters.parallelcluster.planner import tradeoff
+
+        return tradeoff(images, seconds_per_image, **kwargs)
 
     def budget_rates(self, run_dir: Path) -> dict[str, float] | None:
         """The head node and the min_count nodes cost from the cluster's creation on; each task its node's share."""
         if not self.cfg.budget_usd:
             return None
         from sciops.accounting import costs
+        from sciops.clusters.parallelcluster.shapes import tasks_per_node
         from sciops.phases import phase_path
 
         c = self._shape()
@@ -221,7 +250,7 @@ class PClusterBackend(ExistingBackend):
         since = json.loads(created.read_text())["start"] if created.exists() else time.time()
         fixed = head + c["min_count"] * node
         return {"budget_usd": self.cfg.budget_usd, "spent_usd": fixed * (time.time() - since) / 3600,
-                "task_rate_usd_per_hour": node / costs.tasks_per_node(itype, self.cfg.memory_mb),
+                "task_rate_usd_per_hour": node / tasks_per_node(itype, self.cfg.memory_mb),
                 "fixed_rate_usd_per_hour": fixed}
 
     def cost(self, info, work: Path) -> dict[str, Any]:

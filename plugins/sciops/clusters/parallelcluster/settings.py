@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sciops.clusters.parallelcluster.shapes import INSTANCE_TYPES, NODE_RESERVED_MB
+from sciops.clusters.parallelcluster.shapes import INSTANCE_TYPES, NODE_RESERVED_MB, fits
 
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 AMI = re.compile(r"^ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
@@ -93,7 +93,7 @@ def check_settings(s: PClusterSettings, task_memory_mb: int, task_cpus: int = 1)
             problems.append((fld, f"unknown instance type {value!r}; known: {', '.join(sorted(INSTANCE_TYPES))}"))
     if s.compute_instance_type in INSTANCE_TYPES:
         cpus, gib = INSTANCE_TYPES[s.compute_instance_type]
-        if task_memory_mb + NODE_RESERVED_MB > gib * 1024:
+        if not fits(s.compute_instance_type, task_memory_mb):
             problems.append(("memory", f"{task_memory_mb} MB per task (the JVM's -Xmx plus overhead) does not fit a "
                                        f"{s.compute_instance_type} ({gib:g} GiB, {NODE_RESERVED_MB} MB kept for the "
                                        "node): lower memory or choose a larger compute_instance_type"))

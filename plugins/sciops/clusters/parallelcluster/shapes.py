@@ -11,3 +11,14 @@ INSTANCE_TYPES: dict[str, tuple[int, float]] = {
 }
 #: Memory the OS, Slurm and Xvfb keep on a compute node, beyond the tasks' grants.
 NODE_RESERVED_MB = 1024
+
+
+def fits(instance_type: str, memory_mb: int) -> bool:
+    """Does one task of ``memory_mb`` fit a node of ``instance_type``, beside what the node keeps?"""
+    return memory_mb + NODE_RESERVED_MB <= INSTANCE_TYPES[instance_type][1] * 1024
+
+
+def tasks_per_node(instance_type: str, memory_mb: int) -> int:
+    """Tasks of ``memory_mb`` one node of ``instance_type`` runs at once: one a vCPU at most, at least one."""
+    cpus, gib = INSTANCE_TYPES[instance_type]
+    return max(1, min(cpus, int((gib * 1024 - NODE_RESERVED_MB) // max(memory_mb, 1))))
