@@ -64,9 +64,9 @@ import sciops.clusters as registry
 registry.__path__.append(sys.argv[1])          # the toy module sits beside the others
 registry.MODULES = (*registry.MODULES, "toy")  # and is registered: nothing else is edited
 from sciops.errors import ConfigError
-from sciops.run import config
+from sciops.run import config, form
 
-params = config.form_params()
+params = form.form_params()
 out = {"backends": list(config.BACKENDS), "enum": params["backend"][1]["enum"],
        "scheduler_enum": params["scheduler"][1]["enum"], "sections": config.SECTION_BACKENDS,
        "scheduler": config.build({"project": "p", "backend": "toy", "queue": "q1"}).scheduler}
