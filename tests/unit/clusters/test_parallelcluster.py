@@ -116,3 +116,11 @@ def test_pcluster_defaults_to_this_checkouts_own_virtualenv(monkeypatch):
     assert pc.default_pcluster() == str(REPO / ".venv-pcluster" / "bin" / "pcluster")
     monkeypatch.setenv("SCIOPS_PCLUSTER", "/opt/pc/bin/pcluster")
     assert pc.default_pcluster() == "/opt/pc/bin/pcluster"
+
+
+def test_every_name_the_package_offers_is_there():
+    """pc.X for what the modules beside the backend define (loaded when first asked)."""
+    for name in pc.__all__:
+        assert getattr(pc, name) is not None, name
+    with pytest.raises(AttributeError):
+        pc.not_a_name  # noqa: B018
