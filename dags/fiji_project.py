@@ -29,7 +29,7 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from sciops.run.config import form_params
+from sciops.run.form import form_params
 from sciops.operators.cluster import PClusterCreateOperator, PClusterDeleteOperator
 from sciops.operators.run_array import FijiArrayOperator
 
@@ -40,7 +40,7 @@ LATEST_RESULTS = Asset("x-sciops://latest-results")
 
 def _params() -> dict[str, Param]:
     # Declared once, in sciops.run.config.RunConfig: defaults, bounds, enums, form sections and
-    # the rule "a field left at its default takes project.yaml's value".
+    # the rule "a field left at its default takes project.yaml's value" (sciops.run.form: the Params).
     return {name: Param(default, **schema) for name, (default, schema) in form_params().items()}
 
 

@@ -294,10 +294,10 @@ def pcluster_head(gridengine, monkeypatch):
     conn = json.loads(_run_testbed("sshd.sh", "conn").strip().splitlines()[-1])
     host_key = conn["extra"].pop("host_key")
     monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_PCLUSTER_HEAD", json.dumps(conn))
-    from sciops.clusters import parallelcluster as pc
+    from sciops.clusters.parallelcluster import host_keys
 
     console = CONSOLE.read_text().replace("{KEY}", host_key.split()[1])
-    monkeypatch.setattr(pc, "console_output", lambda instance_id, region, aws_conn_id: console)
+    monkeypatch.setattr(host_keys, "console_output", lambda instance_id, region, aws_conn_id: console)
     return "sciops_pcluster_head", host_key
 
 

@@ -74,13 +74,18 @@ def test_dag_file_has_no_heavy_imports_at_parse_time(dag_file):
     (An Asset with a scheme Airflow does not know, e.g. ``sciops://``, makes it load every provider's
     URI handlers, the Amazon provider's S3 hook and boto3 among them: ours is ``x-sciops://``.)
     ``sciops.run.config`` is allowed: the form's Params are generated from it, and it costs ~10 ms
-    on top of ``airflow.sdk`` (pydantic is already loaded); it must not pull the rest in.
+    on top of ``airflow.sdk`` (pydantic is already loaded); it must not pull the rest in. So are
+    the backend classes it takes the backends' names, schedulers and form sections from (the
+    registry, ``sciops.clusters``): what they do with a run (SSH, schedulers, pcluster, costs) is
+    imported when they do it.
     """
     import subprocess
     import sys
 
     heavy = ("pandas", "pyarrow", "boto3", "botocore", "paramiko", "asyncssh", "sciops.phases", "sciops.reporting.collate",
-             "sciops.storage.root", "sciops.storage.sync", "sciops.clusters")
+             "sciops.storage.root", "sciops.storage.sync", "sciops.run.runinfo", "sciops.arrays.commands",
+             "sciops.arrays.ssh", "sciops.arrays.schedulers", "sciops.clusters.parallelcluster.settings",
+             "sciops.clusters.parallelcluster.cli", "sciops.accounting.costs", "sciops.imaging.imagej")
     code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" / dag_file)], capture_output=True,

@@ -31,7 +31,7 @@ def test_runs_and_summary_filtered_by_project(api_server, ledger_rows):
 
 
 def test_planner_estimates_from_past_runs(api_server, ledger_rows):
-    from sciops.accounting import costs
+    from sciops.clusters import backend_class
 
     base, token = api_server
     status, body = get(base, "/sciops/api/planner?macro=count_api&images=10000&nodes=4&instance_type=c5.xlarge"
@@ -41,8 +41,8 @@ def test_planner_estimates_from_past_runs(api_server, ledger_rows):
     # the median over the two successful runs: (2.0 + 2.4) / 2 task-seconds per image
     assert plan["from_runs"] == 2 and plan["seconds_per_image"] == pytest.approx(2.2)
     est = plan["estimate"]
-    want = costs.estimate(10000, 2.2, backend="parallelcluster", nodes=4, instance_type="c5.xlarge",
-                          region="us-east-1", memory_mb=2048)
+    want = backend_class("parallelcluster").estimate_for(10000, 2.2, nodes=4, instance_type="c5.xlarge",
+                                                         region="us-east-1", memory_mb=2048)
     assert est == want
     # by hand: c5.xlarge has 4 vCPUs and 8 GiB → 3 tasks of 2 GiB per node (1 GiB kept), 12 at once
     assert est["tasks_per_node"] == 3 and est["compute_s"] == pytest.approx(10000 * 2.2 / 12, abs=0.1)

@@ -46,7 +46,7 @@ def _open_trigger_form(page, base):
 
 
 def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server, screenshot):
-    from sciops.run import config
+    from sciops.run import config, form
 
     base, token = api_server
     dialog = _open_trigger_form(page, base)
@@ -62,7 +62,7 @@ def test_trigger_form_shows_real_defaults_bounds_and_precedence(page, api_server
     assert dialog.locator("input[name=element_macro]").input_value() == "count_nuclei"
     assert "null" not in dialog.inner_text()
     # each field says how it combines with project.yaml
-    assert dialog.get_by_text(config.PROJECT_YAML_NOTE, exact=False).count() >= 10
+    assert dialog.get_by_text(form.PROJECT_YAML_NOTE, exact=False).count() >= 10
     dialog.get_by_role("button", name="Existing cluster (SSH)", exact=True).click()
     assert dialog.locator("#element_scheduler").inner_text().strip() == "the backend's own"
     screenshot(dialog, "form")

@@ -1,12 +1,16 @@
-"""What a run cost: node-hours per instance type, priced; storage; cost per image.
+"""What runs cost: prices, node-hours, the arithmetic of an estimate. Pure pricing: the backends
+(``sciops.clusters``) call it with what they run on; it knows no backend.
 
-- ``parallelcluster``: node-hours from the EC2 launch and terminate times of the instances
-  tagged with the cluster's name (pcluster tags them ``parallelcluster:cluster-name``),
-  priced on demand from the shipped table (``include/prices/aws_ec2.json``, dated, with its
-  source; overridable) or, for spot instances, from EC2's spot price history over the
-  instance's lifetime (time-weighted). EBS volumes by GB-month, prorated.
-- ``existing`` / ``local``: task-hours from the runners' own start/end times (the
-  scheduler's accounting is the cross-check), times ``hourly_rate_usd`` (default 0).
+- EC2 instances (:func:`pcluster_cost`, the parallelcluster backend's bill): node-hours from the
+  EC2 launch and terminate times of the instances tagged with the cluster's name (pcluster
+  tags them ``parallelcluster:cluster-name``), priced on demand from the shipped table
+  (``include/prices/aws_ec2.json``, dated, with its source; overridable) or, for spot
+  instances, from EC2's spot price history over the instance's lifetime (time-weighted). EBS
+  volumes by GB-month, prorated.
+- By the hour (:func:`rate_cost`, the existing and local backends' bill): task-hours from the
+  runners' own start/end times (the scheduler's accounting is the cross-check), times
+  ``hourly_rate_usd`` (default 0).
+- Before a run (:func:`rate_estimate`, :func:`nodes_estimate`): what a backend's ``estimate_for`` prices.
 
 EC2 bills Linux instances per second with a 60 s minimum: that is what is charged here.
 """
@@ -222,127 +226,41 @@ def pcluster_cost(ec2, cluster_name: str, region: str, prices: dict[str, Any], v
             "compute_usd": compute, "storage_usd": storage, "total_usd": round(compute + storage, 6)}
 
 
-# -- estimates (budget check before a run, and the what-if planner) ------------------------------
+# -- estimates (budget check before a run, and the what-if planner): the arithmetic --------------
+# A backend knows what it runs on (sciops.clusters: ClusterBackend.estimate_for); these price it.
 #: Assumed cluster creation time when no past run says otherwise (pcluster typically 10-15 min).
 DEFAULT_CREATE_SECONDS = 900
 #: Compute nodes are launched when jobs arrive (Slurm power saving) and billed from launch: ~5 min to boot.
 DEFAULT_BOOT_SECONDS = 300
 
 
-def tasks_per_node(instance_type: str, memory_mb: int) -> int:
-    from sciops.clusters.parallelcluster import INSTANCE_TYPES, NODE_RESERVED_MB
-
-    cpus, gib = INSTANCE_TYPES[instance_type]
-    return max(1, min(cpus, int((gib * 1024 - NODE_RESERVED_MB) // max(memory_mb, 1))))
-
-
-def estimate(images: int, seconds_per_image: float, *, backend: str, nodes: int = 1, hourly_rate_usd: float = 0.0,
-             instance_type: str | None = None, head_node_type: str | None = None, region: str = "us-east-1",
-             memory_mb: int = 2048, create_seconds: float = DEFAULT_CREATE_SECONDS,
-             boot_seconds: float = DEFAULT_BOOT_SECONDS, prices: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Duration and cost of ``images`` at ``seconds_per_image`` (task-seconds) on ``nodes`` nodes.
-
-    ``existing``/``local``: ``nodes`` = tasks at once; cost = task-hours × ``hourly_rate_usd``.
-    ``parallelcluster``: ``nodes`` compute nodes of ``instance_type`` (tasks per node from its
-    vCPUs and memory), each billed for its boot and its share of the work, plus the head
-    node for creation + boot + compute time, at on-demand prices.
-    """
-    task_hours = images * seconds_per_image / 3600
-    if backend != "parallelcluster":
-        duration = images * seconds_per_image / max(nodes, 1)
-        return {"backend": backend, "concurrent_tasks": nodes, "task_hours": round(task_hours, 4),
-                "duration_s": round(duration, 1), "cost_usd": round(task_hours * hourly_rate_usd, 4)}
-    from sciops.clusters.parallelcluster import with_defaults
-
-    shape = with_defaults({"compute_instance_type": instance_type, "head_node_instance_type": head_node_type})
-    instance_type, head_node_type = shape["compute_instance_type"], shape["head_node_instance_type"]
-    prices = prices or load_prices()
-    per_node = tasks_per_node(instance_type, memory_mb)
-    nodes = max(nodes, 1)
-    compute_s = images * seconds_per_image / (nodes * per_node)
-    node_price = on_demand_price(prices, region, instance_type)
-    head_price = on_demand_price(prices, region, head_node_type)
-    hours = (create_seconds + boot_seconds + compute_s) / 3600
-    node_s = max(boot_seconds + compute_s, MIN_BILLED_SECONDS)  # each node: its boot, then its share
-    cost = nodes * node_price * node_s / 3600 + head_price * hours
-    return {"backend": backend, "nodes": nodes, "instance_type": instance_type, "tasks_per_node": per_node,
-            "concurrent_tasks": nodes * per_node, "task_hours": round(task_hours, 4),
-            "duration_s": round(create_seconds + boot_seconds + compute_s, 1), "compute_s": round(compute_s, 1),
-            "cost_usd": round(cost, 4), "prices_as_of": prices.get("as_of")}
-
-
-#: Node counts the planner compares when none are given.
-PLANNER_NODES = (1, 2, 4, 8, 16, 32)
-
-
 class PlannerError(ValueError):
     """A planner question that cannot be answered as asked; the message says what to change."""
 
 
-def priced_types(region: str, prices: dict[str, Any] | None = None) -> list[str]:
-    """Compute instance types the planner can price in ``region`` (known shape and an on-demand price)."""
-    from sciops.clusters.parallelcluster import INSTANCE_TYPES
-
-    prices = prices or load_prices()
-    return sorted(t for t in (prices.get("on_demand_usd_per_hour", {}).get(region) or {}) if t in INSTANCE_TYPES)
-
-
-def check_types(instance_types: Iterable[str] | None, region: str,
-                prices: dict[str, Any] | None = None) -> list[str]:
-    """The instance types asked for (all priced ones if none), or a :class:`PlannerError` naming the known ones."""
-    prices = prices or load_prices()
-    known = priced_types(region, prices)
-    if not known:
-        regions = ", ".join(sorted(prices.get("on_demand_usd_per_hour", {})))
-        raise PlannerError(f"no prices for region {region!r} (as of {prices.get('as_of')}); priced regions: {regions}."
-                           " Add the region to the sciops_prices Variable")
-    wanted = list(dict.fromkeys(instance_types or known))
-    unknown = [t for t in wanted if t not in known]
-    if unknown:
-        raise PlannerError(f"unknown instance type {', '.join(map(repr, unknown))} in {region}: the planner knows "
-                           f"{', '.join(known)} (prices as of {prices.get('as_of')})")
-    return wanted
+def rate_estimate(images: int, seconds_per_image: float, *, concurrent_tasks: int,
+                  hourly_rate_usd: float) -> dict[str, Any]:
+    """``images`` at ``seconds_per_image`` (task-seconds), ``concurrent_tasks`` at once, at a rate per task-hour."""
+    task_hours = images * seconds_per_image / 3600
+    duration = images * seconds_per_image / max(concurrent_tasks, 1)
+    return {"concurrent_tasks": concurrent_tasks, "task_hours": round(task_hours, 4),
+            "duration_s": round(duration, 1), "cost_usd": round(task_hours * hourly_rate_usd, 4)}
 
 
-def tradeoff(images: int, seconds_per_image: float, *, region: str = "us-east-1",
-             instance_types: Iterable[str] | None = None, node_counts: Iterable[int] = PLANNER_NODES,
-             memory_mb: int = 2048, deadline_s: float | None = None,
-             prices: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every instance type × node count: duration and cost (:func:`estimate`), and the pick.
+def nodes_estimate(images: int, seconds_per_image: float, *, nodes: int, tasks_per_node: int,
+                   node_usd_per_hour: float, head_usd_per_hour: float, create_seconds: float = DEFAULT_CREATE_SECONDS,
+                   boot_seconds: float = DEFAULT_BOOT_SECONDS) -> dict[str, Any]:
+    """``images`` on ``nodes`` compute nodes of ``tasks_per_node`` tasks each, made for the run.
 
-    The pick is the cheapest option that finishes within ``deadline_s`` (the fastest one if
-    none does, flagged), else the cheapest overall. Unknown regions and instance types are
-    a :class:`PlannerError` naming what is known.
+    Each node is billed for its boot and its share of the work, plus the head node for
+    creation + boot + compute time.
     """
-    prices = prices or load_prices()
-    wanted = check_types(instance_types, region, prices)
-    counts = sorted({int(n) for n in node_counts})
-    if not counts or counts[0] < 1:
-        raise PlannerError("node counts must be whole numbers of at least 1, e.g. 1,2,4,8")
-    options = []
-    for itype in wanted:
-        if tasks_per_node(itype, memory_mb) < 1 or not _fits(itype, memory_mb):
-            continue
-        for n in counts:
-            est = estimate(images, seconds_per_image, backend="parallelcluster", nodes=n, instance_type=itype,
-                           region=region, memory_mb=memory_mb, prices=prices)
-            options.append({"label": itype, "instance_type": itype, "nodes": n,
-                            "concurrent_tasks": est["concurrent_tasks"], "duration_s": est["duration_s"],
-                            "cost_usd": est["cost_usd"],
-                            "meets_deadline": None if deadline_s is None else est["duration_s"] <= deadline_s})
-    if not options:
-        raise PlannerError(f"a task of {memory_mb} MB fits none of {', '.join(wanted)}; lower the memory or add "
-                           "larger instance types")
-    options.sort(key=lambda o: (o["cost_usd"], o["duration_s"]))
-    within = [o for o in options if o["meets_deadline"] is not False]
-    best = within[0] if within else min(options, key=lambda o: (o["duration_s"], o["cost_usd"]))
-    best = dict(best, pick="cheapest within the deadline" if deadline_s and within
-                else "fastest (none meets the deadline)" if deadline_s else "cheapest")
-    return {"options": options, "best": best, "region": region, "prices_as_of": prices.get("as_of"),
-            "create_seconds": DEFAULT_CREATE_SECONDS, "boot_seconds": DEFAULT_BOOT_SECONDS}
-
-
-def _fits(instance_type: str, memory_mb: int) -> bool:
-    from sciops.clusters.parallelcluster import INSTANCE_TYPES, NODE_RESERVED_MB
-
-    return memory_mb + NODE_RESERVED_MB <= INSTANCE_TYPES[instance_type][1] * 1024
+    task_hours = images * seconds_per_image / 3600
+    nodes = max(nodes, 1)
+    compute_s = images * seconds_per_image / (nodes * tasks_per_node)
+    hours = (create_seconds + boot_seconds + compute_s) / 3600
+    node_s = max(boot_seconds + compute_s, MIN_BILLED_SECONDS)  # each node: its boot, then its share
+    cost = nodes * node_usd_per_hour * node_s / 3600 + head_usd_per_hour * hours
+    return {"nodes": nodes, "tasks_per_node": tasks_per_node, "concurrent_tasks": nodes * tasks_per_node,
+            "task_hours": round(task_hours, 4), "duration_s": round(create_seconds + boot_seconds + compute_s, 1),
+            "compute_s": round(compute_s, 1), "cost_usd": round(cost, 4)}

@@ -1,7 +1,9 @@
 """ClusterBackend: everything that differs between the places a run's array can run.
 
-A backend is one class in one module, ``sciops.clusters.<name>`` (its ``Backend``): the
-name is the ``backend`` parameter's value. It owns what differs:
+A backend is one class in one module, ``sciops.clusters.<name>`` (its ``Backend``), listed in
+the registry (``sciops.clusters.MODULES``): the name is the ``backend`` parameter's value. It
+declares what the run parameters need to know of it (:attr:`~ClusterBackend.name`,
+:attr:`~ClusterBackend.schedulers`, :attr:`~ClusterBackend.form_sections`) and owns what differs:
 
 - its settings and their checks before anything is spent (:meth:`check_settings`, cheap;
   :meth:`check`, which may reach the cluster), and the launcher to smoke-test with;
@@ -9,8 +11,10 @@ name is the ``backend`` parameter's value. It owns what differs:
 - staging the project in and the run folder out when the storage root is S3
   (:meth:`stage_in`, :meth:`stage_out`), and for a cluster without this worker's files
   sending the planned run there and fetching what it wrote (:meth:`send_run`, :meth:`fetch_run`);
-- cost: the estimate before the run, the rates the watch follows, the bill after;
-- the runner (commands on the submit host) and the scheduler the array is driven through.
+- cost: the estimate before the run (:meth:`estimate`; with no run, for the planner,
+  :meth:`estimate_for`), the rates the watch follows, the bill after;
+- the runner (commands on the submit host) and the scheduler the array is driven through
+  (:meth:`scheduler_args`: the trigger makes the same scheduler from them).
 
 A backend is made two ways: for a run being checked or planned, from its config
 (:meth:`for_run`, which knows the run's settings), and in ``run_array`` from the JSON
@@ -24,17 +28,26 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sciops.arrays.commands import CommandRunner
-from sciops.arrays.schedulers.base import Scheduler
-
-if TYPE_CHECKING:  # no import at run time: the runtime path (run_array) needs neither
+if TYPE_CHECKING:  # no import at run time: the registry loads this module when the DAG is parsed
+    from sciops.arrays.commands import CommandRunner
+    from sciops.arrays.schedulers.base import Scheduler
     from sciops.run.config import RunConfig
     from sciops.run.project import Project
     from sciops.run.runinfo import RunInfo
 
 
 class ClusterBackend(ABC):
+    #: The ``backend`` parameter's value, and the name of the module that defines the class.
     name = "base"
+    #: Schedulers it can drive (``sciops.arrays.schedulers``); the first is a run's when it names none.
+    schedulers: tuple[str, ...] = ()
+    #: The trigger form's sections whose fields apply to it (``sciops.run.config.SECTIONS``): a run that
+    #: sets a field of another backend's section is refused.
+    form_sections: tuple[str, ...] = ()
+    #: Priced per EC2 instance type and node count (the planner offers those), not per task-hour.
+    priced_per_instance_type = False
+    #: The scheduler this backend object drives (one of :attr:`schedulers`).
+    scheduler_name: str
     #: Python 3 that runs the task runner on the compute nodes.
     python = "python3"
     #: Do this worker and the cluster see the same run folder (same machine, or a shared filesystem)?
@@ -51,7 +64,14 @@ class ClusterBackend(ABC):
     def runner(self) -> CommandRunner: ...
 
     @abstractmethod
-    def scheduler(self, work_dir: str) -> Scheduler: ...
+    def scheduler_args(self, work_dir: str) -> dict[str, Any]:
+        """The arguments of :meth:`scheduler` (JSON: the trigger makes the same scheduler from them)."""
+
+    def scheduler(self, work_dir: str) -> Scheduler:
+        """The scheduler the array is driven through (``work_dir``: the run's ``work/`` as the cluster sees it)."""
+        from sciops.arrays.schedulers import get_scheduler
+
+        return get_scheduler(self.scheduler_name, **self.scheduler_args(work_dir))
 
     def close(self) -> None:
         """Release connections (SSH) the backend opened."""
@@ -122,11 +142,24 @@ class ClusterBackend(ABC):
         return None
 
     def estimate(self, images: int, seconds_per_image: float) -> dict[str, Any]:
-        """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend."""
-        from sciops.accounting.costs import estimate
+        """Duration and cost of ``images`` at ``seconds_per_image`` (past runs), on this backend, for this run."""
+        return self.estimate_for(images, seconds_per_image, nodes=self.cfg.slots or 1,
+                                 hourly_rate_usd=self.cfg.hourly_rate_usd)
 
-        return estimate(images, seconds_per_image, backend=self.name, nodes=self.cfg.slots or 1,
-                        hourly_rate_usd=self.cfg.hourly_rate_usd)
+    @classmethod
+    def estimate_for(cls, images: int, seconds_per_image: float, *, nodes: int = 1, hourly_rate_usd: float = 0.0,
+                     instance_type: str | None = None, head_node_type: str | None = None, region: str | None = None,
+                     memory_mb: int | None = None, prices: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Duration and cost of ``images`` at ``seconds_per_image`` (task-seconds) with no run: the planner's.
+
+        Here ``nodes`` tasks at once, each task-hour at ``hourly_rate_usd``. A backend priced per
+        instance type (:attr:`priced_per_instance_type`) reads ``nodes`` as nodes of ``instance_type``
+        (and ``head_node_type``, ``region``, ``memory_mb`` per task, ``prices``), and ignores the rate.
+        """
+        from sciops.accounting.costs import rate_estimate
+
+        return {"backend": cls.name, **rate_estimate(images, seconds_per_image, concurrent_tasks=nodes,
+                                                     hourly_rate_usd=hourly_rate_usd)}
 
     def budget_rates(self, run_dir: Path) -> dict[str, float] | None:
         """What the array's watch needs to follow the spend: the cap, the rates, what is spent already."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sciops.clusters.base import ClusterBackend
 from sciops.errors import ClusterError
-from sciops.arrays.ssh import SSHRunner
-from sciops.arrays.schedulers import get_scheduler
-from sciops.arrays.schedulers.base import Scheduler
+
+if TYPE_CHECKING:   # imported when used: the registry loads this module when the DAG is parsed
+    from sciops.arrays.ssh import SSHRunner
 
 #: What a head node must have, per scheduler.
 SCHEDULER_COMMANDS = {"sge": ("qsub", "qstat", "qacct", "qdel"), "slurm": ("sbatch", "squeue", "sacct", "scancel")}
@@ -30,7 +30,7 @@ PROBE = ("for c in {commands} {python} java Xvfb ImageJ-linux64; do printf '%s='
 class ExistingBackend(ClusterBackend):
     """
     :param ssh_conn_id: Airflow SSH connection of the head node.
-    :param scheduler: ``sge`` or ``slurm``.
+    :param scheduler: one of :attr:`schedulers` (the first when None).
     :param scheduler_options: passed to the scheduler (queue, project, resources).
     :param python: Python 3 on the compute nodes (the task runner is stdlib-only).
     :param host: the head node's address when it is not the connection's (a new ParallelCluster).
@@ -38,24 +38,30 @@ class ExistingBackend(ClusterBackend):
     """
 
     name = "existing"
+    schedulers = ("sge", "slurm")
+    form_sections = ("Existing cluster (SSH)",)
 
-    def __init__(self, ssh_conn_id: str, scheduler: str = "sge", scheduler_options: dict[str, Any] | None = None,
-                 python: str = "python3", host: str | None = None, host_key: str | None = None):
+    def __init__(self, ssh_conn_id: str, scheduler: str | None = None,
+                 scheduler_options: dict[str, Any] | None = None, python: str = "python3", host: str | None = None,
+                 host_key: str | None = None):
         self.ssh_conn_id = ssh_conn_id
         self.host = host
         self.host_key = host_key
-        self.scheduler_name = scheduler
+        self.scheduler_name = scheduler or self.schedulers[0]
         self.scheduler_options = scheduler_options or {}
         self.python = python
         self._runner: SSHRunner | None = None
 
     def runner(self) -> SSHRunner:
+        """The head node's SSH runner (one connection, reused until :meth:`close`)."""
         if self._runner is None:
+            from sciops.arrays.ssh import SSHRunner
+
             self._runner = SSHRunner(self.ssh_conn_id, host=self.host, host_key=self.host_key)
         return self._runner
 
-    def scheduler(self, work_dir: str) -> Scheduler:
-        return get_scheduler(self.scheduler_name, **self.scheduler_options)
+    def scheduler_args(self, work_dir: str) -> dict[str, Any]:
+        return dict(self.scheduler_options)
 
     @classmethod
     def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sciops.clusters.base import ClusterBackend
-from sciops.arrays.commands import LocalRunner
-from sciops.arrays.schedulers.local import LocalScheduler
+
+if TYPE_CHECKING:   # imported when used: the registry loads this module when the DAG is parsed
+    from sciops.arrays.commands import LocalRunner
 
 
 class LocalBackend(ClusterBackend):
@@ -16,11 +17,14 @@ class LocalBackend(ClusterBackend):
     """
 
     name = "local"
+    schedulers = ("local",)
+    form_sections = ("Local backend",)
     group_writable = False   # the tasks run as the worker's own user
 
     def __init__(self, slots: int = 0):
         self.slots = slots or os.cpu_count() or 1
         self.python = sys.executable
+        self.scheduler_name = self.schedulers[0]
 
     @classmethod
     def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -30,10 +34,12 @@ class LocalBackend(ClusterBackend):
         return self.slots
 
     def runner(self) -> LocalRunner:
+        from sciops.arrays.commands import LocalRunner
+
         return LocalRunner()
 
-    def scheduler(self, work_dir: str) -> LocalScheduler:
-        return LocalScheduler(spool=os.path.join(work_dir, "jobs"), slots=self.slots)
+    def scheduler_args(self, work_dir: str) -> dict[str, Any]:
+        return {"spool": os.path.join(work_dir, "jobs"), "slots": self.slots}
 
     def check(self, project, airflow_run_id: str):
         from sciops.imaging.imagej import require_launcher

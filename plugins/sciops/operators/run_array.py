@@ -21,7 +21,6 @@ afresh instead of re-attaching to the jobs, spend and deadline of its earlier li
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -130,7 +129,7 @@ class FijiArrayOperator(BaseOperator):
             if still is None:
                 return result
             state = still
-        self._defer(run, state, run_dir)
+        self._defer(run, backend, state, run_dir)
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -150,7 +149,7 @@ class FijiArrayOperator(BaseOperator):
         still, result = self._finish(run, run_dir, store, settle)
         if still is None:
             return result
-        self._defer(run, still, run_dir)
+        self._defer(run, backend, still, run_dir)
         return None
 
     def _finish(self, run, run_dir: Path, store, step):
@@ -194,12 +193,14 @@ class FijiArrayOperator(BaseOperator):
     def _worker_wait(self) -> float:
         return float(setting("SCIOPS_WORKER_WAIT_SECONDS", self.worker_wait_seconds))
 
-    def _defer(self, run, state, run_dir: Path) -> None:
+    def _defer(self, run, backend, state, run_dir: Path) -> None:
         from sciops.triggers.array import ArrayJobTrigger
 
         trigger = ArrayJobTrigger(
             job_id=state.job_id, task_ids=state.task_ids, scheduler=run.scheduler.name,
-            scheduler_options=_scheduler_options(run.m), ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
+            # the arguments that made run.scheduler, as the backend (made from the manifest) gives them
+            scheduler_options=backend.scheduler_args(run.m["work_dir"]),
+            ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
             poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
             started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"),
             # the worker counted the spend up to now
@@ -207,10 +208,3 @@ class FijiArrayOperator(BaseOperator):
             ssh_host_key=run.m["backend_options"].get("host_key"), deadline=run.deadline)
         left = max(run.deadline - time.time(), 0.0)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=left) + DEFER_MARGIN)
-
-
-def _scheduler_options(manifest: dict[str, Any]) -> dict[str, Any]:
-    opts = manifest["backend_options"]
-    if manifest["backend"] == "local":
-        return {"spool": str(Path(manifest["work_dir"]) / "jobs"), "slots": opts.get("slots") or os.cpu_count()}
-    return dict(opts.get("scheduler_options") or {})

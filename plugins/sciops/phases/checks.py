@@ -255,7 +255,7 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
         problem = image_problem(project.input_dir / rel, heap)
         if problem and problem[0] == "input":
             probed[rel] = {"error": problem[1]}
-    manifest = {"launcher": worker_launcher, "memory_mb": cfg.memory_mb, "backend": "local"}
+    manifest = {"launcher": worker_launcher, "memory_mb": cfg.memory_mb}
     probed.update(bioformats.probe([rel for rel in files if rel not in probed], project.input_dir, manifest))
     bioformats.save(Path(info.run_dir, "work"), probed)
     units, unreadable = bioformats.check(images, probed, cfg, heap)

@@ -2,8 +2,11 @@
 
 Each parameter is one field of :class:`RunConfig`: its type, built-in default, bounds,
 description, form section and whether ``project.yaml`` may set it. The DAG's trigger form
-(:func:`form_params`), the README's parameter table (:func:`readme_table`, checked by a
-test) and the checks in the DAG's ``validate`` task all come from it.
+and docs/parameters.md's table (``sciops.run.form``: ``form_params``, ``readme_table``) and
+the checks in the DAG's ``validate`` task (:func:`build`) all come from it. What makes a value
+acceptable is in ``sciops.run.values`` (RunConfig inherits its field validators); pydantic's
+errors become the problems a ConfigError names in ``sciops.run.messages``. The backends and
+the schedulers each takes come from the backend registry (``sciops.clusters``).
 
 Values come from three places: the DAG run's conf (the UI form or a REST call), the
 project's ``project.yaml``, the built-in defaults. **A run value that equals the built-in
@@ -17,37 +20,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
+from sciops.clusters import BACKENDS, SCHEDULERS, SECTION_BACKENDS  # the backends' own declarations
 from sciops.errors import ConfigError
+from sciops.run import messages
 from sciops.run.names import SAFE_NAME
+from sciops.run.values import COMMAND, SAFE_ARG_KEY, WORD, ValueChecks, parse_memory_mb
 
-SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
-BACKENDS = ("local", "existing", "parallelcluster")
-#: Schedulers each backend can drive (the first is its default). ParallelCluster 3 is Slurm only.
-SCHEDULERS = {"local": ("local",), "existing": ("sge", "slurm"), "parallelcluster": ("slurm",)}
+#: Schedulers a run may choose: those of the backends that drive more than one (the rest have no choice).
+SCHEDULER_CHOICES = tuple(dict.fromkeys(s for names in SCHEDULERS.values() if len(names) > 1 for s in names))
 LAUNCHERS = ("auto", "imagej1", "fiji")
-#: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).
-WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
-#: macro_args keys the driver sets itself (a macro argument must not override them).
-RESERVED_ARGS = ("input", "output", "source", "series", "channel")
 #: Connections a run may name without the deployment listing them (SCIOPS_ALLOWED_CONN_IDS adds more).
 CONN_ID_DEFAULT_ALLOW = re.compile(r"^(sciops_[A-Za-z0-9_.@-]*|aws_default)$")
-#: The backends each form section's fields apply to (a run may not set them for another backend).
-#: A ParallelCluster is driven over SSH like an existing cluster, so it uses that section too.
-SECTION_BACKENDS = {"Local backend": ("local",), "Existing cluster (SSH)": ("existing", "parallelcluster"),
-                    "ParallelCluster": ("parallelcluster",)}
-COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
-ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
-
-#: No node has more memory for one task than this (MB): a bigger value is a typo (100000T).
-MAX_TASK_MB = 4 * 1024 * 1024
-#: The trigger form's sections, in order (Airflow groups fields by ``section``).
+#: The trigger form's sections, in order (Airflow groups fields by ``section``). A backend names the
+#: ones whose fields apply to it (``form_sections``); SECTION_BACKENDS maps each to those backends.
 SECTIONS = ("Run", "Local backend", "Existing cluster (SSH)", "ParallelCluster", "Storage", "Cost and messages")
-PROJECT_YAML_NOTE = "Left at its default, project.yaml's value applies."
-RUN_ONLY_NOTE = "project.yaml cannot set it."
 
 
 def _param(default: Any, description: str, *, section: str = "Run", project_yaml: bool = True,
@@ -67,20 +55,9 @@ def _param(default: Any, description: str, *, section: str = "Run", project_yaml
     return Field(default, description=description, json_schema_extra=extra, **bounds)
 
 
-def parse_memory_mb(text: str | int) -> int:
-    """``"2G"``, ``"512M"``, ``"1.5GB"`` or a number of MB → MB."""
-    if isinstance(text, bool):
-        raise ValueError("not a size")
-    if isinstance(text, (int, float)):
-        value, unit = float(text), "M"
-    else:
-        m = MEMORY.match(str(text))
-        if not m:
-            raise ValueError("not a size")
-        value, unit = float(m.group(1)), (m.group(2) or "M").upper()
-    mb = value * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
-    return int(mb)
-
+#: The ``memory`` parameter's default, and in MB what a task gets when nothing says (the planner's too).
+DEFAULT_MEMORY = "2G"
+DEFAULT_MEMORY_MB = parse_memory_mb(DEFAULT_MEMORY)
 
 _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
 
@@ -114,8 +91,12 @@ class ClusterSettings(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class RunConfig(BaseModel):
+class RunConfig(ValueChecks):
     """The parameters of one run, checked (each field's description says what it does)."""
+
+    # (the docstring is the JSON schema's description.) Each value's own format is checked by the
+    # validators RunConfig inherits (sciops.run.values.ValueChecks); here, its choices: backend,
+    # launcher, the backend's scheduler.
 
     # strict: True is not 1, "5" is not 5; no NaN or infinity (JSON and YAML can spell both)
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -149,7 +130,7 @@ class RunConfig(BaseModel):
                                   ge=1, le=7 * 86400)
     stall_seconds: int = _param(60, "No output and an idle CPU this long = ImageJ hung on an error dialog",
                                 ge=1, le=86400)
-    memory: str = _param("2G", "Memory per task, e.g. 2G or 512M (at least 512M); the JVM's -Xmx is derived "
+    memory: str = _param(DEFAULT_MEMORY, "Memory per task, e.g. 2G or 512M (at least 512M); the JVM's -Xmx is derived "
                                "from it")
     backend: str = _param("local", "Where the array runs: local (this machine), existing (a cluster over SSH) "
                                    "or parallelcluster (an AWS cluster made for the run)", enum=BACKENDS)
@@ -162,7 +143,7 @@ class RunConfig(BaseModel):
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
     scheduler: str | None = _param(None, "The cluster's scheduler (empty = the backend's own: sge for existing, "
                                          "slurm for parallelcluster)",
-                                   shown="the backend's", enum=(None, "sge", "slurm"),
+                                   shown="the backend's", enum=(None, *SCHEDULER_CHOICES),
                                    labels={"None": "the backend's own"})
     ssh_conn_id: str = _param("sciops_cluster", "existing backend: Airflow SSH connection of a submit host",
                               section=_EXISTING, pattern=WORD.pattern)
@@ -207,94 +188,6 @@ class RunConfig(BaseModel):
                                              "messages (empty = sciops_slack if it exists, else no messages)",
                                        section=_COST, shown="sciops_slack", pattern=WORD.pattern)
 
-    @field_validator("slack_conn_id")
-    @classmethod
-    def _slack(cls, v: str | None) -> str | None:
-        if v is not None and not WORD.match(v):
-            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
-        return v
-
-    @field_validator("project")
-    @classmethod
-    def _project(cls, v: str) -> str:
-        if not SAFE_NAME.match(v):
-            raise ValueError(
-                f"{v!r} is not a safe project name; use letters, digits, '.', '_' or '-' "
-                "(no '/', '..', spaces or shell characters), starting with a letter or digit"
-            )
-        return v
-
-    @field_validator("macro")
-    @classmethod
-    def _macro(cls, v: str) -> str:
-        if not v or v.startswith(("/", "~")) or ".." in v.split("/") or "\\" in v:
-            raise ValueError(f"{v!r}: give a shipped macro name (e.g. 'count_nuclei') or a path inside "
-                             "the project such as 'src/my_macro.ijm' (no absolute paths, no '..')")
-        if not re.match(r"^[A-Za-z0-9._/ -]+$", v):
-            raise ValueError(f"{v!r} has characters a macro path may not have; use letters, digits, '._-/'")
-        return v
-
-    @field_validator("macro_args")
-    @classmethod
-    def _macro_args(cls, v: dict) -> dict:
-        for key, value in v.items():
-            if key in RESERVED_ARGS:
-                raise ValueError(f"argument {key!r} is set by SciOps for every image; rename the macro's argument")
-            if not SAFE_ARG_KEY.match(key):
-                raise ValueError(f"argument name {key!r} must be a word (letters, digits, '_')")
-            if any(c in str(value) for c in "\t\n\r"):
-                raise ValueError(f"argument {key!r} may not contain tabs or newlines")
-        return v
-
-    @field_validator("macro_argument")
-    @classmethod
-    def _macro_argument(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if any(c in v for c in "\t\r\x1f\x00"):
-            raise ValueError("may not contain tabs or control characters (line breaks are fine)")
-        if "{input}" not in v and "{name}" not in v and "{stem}" not in v:
-            raise ValueError(f"{v!r} names no image: every image would get the same argument; put {{input}} "
-                             "(the image's path) where the macro expects it, e.g. '{input},{output}'")
-        return v
-
-    @field_validator("series")
-    @classmethod
-    def _series(cls, v: str) -> str:
-        if v in ("all", "first"):
-            return v
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"{v!r} is neither all, first nor a regular expression ({exc}); e.g. 'Well B' or "
-                             "'^pos[0-9]+$'") from None
-        return v
-
-    @field_validator("file_pattern")
-    @classmethod
-    def _pattern(cls, v: str) -> str:
-        parts = [p.strip() for p in v.split(",") if p.strip()]
-        if not parts:
-            raise ValueError("is empty; give a glob such as '*.tif' (several separated by commas)")
-        for p in parts:
-            if p.startswith(("/", "~")) or ".." in p.replace("\\", "/").split("/"):
-                raise ValueError(f"{p!r} must stay inside input/: no absolute paths and no '..'")
-        return ",".join(parts)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, v: str) -> str:
-        try:
-            mb = parse_memory_mb(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a memory size; write it like '2G' or '512M'") from None
-        if mb < 512:
-            raise ValueError(f"{v!r} is too little for an ImageJ JVM; give at least '512M'")
-        if mb > MAX_TASK_MB:
-            raise ValueError(f"{v!r} is more than any node has (at most '{MAX_TASK_MB // 1024 // 1024}T' per task); "
-                             "give the memory one task needs, e.g. '4G'")
-        return v
-
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
@@ -307,65 +200,6 @@ class RunConfig(BaseModel):
     def _launcher(cls, v: str) -> str:
         if v not in LAUNCHERS:
             raise ValueError(f"unknown launcher {v!r}; choose one of: {', '.join(LAUNCHERS)}")
-        return v
-
-    @field_validator("ssh_conn_id", "queue", "accounting_project")
-    @classmethod
-    def _word(cls, v: str | None) -> str | None:
-        if v is not None and not WORD.match(v):
-            raise ValueError(f"{v!r} may hold only letters, digits and '_.@-' (it reaches a remote shell)")
-        return v
-
-    @field_validator("memory_resource")
-    @classmethod
-    def _resource(cls, v: str | None) -> str | None:
-        if v is not None and not SAFE_ARG_KEY.match(v):
-            raise ValueError(f"{v!r} is not a resource name; use the complex's name, e.g. 'h_vmem'")
-        return v
-
-    @field_validator("cluster_python")
-    @classmethod
-    def _python(cls, v: str) -> str:
-        if not COMMAND.match(v):
-            raise ValueError(f"{v!r}: give a command name or an absolute path (e.g. python3 or /usr/bin/python3)")
-        return v
-
-    @field_validator("cluster_storage_root")
-    @classmethod
-    def _cluster_root(cls, v: str | None) -> str | None:
-        if v is not None and (not ABS_PATH.match(v) or ".." in v.split("/")):
-            raise ValueError(f"{v!r}: give the storage root's absolute path on the cluster (no '..', no spaces)")
-        return v
-
-    @field_validator("storage_root")
-    @classmethod
-    def _storage_root(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if v.startswith("s3://"):
-            from sciops.storage.root import S3Storage
-            from sciops.errors import StorageError
-
-            try:
-                S3Storage(v)
-            except StorageError as exc:
-                raise ValueError(str(exc).removeprefix(f"storage root {v!r}: ")) from None
-        elif not ABS_PATH.match(v.removeprefix("file://")) or ".." in v.split("/"):
-            raise ValueError(f"{v!r}: give s3://bucket[/prefix] or an absolute folder path (no '..', no spaces)")
-        return v
-
-    @field_validator("aws_conn_id")
-    @classmethod
-    def _conn(cls, v: str | None) -> str | None:
-        if v is not None and not WORD.match(v):
-            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
-        return v
-
-    @field_validator("sync_from", "sync_to")
-    @classmethod
-    def _lan_folder(cls, v: str | None) -> str | None:
-        if v is not None and (not v.startswith("/") or ".." in v.split("/") or "\x00" in v):
-            raise ValueError(f"{v!r}: give the LAN project folder's absolute path as this worker sees it (no '..')")
         return v
 
     @field_serializer("cluster")
@@ -436,61 +270,6 @@ def sources(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None
 
 
 
-_SCHEMA_KEYS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "minLength", "pattern", "values_display",
-                "section", "properties", "additionalProperties")
-
-
-def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
-    """Each parameter as ``(default, JSON schema)`` for an Airflow ``Param``: the trigger form.
-
-    The schema is pydantic's for the field (type, bounds, enum, pattern), flattened to the
-    keys Airflow's form reads; the description says what the field does and how
-    ``project.yaml`` and the form combine. Airflow checks a run's conf against it when the
-    run is created, so the form (and a REST call) refuse what the schema can say.
-    """
-    full = RunConfig.model_json_schema()
-    props = full["properties"]
-    out = {}
-    for name, field in RunConfig.model_fields.items():
-        prop = dict(props[name])
-        if "$ref" in prop:   # a nested model (cluster): inlined, so Airflow checks its keys and types too
-            nested = full["$defs"][prop.pop("$ref").rsplit("/", 1)[-1]]
-            prop.update(type="object", additionalProperties=False,
-                        properties={k: {kk: vv for kk, vv in v.items() if kk != "title"}
-                                    for k, v in nested["properties"].items()})
-        types = []
-        for alt in prop.pop("anyOf", None) or [prop]:
-            types.append(alt.get("type"))
-            prop.update({k: v for k, v in alt.items() if k != "type"})
-        if None in types:  # e.g. a dict's additionalProperties anyOf: only the outer type matters
-            types = [prop.get("type", "object")]
-        schema = {k: prop[k] for k in _SCHEMA_KEYS if k in prop and k != "type"}
-        schema["type"] = types[0] if len(types) == 1 else types
-        if not field.is_required():
-            note = PROJECT_YAML_NOTE if (field.json_schema_extra or {}).get("project_yaml", True) else RUN_ONLY_NOTE
-            schema["description"] = f"{field.description}. {note}"
-        else:
-            schema["description"] = field.description
-        out[name] = (DEFAULTS.get(name, ""), schema)
-    return out
-
-
-def readme_table() -> str:
-    """The README's parameter table (tests/unit/test_config.py fails when the README differs)."""
-    lines = ["| parameter | section | default | project.yaml | meaning |", "|---|---|---|---|---|"]
-    for name, field in RunConfig.model_fields.items():
-        extra = field.json_schema_extra or {}
-        default = extra.get("shown") or ("none" if DEFAULTS[name] is None else f"`{_yaml_value(DEFAULTS[name])}`")
-        lines.append(f"| `{name}` | {extra.get('section', 'Run')} | {default} | "
-                     f"{'yes' if extra.get('project_yaml', True) else 'no'} | {field.description.replace('*', chr(92) + '*')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _yaml_value(value: Any) -> str:
-    import json
-
-    return json.dumps(value) if isinstance(value, (bool, dict)) else str(value)
-
 def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> RunConfig:
     """Check the run's parameters; raise :class:`ConfigError` naming every bad field."""
     problems: list[tuple[str, str]] = []
@@ -512,7 +291,7 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
     try:
         cfg = RunConfig(**merged)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+        raise ConfigError(messages.problems(exc, RunConfig)) from None
     problems = deployment_problems(cfg.model_dump()) + other_backend_problems(cfg, conf)
     if problems:
         raise ConfigError(problems)
@@ -567,49 +346,4 @@ def cluster_problems(cluster: Any) -> tuple[ClusterSettings | None, list[tuple[s
     try:
         return ClusterSettings.model_validate(cluster or {}), []
     except ValidationError as exc:
-        return None, _problems(exc, ("cluster",))
-
-
-def _problems(exc: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
-    """pydantic's errors as (field, message); a macro argument of no allowed type is one problem, not four."""
-    out: list[tuple[str, str]] = []
-    for err in exc.errors():
-        err = {**err, "loc": (*prefix, *err.get("loc", ()))}
-        loc = err["loc"]
-        if len(loc) >= 2 and loc[0] == "macro_args":
-            problem = ("macro_args", f"argument {loc[1]!r} must be text, a number or true/false "
-                                     f"(got {err.get('input')!r})")
-        else:
-            problem = (_field(err), _message(err))
-        if problem not in out:
-            out.append(problem)
-    return out
-
-
-def _field(err: dict) -> str:
-    loc = [str(p) for p in err.get("loc", ())]
-    if not loc and "scheduler" in err.get("msg", ""):
-        return "scheduler"
-    return ".".join(loc) if loc else "config"
-
-
-_BOUNDS = {"greater_than_equal": ("ge", "at least"), "greater_than": ("gt", "more than"),
-           "less_than_equal": ("le", "at most"), "less_than": ("lt", "less than")}
-
-
-def _message(err: dict) -> str:
-    kind = err.get("type", "")
-    loc = err.get("loc") or ("",)
-    if kind == "extra_forbidden" and len(loc) == 2 and loc[0] == "cluster":
-        return f"unknown setting; known: {', '.join(ClusterSettings.model_fields)}"
-    if kind in _BOUNDS:
-        key, words = _BOUNDS[kind]
-        fields = ClusterSettings.model_fields if len(loc) == 2 and loc[0] == "cluster" else RunConfig.model_fields
-        field = fields.get(str(loc[-1]))
-        what = f": {field.description}" if field and field.description else ""
-        return f"must be {words} {err['ctx'][key]:g} (got {err.get('input')!r}){what}"
-    msg = err.get("msg", "invalid")
-    msg = msg.removeprefix("Value error, ")
-    if err.get("type", "").endswith(("_type", "_parsing")):
-        msg += f" (got {err.get('input')!r})"
-    return msg
+        return None, messages.problems(exc, RunConfig, ("cluster",))

@@ -12,6 +12,9 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from sciops.accounting.costs import PlannerError
+from sciops.clusters import backend_class, instance_priced_backend
+
 
 def past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
     from sciops.accounting import ledger
@@ -26,25 +29,24 @@ def past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
 def estimate(macro: str, images: int, nodes: int, instance_type: str | None, backend: str, region: str,
              memory_mb: int, hourly_rate_usd: float, project: str | None, readable: set[str]) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
-    from sciops.accounting import costs
-
+    try:
+        cls = backend_class(backend)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     found = past(macro, project, readable)
-    if backend == "parallelcluster" and instance_type:
+    if cls.priced_per_instance_type and instance_type:
         try:
-            costs.check_types([instance_type], region)
-        except costs.PlannerError as exc:
+            cls.check_instance_types([instance_type], region)
+        except PlannerError as exc:
             raise HTTPException(422, str(exc)) from None
-    est = costs.estimate(images, found["seconds_per_image"], backend=backend, nodes=nodes,
-                         instance_type=instance_type, region=region, memory_mb=memory_mb,
-                         hourly_rate_usd=hourly_rate_usd)
+    est = cls.estimate_for(images, found["seconds_per_image"], nodes=nodes, instance_type=instance_type,
+                           region=region, memory_mb=memory_mb, hourly_rate_usd=hourly_rate_usd)
     return {"macro": macro, "images": images, "from_runs": found["runs"],
             "seconds_per_image": found["seconds_per_image"], "estimate": est}
 
 
 def tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, region: str, instance_types: str,
              nodes: str, memory_mb: int) -> dict[str, Any]:
-    from sciops.accounting import costs
-
     try:
         counts = [int(n) for n in nodes.replace(" ", "").split(",") if n]
     except ValueError:
@@ -52,8 +54,8 @@ def tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, re
             from None
     types = [t.strip() for t in instance_types.split(",") if t.strip()]
     try:
-        return costs.tradeoff(images, seconds_per_image, region=region, instance_types=types or None,
-                              node_counts=counts, memory_mb=memory_mb,
-                              deadline_s=deadline_h * 3600 if deadline_h else None)
-    except costs.PlannerError as exc:
+        return instance_priced_backend().tradeoff(images, seconds_per_image, region=region,
+                                                  instance_types=types or None, node_counts=counts,
+                                                  memory_mb=memory_mb, deadline_s=deadline_h * 3600 if deadline_h else None)
+    except PlannerError as exc:
         raise HTTPException(422, str(exc)) from None

@@ -107,3 +107,20 @@ def test_host_keys_from_a_cloud_init_console():
 def test_describe_gives_the_head_node_instance():
     out = pc.parse_describe(0, json.dumps(DESCRIBE_READY))
     assert out["head_node_instance_id"] == DESCRIBE_READY["headNode"]["instanceId"]
+
+
+def test_pcluster_defaults_to_this_checkouts_own_virtualenv(monkeypatch):
+    from helpers import REPO
+
+    monkeypatch.delenv("SCIOPS_PCLUSTER", raising=False)
+    assert pc.default_pcluster() == str(REPO / ".venv-pcluster" / "bin" / "pcluster")
+    monkeypatch.setenv("SCIOPS_PCLUSTER", "/opt/pc/bin/pcluster")
+    assert pc.default_pcluster() == "/opt/pc/bin/pcluster"
+
+
+def test_every_name_the_package_offers_is_there():
+    """pc.X for what the modules beside the backend define (loaded when first asked)."""
+    for name in pc.__all__:
+        assert getattr(pc, name) is not None, name
+    with pytest.raises(AttributeError):
+        pc.not_a_name  # noqa: B018

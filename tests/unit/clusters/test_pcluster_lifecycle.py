@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO
 from sciops.clusters import parallelcluster as pc
 from sciops.errors import ClusterError
 from sciops.clusters.sweeper import sweep

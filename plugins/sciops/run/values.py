@@ -1,0 +1,191 @@
+"""What makes a run parameter's value acceptable: the formats, and the checks of each value.
+
+:class:`ValueChecks` holds the field validators :class:`~sciops.run.config.RunConfig` inherits
+(a value's own format: names, paths, sizes, patterns); the fields themselves, their choices
+(backend, launcher, scheduler) and how they combine are in ``sciops.run.config``. Each check
+raises ValueError with the fix, which becomes a ConfigError naming the field.
+"""
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, field_validator
+
+from sciops.run.names import SAFE_NAME
+
+SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+#: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).
+WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
+#: macro_args keys the driver sets itself (a macro argument must not override them).
+RESERVED_ARGS = ("input", "output", "source", "series", "channel")
+COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
+ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
+#: No node has more memory for one task than this (MB): a bigger value is a typo (100000T).
+MAX_TASK_MB = 4 * 1024 * 1024
+
+
+def parse_memory_mb(text: str | int) -> int:
+    """``"2G"``, ``"512M"``, ``"1.5GB"`` or a number of MB → MB."""
+    if isinstance(text, bool):
+        raise ValueError("not a size")
+    if isinstance(text, (int, float)):
+        value, unit = float(text), "M"
+    else:
+        m = MEMORY.match(str(text))
+        if not m:
+            raise ValueError("not a size")
+        value, unit = float(m.group(1)), (m.group(2) or "M").upper()
+    mb = value * {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[unit]
+    return int(mb)
+
+
+class ValueChecks(BaseModel):
+    """The field validators of :class:`~sciops.run.config.RunConfig` that check a value's own format."""
+
+    @field_validator("slack_conn_id", check_fields=False)
+    @classmethod
+    def _slack(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
+        return v
+
+    @field_validator("project", check_fields=False)
+    @classmethod
+    def _project(cls, v: str) -> str:
+        if not SAFE_NAME.match(v):
+            raise ValueError(
+                f"{v!r} is not a safe project name; use letters, digits, '.', '_' or '-' "
+                "(no '/', '..', spaces or shell characters), starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("macro", check_fields=False)
+    @classmethod
+    def _macro(cls, v: str) -> str:
+        if not v or v.startswith(("/", "~")) or ".." in v.split("/") or "\\" in v:
+            raise ValueError(f"{v!r}: give a shipped macro name (e.g. 'count_nuclei') or a path inside "
+                             "the project such as 'src/my_macro.ijm' (no absolute paths, no '..')")
+        if not re.match(r"^[A-Za-z0-9._/ -]+$", v):
+            raise ValueError(f"{v!r} has characters a macro path may not have; use letters, digits, '._-/'")
+        return v
+
+    @field_validator("macro_args", check_fields=False)
+    @classmethod
+    def _macro_args(cls, v: dict) -> dict:
+        for key, value in v.items():
+            if key in RESERVED_ARGS:
+                raise ValueError(f"argument {key!r} is set by SciOps for every image; rename the macro's argument")
+            if not SAFE_ARG_KEY.match(key):
+                raise ValueError(f"argument name {key!r} must be a word (letters, digits, '_')")
+            if any(c in str(value) for c in "\t\n\r"):
+                raise ValueError(f"argument {key!r} may not contain tabs or newlines")
+        return v
+
+    @field_validator("macro_argument", check_fields=False)
+    @classmethod
+    def _macro_argument(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if any(c in v for c in "\t\r\x1f\x00"):
+            raise ValueError("may not contain tabs or control characters (line breaks are fine)")
+        if "{input}" not in v and "{name}" not in v and "{stem}" not in v:
+            raise ValueError(f"{v!r} names no image: every image would get the same argument; put {{input}} "
+                             "(the image's path) where the macro expects it, e.g. '{input},{output}'")
+        return v
+
+    @field_validator("series", check_fields=False)
+    @classmethod
+    def _series(cls, v: str) -> str:
+        if v in ("all", "first"):
+            return v
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"{v!r} is neither all, first nor a regular expression ({exc}); e.g. 'Well B' or "
+                             "'^pos[0-9]+$'") from None
+        return v
+
+    @field_validator("file_pattern", check_fields=False)
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("is empty; give a glob such as '*.tif' (several separated by commas)")
+        for p in parts:
+            if p.startswith(("/", "~")) or ".." in p.replace("\\", "/").split("/"):
+                raise ValueError(f"{p!r} must stay inside input/: no absolute paths and no '..'")
+        return ",".join(parts)
+
+    @field_validator("memory", check_fields=False)
+    @classmethod
+    def _memory(cls, v: str) -> str:
+        try:
+            mb = parse_memory_mb(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a memory size; write it like '2G' or '512M'") from None
+        if mb < 512:
+            raise ValueError(f"{v!r} is too little for an ImageJ JVM; give at least '512M'")
+        if mb > MAX_TASK_MB:
+            raise ValueError(f"{v!r} is more than any node has (at most '{MAX_TASK_MB // 1024 // 1024}T' per task); "
+                             "give the memory one task needs, e.g. '4G'")
+        return v
+
+    @field_validator("ssh_conn_id", "queue", "accounting_project", check_fields=False)
+    @classmethod
+    def _word(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} may hold only letters, digits and '_.@-' (it reaches a remote shell)")
+        return v
+
+    @field_validator("memory_resource", check_fields=False)
+    @classmethod
+    def _resource(cls, v: str | None) -> str | None:
+        if v is not None and not SAFE_ARG_KEY.match(v):
+            raise ValueError(f"{v!r} is not a resource name; use the complex's name, e.g. 'h_vmem'")
+        return v
+
+    @field_validator("cluster_python", check_fields=False)
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if not COMMAND.match(v):
+            raise ValueError(f"{v!r}: give a command name or an absolute path (e.g. python3 or /usr/bin/python3)")
+        return v
+
+    @field_validator("cluster_storage_root", check_fields=False)
+    @classmethod
+    def _cluster_root(cls, v: str | None) -> str | None:
+        if v is not None and (not ABS_PATH.match(v) or ".." in v.split("/")):
+            raise ValueError(f"{v!r}: give the storage root's absolute path on the cluster (no '..', no spaces)")
+        return v
+
+    @field_validator("storage_root", check_fields=False)
+    @classmethod
+    def _storage_root(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith("s3://"):
+            from sciops.storage.root import S3Storage
+            from sciops.errors import StorageError
+
+            try:
+                S3Storage(v)
+            except StorageError as exc:
+                raise ValueError(str(exc).removeprefix(f"storage root {v!r}: ")) from None
+        elif not ABS_PATH.match(v.removeprefix("file://")) or ".." in v.split("/"):
+            raise ValueError(f"{v!r}: give s3://bucket[/prefix] or an absolute folder path (no '..', no spaces)")
+        return v
+
+    @field_validator("aws_conn_id", check_fields=False)
+    @classmethod
+    def _conn(cls, v: str | None) -> str | None:
+        if v is not None and not WORD.match(v):
+            raise ValueError(f"{v!r} is not an Airflow connection id; use letters, digits and '_.@-'")
+        return v
+
+    @field_validator("sync_from", "sync_to", check_fields=False)
+    @classmethod
+    def _lan_folder(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or ".." in v.split("/") or "\x00" in v):
+            raise ValueError(f"{v!r}: give the LAN project folder's absolute path as this worker sees it (no '..')")
+        return v
