@@ -82,7 +82,7 @@ def per_series(launcher: dict, repeats: int) -> dict:
             singles.append(name)
         units = [f"plate.ome.tif#{i}" for i in range(SERIES)]
         t0 = time.perf_counter()
-        probed = bioformats.probe(["plate.ome.tif"], folder, {"launcher": launcher, "memory_mb": 1536})
+        probed = bioformats.probe(["plate.ome.tif"], folder, launcher, 1536)
         probe_s = time.perf_counter() - t0
         assert len(probed["plate.ome.tif"]["series"]) == SERIES, probed
         runs: dict[str, list] = {"ome_tiff_series": [], "single_tiffs": []}

@@ -19,17 +19,3 @@ MACRO_DIR = INCLUDE_DIR / "fiji_macros"
 if str(JOB_DIR) not in sys.path:
     sys.path.insert(0, str(JOB_DIR))
 
-
-def runner_module():
-    """The compute-node task runner (``include/job/sciops_task.py``) as a module.
-
-    It is stdlib-only and lives with the job files; its status-file functions are the one
-    definition of that format, so the Airflow side reads statuses through it.
-    """
-    import sys
-
-    if str(JOB_DIR) not in sys.path:
-        sys.path.insert(0, str(JOB_DIR))
-    import sciops_task
-
-    return sciops_task

@@ -92,4 +92,4 @@ def test_manifest_keys_are_read_only_through_the_manifest_type():
     pattern = re.compile(r"""\b(?:manifest|m)(?:\[["']|\.get\(["'])""")
     hits = [f"{p.relative_to(REPO)}:{i}" for p in (PLUGINS / "sciops").rglob("*.py")
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
-    assert hits == [], "read the manifest through sciops.run.manifest.Manifest's fields"
+    assert hits == [], "read the manifest through the fields of sciops_node.contract.Manifest"

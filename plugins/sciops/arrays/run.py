@@ -22,6 +22,8 @@ from sciops.run.project import write_json
 from sciops.arrays.commands import CommandRunner
 from sciops.arrays.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting
 from sciops.arrays.watch import Watch, acct_dict, drive
+from sciops_node import contract
+from sciops_node.contract import Manifest
 from sciops.arrays.workdir import (runner_summary, exit_file_accounting, exited, images_done, latest_accounting,
                                    node_losses, progress_line)
 
@@ -45,14 +47,15 @@ class ArrayState:
         return cls(**data)
 
 
-def job_name(manifest: dict[str, Any], attempt: int) -> str:
+def job_name(manifest: Manifest | dict[str, Any], attempt: int) -> str:
     """The scheduler job name of one attempt: unique per run, plan and attempt, so a job can be found by it.
 
     ``plan_id`` is new each time ``plan`` runs: a DAG run cleared and run again (same run id)
     never finds the jobs of its earlier life, while a retried ``run_array`` (same plan) does.
     """
-    token = manifest.get("plan_id") or hashlib.sha1(manifest["work_dir"].encode()).hexdigest()[:8]
-    return f"sciops-{manifest['run_id'][:48]}-{token}-a{attempt}"
+    manifest = Manifest.of(manifest)
+    token = manifest.plan_id or hashlib.sha1(manifest.work_dir.encode()).hexdigest()[:8]
+    return f"sciops-{manifest.run_id[:48]}-{token}-a{attempt}"
 
 
 #: A chunk whose node is lost this many times is not resubmitted again (a node that keeps dying under
@@ -60,23 +63,24 @@ def job_name(manifest: dict[str, Any], attempt: int) -> str:
 MAX_NODE_LOSSES = 5
 
 
-def array_spec(manifest: dict[str, Any], task_ids: list[int], attempt: int, python: str | None = None,
+def array_spec(manifest: Manifest | dict[str, Any], task_ids: list[int], attempt: int, python: str | None = None,
                lost: list[str] | None = None) -> ArraySpec:
     """The array job for some chunks of a run (``attempt`` > 1 is a resubmission).
 
     ``lost``: ``task.attempt`` pairs whose node was lost; the runner does not hold a death in
     them against the image that was running (``SCIOPS_LOST``).
     """
-    work = manifest["work_dir"]
+    manifest = Manifest.of(manifest)
+    work = manifest.work_dir
     runner = os.path.join(work, "job", "sciops_task.py")
     return ArraySpec(
         name=job_name(manifest, attempt),
-        command=[python or sys.executable, runner, "--manifest", os.path.join(work, "manifest.json"),
+        command=[python or sys.executable, runner, "--manifest", contract.manifest_path(work),
                  "--attempt", str(attempt)],
         task_ids=task_ids,
-        log_dir=os.path.join(manifest["run_dir"], "logs"),
+        log_dir=contract.logs_dir(manifest.run_dir),
         workdir=work,
-        memory_mb=manifest["memory_mb"],
+        memory_mb=manifest.memory_mb,
         env={"SCIOPS_ATTEMPT": str(attempt), **({"SCIOPS_LOST": ":".join(lost)} if lost else {})},
     )
 
@@ -92,7 +96,7 @@ class ArrayRun:
         retried task re-attaches instead of submitting again.
     :param python: the Python that runs the task runner where the tasks run.
     :param local_work_dir: the run's work dir as seen from here (it may be mounted under
-        another path on the cluster than ``manifest['work_dir']``).
+        another path on the cluster than ``manifest.work_dir``).
     :param retry: this is a retried task (it may have submitted before it died without saving
         the job id): every submit first looks for its job by name, in accounting too.
     :param budget: the run's budget cap (``sciops.arrays.watch.Watch``), its ``spent_usd`` carried
@@ -101,11 +105,12 @@ class ArrayRun:
         one timeout of the whole array phase, deferrals included); None = no limit.
     """
 
-    def __init__(self, scheduler: Scheduler, runner: CommandRunner, manifest: dict[str, Any],
+    def __init__(self, scheduler: Scheduler, runner: CommandRunner, manifest: Manifest | dict[str, Any],
                  save_state: Callable[[dict[str, Any]], None], poll_seconds: float = 5.0,
                  python: str | None = None, local_work_dir: str | None = None, retry: bool = False,
                  budget: dict[str, float] | None = None, deadline: float | None = None):
-        self.scheduler, self.runner, self.m = scheduler, runner, manifest
+        manifest = Manifest.of(manifest)
+        self.scheduler, self.runner, self.manifest = scheduler, runner, manifest
         self.retry = retry
         self.budget = dict(budget) if budget and budget.get("budget_usd") else None
         self.deadline = deadline
@@ -113,13 +118,13 @@ class ArrayRun:
         self.save_state = save_state
         self.poll_seconds = poll_seconds
         self.python = python
-        self.local_work_dir = Path(local_work_dir or manifest["work_dir"])
-        self.n_tasks = len(manifest["chunks"])
-        self.n_images = sum(len(c) for c in manifest["chunks"])
+        self.local_work_dir = Path(local_work_dir or manifest.work_dir)
+        self.n_tasks = len(manifest.chunks)
+        self.n_images = sum(len(c) for c in manifest.chunks)
 
     def submit(self, task_ids: list[int], attempt: int, history: list | None = None) -> ArrayState:
         lost = [f"{x['task']}.{x['attempt']}" for x in node_losses(history or []) if x["task"] in task_ids]
-        spec = array_spec(self.m, task_ids, attempt, self.python, lost=lost)
+        spec = array_spec(self.manifest, task_ids, attempt, self.python, lost=lost)
         job_id = self.scheduler.submit(self.runner, spec, look_first=self.retry)
         state = ArrayState(job_id, attempt, task_ids, time.time(), list(history or []))
         self.save_state(state.as_dict())
@@ -177,7 +182,7 @@ class ArrayRun:
             self.record_cancelled(state, time.time(), "cancelled by SciOps: the run's array timeout passed")
             raise ArrayTimeout(f"{self.scheduler.name} job {event['job_id']} still ran at the array's timeout "
                                f"({time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(event['deadline']))}): "
-                               f"cancelled; finished images are kept in {self.m['run_dir']}")
+                               f"cancelled; finished images are kept in {self.manifest.run_dir}")
         if event.get("status") != "ended":
             raise SchedulerQueryError(f"lost track of {self.scheduler.name} job {state.job_id}: "
                                       f"{event.get('message')}")
@@ -202,7 +207,7 @@ class ArrayRun:
             # Nobody in SciOps cancelled it: someone deleted the job (qdel/scancel). Do not fight them.
             raise JobFailedError(
                 f"{self.scheduler.name} job {state.job_id} was cancelled outside SciOps: task(s) {_ranges(failed)} "
-                f"({acct[failed[0]].reason}); not resubmitting. Finished images are kept in {self.m['run_dir']}")
+                f"({acct[failed[0]].reason}); not resubmitting. Finished images are kept in {self.manifest.run_dir}")
         spent: dict[int, int] = {}
         lost: dict[int, int] = {}
         for entry in state.history:
@@ -216,10 +221,10 @@ class ArrayRun:
             if acct[t].state == JobState.LOST:
                 (again if lost[t] <= MAX_NODE_LOSSES else spent_out).append(t)
             else:
-                (again if spent[t] < self.m["max_attempts"] else spent_out).append(t)
+                (again if spent[t] < self.manifest.max_attempts else spent_out).append(t)
         if spent_out:
             log.warning("tasks %s still failed after their attempts (max_attempts %d, or %d node losses); their "
-                        "images go to failures.csv", _ranges(spent_out), self.m["max_attempts"], MAX_NODE_LOSSES)
+                        "images go to failures.csv", _ranges(spent_out), self.manifest.max_attempts, MAX_NODE_LOSSES)
         if not again:
             return None
         n_lost = sum(1 for t in again if acct[t].state == JobState.LOST)
@@ -269,7 +274,7 @@ class ArrayRun:
                 f"every one of {self.n_tasks} task(s) failed after {state.attempt} attempt(s) "
                 f"(jobs {', '.join(result['job_ids'])}); last: "
                 + "; ".join(f"task {t}: {last[t]['reason']}" for t in final_failed[:3])
-                + f". See {self.m['run_dir']}/logs/")
+                + f". See {self.manifest.run_dir}/logs/")
         return result
 
     def watch(self, state: ArrayState) -> Watch:

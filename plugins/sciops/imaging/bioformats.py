@@ -32,10 +32,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sciops import runner_module
 from sciops.errors import ConfigError
 from sciops.imaging.heap import memory_for
 from sciops.run.project import JOB_DIR
+from sciops_node import contract
+from sciops_node.contract import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,38 +60,36 @@ def needs_bioformats(rel: str) -> bool:
 
 def unit_parts(unit: str) -> tuple[str, int | None, int | None]:
     """``(file, series, channel)`` of a unit (the task runner's parser: one definition)."""
-    return runner_module().unit_parts(unit)
+    return contract.unit_parts(unit)
 
 
-def probe(files: list[str], input_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def probe(files: list[str], input_dir: Path, launcher: dict[str, Any], memory_mb: int) -> dict[str, dict[str, Any]]:
     """What Bio-Formats reads in each file: ``{file: {"series": [...]}}`` or ``{file: {"error": why}}``.
 
     One JVM for all the files (restarted after a file that breaks it), through the task runner with
-    ``probe.ijm`` as the macro; ``manifest`` supplies the launcher and memory.
+    ``probe.ijm`` as the macro, with this launcher and memory grant.
     """
     if not files:
         return {}
     with tempfile.TemporaryDirectory(prefix="sciops-probe-") as tmp:
-        m = dict(manifest, work_dir=tmp, run_dir=tmp, input_dir=str(input_dir), macro_path=str(JOB_DIR / "probe.ijm"),
-                 driver_path=str(JOB_DIR / "driver.ijm"), macro_args={}, macro_argument=None,
-                 expected_outputs=["series.tsv"], stall_seconds=PROBE_STALL_S, image_timeout_s=PROBE_TIMEOUT_S,
-                 chunks=[files])
-        mpath = Path(tmp, "manifest.json")
-        mpath.write_text(json.dumps(m), encoding="utf-8")
+        m = Manifest(work_dir=tmp, run_dir=tmp, input_dir=str(input_dir), macro_path=str(JOB_DIR / "probe.ijm"),
+                     driver_path=str(JOB_DIR / "driver.ijm"), launcher=launcher, memory_mb=memory_mb,
+                     expected_outputs=["series.tsv"], stall_seconds=PROBE_STALL_S, image_timeout_s=PROBE_TIMEOUT_S,
+                     chunks=[files])
+        mpath = m.dump(contract.manifest_path(tmp))
         status = Path(tmp, "probe.jsonl")
         argv = [sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath),
                 "--status-file", str(status), *(f"--images={f}" for f in files)]
         log.info("reading the series of %d file(s) through Bio-Formats", len(files))
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=len(files) * (PROBE_TIMEOUT_S + 30) + 120)
-        st = runner_module()
-        final = st.read_statuses(str(status)) if status.exists() else {}
+        final = contract.read_statuses(str(status)) if status.exists() else {}
         if not final:   # the runner or ImageJ itself failed: not the files' fault
             raise ConfigError([("launcher", f"ImageJ with Bio-Formats did not start on this worker to read the files' "
                                             f"series (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-800:]}")])
         out: dict[str, dict[str, Any]] = {}
         for rel in files:
             rec = final.get(rel)
-            table = Path(st.image_output_dir(tmp, rel), "series.tsv")
+            table = Path(contract.image_output_dir(tmp, rel), "series.tsv")
             if rec and rec.get("status") == "ok" and table.is_file():
                 out[rel] = {"series": _parse(table.read_text(encoding="utf-8", errors="replace"))}
             else:

@@ -29,6 +29,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from sciops.settings import setting
+from sciops_node.contract import Manifest
 
 STATE_KEY = "sciops_array"
 SPEND_KEY = "sciops_spend"
@@ -76,8 +77,8 @@ class FijiArrayOperator(BaseOperator):
             raise RuntimeError("run_array needs Airflow's task_state_store (Airflow 3.3 or later) to keep the job "
                                "id across retries; refusing to submit without it")
         manifest = read_manifest(self.manifest_path)
-        backend = get_backend(manifest["backend"], **manifest["backend_options"])
-        plan_id = manifest.get("plan_id")
+        backend = get_backend(manifest.backend, **manifest.backend_options)
+        plan_id = manifest.plan_id
         kept = store.get(PLAN_KEY)
         if kept != plan_id:   # a new plan (the run was cleared and planned again): nothing of the old one holds
             for key in (STATE_KEY, SPEND_KEY, DEADLINE_KEY):
@@ -100,8 +101,8 @@ class FijiArrayOperator(BaseOperator):
         return float(setting("SCIOPS_POLL_SECONDS", self.poll_seconds))
 
     @staticmethod
-    def _budget(manifest: dict[str, Any], store) -> dict[str, float] | None:
-        budget = manifest.get("budget") or {}
+    def _budget(manifest: Manifest, store) -> dict[str, float] | None:
+        budget = manifest.budget or {}
         if not budget.get("budget_usd"):
             return None
         spent = store.get(SPEND_KEY)
@@ -199,12 +200,12 @@ class FijiArrayOperator(BaseOperator):
         trigger = ArrayJobTrigger(
             job_id=state.job_id, task_ids=state.task_ids, scheduler=run.scheduler.name,
             # the arguments that made run.scheduler, as the backend (made from the manifest) gives them
-            scheduler_options=backend.scheduler_args(run.m["work_dir"]),
-            ssh_conn_id=run.m["backend_options"].get("ssh_conn_id"),
+            scheduler_options=backend.scheduler_args(run.manifest.work_dir),
+            ssh_conn_id=run.manifest.backend_options.get("ssh_conn_id"),
             poll_seconds=self._poll(), n_images=run.n_images, work_dir=str(run_dir / "work"),
-            started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.m["backend_options"].get("host"),
+            started_at=state.submitted_at, attempt=state.attempt, ssh_host=run.manifest.backend_options.get("host"),
             # the worker counted the spend up to now
             budget={**run.budget, "since": time.time()} if run.budget else None, deferred_at=time.time(),
-            ssh_host_key=run.m["backend_options"].get("host_key"), deadline=run.deadline)
+            ssh_host_key=run.manifest.backend_options.get("host_key"), deadline=run.deadline)
         left = max(run.deadline - time.time(), 0.0)
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=left) + DEFER_MARGIN)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 from sciops.run import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, REFUSED, phase, trigger_label
+from sciops_node import contract
 from sciops.run.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
                             stage_job_files, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
@@ -247,16 +248,14 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
 
         sync(storage.tree(project.name), LocalTree(project.root), source=listing,
              include=[f"input/{rel}" for rel in files], label="fetch the Bio-Formats files to read their series")
-    from sciops import runner_module
-
-    heap = runner_module().heap_mb(cfg.memory_mb)
+    heap = contract.heap_mb(cfg.memory_mb)
     probed: dict[str, dict[str, Any]] = {}
     for rel in files:   # what the header shows (empty, cut short, another format) needs no JVM
         problem = image_problem(project.input_dir / rel, heap)
         if problem and problem[0] == "input":
             probed[rel] = {"error": problem[1]}
-    manifest = {"launcher": worker_launcher, "memory_mb": cfg.memory_mb}
-    probed.update(bioformats.probe([rel for rel in files if rel not in probed], project.input_dir, manifest))
+    probed.update(bioformats.probe([rel for rel in files if rel not in probed], project.input_dir, worker_launcher,
+                                   cfg.memory_mb))
     bioformats.save(Path(info.run_dir, "work"), probed)
     units, unreadable = bioformats.check(images, probed, cfg, heap)
     n_series = sum(1 for u in units if "#" in u)
@@ -317,9 +316,9 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
                      label="fetch smoke-test images")
             job = stage_job_files(run_dir / "work", macro)
             with info.backend() as backend:
-                manifest = dict(manifest_of(info, backend, project, job, chunks=[], expected=expected_outputs(macro)),
-                                launcher=smoke_launcher, input_dir=str(project.input_dir),
-                                macro_path=str(job["macro_run"]), driver_path=str(job["driver"]))
+                manifest = manifest_of(info, backend, project, job, chunks=[], expected=expected_outputs(macro),
+                                       launcher=smoke_launcher, input_dir=str(project.input_dir),
+                                       macro_path=str(job["macro_run"]), driver_path=str(job["driver"]))
             summary = smoke_run(manifest, smoke_candidates(project.input_dir, images, cfg.memory_mb))
             info = info.model_copy(update={"imagej_version": summary.get("imagej_version")})
         elif cfg.smoke_test:

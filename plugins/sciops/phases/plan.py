@@ -7,21 +7,25 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sciops import runner_module
 from sciops.errors import SciOpsError
 from sciops.imaging import bioformats
 from sciops.phases import phase
 from sciops.run.project import Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files, write_json
 from sciops.run.runinfo import RunInfo
+from sciops_node import contract
+from sciops_node.contract import Manifest
 
 log = logging.getLogger(__name__)
 
 
 def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], chunks: list[list[str]],
-                expected: list[str]) -> dict[str, Any]:
-    """What the task runner reads (paths as the cluster sees them) and ``run_array`` drives the array from."""
+                expected: list[str], **more: Any) -> Manifest:
+    """What the task runner reads (paths as the cluster sees them) and ``run_array`` drives the array from.
+
+    ``more``: the fields the caller adds (plan: unreadable units, budget, plan id; validate's smoke run:
+    paths as this worker sees them)."""
     cfg, on_cluster = info.config, backend.cluster_path
-    return {
+    return Manifest(**{
         "run_id": info.run_id, "project": project.name, "run_dir": on_cluster(info.run_dir),
         "work_dir": on_cluster(Path(info.run_dir, "work")), "input_dir": on_cluster(project.input_dir),
         "macro_path": on_cluster(job.get("macro_run", job["macro"])), "driver_path": on_cluster(job["driver"]),
@@ -30,8 +34,8 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
         "expected_outputs": expected, "chunks": chunks, "memory_mb": cfg.memory_mb,
         "image_timeout_s": cfg.image_timeout_s, "stall_seconds": cfg.stall_seconds,
         "max_attempts": cfg.max_attempts, "backend": cfg.backend,
-        "backend_options": backend.options_for(cfg, backend.cluster), "launcher": info.launcher,
-    }
+        "backend_options": backend.options_for(cfg, backend.cluster), "launcher": info.launcher, **more,
+    })
 
 
 def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str], dict[str, Any]]:
@@ -45,7 +49,7 @@ def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str],
     extra: dict[str, Any] = {}
     if probed:
         units, unreadable, _, names = bioformats.expand(images, probed, cfg.series, cfg.channel,
-                                                        runner_module().heap_mb(cfg.memory_mb))
+                                                        contract.heap_mb(cfg.memory_mb))
         images = units + (list(unreadable) if cfg.skip_unreadable else [])
         extra = {"unreadable": unreadable if cfg.skip_unreadable else {}, "series_names": names}
     files = {u: bioformats.unit_parts(u)[0] for u in images}
@@ -79,17 +83,16 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
             if backend.group_writable:
                 d.chmod(0o2775)
         info = backend.prepare(info)
-        manifest = dict(manifest_of(info, backend, project, job, chunks, expected_outputs(macro)),
-                        unreadable=bf.get("unreadable") or {},
-                        budget=backend.budget_rates(run_dir),
-                        plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
-        path = write_json(work / "manifest.json", manifest)
+        manifest = manifest_of(info, backend, project, job, chunks, expected_outputs(macro),
+                               unreadable=bf.get("unreadable") or {}, budget=backend.budget_rates(run_dir),
+                               plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
+        path = Path(manifest.dump(contract.manifest_path(str(work))))
         write_json(work / "images.json", ids)   # what record adds to the processed-images index
         if bf:   # the series names, for the tables' series_name column
             write_json(work / "units.json", bf["series_names"])
         # what a progress poll needs, without parsing the manifest's image lists (9 MB at 100,000 images)
         write_json(work / "plan.json", {"images": len(images), "tasks": len(chunks), "images_per_task": per_task,
-                                         "budget": manifest["budget"]})
+                                         "budget": manifest.budget})
         if not backend.shares_files:
             backend.send_run(info, dirs)
     log.info("planned %d image(s) in %d task(s) of up to %d%s", len(images), len(chunks), per_task,

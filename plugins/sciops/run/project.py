@@ -25,6 +25,7 @@ import yaml
 
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.errors import ConfigError
+from sciops_node.contract import Manifest
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 #: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
@@ -243,5 +244,6 @@ def write_json(path: Path | str, data: Any) -> Path:
     return path
 
 
-def read_manifest(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_manifest(path: Path | str) -> Manifest:
+    """The run's manifest (``work/manifest.json``), typed: the node's contract."""
+    return Manifest.load(str(path))

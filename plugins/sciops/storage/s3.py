@@ -240,7 +240,7 @@ class S3Client:
         base = prefix.rstrip("/")
         got = self.call(f"list s3://{self.bucket}/{prefix}",
                         lambda s: obstore.list_with_delimiter(s, prefix=base or None))
-        return ([_obj(m) for m in got["objects"] if m["path"].startswith(prefix)],
+        return ([_obj(o) for o in got["objects"] if o["path"].startswith(prefix)],
                 [p.rstrip("/") + "/" for p in got["common_prefixes"] if p.startswith(prefix)])
 
     def folders(self, prefix: str = "") -> list[str]:

@@ -110,16 +110,22 @@ def test_unknown_keys_are_kept_and_scratch_dir_only_when_set():
 
 
 def _manifest_keys_written_by_the_airflow_side():
-    """The keys of ``manifest_of``'s dict and of every ``dict(manifest_of(...), key=...)`` in plugins/."""
+    """The keys ``manifest_of`` passes to ``Manifest(...)`` and the ones its callers in plugins/ add (``**more``).
+
+    The Airflow side builds the typed Manifest itself, so a key that is no field fails at once (TypeError);
+    this pins that plan writes every field a task reads."""
     keys = set()
     for path in PLUGINS.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name == "manifest_of":
-                for ret in (n for n in ast.walk(node) if isinstance(n, ast.Return)):
-                    keys |= {k.value for k in ret.value.keys}
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict" and node.args and \
-                    isinstance(node.args[0], ast.Call) and getattr(node.args[0].func, "id", None) == "manifest_of":
+                for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)
+                             and getattr(n.func, "id", None) == "Manifest"):
+                    for arg in call.keywords:
+                        if arg.arg is None and isinstance(arg.value, ast.Dict):
+                            keys |= {k.value for k in arg.value.keys if isinstance(k, ast.Constant)}
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "manifest_of" and \
+                    "plan" in path.name:
                 keys |= {kw.arg for kw in node.keywords}
     return keys
 

@@ -95,9 +95,9 @@ def parse_dryrun(returncode: int, stdout: str) -> list[str]:
         data = json.loads(stdout)
     except ValueError:
         return [stdout.strip()[-1000:] or f"pcluster exited {returncode} with no output"]
-    out = [f"{m.get('level', '')} {m.get('type', '')}: {m.get('message', '')}".strip()
-           for m in data.get("configurationValidationErrors", []) + data.get("validationMessages", [])
-           if m.get("level") in (None, "ERROR")]
+    out = [f"{msg.get('level', '')} {msg.get('type', '')}: {msg.get('message', '')}".strip()
+           for msg in data.get("configurationValidationErrors", []) + data.get("validationMessages", [])
+           if msg.get("level") in (None, "ERROR")]
     return out or [data.get("message") or json.dumps(data)[:1000]]
 
 
