@@ -43,7 +43,8 @@ if (indexOf(input, "_undef.") >= 0) x = notDefinedAnywhere + 1;   // macro error
 if (indexOf(input, "_spin.") >= 0) { n = 0; while (true) n = n + 1; }  // never ends, CPU busy
 if (indexOf(input, "_slow.") >= 0) wait(4000);
 f = File.open(output + "/results.csv");
-print(f, "ok");
+print(f, "done");
+print(f, "1");
 File.close(f);
 """
 

@@ -33,14 +33,14 @@ def test_an_image_rerun_after_a_killed_jvm_starts_from_an_empty_folder(tmp_path,
     """What a JVM killed under an image had half-written is gone when the next attempt runs that image again."""
     mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], """*b.tif) if [ ! -e "$out/../../killed-once" ]; then
         echo "half" > "$out/results.csv"; echo "stale" > "$out/extra.tif"; touch "$out/../../killed-once"; kill -9 0
-      fi; echo "count" > "$out/results.csv" ;;""")
+      fi; printf 'count\n1\n' > "$out/results.csv" ;;""")
     assert main(["--manifest", str(mpath), "--task", "1"]) == contract.EXIT_INTERRUPTED
     out = Path(contract.image_output_dir(str(work), "b.tif"))
     assert (out / "extra.tif").exists()                                   # the killed JVM's leftovers
     assert main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
     got = contract.read_statuses(contract.status_path(str(work), 1))
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "ok"}
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and (out / "results.csv").read_text() == "count\n"
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and (out / "results.csv").read_text() == "count\n1\n"
 
 
 @pytest.mark.parametrize("runner_too", [True, False])

@@ -1,0 +1,71 @@
+"""Issue 35 with the real ImageJ 1 under Xvfb: never a wrong number passed off as a result.
+
+An image is ``ok`` only when its outputs are whole (tables read strictly), ImageJ said nothing that means a
+failure (out of memory, a dialog, an exception), and a printed word of the macro's own never fails it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sciops_task as st
+
+from sciops import JOB_DIR
+from sciops.imaging.synthetic import make_images
+
+pytestmark = pytest.mark.imagej
+
+#: A macro's head: input and output from the argument.
+ARGS = """input = ""; output = "";
+lines = split(getArgument(), "\\n");
+for (i = 0; i < lines.length; i++) {
+    if (startsWith(lines[i], "input=")) input = substring(lines[i], 6);
+    if (startsWith(lines[i], "output=")) output = substring(lines[i], 7);
+}
+"""
+
+#: Each image's name says which half-written table its macro leaves.
+TABLES_MACRO = "// @sciops outputs: results.csv\n" + ARGS + """
+if (indexOf(input, "_cut.") >= 0)          // the last row cut off
+    File.saveString(" ,Area,Mean,X\\n1,100,2,3\\n102,2\\n", output + "/results.csv");
+else if (indexOf(input, "_quote.") >= 0)   // a field cut inside its quotes
+    File.saveString("Label,Area\\n\\"cell 1\\",100\\n\\"ce", output + "/results.csv");
+else if (indexOf(input, "_header.") >= 0)  // a header alone, and nothing that says there was nothing to count
+    File.saveString(" ,Area,Mean\\n", output + "/results.csv");
+else
+    File.saveString(" ,Area,Mean\\n1,100,2\\n2,50,3\\n", output + "/results.csv");
+"""
+
+
+def manifest_for(tmp_path: Path, launcher: dict, macro_text: str, images: list[str], **kw) -> Path:
+    macro = tmp_path / "macro.ijm"
+    macro.write_text(macro_text)
+    manifest = {"run_id": "t", "work_dir": str(tmp_path / "work"), "run_dir": str(tmp_path),
+                "input_dir": str(tmp_path / "input"), "macro_path": str(macro),
+                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["results.csv"],
+                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30, "macro_args": {}}
+    manifest.update(kw)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def statuses(tmp_path: Path) -> dict[str, dict]:
+    return st.read_statuses(st.status_path(str(tmp_path / "work"), 1))
+
+
+def test_half_written_tables_fail_their_images_with_the_reason(tmp_path, imagej):
+    names = ["a.tif", "b_cut.tif", "c_quote.tif", "d_header.tif"]
+    make_images(tmp_path / "input", {n: 1 for n in names}, size=32)
+    mpath = manifest_for(tmp_path, imagej, TABLES_MACRO, names)
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = statuses(tmp_path)
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_cut.tif": "failed",
+                                                         "c_quote.tif": "failed", "d_header.tif": "failed"}
+    assert got["b_cut.tif"]["error"] == "results.csv line 3 has 2 field(s), its header 4 (cut off?)"
+    assert "results.csv ends inside a quoted field" in got["c_quote.tif"]["error"]
+    assert "results.csv has no rows, and no summary count of 0" in got["d_header.tif"]["error"]
+    assert got["a.tif"]["rows"] == 2 and got["a.tif"]["jvm"] == 1          # one JVM: no failure stopped it
+    table = (tmp_path / "work" / "tables" / "task-0001.attempt-1.results.csv").read_text()
+    assert table == "image,task,attempt,Area,Mean\na.tif,1,1,100,2\na.tif,1,1,50,3\n"
