@@ -33,7 +33,13 @@ else if (indexOf(input, "_quote.") >= 0)   // a field cut inside its quotes
     File.saveString("Label,Area\\n\\"cell 1\\",100\\n\\"ce", output + "/results.csv");
 else if (indexOf(input, "_header.") >= 0)  // a header alone, and nothing that says there was nothing to count
     File.saveString(" ,Area,Mean\\n", output + "/results.csv");
-else
+else if (indexOf(input, "_oom.") >= 0) {   // ImageJ runs out of memory, the macro carries on and counts 0
+    newImage("big", "8-bit black", 20000, 20000, 1);   // 400 MB of the 724 MB heap of memory_mb 1024 ...
+    run("Duplicate...", "title=copy");                // ... and a copy: ImageJ prints <Out of memory>, goes on
+    close("*");
+    File.saveString(" ,Area,Mean\\n", output + "/results.csv");
+    File.saveString("count,mean_area\\n0,NaN\\n", output + "/summary.csv");
+} else
     File.saveString(" ,Area,Mean\\n1,100,2\\n2,50,3\\n", output + "/results.csv");
 """
 
@@ -56,16 +62,64 @@ def statuses(tmp_path: Path) -> dict[str, dict]:
 
 
 def test_half_written_tables_fail_their_images_with_the_reason(tmp_path, imagej):
-    names = ["a.tif", "b_cut.tif", "c_quote.tif", "d_header.tif"]
+    names = ["a.tif", "b_cut.tif", "c_quote.tif", "d_header.tif", "e_oom.tif"]
     make_images(tmp_path / "input", {n: 1 for n in names}, size=32)
     mpath = manifest_for(tmp_path, imagej, TABLES_MACRO, names)
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
     got = statuses(tmp_path)
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_cut.tif": "failed",
-                                                         "c_quote.tif": "failed", "d_header.tif": "failed"}
+                                                         "c_quote.tif": "failed", "d_header.tif": "failed",
+                                                         "e_oom.tif": "failed"}
     assert got["b_cut.tif"]["error"] == "results.csv line 3 has 2 field(s), its header 4 (cut off?)"
     assert "results.csv ends inside a quoted field" in got["c_quote.tif"]["error"]
     assert "results.csv has no rows, and no summary count of 0" in got["d_header.tif"]["error"]
+    assert got["e_oom.tif"]["error"].startswith("out of memory: <Out of memory> (a 724 MB heap, of memory 1024 MB")
     assert got["a.tif"]["rows"] == 2 and got["a.tif"]["jvm"] == 1          # one JVM: no failure stopped it
     table = (tmp_path / "work" / "tables" / "task-0001.attempt-1.results.csv").read_text()
     assert table == "image,task,attempt,Area,Mean\na.tif,1,1,100,2\na.tif,1,1,50,3\n"
+
+
+def test_an_image_too_large_for_the_heap_is_failed_out_of_memory_not_ok_with_zero(tmp_path, imagej):
+    """The testbed's case: a 16000x16000 8-bit TIFF, memory 1G, count_nuclei. ImageJ prints <Out of memory>
+    (ten times), the macro carries on and writes a header and "0,NaN,NaN": failed, "out of memory"."""
+    import numpy as np
+
+    from sciops import MACRO_DIR
+    from sciops.imaging.synthetic import write_tiff
+
+    (tmp_path / "input").mkdir()
+    big = tmp_path / "input" / "big.tif"
+    image = np.zeros((16000, 16000), np.uint8)
+    image[::97, :] = 200
+    write_tiff(big, image)            # 256 MB
+    del image
+    make_images(tmp_path / "input", {"small.tif": 4}, size=128)
+    try:
+        mpath = manifest_for(tmp_path, imagej, (MACRO_DIR / "count_nuclei.ijm").read_text(), ["big.tif", "small.tif"],
+                             expected_outputs=["results.csv", "summary.csv"], memory_mb=1024, image_timeout_s=120)
+        assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    finally:
+        big.unlink()
+    got = statuses(tmp_path)
+    assert got["big.tif"]["status"] == "failed" and "out of memory" in got["big.tif"]["error"], got["big.tif"]
+    assert "raise memory" in got["big.tif"]["error"]
+    assert got["small.tif"]["status"] == "ok" and got["small.tif"]["rows"] == 4     # the next image, counted
+    log = Path(st.image_output_dir(str(tmp_path / "work"), "big.tif"), "log.txt").read_text()
+    assert log.count("<Out of memory>") >= 2                                        # what ImageJ said, kept
+
+
+GOOD_THEN_WORDS = "// @sciops outputs: results.csv\n" + ARGS + """
+File.saveString(" ,Area,Mean\\n1,100,2\\n", output + "/results.csv");
+print("fit residual error: 0.05");
+print("Error: none of the fits diverged");
+"""
+
+
+def test_a_macros_printed_words_never_fail_a_good_image(tmp_path, imagej):
+    make_images(tmp_path / "input", {"a.tif": 1}, size=32)
+    mpath = manifest_for(tmp_path, imagej, GOOD_THEN_WORDS, ["a.tif"])
+    assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = statuses(tmp_path)["a.tif"]
+    assert (got["status"], got["error"], got["rows"]) == ("ok", "", 1)
+    out = Path(st.image_output_dir(str(tmp_path / "work"), "a.tif"))
+    assert "fit residual error: 0.05" in (out / "log.txt").read_text()

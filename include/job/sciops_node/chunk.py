@@ -237,7 +237,7 @@ class ChunkRunner(JvmSession):
             self.note("%s: could not keep what the macro printed: %s", image, exc)
         missing = outputs_missing(outdir, self.expected)
         if errors:
-            return self.record(image, "failed", seconds, errors[0])
+            return self.record(image, "failed", seconds, self.failure_reason(errors))
         if missing:
             return self.record(image, "failed", seconds, "expected output(s) not written: %s" % ", ".join(missing))
         try:

@@ -32,11 +32,24 @@ from .hygiene import cpu_ticks, die_with, macro_env
 from .jvm import launcher_argv
 from .units import argument_for
 
-#: Lines that mean "this image went wrong" even when ImageJ carries on.
-ERROR_RE = re.compile(
-    r"(Exception|Error:|File not found|Unsupported format|not supported|Unrecognized command"
-    r"|Macro Error|FileInfo parameter error|OutOfMemory|not a valid|Cannot open)",
-    re.IGNORECASE,
+#: ImageJ's own words for "this image went wrong", even when ImageJ carries on: what ImageJ 1.53t prints in
+#: -batch mode (it has no window to show them in: ``IJ.error``, ``IJ.outOfMemory``, ``IJ.handleException``) and
+#: what the JVM prints. Each is matched at the start of the line, case for case, and a line is searched for
+#: nothing else: a macro's own printed words ("fit residual error: 0.05", "Error: none found") never fail its
+#: image. ``(kind, pattern)``: an ``out of memory`` line makes the image's reason say so, whatever came first.
+IMAGEJ_ERRORS = (
+    ("out of memory", re.compile(r"<Out of memory>")),                         # IJ.outOfMemory, 10 times over
+    ("out of memory", re.compile(r'(?:Exception in thread "[^"]*" )?java\.lang\.OutOfMemoryError\b')),
+    ("out of memory", re.compile(r"There is not enough free memory to allocate")),   # NewImage
+    ("exception", re.compile(r'Exception in thread "')),                       # the JVM: an uncaught exception
+    ("exception", re.compile(r"(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)(?::|$)")),   # a stack trace's head
+    ("macro error", re.compile(r"Macro Error\b")),
+    ("imagej", re.compile(                                                      # IJ.error, printed
+        r"(?:File not found:|Format not supported or reader plugin not found:|Unsupported format or file not found:"
+        r"|FileInfo parameter error|Error opening |Error saving results:|Image is too large\."
+        r"|ImageJ cannot open |Unsupported BitsPerSample:|Cannot open JPEG-compressed TIFFs"
+        r"|Unsupported save\(\) or saveAs\(\) file format:|Plugin or class not found:|Unrecognized command:"
+        r"|Could not find JavaScript engine|This ZIP archive does not contain)")),
 )
 #: A JVM that uses less CPU than this share of one core counts as idle.
 IDLE_CPU_SHARE = 0.03
@@ -53,6 +66,14 @@ OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -sign
 LOG_LINES_MAX = 10_000
 
 
+def imagej_error(line):
+    """The kind of ImageJ's error ``line`` is (:data:`IMAGEJ_ERRORS`), or None: a line of the macro's own."""
+    for kind, pattern in IMAGEJ_ERRORS:
+        if pattern.match(line):
+            return kind
+    return None
+
+
 def make_folders(folders):
     """Make each folder (its parent exists); one made meanwhile by the driver is fine."""
     for folder in folders:
@@ -64,6 +85,14 @@ def make_folders(folders):
 
 class JvmSession:
     """The JVM half of a :class:`~sciops_node.chunk.ChunkRunner` (see the module docstring)."""
+
+    def failure_reason(self, errors):
+        """An image's reason from ImageJ's error lines: the first, unless one says ImageJ ran out of memory."""
+        oom = [e for e in errors if imagej_error(e) == "out of memory"]
+        if oom:
+            memory = int(self.m.memory_mb)
+            return "out of memory: %s (a %d MB heap, of memory %d MB: raise memory)" % (oom[0], heap_mb(memory), memory)
+        return errors[0]
 
     def unit_lines(self, images, fresh, key, parents, folders):
         """The job-file lines of ``images``: path, output folder, argument (and Bio-Formats series).
@@ -254,11 +283,12 @@ class JvmSession:
                     if owner is self:
                         finished[current] = finished_all[current]
                     current = None
-                elif current is not None and ERROR_RE.search(line):
-                    errors.append(line.strip())
-                    last_error_at = now
-                elif current is not None and len(printed) < LOG_LINES_MAX:
-                    printed.append(line)
+                elif current is not None:
+                    if imagej_error(line):
+                        errors.append(line.strip())
+                        last_error_at = now
+                    if len(printed) < LOG_LINES_MAX:   # log.txt: all the image's lines, ImageJ's errors too
+                        printed.append(line)
             if eof:
                 break
             # CPU sample once a second: a JVM busy computing is not stalled.
@@ -272,7 +302,7 @@ class JvmSession:
             if current is not None and now - t_begin > self.timeout:
                 kill_reason = ("timeout", "no result after %.0f s (image_timeout_s)" % self.timeout)
             elif current is not None and last_error_at and now - last_activity > ERROR_GRACE_S:
-                kill_reason = ("failed", errors[0])
+                kill_reason = ("failed", self.failure_reason(errors))
             elif now - last_activity > self.stall:
                 kill_reason = ("failed", "ImageJ stalled: no output and an idle CPU for %.0f s "
                                "(a macro error opens a modal dialog in ImageJ 1)" % self.stall)
@@ -309,7 +339,8 @@ class JvmSession:
                 status, error = kill_reason
             else:
                 status = "failed"
-                error = errors[0] if errors else "ImageJ exited (code %s) while processing this image" % rc
+                error = (self.failure_reason(errors) if errors else
+                         "ImageJ exited (code %s) while processing this image" % rc)
             rec = owner.record(current, status, time.time() - t_begin, error)
             if owner is self:
                 finished[current] = rec

@@ -11,11 +11,12 @@ from sciops_node import contract
 def test_runner_with_a_fake_imagej(tmp_path, fake_imagej_run):
     """The bookkeeping against a stand-in JVM: image 'bad' logs an error, 'noout' writes nothing."""
     mpath, work = fake_imagej_run(tmp_path, ["a.tif", "bad.tif", "noout.tif"],
-                                  '*bad*) echo "Exception in thread: boom" ;;\n    *noout*) ;;')
+                                  '*bad*) echo \'Exception in thread "main" java.lang.IllegalStateException: boom\' ;;'
+                                  '\n    *noout*) ;;')
     assert main(["--manifest", str(mpath), "--task", "1"]) == 0
     got = contract.read_statuses(contract.status_path(str(work), 1))
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "bad.tif": "failed", "noout.tif": "failed"}
-    assert got["bad.tif"]["error"] == "Exception in thread: boom"
+    assert got["bad.tif"]["error"] == 'Exception in thread "main" java.lang.IllegalStateException: boom'
     assert "not written: results.csv" in got["noout.tif"]["error"]
     summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
     assert summary["imagej_version"] == "9.99z" and summary["exit"] == 0 and summary["jvm_starts"] == 1

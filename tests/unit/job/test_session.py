@@ -65,3 +65,53 @@ def test_a_jvm_terminated_under_an_image_does_not_fail_it(tmp_path, runner_too, 
         {"a.tif": "ok"}
     summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
     assert "SIGTERM" in summary["error"]
+
+
+# -- ImageJ's own error words, and a macro's own words (issue 35) ------------------------------------------
+
+@pytest.mark.parametrize("line, kind", [
+    # as ImageJ 1.53t prints them in -batch mode (seen on this testbed), and the JVM
+    ("<Out of memory>", "out of memory"),
+    ('Exception in thread "main" java.lang.OutOfMemoryError: Java heap space', "out of memory"),
+    ("java.lang.OutOfMemoryError: Java heap space", "out of memory"),
+    ("There is not enough free memory to allocate a ", "out of memory"),
+    ("java.lang.IllegalStateException: Too early in import process: current step is READER", "exception"),
+    ("loci.formats.FormatException: Unsupported", "exception"),
+    ("java.lang.RuntimeException: Macro canceled", "exception"),
+    ('Exception in thread "Run$_main" java.lang.NullPointerException', "exception"),
+    ("Macro Error: Undefined variable in line 3", "macro error"),
+    ("File not found: ", "imagej"),
+    ("Error saving results:", "imagej"),
+    ("Image is too large. ImageJ does not support", "imagej"),
+    ("FileInfo parameter error. ", "imagej"),
+    ('Unrecognized command: "No Such Command"', "imagej"),
+    # a macro's own words: never an error
+    ("fit residual error: 0.05", None),
+    ("Error: none found", None),
+    ("no errors", None),
+    ("OutOfMemory avoided by tiling", None),
+    ("my exception count: 0", None),
+    ("  <Out of memory>", None),
+    ("java.lang.Math is used", None),
+    ("\tat ij.macro.Interpreter.error(Interpreter.java:1404)", None),
+])
+def test_imagej_error_lines_are_imagejs_own_words_only(line, kind):
+    from sciops_node.session import imagej_error
+
+    assert imagej_error(line) == kind
+
+
+def test_an_out_of_memory_image_fails_and_printed_words_do_not(tmp_path, fake_imagej_run):
+    """ImageJ's '<Out of memory>' (then a macro that carries on and writes a count of 0) fails its image
+    with "out of memory"; a macro that prints "fit residual error: 0.05" after good results stays ok."""
+    mpath, work = fake_imagej_run(tmp_path, ["oom.tif", "fit.tif"], r"""*oom*) echo '<Out of memory>'
+       echo '<Out of memory>'; echo 'java.lang.RuntimeException: Macro canceled'
+       printf ' ,Area\n' > "$out/results.csv"; printf 'count\n0\n' > "$out/summary.csv" ;;
+    *fit*) printf 'count\n1\n' > "$out/results.csv"; echo 'fit residual error: 0.05'; echo 'Error: none' ;;""")
+    assert main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = contract.read_statuses(contract.status_path(str(work), 1))
+    assert got["oom.tif"]["status"] == "failed"
+    assert got["oom.tif"]["error"] == "out of memory: <Out of memory> (a 724 MB heap, of memory 1024 MB: raise memory)"
+    assert got["fit.tif"]["status"] == "ok" and got["fit.tif"]["error"] == ""
+    log = Path(contract.image_output_dir(str(work), "oom.tif"), "log.txt").read_text()
+    assert log.startswith("<Out of memory>\n<Out of memory>\njava.lang.RuntimeException")   # all it printed
