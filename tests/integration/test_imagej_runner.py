@@ -42,6 +42,7 @@ for (i = 0; i < lines.length; i++) {
 if (indexOf(input, "_undef.") >= 0) x = notDefinedAnywhere + 1;   // macro error: modal dialog
 if (indexOf(input, "_spin.") >= 0) { n = 0; while (true) n = n + 1; }  // never ends, CPU busy
 if (indexOf(input, "_slow.") >= 0) wait(4000);
+if (indexOf(input, "_hang.") >= 0) wait(600000);                       // no output, an idle CPU
 f = File.open(output + "/results.csv");
 print(f, "done");
 print(f, "1");
@@ -89,17 +90,20 @@ def test_the_driver_makes_an_output_folder_the_runner_has_not_made_yet(tmp_path,
     assert {k: v["status"] for k, v in statuses(tmp_path).items()} == {"b.tif": "ok", "dir with space/ü 1.tif": "ok"}
 
 
-def test_stall_on_macro_error_is_caught_fast_and_the_rest_processed(tmp_path, imagej):
-    make_images(tmp_path / "input", {"a.tif": 1, "b_undef.tif": 1, "c.tif": 1}, size=64)
-    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_undef.tif", "c.tif"],
+def test_a_macro_error_and_a_stall_are_caught_fast_and_the_rest_processed(tmp_path, imagej):
+    make_images(tmp_path / "input", {"a.tif": 1, "b_undef.tif": 1, "c_hang.tif": 1, "d.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_undef.tif", "c_hang.tif", "d.tif"],
                          stall_seconds=5, image_timeout_s=120)
     t0 = time.time()
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
     elapsed = time.time() - t0
     got = statuses(tmp_path)
-    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_undef.tif": "failed", "c.tif": "ok"}
-    assert "stalled" in got["b_undef.tif"]["error"]
-    assert got["c.tif"]["jvm"] == 2          # restarted on the rest
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_undef.tif": "failed", "c_hang.tif": "failed",
+                                                         "d.tif": "ok"}
+    # ImageJ's modal "Macro Error" dialog, read by the dialog watcher (sciops_node/SciopsDialogs.java)
+    assert got["b_undef.tif"]["error"].startswith('ImageJ showed a dialog "Macro Error": Undefined variable in line')
+    assert "stalled" in got["c_hang.tif"]["error"]
+    assert (got["c_hang.tif"]["jvm"], got["d.tif"]["jvm"]) == (2, 3)          # restarted on the rest each time
     assert elapsed < 100, "a stall must be caught long before the image timeout"
 
 

@@ -123,3 +123,54 @@ def test_a_macros_printed_words_never_fail_a_good_image(tmp_path, imagej):
     assert (got["status"], got["error"], got["rows"]) == ("ok", "", 1)
     out = Path(st.image_output_dir(str(tmp_path / "work"), "a.tif"))
     assert "fit residual error: 0.05" in (out / "log.txt").read_text()
+
+
+NO_SUCH_COMMAND = "// @sciops outputs: results.csv\n" + ARGS + """
+if (indexOf(input, "_typo.") >= 0)
+    run("No Such Command");
+File.saveString(" ,Area\\n1,100\\n", output + "/results.csv");
+"""
+
+
+def test_a_macro_error_that_prints_nothing_is_reported_as_that_error_not_as_a_stall(tmp_path, imagej):
+    """ImageJ 1.53t shows a modal 'Unrecognized command: "No Such Command"' dialog and prints nothing; the
+    dialog watcher prints it, and the runner fails the image with its text and goes on. stall_seconds is 120
+    and the task is given 90 s: a stall could not pass this test."""
+    import subprocess
+    import sys
+
+    make_images(tmp_path / "input", {"a_typo.tif": 1, "b.tif": 1}, size=32)
+    mpath = manifest_for(tmp_path, imagej, NO_SUCH_COMMAND, ["a_typo.tif", "b.tif"], stall_seconds=120,
+                         image_timeout_s=600)
+    subprocess.run([sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath), "--task", "1"],
+                   check=True, timeout=90, stdout=subprocess.DEVNULL)
+    got = statuses(tmp_path)
+    typo = got["a_typo.tif"]
+    assert typo["status"] == "failed" and "stalled" not in typo["error"]
+    assert typo["error"].startswith('ImageJ showed a dialog "Macro Error": Unrecognized command: "No Such Command"')
+    assert (got["b.tif"]["status"], got["b.tif"]["jvm"]) == ("ok", 2)        # the rest, in a new JVM
+
+
+def test_without_the_dialog_watcher_a_dialog_is_named_from_the_x_server(tmp_path, imagej):
+    """A Java without its compiler module cannot build the watcher: the idle JVM's display shows the dialog's
+    title (xwininfo), and the image fails with it within seconds, not after stall_seconds (120; the task is
+    given 90 s)."""
+    import shutil
+    import subprocess
+    import sys
+
+    assert shutil.which("xwininfo"), "x11-utils is not installed: run scripts/setup.sh"
+    java = tmp_path / "jre-without-javac"       # what a JRE without jdk.compiler says, else the real java
+    java.write_text('#!/bin/sh\ncase "$*" in *jdk.compiler*) echo "java.lang.module.FindException: Module '
+                    'jdk.compiler not found" >&2; exit 1 ;; esac\nexec %s "$@"\n' % imagej.get("java", "java"))
+    java.chmod(0o755)
+    make_images(tmp_path / "input", {"a_typo.tif": 1, "b.tif": 1}, size=32)
+    mpath = manifest_for(tmp_path, {**imagej, "java": str(java)}, NO_SUCH_COMMAND, ["a_typo.tif", "b.tif"],
+                         stall_seconds=120, image_timeout_s=600)
+    subprocess.run([sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath), "--task", "1"],
+                   check=True, timeout=90, stdout=subprocess.DEVNULL)
+    got = statuses(tmp_path)
+    assert got["a_typo.tif"]["error"].startswith('ImageJ showed a dialog "Macro Error" and waited for a click')
+    assert got["b.tif"]["status"] == "ok"
+    log = (tmp_path / "logs" / "task-0001.attempt-1.log").read_text()
+    assert "no dialog watcher (could not compile it" in log and "Module jdk.compiler not found" in log

@@ -33,7 +33,7 @@ from .contract import (
     write_json,
 )
 from .hygiene import SCRATCH_PREFIX, lost_attempts, remove_stale_scratch
-from .jvm import Xvfb
+from .jvm import Xvfb, dialog_agent
 from .session import JvmSession
 from .units import TableError, image_tables, keep_log, outputs_missing
 
@@ -75,6 +75,7 @@ class ChunkRunner(JvmSession):
         self.error = ""            # why the task ended early, for the attempt summary
         self.interrupted = False
         self.proc = None           # the JVM running now
+        self.agent = None          # the dialog watcher's jar (sciops_node.jvm.dialog_agent), when ImageJ 1 runs
         self.tables = {kind: ChunkTable(self.work, task_id, attempt, kind) for kind in ("results", "summary")}
         self.counts = {}           # final status per image of the chunk, for count.json
         self.counts_at = 0.0       # when count.json was last written
@@ -200,6 +201,13 @@ class ChunkRunner(JvmSession):
                 self.m.require_launch()   # a manifest for bookkeeping only (a test's) cannot start ImageJ
                 if self.m.launcher.get("kind", "imagej1") == "imagej1":
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
+                    t0 = time.time()
+                    self.agent, why = dialog_agent(self.m.launcher.get("java", "java"))
+                    if why:
+                        self.note("no dialog watcher (%s): a dialog ImageJ shows is named from its X server "
+                                  "(xwininfo), without its text", why)
+                    elif time.time() - t0 > 0.1:
+                        self.note("dialog watcher built in %.1f s: %s", time.time() - t0, self.agent)
             while remaining:
                 finished = self.run_jvm(remaining, xvfb)
                 if self.interrupted:

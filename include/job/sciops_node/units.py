@@ -68,7 +68,7 @@ def summary_counts(table):
     header, rows = table
     if not rows:
         return {}
-    return {c: v for c, v in zip(header, rows[0]) if COUNT_COLUMN.search(c.strip())}
+    return {c: rows[0][i] for i, c in enumerate(header) if COUNT_COLUMN.search(c.strip())}
 
 
 def image_tables(outdir, expected):

@@ -40,7 +40,8 @@ def test_an_image_rerun_after_a_killed_jvm_starts_from_an_empty_folder(tmp_path,
     assert main(["--manifest", str(mpath), "--task", "1", "--attempt", "2"]) == 0
     got = contract.read_statuses(contract.status_path(str(work), 1))
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "ok"}
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv"] and (out / "results.csv").read_text() == "count\n1\n"
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
+    assert (out / "results.csv").read_text() == "count\n1\n"
 
 
 @pytest.mark.parametrize("runner_too", [True, False])
@@ -115,3 +116,15 @@ def test_an_out_of_memory_image_fails_and_printed_words_do_not(tmp_path, fake_im
     assert got["fit.tif"]["status"] == "ok" and got["fit.tif"]["error"] == ""
     log = Path(contract.image_output_dir(str(work), "oom.tif"), "log.txt").read_text()
     assert log.startswith("<Out of memory>\n<Out of memory>\njava.lang.RuntimeException")   # all it printed
+
+
+def test_a_dialog_fails_its_image_at_once_with_its_text(tmp_path, fake_imagej_run):
+    """The dialog watcher's line (SciopsDialogs.java) for a JVM that then waits for ever: the image fails with
+    the dialog's text (a stall, after stall_seconds, would say "ImageJ stalled"), and a new JVM runs the rest."""
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], r"""*a.tif) printf 'SCIOPS_DIALOG\tMacro Error\t'
+       echo 'Undefined variable in line 3 | x = <notDefined> + 1 ;'; sleep 600 ;;""")
+    assert main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = contract.read_statuses(contract.status_path(str(work), 1))
+    assert got["a.tif"]["error"] == ('ImageJ showed a dialog "Macro Error": Undefined variable in line 3 | '
+                                     'x = <notDefined> + 1 ;')
+    assert (got["b.tif"]["status"], got["b.tif"]["jvm"]) == ("ok", 2)
