@@ -26,17 +26,18 @@ images itself, see ``sciops_task.ChunkRunner.run``).
 
 Collation re-checks what the runner judged (issue 35): an ``ok`` image's rows are taken only when
 its byte range is whole (it ends at a line break, every quoted field in it is closed), parses with
-exactly the header's fields, and holds as many rows as its status line says (``rows`` results, one
-summary row); otherwise the image goes to failures.csv with the reason and none of its rows is kept,
+exactly the header's fields under a header that begins with the key columns, and holds as many rows
+as its status line says (``rows`` results, one summary row); otherwise the image goes to failures.csv with the reason and none of its rows is kept,
 never a padded one. An ``ok`` line of a runner older than chunk tables has its image's own CSV files
 read with the runner's strict reader (``sciops_node.units.read_csv_rows``) first.
 """
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
 import re
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +186,10 @@ def _parse(kind: str, header: bytes, items: list[tuple[str, str, bytes]]) -> tup
     def read(data: bytes) -> pa.Table:
         return pacsv.read_csv(pa.py_buffer(data), read_options=READ, convert_options=CONVERT)
 
+    first = next(csv.reader([header.decode("utf-8", "replace").rstrip("\r\n")]), [""])[0]
+    if first != "image":   # the runner's chunk tables begin with their key columns (contract.RESULT_KEYS)
+        return [], {image: f"its {kind} rows are in tables/{name}, whose header lacks the image column it begins "
+                           f"with: {header[:80]!r}" for image, name, _ in items}
     try:
         return [read(header + b"".join(body for _, _, body in items))], {}
     except pa.ArrowInvalid:

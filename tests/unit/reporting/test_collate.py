@@ -247,3 +247,16 @@ def test_collate_reads_an_older_runners_image_files_strictly(tmp_path):
     assert (c.ok, c.failed, c.result_rows) == (1, 1, 1)
     failures = pd.read_csv(tmp_path / "failures.csv")
     assert failures.loc[0, "error"] == "results.csv line 3 has 2 field(s), its header 3 (cut off?)"
+
+
+def test_collate_refuses_rows_under_a_header_without_its_image_column(tmp_path):
+    chunks = [["a.tif"], ["b.tif"]]
+    manifest = {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks}
+    for task, image in ((1, "a.tif"), (2, "b.tif")):
+        process(runner(tmp_path, chunks, task, 1), image, {"results.csv": RESULTS_A})
+    _garble(tmp_path / "work" / "tables" / "task-0002.attempt-1.results.csv", b"image,task", b"imagf,task")
+    c = collate(tmp_path, manifest)
+    assert (c.ok, c.failed, c.result_rows) == (1, 1, 2)
+    error = pd.read_csv(tmp_path / "failures.csv").set_index("image").loc["b.tif", "error"]
+    assert error.startswith("its results rows are in tables/task-0002.attempt-1.results.csv, whose header lacks the "
+                            "image column")
