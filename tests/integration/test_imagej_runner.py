@@ -241,9 +241,9 @@ def test_the_tasks_children_and_scratch_go_with_it(tmp_path, imagej, sig):
 
 def _submit_local(tmp_path, mpath, tasks, slots):
     """The local backend's way: localq through LocalScheduler (which asks its tasks to chain)."""
-    from sciops.arrays.run.run.ssh import LocalRunner
-    from sciops.arrays.run.run.schedulers.base import ArraySpec
-    from sciops.arrays.run.run.schedulers.local import LocalScheduler
+    from sciops.arrays.commands import LocalRunner
+    from sciops.arrays.schedulers.base import ArraySpec
+    from sciops.arrays.schedulers.local import LocalScheduler
 
     sched, runner = LocalScheduler(spool=str(tmp_path / "spool"), slots=slots), LocalRunner()
     job_id = sched.submit(runner, ArraySpec(name="t", task_ids=tasks, log_dir=str(tmp_path / "logs"),
@@ -259,7 +259,7 @@ def _attempts(tmp_path):
 
 def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm(tmp_path, imagej):
     """Chaining: 6 chunks on 2 slots run in 2 JVMs; each chunk keeps its own statuses, tables and counts."""
-    from sciops.arrays.run.run.schedulers.base import JobState
+    from sciops.arrays.schedulers.base import JobState
 
     chunks = [[f"c{c}_{k}.tif" for k in range(3)] for c in range(1, 7)]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
@@ -291,7 +291,7 @@ def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm
 
 def test_a_chained_chunk_whose_runner_was_killed_is_finished_by_its_own_task(tmp_path, imagej):
     """Task 1's runner, killed (kill -9) while its JVM runs task 2's chunk: task 2's own runner finishes it."""
-    from sciops.arrays.run.run.schedulers.base import JobState
+    from sciops.arrays.schedulers.base import JobState
 
     chunks = [["a1.tif", "a2.tif"], ["b1.tif", "b2_slow.tif", "b3.tif"]]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
