@@ -10,7 +10,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 # awscli: what a head node stages projects in and out of S3 with (and the sync benchmark's baseline)
-SYSTEM_PACKAGES=(imagej default-jre-headless xvfb python3 python3-venv docker-compose procps awscli)
+# x11-utils: xwininfo, which names a dialog ImageJ shows when its JVM cannot build the dialog watcher
+# (include/job/sciops_node/SciopsDialogs.java needs the JRE's compiler module, which default-jre-headless has)
+SYSTEM_PACKAGES=(imagej default-jre-headless xvfb x11-utils python3 python3-venv docker-compose procps awscli)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -8,11 +8,13 @@ One array task = one chunk = one JVM that calls the user's macro once per image
 (through ``driver.ijm``). The runner, not ImageJ's exit code, decides what
 happened to each image:
 
-* ``ok``       the driver printed the image's END line, the expected outputs exist
-               and the log between BEGIN and END holds no error;
-* ``failed``   an error in the log, missing outputs, or a stalled JVM (ImageJ 1
-               pops a modal dialog on any macro error and waits forever: no
-               output and an idle CPU for ``stall_seconds`` means exactly that);
+* ``ok``       the driver printed the image's END line, the expected outputs exist and
+               are whole (tables read strictly), and the log between BEGIN and END holds
+               none of ImageJ's own error lines (``sciops_node.session.IMAGEJ_ERRORS``);
+* ``failed``   an error line (an out-of-memory one says "out of memory"), a dialog ImageJ
+               showed (ImageJ 1 pops a modal dialog on a macro error and waits for ever:
+               the dialog watcher prints its text), missing or half-written outputs, or
+               a stalled JVM (no output and an idle CPU for ``stall_seconds``);
 * ``timeout``  the image ran longer than ``image_timeout_s``.
 
 After a stall, a timeout or a crash the JVM is killed and restarted on the

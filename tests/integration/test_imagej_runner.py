@@ -42,8 +42,10 @@ for (i = 0; i < lines.length; i++) {
 if (indexOf(input, "_undef.") >= 0) x = notDefinedAnywhere + 1;   // macro error: modal dialog
 if (indexOf(input, "_spin.") >= 0) { n = 0; while (true) n = n + 1; }  // never ends, CPU busy
 if (indexOf(input, "_slow.") >= 0) wait(4000);
+if (indexOf(input, "_hang.") >= 0) wait(600000);                       // no output, an idle CPU
 f = File.open(output + "/results.csv");
-print(f, "ok");
+print(f, "done");
+print(f, "1");
 File.close(f);
 """
 
@@ -88,17 +90,20 @@ def test_the_driver_makes_an_output_folder_the_runner_has_not_made_yet(tmp_path,
     assert {k: v["status"] for k, v in statuses(tmp_path).items()} == {"b.tif": "ok", "dir with space/ü 1.tif": "ok"}
 
 
-def test_stall_on_macro_error_is_caught_fast_and_the_rest_processed(tmp_path, imagej):
-    make_images(tmp_path / "input", {"a.tif": 1, "b_undef.tif": 1, "c.tif": 1}, size=64)
-    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_undef.tif", "c.tif"],
+def test_a_macro_error_and_a_stall_are_caught_fast_and_the_rest_processed(tmp_path, imagej):
+    make_images(tmp_path / "input", {"a.tif": 1, "b_undef.tif": 1, "c_hang.tif": 1, "d.tif": 1}, size=64)
+    mpath = manifest_for(tmp_path, imagej, MISBEHAVING_MACRO, ["a.tif", "b_undef.tif", "c_hang.tif", "d.tif"],
                          stall_seconds=5, image_timeout_s=120)
     t0 = time.time()
     assert st.main(["--manifest", str(mpath), "--task", "1"]) == 0
     elapsed = time.time() - t0
     got = statuses(tmp_path)
-    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_undef.tif": "failed", "c.tif": "ok"}
-    assert "stalled" in got["b_undef.tif"]["error"]
-    assert got["c.tif"]["jvm"] == 2          # restarted on the rest
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b_undef.tif": "failed", "c_hang.tif": "failed",
+                                                         "d.tif": "ok"}
+    # ImageJ's modal "Macro Error" dialog, read by the dialog watcher (sciops_node/SciopsDialogs.java)
+    assert got["b_undef.tif"]["error"].startswith('ImageJ showed a dialog "Macro Error": Undefined variable in line')
+    assert "stalled" in got["c_hang.tif"]["error"]
+    assert (got["c_hang.tif"]["jvm"], got["d.tif"]["jvm"]) == (2, 3)          # restarted on the rest each time
     assert elapsed < 100, "a stall must be caught long before the image timeout"
 
 
@@ -236,9 +241,9 @@ def test_the_tasks_children_and_scratch_go_with_it(tmp_path, imagej, sig):
 
 def _submit_local(tmp_path, mpath, tasks, slots):
     """The local backend's way: localq through LocalScheduler (which asks its tasks to chain)."""
-    from sciops.arrays.run.run.ssh import LocalRunner
-    from sciops.arrays.run.run.schedulers.base import ArraySpec
-    from sciops.arrays.run.run.schedulers.local import LocalScheduler
+    from sciops.arrays.commands import LocalRunner
+    from sciops.arrays.schedulers.base import ArraySpec
+    from sciops.arrays.schedulers.local import LocalScheduler
 
     sched, runner = LocalScheduler(spool=str(tmp_path / "spool"), slots=slots), LocalRunner()
     job_id = sched.submit(runner, ArraySpec(name="t", task_ids=tasks, log_dir=str(tmp_path / "logs"),
@@ -254,7 +259,7 @@ def _attempts(tmp_path):
 
 def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm(tmp_path, imagej):
     """Chaining: 6 chunks on 2 slots run in 2 JVMs; each chunk keeps its own statuses, tables and counts."""
-    from sciops.arrays.run.run.schedulers.base import JobState
+    from sciops.arrays.schedulers.base import JobState
 
     chunks = [[f"c{c}_{k}.tif" for k in range(3)] for c in range(1, 7)]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)
@@ -286,7 +291,7 @@ def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm
 
 def test_a_chained_chunk_whose_runner_was_killed_is_finished_by_its_own_task(tmp_path, imagej):
     """Task 1's runner, killed (kill -9) while its JVM runs task 2's chunk: task 2's own runner finishes it."""
-    from sciops.arrays.run.run.schedulers.base import JobState
+    from sciops.arrays.schedulers.base import JobState
 
     chunks = [["a1.tif", "a2.tif"], ["b1.tif", "b2_slow.tif", "b3.tif"]]
     make_images(tmp_path / "input", {n: 2 for chunk in chunks for n in chunk}, size=64)

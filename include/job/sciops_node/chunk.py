@@ -33,9 +33,9 @@ from .contract import (
     write_json,
 )
 from .hygiene import SCRATCH_PREFIX, lost_attempts, remove_stale_scratch
-from .jvm import Xvfb
+from .jvm import Xvfb, dialog_agent
 from .session import JvmSession
-from .units import keep_log, outputs_missing, read_csv_rows
+from .units import TableError, image_tables, keep_log, outputs_missing
 
 #: count.json is rewritten at most this often (and when the task ends).
 COUNTS_EVERY_S = 1.0
@@ -75,6 +75,7 @@ class ChunkRunner(JvmSession):
         self.error = ""            # why the task ended early, for the attempt summary
         self.interrupted = False
         self.proc = None           # the JVM running now
+        self.agent = None          # the dialog watcher's jar (sciops_node.jvm.dialog_agent), when ImageJ 1 runs
         self.tables = {kind: ChunkTable(self.work, task_id, attempt, kind) for kind in ("results", "summary")}
         self.counts = {}           # final status per image of the chunk, for count.json
         self.counts_at = 0.0       # when count.json was last written
@@ -113,16 +114,15 @@ class ChunkRunner(JvmSession):
                    {"task": self.task_id, "images": len(self.chunk), "done": len(done),
                     "ok": done.count("ok"), "attempt": self.attempt, "at": round(time.time(), 3)})
 
-    def save_tables(self, image):
-        """Append the image's results and first summary row to the attempt's chunk tables."""
-        outdir = image_output_dir(self.work, image)
-        header, rows = read_csv_rows(os.path.join(outdir, "results.csv"))
+    def save_tables(self, image, results, summary):
+        """Append the image's results and first summary row (each ``(header, rows)``) to the attempt's chunk tables."""
+        header, rows = results
         tables = {}
         if rows:
             header = list(RESULT_KEYS) + ["macro_" + c if c in RESULT_KEYS else c for c in header]
             key = [image, str(self.task_id), str(self.attempt)]
             tables["results"] = self.tables["results"].append(header, [key + r for r in rows])
-        s_header, s_rows = read_csv_rows(os.path.join(outdir, "summary.csv"))
+        s_header, s_rows = summary
         keep = [i for i, c in enumerate(s_header) if c not in SUMMARY_KEYS]
         if s_rows and keep:
             tables["summary"] = self.tables["summary"].append(
@@ -201,6 +201,13 @@ class ChunkRunner(JvmSession):
                 self.m.require_launch()   # a manifest for bookkeeping only (a test's) cannot start ImageJ
                 if self.m.launcher.get("kind", "imagej1") == "imagej1":
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
+                    t0 = time.time()
+                    self.agent, why = dialog_agent(self.m.launcher.get("java", "java"))
+                    if why:
+                        self.note("no dialog watcher (%s): a dialog ImageJ shows is named from its X server "
+                                  "(xwininfo), without its text", why)
+                    elif time.time() - t0 > 0.1:
+                        self.note("dialog watcher built in %.1f s: %s", time.time() - t0, self.agent)
             while remaining:
                 finished = self.run_jvm(remaining, xvfb)
                 if self.interrupted:
@@ -228,17 +235,27 @@ class ChunkRunner(JvmSession):
         return 0
 
     def judge(self, image, seconds, errors, printed=()):
+        """The final status of an image whose END line came: ``ok`` only when nothing went wrong and its
+        outputs are whole (``sciops_node.units``: expected files present, tables read strictly, a required
+        table with no rows only under a summary count of 0)."""
+        outdir = image_output_dir(self.work, image)
         try:
-            keep_log(image_output_dir(self.work, image), list(printed))
+            keep_log(outdir, list(printed))
         except OSError as exc:
             self.note("%s: could not keep what the macro printed: %s", image, exc)
-        missing = outputs_missing(image_output_dir(self.work, image), self.expected)
+        missing = outputs_missing(outdir, self.expected)
         if errors:
-            return self.record(image, "failed", seconds, errors[0])
+            return self.record(image, "failed", seconds, self.failure_reason(errors))
         if missing:
             return self.record(image, "failed", seconds, "expected output(s) not written: %s" % ", ".join(missing))
         try:
-            rows, tables = self.save_tables(image)
+            results, summary = image_tables(outdir, self.expected)
+        except TableError as exc:
+            return self.record(image, "failed", seconds, str(exc))
+        except OSError as exc:
+            return self.record(image, "failed", seconds, "could not read its tables: %s" % exc)
+        try:
+            rows, tables = self.save_tables(image, results, summary)
         except OSError as exc:
             return self.record(image, "failed", seconds, "could not append its tables to the chunk's: %s" % exc)
         return self.record(image, "ok", seconds, rows=rows, tables=tables)

@@ -4,13 +4,23 @@ ImageJ 1 needs a display even in batch mode: each task starts its own :class:`Xv
 started by :func:`launcher_argv` (Debian's ``imagej`` jar with a JRE, or a Fiji installation) with
 a private home and temp folder so that several tasks share a node. :func:`bioformats_version`
 names the Bio-Formats jar an ImageJ 1 launch is given (the attempt summary records it; validate too).
+
+ImageJ 1 under Xvfb opens a modal dialog on a macro error and waits; its text is written nowhere. The
+JVM gets :func:`dialog_agent`, a Java agent that prints each dialog shown (``SciopsDialogs.java`` beside
+this module), so the runner fails the image with the dialog's text at once. Where the agent cannot be
+built (a Java without its compiler module), :func:`open_dialogs` names the dialog from the X server.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import select
+import shutil
 import subprocess
+import tempfile
 import time
+import zipfile
 
 from .hygiene import die_with
 
@@ -77,12 +87,94 @@ class Xvfb:
         self.proc = None
 
 
-def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
+#: The dialog watcher's source (a Java agent: see its head comment), shipped with this package.
+AGENT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsDialogs.java")
+#: A line the agent prints for each dialog ImageJ shows: ``SCIOPS_DIALOG <tab> title <tab> text``.
+DIALOG_TAG = "SCIOPS_DIALOG"
+#: Compiling the agent takes 1-2 s (once per node, user and java); never more than this.
+AGENT_COMPILE_S = 120
+
+
+def dialog_agent(java="java", cache_dir=None):
+    """``(jar, None)``: the dialog watcher for ``java``, compiled on first use; ``(None, why)`` when it cannot be.
+
+    The jar is cached in the temp folder (``sciops-dialogs-<uid>-<hash of source and java>.jar``), so one
+    node compiles it once per user; a cached jar is used only when it is this user's own regular file and
+    nobody else may write it. It is compiled with the JVM's own compiler module (``jdk.compiler``, which
+    Debian's headless JRE carries) to Java 8 class files.
+    """
+    cache_dir = cache_dir or tempfile.gettempdir()
+    java_path = os.path.realpath(shutil.which(java) or java)
+    try:
+        with open(AGENT_SOURCE, "rb") as fh:
+            source = fh.read()
+    except OSError as exc:
+        return None, "no agent source: %s" % exc
+    digest = hashlib.sha256(source + b"\0" + java_path.encode()).hexdigest()[:16]
+    jar = os.path.join(cache_dir, "sciops-dialogs-%d-%s.jar" % (os.getuid(), digest))
+    if _own_file(jar):
+        return jar, None
+    build = tempfile.mkdtemp(prefix="sciops-dialogs-build-", dir=cache_dir)
+    try:
+        classes = os.path.join(build, "classes")
+        try:
+            proc = subprocess.run([java, "-m", "jdk.compiler/com.sun.tools.javac.Main", "--release", "8", "-nowarn",
+                                   "-d", classes, AGENT_SOURCE], capture_output=True, text=True,
+                                  timeout=AGENT_COMPILE_S)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, "could not compile it: %s" % exc
+        if proc.returncode != 0:
+            said = " ".join((proc.stderr or proc.stdout).split())[:300]
+            return None, "could not compile it with %s (exit %d): %s" % (java, proc.returncode, said)
+        tmp = os.path.join(build, "agent.jar")
+        with zipfile.ZipFile(tmp, "w") as z:
+            z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nPremain-Class: SciopsDialogs\n\n")
+            for name in sorted(os.listdir(classes)):
+                z.write(os.path.join(classes, name), name)
+        os.chmod(tmp, 0o644)
+        try:
+            os.replace(tmp, jar)    # atomic: a task compiling beside this one replaces it by the same bytes
+        except OSError as exc:
+            return None, "could not keep it as %s: %s" % (jar, exc)
+        return (jar, None) if _own_file(jar) else (None, "%s is not this user's own file" % jar)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _own_file(path):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return os.path.isfile(path) and not os.path.islink(path) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+#: The X server's top-level windows that are ImageJ's and AWT's own, not a dialog.
+QUIET_WINDOWS = re.compile(r"^(?:ij-ImageJ|sun-awt-.*|FocusProxy|Content window)$")
+
+
+def open_dialogs(display):
+    """The titles of the windows shown on ``display`` (a task's own Xvfb) other than ImageJ's hidden own:
+    under ``-batch`` ImageJ shows no image or table, so a window there is a dialog waiting for a click.
+    Uses ``xwininfo`` (Debian's x11-utils); [] without it."""
+    exe = shutil.which("xwininfo")
+    if not exe or not display:
+        return []
+    try:
+        out = subprocess.run([exe, "-root", "-children"], env={"DISPLAY": display}, capture_output=True,
+                             text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    titles = re.findall(r'^\s*0x[0-9a-f]+ "(.*)": \(', out, re.MULTILINE)
+    return [t for t in titles if not QUIET_WINDOWS.match(t)]
+
+
+def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None):
     """The command that starts one JVM running ``driver`` over ``jobfile``.
 
     ``-port0`` turns off ImageJ's single-instance listener, and a private
     ``user.home`` / ``java.io.tmpdir`` per task keeps IJ_Prefs and temp files apart,
-    so several tasks can share a node.
+    so several tasks can share a node. ``agent``: the dialog watcher's jar (:func:`dialog_agent`; imagej1).
     """
     props = ["-Duser.home=" + home, "-Djava.io.tmpdir=" + tmp]
     kind = launcher.get("kind", "imagej1")
@@ -98,6 +190,8 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile):
         # 1,000 tiny images at once: 23.9 s against 24.5-29.6 s. (C1 only, -XX:TieredStopAtLevel=1, was
         # faster on tiny images but 50 % slower on BBBC002's: not used.)
         gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
+        if agent:
+            props.append("-javaagent:" + agent)
         return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + [
             "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
     raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)

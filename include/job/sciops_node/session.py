@@ -3,10 +3,11 @@
 One JVM runs ``driver.ijm`` over a job file of one line per image (path, output folder, argument;
 for a Bio-Formats unit its series, channel and the TIFF to extract it to). The driver prints
 ``SCIOPS_VERSION``, then ``SCIOPS_BEGIN``/``SCIOPS_END`` around each image; everything else is
-the macro's (error lines, measurements). :meth:`JvmSession.run_jvm` reads those lines and judges:
-an END is an image's end (``ChunkRunner.judge``), an error line with an idle JVM, an idle JVM for
-``stall_seconds`` (ImageJ 1 opens a modal dialog on a macro error and waits for ever) or an image
-longer than ``image_timeout_s`` kills the JVM; a JVM killed from outside stops the task.
+the macro's (measurements, and ImageJ's own error lines: :data:`IMAGEJ_ERRORS`). :meth:`JvmSession.run_jvm`
+reads those lines and judges: an END is an image's end (``ChunkRunner.judge``); a dialog (ImageJ 1 opens a
+modal one on a macro error and waits for ever: the dialog watcher, ``SciopsDialogs.java``, prints it as a
+``SCIOPS_DIALOG`` line), an error line with an idle JVM, an idle JVM for ``stall_seconds`` or an image longer
+than ``image_timeout_s`` kills the JVM; a JVM killed from outside stops the task.
 
 Chaining (local backend): when the driver begins its last image, :meth:`JvmSession.extend` hands
 it the array's next unclaimed chunk (``<job>.more<N>``), or tells it to end (``<job>.end<N>``).
@@ -29,14 +30,27 @@ import time
 from .claims import release_claim, try_claim
 from .contract import heap_mb, image_output_dir, task_log_path, unit_parts
 from .hygiene import cpu_ticks, die_with, macro_env
-from .jvm import launcher_argv
+from .jvm import DIALOG_TAG, launcher_argv, open_dialogs
 from .units import argument_for
 
-#: Lines that mean "this image went wrong" even when ImageJ carries on.
-ERROR_RE = re.compile(
-    r"(Exception|Error:|File not found|Unsupported format|not supported|Unrecognized command"
-    r"|Macro Error|FileInfo parameter error|OutOfMemory|not a valid|Cannot open)",
-    re.IGNORECASE,
+#: ImageJ's own words for "this image went wrong", even when ImageJ carries on: what ImageJ 1.53t prints in
+#: -batch mode (it has no window to show them in: ``IJ.error``, ``IJ.outOfMemory``, ``IJ.handleException``) and
+#: what the JVM prints. Each is matched at the start of the line, case for case, and a line is searched for
+#: nothing else: a macro's own printed words ("fit residual error: 0.05", "Error: none found") never fail its
+#: image. ``(kind, pattern)``: an ``out of memory`` line makes the image's reason say so, whatever came first.
+IMAGEJ_ERRORS = (
+    ("out of memory", re.compile(r"<Out of memory>")),                         # IJ.outOfMemory, 10 times over
+    ("out of memory", re.compile(r'(?:Exception in thread "[^"]*" )?java\.lang\.OutOfMemoryError\b')),
+    ("out of memory", re.compile(r"There is not enough free memory to allocate")),   # NewImage
+    ("exception", re.compile(r'Exception in thread "')),                       # the JVM: an uncaught exception
+    ("exception", re.compile(r"(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)(?::|$)")),   # a stack trace's head
+    ("macro error", re.compile(r"Macro Error\b")),
+    ("imagej", re.compile(                                                      # IJ.error, printed
+        r"(?:File not found:|Format not supported or reader plugin not found:|Unsupported format or file not found:"
+        r"|FileInfo parameter error|Error opening |Error saving results:|Image is too large\."
+        r"|ImageJ cannot open |Unsupported BitsPerSample:|Cannot open JPEG-compressed TIFFs"
+        r"|Unsupported save\(\) or saveAs\(\) file format:|Plugin or class not found:|Unrecognized command:"
+        r"|Could not find JavaScript engine|This ZIP archive does not contain)")),
 )
 #: A JVM that uses less CPU than this share of one core counts as idle.
 IDLE_CPU_SHARE = 0.03
@@ -53,6 +67,21 @@ OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -sign
 LOG_LINES_MAX = 10_000
 
 
+def imagej_error(line):
+    """The kind of ImageJ's error ``line`` is (:data:`IMAGEJ_ERRORS`), or None: a line of the macro's own."""
+    for kind, pattern in IMAGEJ_ERRORS:
+        if pattern.match(line):
+            return kind
+    return None
+
+
+def dialog_reason(parts):
+    """An image's reason from the dialog watcher's line (its tab-separated ``parts``: tag, title, text)."""
+    title = parts[1] if len(parts) > 1 else ""
+    text = "\t".join(parts[2:]).strip()
+    return "ImageJ showed a dialog \"%s\"%s" % (title, ": " + text if text else "")
+
+
 def make_folders(folders):
     """Make each folder (its parent exists); one made meanwhile by the driver is fine."""
     for folder in folders:
@@ -64,6 +93,14 @@ def make_folders(folders):
 
 class JvmSession:
     """The JVM half of a :class:`~sciops_node.chunk.ChunkRunner` (see the module docstring)."""
+
+    def failure_reason(self, errors):
+        """An image's reason from ImageJ's error lines: the first, unless one says ImageJ ran out of memory."""
+        oom = [e for e in errors if imagej_error(e) == "out of memory"]
+        if oom:
+            memory = int(self.m.memory_mb)
+            return "out of memory: %s (a %d MB heap, of memory %d MB: raise memory)" % (oom[0], heap_mb(memory), memory)
+        return errors[0]
 
     def unit_lines(self, images, fresh, key, parents, folders):
         """The job-file lines of ``images``: path, output folder, argument (and Bio-Formats series).
@@ -181,9 +218,13 @@ class JvmSession:
         maker = threading.Thread(target=make_folders, args=(folders,), daemon=True)
         maker.start()
         xmx = heap_mb(int(self.m.memory_mb))
-        argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile)
+        argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile, agent=self.agent)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
-        env = macro_env(os.environ, home, tmp, xvfb.wait() if xvfb else None)
+        display = xvfb.wait() if xvfb else None
+        env = macro_env(os.environ, home, tmp, display)
+        # without the dialog watcher, an idle JVM's display is looked at for a dialog (at most every ERROR_GRACE_S)
+        look_at = display if display and not self.agent else None
+        looked_at = 0.0
         proc = self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True, preexec_fn=die_with(os.getpid()))
         lines = queue.Queue()
@@ -245,6 +286,14 @@ class JvmSession:
                                 owner_of[img] = child
                                 by_path[os.path.join(self.m.input_dir, img)] = img
                                 by_path[image_output_dir(self.work, img)] = img
+                elif tag == DIALOG_TAG:
+                    # a modal dialog (see SciopsDialogs.java): ImageJ waits for a click that never comes
+                    reason = dialog_reason(parts)
+                    if current is not None:
+                        errors.append(reason)
+                        if len(printed) < LOG_LINES_MAX:
+                            printed.append(line)
+                    kill_reason = ("failed", self.failure_reason(errors) if current is not None else reason)
                 elif tag == "SCIOPS_END" and current is not None:
                     # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
                     # output is buffered), so the time between their arrivals missed up to a third of it
@@ -254,11 +303,12 @@ class JvmSession:
                     if owner is self:
                         finished[current] = finished_all[current]
                     current = None
-                elif current is not None and ERROR_RE.search(line):
-                    errors.append(line.strip())
-                    last_error_at = now
-                elif current is not None and len(printed) < LOG_LINES_MAX:
-                    printed.append(line)
+                elif current is not None:
+                    if imagej_error(line):
+                        errors.append(line.strip())
+                        last_error_at = now
+                    if len(printed) < LOG_LINES_MAX:   # log.txt: all the image's lines, ImageJ's errors too
+                        printed.append(line)
             if eof:
                 break
             # CPU sample once a second: a JVM busy computing is not stalled.
@@ -269,10 +319,22 @@ class JvmSession:
                         last_activity = now
                     ticks = t
                 last_sample = now
-            if current is not None and now - t_begin > self.timeout:
+            if kill_reason:
+                pass
+            elif current is not None and now - t_begin > self.timeout:
                 kill_reason = ("timeout", "no result after %.0f s (image_timeout_s)" % self.timeout)
             elif current is not None and last_error_at and now - last_activity > ERROR_GRACE_S:
-                kill_reason = ("failed", errors[0])
+                kill_reason = ("failed", self.failure_reason(errors))
+            elif look_at and now - last_activity > ERROR_GRACE_S and now - looked_at > ERROR_GRACE_S:
+                looked_at = now
+                titles = open_dialogs(look_at)
+                if titles:
+                    kill_reason = ("failed", "ImageJ showed a dialog %s and waited for a click (its text is known "
+                                   "only to the dialog watcher, which this node could not build: see the task's "
+                                   "log)" % ", ".join('"%s"' % t for t in titles))
+                    if current is not None:
+                        errors.append(kill_reason[1])
+                        kill_reason = ("failed", self.failure_reason(errors))
             elif now - last_activity > self.stall:
                 kill_reason = ("failed", "ImageJ stalled: no output and an idle CPU for %.0f s "
                                "(a macro error opens a modal dialog in ImageJ 1)" % self.stall)
@@ -309,13 +371,15 @@ class JvmSession:
                 status, error = kill_reason
             else:
                 status = "failed"
-                error = errors[0] if errors else "ImageJ exited (code %s) while processing this image" % rc
+                error = (self.failure_reason(errors) if errors else
+                         "ImageJ exited (code %s) while processing this image" % rc)
             rec = owner.record(current, status, time.time() - t_begin, error)
             if owner is self:
                 finished[current] = rec
         elif kill_reason and not finished:
-            # Stalled before the first image began: a broken macro or launcher.
-            self.error = "JVM stalled before starting any image; last output: %s" % " | ".join(tail)
+            # Stalled (or a dialog) before the first image began: a broken macro or launcher.
+            how = "stalled" if kill_reason[1].startswith("ImageJ stalled") else "stopped (%s)" % kill_reason[1]
+            self.error = "JVM %s before starting any image; last output: %s" % (how, " | ".join(tail))
             self.note("%s", self.error)
             return None
         if not finished and rc is not None and not kill_reason:

@@ -1,8 +1,15 @@
 """One unit of work (an image, or a series of a file read through Bio-Formats) as the runner sees it.
 
 What its macro gets from ``getArgument()`` (:func:`argument_for`), what it must leave in its output
-folder to count as done (:func:`outputs_missing`), the CSV tables it wrote (:func:`read_csv_rows`)
-and what it printed (:func:`keep_log`). No process is started here.
+folder to count as done (:func:`outputs_missing`), the CSV tables it wrote, read strictly and checked
+whole (:func:`read_csv_rows`, :func:`image_tables`), and what it printed (:func:`keep_log`). No process is
+started here.
+
+A table is whole when every row has exactly its header's fields and every quoted field is closed: a
+half-written table (a row cut off, a field cut inside its quotes) is :class:`TableError`, never padded.
+A required table (one that ``expected_outputs`` names) with no rows is accepted for ``results.csv`` only
+when the image's summary says there was nothing to count (:func:`image_tables`); ``summary.csv`` must
+have its row.
 """
 from __future__ import annotations
 
@@ -12,21 +19,90 @@ import os
 import re
 
 
-def read_csv_rows(path):
-    """(header, rows) of a CSV the macro wrote; ImageJ's unnamed row-number column dropped.
+class TableError(ValueError):
+    """A table an image left that is not whole or not enough: the reason, for its status line."""
 
-    ``([], [])`` for a missing or empty file; blank lines skipped; short rows padded.
+
+#: A summary column that says how many objects the image has: the word "count" in its name, on its own or
+#: joined by ``_`` or a space: ``count``, ImageJ's Summary ``Count``, ``nuclei_count``, ``count_dapi``, ``Cell Count``.
+COUNT_COLUMN = re.compile(r"(?:^|[\s_])count(?:$|[\s_])", re.IGNORECASE)
+
+
+def read_csv_rows(path):
+    """(header, rows) of a CSV the macro wrote, read strictly; ImageJ's unnamed row-number column dropped.
+
+    ``([], [])`` for a missing or empty file; blank lines skipped. :class:`TableError` for a row with more or
+    fewer fields than the header (cut off, or not of this table) and for a quoted field that is never closed
+    (the file ends inside it): a short row is never padded.
     """
+    name = os.path.basename(path)
+    lines = []
     try:
         with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-            lines = [r for r in csv.reader(fh) if r]
+            reader = csv.reader(fh, strict=True)
+            try:
+                for r in reader:
+                    if r:
+                        lines.append((reader.line_num, r))
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    raise TableError("%s ends inside a quoted field, at line %d (cut off?)"
+                                     % (name, reader.line_num)) from None
+                raise TableError("%s is not well-formed CSV at line %d: %s" % (name, reader.line_num, exc)) from None
     except FileNotFoundError:
         return [], []
     if not lines:
         return [], []
-    keep = [i for i, c in enumerate(lines[0]) if c.strip() and not c.startswith("Unnamed:")]
-    header = [lines[0][i] for i in keep]
-    return header, [[r[i] if i < len(r) else "" for i in keep] for r in lines[1:]]
+    width = len(lines[0][1])
+    for line_num, r in lines[1:]:
+        if len(r) != width:
+            raise TableError("%s line %d has %d field(s), its header %d (%s)" % (
+                name, line_num, len(r), width, "cut off?" if len(r) < width else "not a row of this table"))
+    keep = [i for i, c in enumerate(lines[0][1]) if c.strip() and not c.startswith("Unnamed:")]
+    header = [lines[0][1][i] for i in keep]
+    return header, [[r[i] for i in keep] for _, r in lines[1:]]
+
+
+def summary_counts(table):
+    """``{column: value}`` of the summary's count columns (:data:`COUNT_COLUMN`) in its first row."""
+    header, rows = table
+    if not rows:
+        return {}
+    return {c: rows[0][i] for i, c in enumerate(header) if COUNT_COLUMN.search(c.strip())}
+
+
+def image_tables(outdir, expected):
+    """The image's ``results.csv`` and ``summary.csv``, each ``(header, rows)``, read strictly and checked enough.
+
+    :class:`TableError` when one is not whole (:func:`read_csv_rows`), or when one that ``expected`` names (a
+    required table) has no rows: ``summary.csv`` must have its row; ``results.csv`` (a row per object) may be
+    empty or a header alone only when the summary says there was nothing to count, every count column of its
+    first row (:data:`COUNT_COLUMN`) being 0. (Errors and out-of-memory lines fail the image before this: a
+    count of 0 is believed only from a run that printed none.)
+    """
+    def required(name):
+        return any(fnmatch.fnmatch(name, pat) for pat in expected)
+
+    paths = {name: os.path.join(outdir, name) for name in ("results.csv", "summary.csv")}
+    results, summary = read_csv_rows(paths["results.csv"]), read_csv_rows(paths["summary.csv"])
+    if required("summary.csv") and os.path.exists(paths["summary.csv"]) and not summary[1]:
+        raise TableError("summary.csv has %s and no row" % ("a header" if summary[0] else "no header"))
+    if required("results.csv") and os.path.exists(paths["results.csv"]) and not results[1]:
+        counts = summary_counts(summary)
+        said = ", ".join("%s %s" % kv for kv in counts.items())
+        if not counts:
+            raise TableError("results.csv has no rows, and no summary count of 0 says there was nothing to "
+                             "measure (summary.csv: a column named count)")
+        if not all(_is_zero(v) for v in counts.values()):
+            raise TableError("results.csv has no rows, but the summary says %s" % said)
+    return results, summary
+
+
+def _is_zero(text):
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 
 
 def argument_for(template, image_path, output, macro_args, opened=None):

@@ -23,13 +23,21 @@ A chunk file shorter than the byte offset a status line recorded (a node lost be
 write reached shared storage) is detected: its complete rows are kept, and each image whose
 rows were cut goes to failures.csv with the reason (the next attempt of a task re-runs such
 images itself, see ``sciops_task.ChunkRunner.run``).
+
+Collation re-checks what the runner judged (issue 35): an ``ok`` image's rows are taken only when
+its byte range is whole (it ends at a line break, every quoted field in it is closed), parses with
+exactly the header's fields under a header that begins with the key columns, and holds as many rows
+as its status line says (``rows`` results, one summary row); otherwise the image goes to failures.csv with the reason and none of its rows is kept,
+never a padded one. An ``ok`` line of a runner older than chunk tables has its image's own CSV files
+read with the runner's strict reader (``sciops_node.units.read_csv_rows``) first.
 """
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
 import re
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +50,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from sciops.errors import SciOpsError
-from sciops_node import contract
+from sciops_node import contract, units
 from sciops_node.contract import Manifest
 
 log = logging.getLogger(__name__)
@@ -161,14 +169,59 @@ def _read_chunk_file(path: Path, end: int) -> tuple[bytes, int]:
     return data, len(data)
 
 
+def range_problem(data: bytes, start: int, end: int) -> str | None:
+    """Why the bytes ``start:end`` of a chunk file (one image's rows) are not whole rows, or None (the runner's
+    csv.writer ends every row with a line break and doubles every quote inside a quoted field: an odd count
+    of quotes is a field left open)."""
+    if end > start and data[end - 1] != 0x0A:
+        return "do not end at a line break"
+    if data.count(b'"', start, end) % 2:
+        return "hold a quoted field that is never closed"
+    return None
+
+
+def _parse(kind: str, header: bytes, items: list[tuple[str, str, bytes]]) -> tuple[list[pa.Table], dict[str, str]]:
+    """The rows of ``items`` (image, file, bytes) under ``header``, parsed at once; when that fails, each
+    image's alone finds which are malformed (refused with the reason) and the rest are parsed at once."""
+    def read(data: bytes) -> pa.Table:
+        return pacsv.read_csv(pa.py_buffer(data), read_options=READ, convert_options=CONVERT)
+
+    first = next(csv.reader([header.decode("utf-8", "replace").rstrip("\r\n")]), [""])[0]
+    if first != "image":   # the runner's chunk tables begin with their key columns (contract.RESULT_KEYS)
+        return [], {image: f"its {kind} rows are in tables/{name}, whose header lacks the image column it begins "
+                           f"with: {header[:80]!r}" for image, name, _ in items}
+    try:
+        return [read(header + b"".join(body for _, _, body in items))], {}
+    except pa.ArrowInvalid:
+        pass
+    good, bad = [], {}
+    for image, name, body in items:
+        try:
+            read(header + body)
+            good.append(body)
+        except pa.ArrowInvalid as exc:
+            bad[image] = f"its {kind} rows in tables/{name} are malformed: {' '.join(str(exc).split())[:300]}"
+    return ([read(header + b"".join(good))] if good else []), bad
+
+
+def _row_counts(tables: list[pa.Table]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in tables:
+        for row in pc.value_counts(t["image"]).to_pylist():
+            counts[row["values"]] = counts.get(row["values"], 0) + row["counts"]
+    return counts
+
+
 def read_chunk_tables(work: Path, ok: dict[str, dict]) -> tuple[dict[str, list[pa.Table]], dict[str, str]]:
     """Per kind (``results``, ``summary``) the rows of the ``ok`` images' final attempts, and the
-    images whose rows a file lacks, with the reason.
+    images whose rows are missing or not whole, with the reason (none of their rows is in the tables).
 
     Each status line names the byte range its image's rows fill in a chunk file, so only those
     ranges are read: rows of an attempt that died before its status line are never taken. The
     ranges of every file with the same header are joined and parsed at once (pyarrow's CSV
-    reader, multi-threaded): one parse per distinct header, not one per file.
+    reader, multi-threaded): one parse per distinct header, not one per file. Each range is
+    re-checked (:func:`range_problem`, the header's field count, the row count its status line
+    recorded): the runner's verdict is not taken on trust.
     """
     wanted: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     for image, rec in ok.items():
@@ -177,26 +230,56 @@ def read_chunk_tables(work: Path, ok: dict[str, dict]) -> tuple[dict[str, list[p
     keys = sorted(wanted)   # task, then attempt, then part: the order the rows were written in
     tables: dict[str, list[pa.Table]] = {"results": [], "summary": []}
     cut: dict[str, str] = {}
+    files: dict[tuple[str, str], str] = {}   # (kind, image) -> its chunk file, for the reasons
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
         for i in range(0, len(keys), FILES_PER_PARSE):   # a batch's bytes at a time: memory stays bounded
             batch = keys[i:i + FILES_PER_PARSE]
             loaded = pool.map(lambda k: _read_chunk_file(Path(contract.tables_dir(str(work)), k[1]), max(e for _, e, _ in wanted[k])),
                               batch)
-            groups: dict[tuple[str, bytes], list[bytes]] = {}
+            groups: dict[tuple[str, bytes], list[tuple[str, str, bytes]]] = {}
             for (kind, name), (data, have) in zip(batch, loaded):
-                bodies = groups.setdefault((kind, data[:data.find(b"\n") + 1]), [])
+                items = groups.setdefault((kind, data[:data.find(b"\n") + 1]), [])
                 for start, end, image in sorted(wanted[(kind, name)]):
-                    if end <= have:
-                        bodies.append(data[start:end])
-                    else:
+                    files[(kind, image)] = name
+                    if end > have:
                         cut[image] = (f"its {kind} rows were cut short: tables/{name} has "
                                       f"{'no file' if have < 0 else f'{have} bytes'}, the runner wrote up to byte "
                                       f"{end} (a node lost before the write reached shared storage?)")
-            for (kind, header), bodies in groups.items():
-                if header and bodies:
-                    tables[kind].append(pacsv.read_csv(pa.py_buffer(header + b"".join(bodies)),
-                                                       read_options=READ, convert_options=CONVERT))
+                    elif problem := range_problem(data, start, end):
+                        cut[image] = f"its {kind} rows in tables/{name} (bytes {start}-{end}) {problem}: not whole"
+                    else:
+                        items.append((image, name, data[start:end]))
+            for (kind, header), items in groups.items():
+                if header and items:
+                    parsed, bad = _parse(kind, header, items)
+                    tables[kind].extend(parsed)
+                    cut.update(bad)
+    stray = False
+    for kind in ("results", "summary"):   # as many rows as the status line says, each image
+        got = _row_counts(tables[kind])
+        stray = stray or any(image not in ok for image in got)   # a row of no image's (its name garbled)
+        for image, rec in ok.items():
+            if kind not in (rec.get("tables") or {}) or image in cut:
+                continue
+            want = rec.get("rows") if kind == "results" else 1
+            if want is not None and got.get(image, 0) != want:
+                cut[image] = (f"its {kind} rows do not match its status line: {got.get(image, 0)} in "
+                              f"tables/{files[(kind, image)]}, the runner recorded {want}")
+    if cut or stray:   # only the rows of the images taken: none of a refused image's
+        keep = pa.array([image for image in ok if image not in cut], pa.string())
+        tables = {kind: [t.filter(pc.is_in(t["image"], value_set=keep)) for t in parts]
+                  for kind, parts in tables.items()}
     return tables, cut
+
+
+def strict_problem(outdir: Path) -> str | None:
+    """Why an image's own results.csv or summary.csv is not a whole table (the runner's strict reader), or None."""
+    for name in ("results.csv", "summary.csv"):
+        try:
+            units.read_csv_rows(str(outdir / name))
+        except units.TableError as exc:
+            return str(exc)
+    return None
 
 
 def reference_tables(run_dir: Path, manifest: Manifest | dict[str, Any], images: list[str] | None = None,
@@ -275,6 +358,11 @@ def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
     ok = {image: rec for image, rec in statuses.items() if rec.get("status") == "ok"}
     chunk_tables, cut = read_chunk_tables(work, {i: r for i, r in ok.items() if "tables" in r})
     older = [i for c in manifest.chunks for i in c if i in ok and "tables" not in ok[i]]
+    for image in older:   # a runner older than chunk tables: its image's own files, read strictly
+        problem = strict_problem(Path(contract.image_output_dir(str(work), image)))
+        if problem:
+            cut[image] = problem
+    older = [i for i in older if i not in cut]
     older_results, older_summary = reference_tables(run_dir, manifest, older, statuses) if older else (None, [])
 
     manifest_images = pa.array([i for c in manifest.chunks for i in c], pa.string())

@@ -14,7 +14,7 @@ def _fake_imagej_run(tmp_path, images, cases):
     """A manifest whose "Fiji" is a shell script speaking the driver's protocol.
 
     For every image of the job file it prints BEGIN, runs ``cases`` (shell ``case`` arms on
-    ``$input``; the default writes results.csv), then END. Fiji's argv puts the job file 10th.
+    ``$input``; the default writes a results.csv of one row), then END. Fiji's argv puts the job file 10th.
     """
     fake = tmp_path / "fake-imagej"
     fake.write_text("""#!/bin/sh
@@ -25,7 +25,7 @@ tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out argument; do
   echo "SCIOPS_BEGIN\t$input"
   case "$input" in
     %s
-    *) echo "count" > "$out/results.csv" ;;
+    *) printf 'count\n1\n' > "$out/results.csv" ;;
   esac
   echo "SCIOPS_END\t$input\t5\t"
 done

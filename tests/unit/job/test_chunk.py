@@ -11,11 +11,12 @@ from sciops_node import contract
 def test_runner_with_a_fake_imagej(tmp_path, fake_imagej_run):
     """The bookkeeping against a stand-in JVM: image 'bad' logs an error, 'noout' writes nothing."""
     mpath, work = fake_imagej_run(tmp_path, ["a.tif", "bad.tif", "noout.tif"],
-                                  '*bad*) echo "Exception in thread: boom" ;;\n    *noout*) ;;')
+                                  '*bad*) echo \'Exception in thread "main" java.lang.IllegalStateException: boom\' ;;'
+                                  '\n    *noout*) ;;')
     assert main(["--manifest", str(mpath), "--task", "1"]) == 0
     got = contract.read_statuses(contract.status_path(str(work), 1))
     assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "bad.tif": "failed", "noout.tif": "failed"}
-    assert got["bad.tif"]["error"] == "Exception in thread: boom"
+    assert got["bad.tif"]["error"] == 'Exception in thread "main" java.lang.IllegalStateException: boom'
     assert "not written: results.csv" in got["noout.tif"]["error"]
     summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
     assert summary["imagej_version"] == "9.99z" and summary["exit"] == 0 and summary["jvm_starts"] == 1
@@ -63,3 +64,23 @@ def test_the_image_in_flight_when_the_task_died_goes_last_and_is_blamed_at_the_s
     monkeypatch.setenv("SCIOPS_LOST", "7.1:1.2")
     assert main(["--manifest", str(mpath), "--task", "1", "--attempt", "3"]) == 0
     assert contract.read_statuses(contract.status_path(str(work), 1))["b_hog.tif"]["status"] == "ok"
+
+
+def test_an_image_is_ok_only_with_whole_tables(tmp_path, fake_imagej_run):
+    """Issue 35: a half-written table fails its image with the reason; nothing is padded."""
+    cases = r"""*cut*) printf ' ,Area,Mean,X\n1,100,2,3\n102,2\n' > "$out/results.csv" ;;
+    *quote*) printf 'Label,Area\n"cell 1",100\n"ce' > "$out/results.csv" ;;
+    *header*) printf ' ,Area,Mean\n' > "$out/results.csv" ;;
+    *zero*) printf ' ,Area,Mean\n' > "$out/results.csv"; printf 'count,mean_area\n0,NaN\n' > "$out/summary.csv" ;;"""
+    images = ["a.tif", "cut.tif", "quote.tif", "header.tif", "zero.tif"]
+    mpath, work = fake_imagej_run(tmp_path, images, cases)
+    assert main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = contract.read_statuses(contract.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "cut.tif": "failed", "quote.tif": "failed",
+                                                         "header.tif": "failed", "zero.tif": "ok"}
+    assert got["cut.tif"]["error"] == "results.csv line 3 has 2 field(s), its header 4 (cut off?)"
+    assert "results.csv ends inside a quoted field" in got["quote.tif"]["error"]
+    assert "results.csv has no rows, and no summary count of 0" in got["header.tif"]["error"]
+    assert got["zero.tif"]["rows"] == 0 and got["a.tif"]["rows"] == 1
+    table = (work / "tables" / "task-0001.attempt-1.results.csv").read_text()
+    assert table == "image,task,attempt,count\na.tif,1,1,1\n"      # no padded row of a failed image

@@ -16,3 +16,27 @@ def test_launcher_argv_imagej1_and_fiji():
     assert fiji[-4:] == ["-port0", "-batch", "/d.ijm", "/j"]
     with pytest.raises(ValueError, match="unknown launcher"):
         jvm.launcher_argv({"kind": "napari"}, 1, "", "", "", "")
+
+
+def test_the_dialog_watcher_goes_into_the_imagej1_command_line():
+    ij = jvm.launcher_argv({"kind": "imagej1", "java": "java", "ij_jar": "/ij.jar"}, 700, "/h", "/t", "/d.ijm", "/j",
+                           agent="/tmp/sciops-dialogs-0-ab.jar")
+    assert ij[ij.index("-jar") - 1] == "-javaagent:/tmp/sciops-dialogs-0-ab.jar" and ij[-5:-3] == ["/ij.jar", "-port0"]
+
+
+def test_the_dialog_watcher_is_compiled_once_and_only_a_private_jar_is_used(tmp_path):
+    import os
+    import zipfile
+
+    jar, why = jvm.dialog_agent("java", cache_dir=str(tmp_path))
+    assert why is None and os.path.basename(jar).startswith("sciops-dialogs-%d-" % os.getuid())
+    with zipfile.ZipFile(jar) as z:
+        assert "Premain-Class: SciopsDialogs" in z.read("META-INF/MANIFEST.MF").decode()
+        assert "SciopsDialogs.class" in z.namelist()
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(jar)]          # no build folder left
+    built = os.stat(jar).st_mtime_ns
+    assert jvm.dialog_agent("java", cache_dir=str(tmp_path)) == (jar, None) and os.stat(jar).st_mtime_ns == built
+    os.chmod(jar, 0o666)                    # anyone could have replaced it: built again, not used
+    assert jvm.dialog_agent("java", cache_dir=str(tmp_path)) == (jar, None) and os.stat(jar).st_mode & 0o777 == 0o644
+    jar2, why = jvm.dialog_agent("/nonexistent/java", cache_dir=str(tmp_path))
+    assert jar2 is None and "could not compile it" in why

@@ -198,3 +198,65 @@ def test_progress_counts_come_from_one_small_file_per_task(tmp_path):
     count = json.loads((tmp_path / "work" / "status" / "task-0001.count.json").read_text())
     assert (count["images"], count["done"], count["ok"]) == (2, 2, 1)
     assert images_done(tmp_path / "work") == 2
+
+
+def _garble(path, old: bytes, new: bytes):
+    """Replace bytes of a chunk file in place (same length: the other images' byte ranges stay right)."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def test_collate_rechecks_the_chunk_tables_and_never_pads_a_row(tmp_path):
+    """Issue 35: an ok image whose rows in a chunk table are not whole goes to failures.csv with the reason,
+    and none of its rows is kept; the other images of the same file are collated as usual."""
+    chunks = [["a.tif", "b.tif", "c.tif", "d.tif", "e.tif", "f.tif"]]
+    manifest = {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks}
+    r1 = runner(tmp_path, chunks, 1, 1)
+    for image in chunks[0]:
+        name = image[0]
+        process(r1, image, {"results.csv": f" ,Area,Mean\n1,{name}10,5\n2,{name}20,6.5\n",
+                            "summary.csv": SUMMARY.format(n=2, a=15)})
+    path = tmp_path / "work" / "tables" / "task-0001.attempt-1.results.csv"
+    _garble(path, b"b.tif,1,1,b20,6.5\n", b"b.tif,1,1,b20;6.5\n")    # a row short of a field
+    _garble(path, b"c.tif,1,1,c20,6.5\n", b'c.tif,1,1,c20,"6.\n')    # a quoted field left open
+    _garble(path, b"d.tif,1,1,d20,6.5\n", b"d.tif,1,1,d20,6.55")     # no line break at its end
+    _garble(path, b"e.tif,1,1,e20,6.5\n", b"x.tif,1,1,e20,6.5\n")    # a row that is no image's: e has one row
+    c = collate(tmp_path, manifest)
+    assert (c.ok, c.failed, c.result_rows) == (2, 4, 4)
+    failures = pd.read_csv(tmp_path / "failures.csv").set_index("image")["error"].to_dict()
+    assert set(failures) == {"b.tif", "c.tif", "d.tif", "e.tif"}
+    assert failures["b.tif"].startswith("its results rows in tables/task-0001.attempt-1.results.csv are malformed: "
+                                        "CSV parse error: Expected 5 columns, got 4")
+    assert failures["c.tif"].endswith("hold a quoted field that is never closed: not whole")
+    assert failures["d.tif"].endswith("do not end at a line break: not whole")
+    assert failures["e.tif"] == ("its results rows do not match its status line: 1 in "
+                                 "tables/task-0001.attempt-1.results.csv, the runner recorded 2")
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert list(results["image"]) == ["a.tif", "a.tif", "f.tif", "f.tif"] and not results.isna().any().any()
+    assert list(pd.read_csv(tmp_path / "summary.csv")["image"]) == ["a.tif", "f.tif"]
+
+
+def test_collate_reads_an_older_runners_image_files_strictly(tmp_path):
+    """An ok line without chunk tables (a runner older than them): its image's own files, read strictly."""
+    chunks = [["a.tif", "b.tif"]]
+    manifest = setup_run(tmp_path, chunks, {"a.tif": {"status": "ok"}, "b.tif": {"status": "ok"}},
+                         {"a.tif": {"results.csv": " ,Area,Mean\n1,10,5\n"},
+                          "b.tif": {"results.csv": " ,Area,Mean\n1,10,5\n102,2\n"}})
+    c = collate(tmp_path, manifest)
+    assert (c.ok, c.failed, c.result_rows) == (1, 1, 1)
+    failures = pd.read_csv(tmp_path / "failures.csv")
+    assert failures.loc[0, "error"] == "results.csv line 3 has 2 field(s), its header 3 (cut off?)"
+
+
+def test_collate_refuses_rows_under_a_header_without_its_image_column(tmp_path):
+    chunks = [["a.tif"], ["b.tif"]]
+    manifest = {"run_dir": str(tmp_path), "work_dir": str(tmp_path / "work"), "chunks": chunks}
+    for task, image in ((1, "a.tif"), (2, "b.tif")):
+        process(runner(tmp_path, chunks, task, 1), image, {"results.csv": RESULTS_A})
+    _garble(tmp_path / "work" / "tables" / "task-0002.attempt-1.results.csv", b"image,task", b"imagf,task")
+    c = collate(tmp_path, manifest)
+    assert (c.ok, c.failed, c.result_rows) == (1, 1, 2)
+    error = pd.read_csv(tmp_path / "failures.csv").set_index("image").loc["b.tif", "error"]
+    assert error.startswith("its results rows are in tables/task-0002.attempt-1.results.csv, whose header lacks the "
+                            "image column")
