@@ -83,6 +83,8 @@ def test_docs_settings_names_every_variable_the_repository_mentions():
     """docs/settings.md is the one place: any SCIOPS_* variable in the docs, compose, scripts or tests is in it."""
     driver = (REPO / "include" / "job" / "driver.ijm").read_text()
     tags = set(re.findall(r'print\("(SCIOPS_\w+)', driver))  # the driver's output lines, not variables
+    agent = (REPO / "include" / "job" / "sciops_node" / "SciopsDialogs.java").read_text()
+    tags |= set(re.findall(r'"(SCIOPS_\w+)\\t', agent))      # the dialog agent's output lines, likewise
     own = {"SCIOPS_REPO"}  # scripts/env.sh's own shell variable: the checkout
     files = [REPO / "README.md", REPO / "docker-compose.yaml", *(REPO / "docs").glob("*.md"),
              *(REPO / "docker").glob("*.sh"), *(REPO / "scripts").rglob("*.sh"), *(REPO / "tests").rglob("*.py")]

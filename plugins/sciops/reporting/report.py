@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sciops.reporting import charts
 from sciops.accounting.costs import task_intervals
+from sciops.reporting import charts
+
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
