@@ -36,10 +36,10 @@ DATA = REPO.parent / "shared" / "data" / "bbbc002"
 import sciops_task as st  # noqa: E402
 
 from sciops import JOB_DIR, MACRO_DIR  # noqa: E402
-from sciops.arrays.run.run import ArrayRun  # noqa: E402
-from sciops.arrays.run.ssh import SSHRunner  # noqa: E402
-from sciops.arrays.run.schedulers.base import ArraySpec  # noqa: E402
-from sciops.arrays.run.schedulers.sge import SGEScheduler  # noqa: E402
+from sciops.arrays.run import ArrayRun  # noqa: E402
+from sciops.arrays.ssh import SSHRunner  # noqa: E402
+from sciops.arrays.schedulers.base import ArraySpec  # noqa: E402
+from sciops.arrays.schedulers.sge import SGEScheduler  # noqa: E402
 
 
 class CountingRunner:
