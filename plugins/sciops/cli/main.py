@@ -39,6 +39,9 @@ from sciops.cli.api import DAG_ID, Airflow
 from sciops.cli.settings import EXIT_BAD_INPUT, EXIT_FAILED, Stop, settings
 from sciops_node import contract
 
+# Imports inside functions here are deliberate: `sciops --help` and one-line errors should answer at once;
+# each command imports the storage, sync or progress code it needs when it runs.
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run Fiji/ImageJ macros over a project's images with SciOps (Airflow).")
 sync_app = typer.Typer(no_args_is_help=True, help="Copy a project up to the storage root, or a run's results down.")

@@ -28,6 +28,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 if TYPE_CHECKING:  # no import at run time: the registry loads this module when the DAG is parsed
     from sciops.arrays.commands import CommandRunner
     from sciops.arrays.schedulers.base import Scheduler

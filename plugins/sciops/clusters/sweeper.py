@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any, Callable
+from sciops.clusters import parallelcluster as pc
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +17,6 @@ RUN_TAG, DAG_TAG = "sciops:run-id", "sciops:dag-id"
 
 def sweep(cli, is_active: Callable[[str, str], bool], dry_run: bool = False) -> dict[str, list[dict[str, Any]]]:
     """One pass over one region's clusters. ``is_active(dag_id, run_id)``: is that DAG run still going?"""
-    from sciops.clusters import parallelcluster as pc
-
     out: dict[str, list[dict[str, Any]]] = {"deleted": [], "would_delete": [], "kept": [], "not_ours": [],
                                             "deleting": []}
     for entry in cli.list():

@@ -28,6 +28,10 @@ from sciops.run import messages
 from sciops.run.names import SAFE_NAME
 from sciops.run.values import COMMAND, SAFE_ARG_KEY, WORD, ValueChecks, parse_memory_mb
 
+# Imports inside functions here are deliberate: the DAG processor imports this module when it parses
+# dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
+# paramiko, asyncssh and the task bodies out of that parse; the library is imported when the task runs.
+
 #: Schedulers a run may choose: those of the backends that drive more than one (the rest have no choice).
 SCHEDULER_CHOICES = tuple(dict.fromkeys(s for names in SCHEDULERS.values() if len(names) > 1 for s in names))
 LAUNCHERS = ("auto", "imagej1", "fiji")

@@ -23,9 +23,10 @@ from typing import Any
 
 import yaml
 
+from sciops_node.contract import Manifest
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.errors import ConfigError
-from sciops_node.contract import Manifest
+from sciops.imaging.macros import headless_source
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 #: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
@@ -208,8 +209,6 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
     ``macro_run`` is what ImageJ runs: the macro itself, or, for one with Fiji ``#@`` parameters,
     ``<name>.headless.ijm`` beside it (:func:`sciops.imaging.macros.headless_source`).
     """
-    from sciops.imaging.macros import headless_source
-
     job = work / "job"
     job.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -13,6 +13,10 @@ from pydantic import BaseModel, field_validator
 
 from sciops.run.names import SAFE_NAME
 
+# Imports inside functions here are deliberate: the DAG processor imports this module when it parses
+# dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
+# paramiko, asyncssh and the task bodies out of that parse; the library is imported when the task runs.
+
 SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 #: Names that reach a remote shell or a lookup: no leading '-' (``queue: -V`` would be an option).

@@ -16,6 +16,10 @@ from fastapi.responses import FileResponse, HTMLResponse
 from sciops.web import pages, planner
 from sciops.web.auth import Readable, User, authenticated, may_read_runs
 
+# Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
+# Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
+# only when a page or route is asked for.
+
 app = FastAPI(title="SciOps", description="Runs, costs and the what-if planner", dependencies=[authenticated()])
 
 

@@ -17,6 +17,10 @@ from markupsafe import Markup
 
 from sciops.web import planner
 
+# Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
+# Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
+# only when a page or route is asked for.
+
 #: The newest runs the dashboard's table lists (the charts and medians take every run).
 RUNS_LISTED = 200
 

@@ -31,6 +31,11 @@ from sciops.clusters.existing import ExistingBackend
 from sciops.errors import ClusterError
 from sciops.settings import setting
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 if TYPE_CHECKING:
     from sciops.clusters.parallelcluster.settings import PClusterSettings
 
