@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
 
 from sciops.clusters import BACKENDS, SCHEDULERS, SECTION_BACKENDS  # the backends' own declarations
 from sciops.errors import ConfigError
@@ -192,18 +192,12 @@ class RunConfig(ValueChecks):
                                              "messages (empty = sciops_slack if it exists, else no messages)",
                                        section=_COST, shown="sciops_slack", pattern=WORD.pattern)
 
-    @field_validator("backend")
+    @field_validator("backend", "launcher")
     @classmethod
-    def _backend(cls, v: str) -> str:
-        if v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}; choose one of: {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("launcher")
-    @classmethod
-    def _launcher(cls, v: str) -> str:
-        if v not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {v!r}; choose one of: {', '.join(LAUNCHERS)}")
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        choices = {"backend": BACKENDS, "launcher": LAUNCHERS}[info.field_name]
+        if v not in choices:
+            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(choices)}")
         return v
 
     @field_serializer("cluster")
