@@ -235,6 +235,16 @@ def slack_receiver(monkeypatch):
     server.shutdown()
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 30 MB tmpfs of its own (the tests run as root), unmounted after: a filesystem that fills up for real."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m,mode=0755", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 @pytest.fixture(scope="session")
 def postgres_ledger():
     """PostgreSQL on 127.0.0.1 (scripts/testbed/postgres.sh): the ledger's connection URI. Never skipped."""

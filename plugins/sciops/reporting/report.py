@@ -137,6 +137,7 @@ document.body.setAttribute("data-rendered", "yes");
 
 
 def write(run_dir: Path | str, doc: dict[str, Any]) -> Path:
-    path = Path(run_dir, "report.html")
-    path.write_text(render(run_dir, doc), encoding="utf-8")
-    return path
+    """``report.html``, atomically (:func:`sciops.run.project.write_atomic`: never half a page)."""
+    from sciops.run.project import write_atomic
+
+    return write_atomic(Path(run_dir, "report.html"), render(run_dir, doc))

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 from sciops import JOB_DIR, MACRO_DIR
-from sciops.errors import ConfigError
+from sciops.errors import ConfigError, StorageError
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 #: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
@@ -233,14 +234,59 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
     return paths
 
 
-def write_json(path: Path | str, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+def is_disk_full(exc: BaseException) -> bool:
+    """An error that says the filesystem is full (or the quota spent), as Python or pyarrow says it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def disk_full(exc: BaseException, path: Path | str) -> StorageError | None:
+    """For an error that :func:`is_disk_full`, a StorageError saying so: which path, and how much its
+    filesystem has free (``shutil.disk_usage``); ``None`` for any other error."""
+    if not is_disk_full(exc):
+        return None
+    path = Path(getattr(exc, "filename", None) or path)
+    where = next((p for p in (path, *path.parents) if p.exists()), None)
+    try:
+        usage = shutil.disk_usage(where) if where else None
+    except OSError:
+        usage = None
+    room = (f"{usage.free:,} bytes free of {usage.total:,} on the filesystem holding {where}" if usage
+            else "free space unknown")
+    return StorageError(f"no space left on device: could not write {'in ' if path.is_dir() else ''}{path} ({room}); "
+                        "free space there (or move the storage root), then clear the failed task")
+
+
+def write_atomic(path: Path | str, data: bytes | str) -> Path:
+    """Write a file atomically (a temp file beside it, then a rename): a reader never sees half a file,
+    and the temp file never stays behind. A full filesystem is a StorageError naming the path and the
+    bytes free (:func:`disk_full`); nothing of the file is left then."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        full = disk_full(exc, path)
+        if full:
+            raise full from exc
+        raise
     return path
+
+
+def write_json(path: Path | str, data: Any) -> Path:
+    """Write JSON atomically (:func:`write_atomic`)."""
+    return write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def read_manifest(path: Path | str) -> dict[str, Any]:
