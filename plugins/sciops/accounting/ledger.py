@@ -7,6 +7,9 @@ ledger is a SQLite file, ``$AIRFLOW_HOME/sciops_ledger.db``. Rows are written by
 ``validate`` (or ``sync_up``) for a run refused before its run folder existed (status
 ``refused``, with the reason); read by the budget estimate, the runs dashboard and the
 what-if planner.
+
+One row per run, never another run's: :func:`write` replaces a row only for the Airflow run that
+wrote it (a retried ``record``), and refuses to replace a row of another Airflow run.
 """
 from __future__ import annotations
 
@@ -17,9 +20,12 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, case, create_engine, delete,
+                        select)
+from sqlalchemy.engine import make_url
 
 from sciops.connections import get_connection
+from sciops.errors import LedgerError
 from sciops.settings import setting
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,8 @@ runs = Table(
 #: Columns added after the first release: a ledger created before them gets them on first use.
 ADDED_COLUMNS = ("reason",)
 _engines: dict[str, Any] = {}
+#: The Airflow connection each URL came from (:func:`ledger_url`), for the messages.
+_conn_ids: dict[str, str] = {}
 
 
 def ledger_url(conn_id: str | None = None) -> str:
@@ -67,13 +75,29 @@ def ledger_url(conn_id: str | None = None) -> str:
         home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
         return f"sqlite:///{home}/sciops_ledger.db"
     if conn.conn_type == "sqlite":
-        return f"sqlite:///{conn.host}"
-    uri = conn.get_uri()
-    # psycopg2 is what Airflow's images ship; SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3
-    for prefix in ("postgres://", "postgresql://"):
-        if uri.startswith(prefix):
-            return "postgresql+psycopg2://" + uri[len(prefix):]
-    return uri
+        url = f"sqlite:///{conn.host}"
+    else:
+        url = conn.get_uri()
+        # psycopg2 is what Airflow's images ship; SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg2://" + url[len(prefix):]
+    _conn_ids[url] = conn_id
+    return url
+
+
+def describe(url: str) -> str:
+    """The ledger as its messages name it, without secrets: ``connection sciops_ledger, host:port``."""
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse fails later, with its own words
+        return "an unreadable URL"
+    if u.get_backend_name() == "sqlite":
+        where = f"SQLite file {u.database}"
+    else:
+        where = f"{u.host or 'localhost'}:{u.port or 'default port'}/{u.database or ''}".rstrip("/")
+    conn_id = _conn_ids.get(url)
+    return f"connection {conn_id}, {where}" if conn_id else where
 
 
 def engine(url: str | None = None):
@@ -136,10 +160,23 @@ def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
-    """Insert or replace the run's row (a retried ``record`` rewrites it)."""
+    """Insert the run's row, or replace the row this same Airflow run wrote (a retried ``record``).
+
+    A row of the same DAG and run id written by another Airflow run is never replaced: a
+    :class:`LedgerError` naming both Airflow run ids (two runs at once: the database's primary key
+    refuses the second insert).
+    """
+    url = url or ledger_url()
     row = {k: _fit(v, k) for k, v in row_from_run(doc).items()}
+    key = (runs.c.dag_id == row["dag_id"], runs.c.run_id == row["run_id"])
     with engine(url).begin() as conn:
-        conn.execute(delete(runs).where(runs.c.dag_id == row["dag_id"], runs.c.run_id == row["run_id"]))
+        held = conn.execute(select(runs.c.airflow_run_id).where(*key).with_for_update()).first()
+        if held is not None and held[0] != row["airflow_run_id"]:
+            raise LedgerError(f"the ledger ({describe(url)}) holds run {row['run_id']} of DAG {row['dag_id']} for "
+                              f"Airflow run {held[0]!r}; the row of Airflow run {row['airflow_run_id']!r} does not "
+                              "replace it")
+        if held is not None:
+            conn.execute(delete(runs).where(*key))
         conn.execute(runs.insert().values(**row))
     return row
 
@@ -171,11 +208,13 @@ def rows(project: str | None = None, macro: str | None = None, limit: int | None
 
 
 def find(dag_id: str, airflow_run_id: str, run_id: str, url: str | None = None) -> dict[str, Any] | None:
-    """The row of DAG ``dag_id`` with this Airflow run id or this SciOps run id (its folder's name)."""
+    """The row of DAG ``dag_id`` with this Airflow run id, else with this SciOps run id (its folder's name;
+    ``airflow_run_id`` itself may be one)."""
     q = select(runs).where(runs.c.dag_id == dag_id,
-                           (runs.c.airflow_run_id == airflow_run_id) | (runs.c.run_id == run_id))
+                           (runs.c.airflow_run_id == airflow_run_id) | runs.c.run_id.in_({run_id, airflow_run_id}))
     with engine(url).connect() as conn:
-        found = conn.execute(q.order_by(runs.c.started_at.desc()).limit(1)).first()
+        exact = case((runs.c.airflow_run_id == airflow_run_id, 0), else_=1)
+        found = conn.execute(q.order_by(exact, runs.c.started_at.desc()).limit(1)).first()
     return dict(found._mapping) if found else None
 
 

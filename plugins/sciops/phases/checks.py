@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 from sciops.run import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, REFUSED, phase, trigger_label
-from sciops.run.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
-                            stage_job_files, write_json)
+from sciops.run.project import (MACRO_DIR, Project, claim_run_dir, expected_outputs, macro_sha256, match_images,
+                            safe_run_id, stage_job_files, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
 from sciops.storage.root import PROJECT_PARTS, get_storage
 
@@ -288,12 +288,8 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         estimate = check_budget(cfg, project.name, len(images), macro_sha256(macro))
         launcher, smoke_launcher = backend.check(project, airflow_run_id)
     run_id = safe_run_id(airflow_run_id)
-    run_dir = project.run_dir(run_id)
-    try:
-        (run_dir / PHASES).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError([("project", f"cannot create the run folder {run_dir} ({exc.strerror}); make "
-                                       f"{project.name}/output/ writable by the worker")]) from None
+    run_dir = claim_run_dir(project.run_dir(run_id), airflow_run_id)   # this run's alone, or refused
+    (run_dir / PHASES).mkdir(parents=True, exist_ok=True)
     # the run's images and their content ids, in order: plan reads them instead of listing input/ again
     write_json(run_dir / "work" / "inputs.json", {rel: ids.get(rel) for rel in images})
     info = RunInfo(run_id=run_id, airflow_run_id=airflow_run_id, project=project.name,
