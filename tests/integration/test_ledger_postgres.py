@@ -85,3 +85,44 @@ def test_a_row_is_replaced_by_its_own_run_only(postgres_ledger, monkeypatch):
     [row] = ledger.rows(project=project)
     assert row["airflow_run_id"] == "x~1" and row["status"] == "failed"
 
+
+@pytest.mark.timeout(120)
+def test_a_ledger_that_never_answers_is_named_not_waited_for(silent_listener, monkeypatch):
+    from sciops.accounting import ledger
+    from sciops.errors import SciOpsError
+
+    port = silent_listener()
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_LEDGER", f"postgresql://sciops:secret-pw@127.0.0.1:{port}/sciops_ledger")
+    monkeypatch.setenv("SCIOPS_LEDGER_CONNECT_TIMEOUT_SECONDS", "2")
+    for call in (lambda: ledger.rows(), lambda: ledger.write(_doc("r", "r", "silent"))):
+        with pytest.raises(SciOpsError) as err:   # a LedgerError
+            call()
+        said = str(err.value)
+        assert said.startswith(f"the ledger (connection sciops_ledger, 127.0.0.1:{port}/sciops_ledger) did not "
+                               "answer within 2 s") and "secret-pw" not in said
+
+
+@pytest.mark.timeout(120)
+def test_a_statement_the_ledger_does_not_answer_is_named(postgres_ledger, monkeypatch):
+    """The real PostgreSQL, its table locked by another session: the write ends at the statement timeout."""
+    import subprocess
+
+    from sqlalchemy import create_engine, text
+
+    from helpers import REPO
+    from sciops.accounting import ledger
+    from sciops.errors import SciOpsError
+
+    uri = subprocess.run(["bash", str(REPO / "scripts/testbed/postgres.sh"), "fresh-db", "sciops_irun_locked"],
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    url = "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    monkeypatch.setenv("SCIOPS_LEDGER_STATEMENT_TIMEOUT_SECONDS", "1")
+    ledger._engines.pop(url, None)
+    ledger.engine(url)
+    with create_engine(url).connect() as locker:   # its transaction holds the lock until the rollback
+        locker.execute(text("LOCK TABLE sciops_runs IN ACCESS EXCLUSIVE MODE"))
+        with pytest.raises(SciOpsError) as err:   # a LedgerError
+            ledger.write(_doc("locked-1", "locked~1", "locked"), url)
+        locker.rollback()
+    assert "did not answer within 1 s while writing the row of run locked-1" in str(err.value)
+    assert "statement timeout" in str(err.value)

@@ -158,10 +158,13 @@ def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha
     """Estimate the run from past runs of the same macro; ConfigError on ``budget_usd`` if over.
 
     Without a past run there is nothing to estimate from: the cap is then enforced while
-    the array runs (``run_array`` checks the spend at every poll).
+    the array runs (``run_array`` checks the spend at every poll). Without a budget the ledger
+    is not read at all: a ledger that is down or slow never holds up a run that does not need it.
     """
     from sciops.accounting import ledger
 
+    if not cfg.budget_usd:
+        return None
     try:
         perf = ledger.past_performance(macro_sha256=macro_sha, project=project)
     except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not block a run without a budget
