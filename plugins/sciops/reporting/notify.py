@@ -136,7 +136,9 @@ def run_started(info) -> bool:
                 f"macro {cfg.macro}, on {where}{budget} (run {info.run_id})", cfg.slack_conn_id)
 
 
-def run_ended(doc: dict[str, Any]) -> bool:
+def run_ended(doc: dict[str, Any]) -> str | None:
+    """The end message, with the run's verdict (``doc["status"]``, as run.json and the ledger say it) and,
+    for a run that did not succeed, why. ``None`` when sent (or no connection), else why not."""
     images, cost = doc.get("images") or {}, doc.get("cost") or {}
     duration = (doc["ended_at"] - doc["started_at"]) if doc.get("ended_at") and doc.get("started_at") else None
     icon = ":white_check_mark:" if doc["status"] == "success" else ":x:"
@@ -145,8 +147,9 @@ def run_ended(doc: dict[str, Any]) -> bool:
             f"failed {images.get('failed')} of {images.get('total')}; duration {_duration(duration)}; "
             f"cost {cost.get('total_usd', 0):.2f} USD"
             + (f" ({per_image:.4f} USD per image)" if per_image is not None else "")
+            + (f"\nWhy: {str(doc['reason'])[:500]}" if doc["status"] != "success" and doc.get("reason") else "")
             + f"\nReport: {report_url(doc.get('dag_id') or 'fiji_project', doc['airflow_run_id'])}")
-    return send(text, (doc.get("params") or {}).get("slack_conn_id"))
+    return deliver(text, (doc.get("params") or {}).get("slack_conn_id"))
 
 
 def teardown_failed(cluster: str, region: str | None, error: Any, conn_id: str | None = None) -> bool:

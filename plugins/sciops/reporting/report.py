@@ -109,6 +109,7 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
  · macro {_e((doc.get('macro') or {}).get('name'))} · backend {_e((doc.get('params') or {}).get('backend'))}
  · ImageJ {_e(doc.get('imagej_version'))}{_e(' + Bio-Formats ' + doc['bioformats_version'] if doc.get('bioformats_version') else '')}
  · cost {_e(cost.get('total_usd'))} USD</p>
+{f'<p class="reason">Why: {_e(doc["reason"])}</p>' if doc.get("status") != "success" and doc.get("reason") else ""}
 <h2>Array tasks per node</h2>
 {timeline_svg(tasks)}
 <h2>Seconds per image</h2>
