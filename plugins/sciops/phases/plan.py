@@ -10,7 +10,8 @@ from typing import Any
 from sciops.errors import SciOpsError
 from sciops.imaging import bioformats
 from sciops.phases import phase
-from sciops.run.project import Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files, write_json
+from sciops.run.chunking import chunk, chunk_sizes
+from sciops.run.project import Project, expected_outputs, macro_sha256, stage_job_files, write_json
 from sciops.run.runinfo import RunInfo
 from sciops_node import contract
 from sciops_node.contract import Manifest

@@ -201,7 +201,7 @@ def test_images_per_task_auto_grows_with_the_run_where_the_slots_are_known():
 
 
 def test_auto_chunks_taper_so_the_slots_end_together():
-    from sciops.run.project import chunk, chunk_sizes
+    from sciops.run.chunking import chunk, chunk_sizes
 
     assert chunk_sizes(20_000, 0, 2) == [5000] * 3 + [2500, 1250, 625, 313, 312]   # the last wave halves, then ends
     assert chunk_sizes(100_000, 0, 2)[-3:] == [3125, 1563, 1562]
