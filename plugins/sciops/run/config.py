@@ -95,7 +95,7 @@ class ClusterSettings(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class RunConfig(ValueChecks):
+class RunConfig(ValueChecks, BaseModel):
     """The parameters of one run, checked (each field's description says what it does)."""
 
     # (the docstring is the JSON schema's description.) Each value's own format is checked by the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, field_validator
+from pydantic import field_validator
 
 from sciops.run.names import SAFE_NAME
 
@@ -44,7 +44,7 @@ def parse_memory_mb(text: str | int) -> int:
     return int(mb)
 
 
-class ValueChecks(BaseModel):
+class ValueChecks:
     """The field validators of :class:`~sciops.run.config.RunConfig` that check a value's own format."""
 
     @field_validator("slack_conn_id", check_fields=False)
