@@ -113,7 +113,8 @@ def fiji_project():
     def plan(info: dict, staged: dict) -> dict:
         from sciops.phases.plan import plan as run_plan
 
-        return {**run_plan(info, staged["cluster"]), "cluster": staged["cluster"]}
+        dag_id = get_current_context()["dag"].dag_id   # in the manifest: the sweeper asks whether the run goes on
+        return {**run_plan(info, staged["cluster"], dag_id=dag_id), "cluster": staged["cluster"]}
 
     # all_done: a run_array that failed (every chunk failed, job deleted outside) still has
     # finished images on disk, and collate gathers them; outcome then fails the run.

@@ -61,6 +61,9 @@ class ClusterBackend(ABC):
     default_work_root: str | None = None
     #: Jobs run as another user (the cluster's), sharing a group with Airflow's: run folders are group-writable.
     group_writable = True
+    #: The cluster is made for one run and deleted with it (``cluster_sweeper`` deletes it once the DAG run is
+    #: over): an array left running goes with it, the array sweep does not reach for it.
+    cluster_made_for_run = False
     #: The run's config and ``create_cluster``'s answer, set by :meth:`for_run` (None when made from a manifest).
     cfg: RunConfig | None = None
     cluster: dict[str, Any] | None = None

@@ -67,6 +67,14 @@ def phase_end(run_dir: Path | str, name: str, error: BaseException | None = None
     write_json(path, rec)
 
 
+def phase_note(run_dir: Path | str, name: str, key: str, value) -> None:
+    """Add ``key: value`` to a phase's record (kept by its end; ``record`` copies it into run.json)."""
+    path = phase_path(run_dir, name)
+    rec = json.loads(path.read_text()) if path.exists() else {"phase": name, "start": time.time(), "status": "running"}
+    rec[key] = value
+    write_json(path, rec)
+
+
 @contextmanager
 def phase(run_dir: Path | str, name: str, start: float | None = None) -> Iterator[None]:
     """Record one phase's start, end and outcome (rewritten on a retry: keyed by phase name).

@@ -85,6 +85,7 @@ class PClusterBackend(ExistingBackend):
     priced_per_instance_type = True
     shares_files = False
     default_work_root = WORK_ROOT
+    cluster_made_for_run = True
 
     @classmethod
     def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
