@@ -1,17 +1,34 @@
 """
-### cluster_sweeper: delete ParallelClusters left behind by finished runs
+### cluster_sweeper: end what finished runs left behind (ParallelClusters, arrays)
 
-Hourly. Lists the clusters in each region (`regions`, else `$SCIOPS_PCLUSTER_REGIONS`),
+Hourly. `sweep` lists the clusters in each region (`regions`, else `$SCIOPS_PCLUSTER_REGIONS`),
 keeps those whose `fiji_project` run is still running or queued, and deletes the ones
 SciOps made (tag `sciops:run-id`) for runs that are over: a teardown that failed, a
-worker that died mid-create. Clusters without SciOps' tags are never touched. With
-`dry_run` it only logs what it would delete.
+worker that died mid-create. Clusters without SciOps' tags are never touched.
+
+`sweep_arrays` looks at the run folders under the storage root(s) and the work root whose
+`run_array` phase still says running. When the DAG run their manifest names is over (marked
+failed while its trigger waited, a worker that died, a run deleted from Airflow), the run's
+array jobs still in the queue are found by name on its scheduler (the run's SSH connection for
+an existing cluster) and cancelled; each is logged and listed in the run's `work/orphans.json`,
+and the phase is ended, failed, saying why. A run folder whose scheduler cannot be asked fails
+the task after the others are swept. (An array a new plan of the same run supersedes is
+cancelled by that plan.)
+
+With `dry_run` both only log what they would delete or cancel.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+
+def _is_active(ti):
+    def is_active(dag_id: str, run_id: str) -> bool:
+        return ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["running", "queued"]) > 0
+
+    return is_active
 
 
 @dag(
@@ -24,7 +41,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     tags=["sciops", "parallelcluster", "cost"],
     default_args={"retries": 1, "retry_delay": timedelta(minutes=5)},
     params={
-        "dry_run": Param(False, type="boolean", description="Only log what would be deleted"),
+        "dry_run": Param(False, type="boolean", description="Only log what would be deleted or cancelled"),
         "regions": Param(None, type=["null", "array"], description="AWS regions (default: $SCIOPS_PCLUSTER_REGIONS)"),
         "aws_conn_id": Param(None, type=["null", "string"], description="AWS connection pcluster uses"),
     },
@@ -44,15 +61,24 @@ def cluster_sweeper():
 
             raise AirflowSkipException("no regions: set SCIOPS_PCLUSTER_REGIONS or the regions parameter")
         conn_id = params.get("aws_conn_id") or setting("SCIOPS_AWS_CONN_ID")
-
-        def is_active(dag_id: str, run_id: str) -> bool:
-            return ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["running", "queued"]) > 0
-
-        return {region: run_sweep(pc.PCluster(region, env=pc.aws_env(conn_id)), is_active,
+        return {region: run_sweep(pc.PCluster(region, env=pc.aws_env(conn_id)), _is_active(ti),
                                   dry_run=bool(params.get("dry_run")))
                 for region in regions}
 
+    @task
+    def sweep_arrays() -> dict:
+        from sciops.clusters.sweeper import run_roots, sweep_runs
+        from sciops.errors import SciOpsError
+
+        ctx = get_current_context()
+        out = sweep_runs(run_roots(), _is_active(ctx["ti"]), dry_run=bool(ctx["params"].get("dry_run")))
+        if out["errors"]:
+            raise SciOpsError(f"{len(out['errors'])} run folder(s) could not be swept (the others were): "
+                              + "; ".join(f"{e['run_dir']}: {e['error']}" for e in out["errors"])[:3000])
+        return out
+
     sweep()
+    sweep_arrays()
 
 
 cluster_sweeper()

@@ -11,8 +11,9 @@ and resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`
 `sync_down` copies it to the LAN folder (`sync_to`, else `sync_from`); `record` writes
 `run.json`, failed runs included, adds the images processed to the project's index (what
 `only_new` leaves out) and its latest-results table (Asset `x-sciops://latest-results`, whose
-event names the project and the table); `outcome` fails the run when a phase failed. Storage
-steps with nothing to do are skipped.
+event names the project and the table), with one verdict for run.json, the report, the ledger
+and Slack; `outcome` fails the run exactly when that verdict is not success. Storage steps with
+nothing to do are skipped.
 
 With `backend: parallelcluster`, `create_cluster` (the setup) makes an AWS ParallelCluster 3
 (Slurm) for the run after `validate` (which dry-runs pcluster's own validators first) and
@@ -112,7 +113,8 @@ def fiji_project():
     def plan(info: dict, staged: dict) -> dict:
         from sciops.phases.plan import plan as run_plan
 
-        return {**run_plan(info, staged["cluster"]), "cluster": staged["cluster"]}
+        dag_id = get_current_context()["dag"].dag_id   # in the manifest: the sweeper asks whether the run goes on
+        return {**run_plan(info, staged["cluster"], dag_id=dag_id), "cluster": staged["cluster"]}
 
     # all_done: a run_array that failed (every chunk failed, job deleted outside) still has
     # finished images on disk, and collate gathers them; outcome then fails the run.
@@ -149,8 +151,13 @@ def fiji_project():
         from sciops.phases.record import handoff, record as run_record
 
         ctx = get_current_context()
+        try:   # a task that failed without its phase record saying so still fails the verdict
+            states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]]).get(ctx["run_id"])
+        except Exception as exc:  # noqa: BLE001 - the phases' own records still decide
+            log.warning("the run's task states could not be read (%s): the verdict rests on the phase records", exc)
+            states = None
         doc = run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
-                         synced_up)
+                         synced_up, task_states=states)
         latest = doc.pop("latest_results", None)
         if latest:   # downstream DAGs scheduled on the Asset find the project and its table here
             ctx["outlet_events"][LATEST_RESULTS].extra = latest

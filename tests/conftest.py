@@ -235,6 +235,52 @@ def slack_receiver(monkeypatch):
     server.shutdown()
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 30 MB tmpfs of its own (the tests run as root), unmounted after: a filesystem that fills up for real."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m,mode=0755", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def silent_listener():
+    """``silent_listener()`` → the port of a TCP socket on 127.0.0.1 that accepts every connection and never
+    answers: a wedged database or webhook. Closed after the test."""
+    import socket
+    import threading
+
+    servers, held, stop = [], [], threading.Event()
+
+    def serve(srv):
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def start() -> int:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(64)
+        servers.append((srv, threading.Thread(target=serve, args=(srv,), daemon=True)))
+        servers[-1][1].start()
+        return srv.getsockname()[1]
+
+    yield start
+    stop.set()
+    for srv, thread in servers:
+        thread.join(5)
+        srv.close()
+    for conn in held:
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_ledger():
     """PostgreSQL on 127.0.0.1 (scripts/testbed/postgres.sh): the ledger's connection URI. Never skipped."""

@@ -58,3 +58,17 @@ def get(base: str, path: str, token: str | None = None) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def fill_up(folder: Path) -> int:
+    """Write zeros into ``folder/ballast`` until its filesystem says it is full: the bytes written."""
+    import errno
+
+    written, block = 0, b"\0" * (1 << 16)
+    with open(folder / "ballast", "wb", buffering=0) as fh:
+        while True:
+            try:
+                written += fh.write(block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return written

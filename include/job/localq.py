@@ -15,6 +15,7 @@ at most ``--slots`` at a time and updates those files. Standard library only.
     localq.py acct   --spool DIR JOBID      # JSON {task: {state, exit_code, seconds, max_rss_mb}}
     localq.py cancel --spool DIR JOBID      # harmless when the job is gone
     localq.py find   --spool DIR NAME       # ids of the jobs submitted under NAME, one a line
+    localq.py list   --spool DIR            # the jobs still running: JSON {id, name, workdir}, one a line
 """
 from __future__ import annotations
 
@@ -167,6 +168,23 @@ def find(spool, name):
     return 0
 
 
+def list_live(spool):
+    """Print the jobs whose server still runs a task (what a cancel can stop): JSON, one a line."""
+    try:
+        entries = sorted(os.listdir(spool))
+    except FileNotFoundError:
+        return 0
+    for job_id in entries:
+        try:
+            job, tasks = load(spool, job_id)
+        except (OSError, ValueError):
+            continue  # a job folder half made or half removed
+        if job and job.get("server_pid") and alive(job["server_pid"]) and \
+                any(rec["state"] not in FINAL for rec in tasks.values()):
+            print(json.dumps({"id": job_id, "name": job["name"], "workdir": job["workdir"]}))
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_serve"]:
@@ -189,9 +207,13 @@ def main(argv=None):
     f = sub.add_parser("find")
     f.add_argument("--spool", required=True)
     f.add_argument("name")
+    li = sub.add_parser("list")
+    li.add_argument("--spool", required=True)
     args = ap.parse_args(argv)
     if args.cmd == "find":
         return find(args.spool, args.name)
+    if args.cmd == "list":
+        return list_live(args.spool)
     if args.cmd == "submit":
         if args.command[:1] == ["--"]:
             args.command = args.command[1:]

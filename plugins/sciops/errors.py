@@ -67,3 +67,8 @@ class ClusterError(SciOpsError):
 
 class StorageError(SciOpsError):
     """A path or key outside the storage root, or a transfer that failed."""
+
+
+class LedgerError(SciOpsError):
+    """The run ledger could not be reached, did not answer in time, or refused a row (the message names
+    the connection and where it points)."""

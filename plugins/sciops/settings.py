@@ -164,11 +164,21 @@ _DECLARED: tuple[Setting, ...] = (
             shown="the Variable `sciops_prices`, else `include/prices/aws_ec2.json`"),
     Setting("SCIOPS_LEDGER_CONN_ID", str, "sciops_ledger",
             "Airflow connection of the run ledger (no such connection: SQLite in `$AIRFLOW_HOME`)", _REPORTING),
+    Setting("SCIOPS_LEDGER_CONNECT_TIMEOUT_SECONDS", float, 10.0,
+            "Seconds to wait for the ledger's database to accept a connection (PostgreSQL's `connect_timeout`, "
+            "whole seconds, at least 2); past it the run's ledger step fails, naming the connection",
+            _REPORTING),
+    Setting("SCIOPS_LEDGER_STATEMENT_TIMEOUT_SECONDS", float, 30.0,
+            "Seconds one ledger statement may take (PostgreSQL's `statement_timeout`; SQLite: the wait for its "
+            "lock)", _REPORTING),
     Setting("SCIOPS_SLACK_CONN_ID", str, "sciops_slack",
             "Slack connection when a run names none in `slack_conn_id` (no such connection: no messages)",
             _REPORTING),
     Setting("SCIOPS_SLACK_CHANNEL", str, None,
             "Channel of a `slack` API connection whose extras name none", _REPORTING, keep_empty=True),
+    Setting("SCIOPS_SLACK_TIMEOUT_SECONDS", float, 10.0,
+            "Seconds to wait for Slack to take a message (whole seconds); past it the message is not sent and "
+            "the log says so", _REPORTING),
     # -- nightly ---------------------------------------------------------------------------
     Setting("SCIOPS_NIGHTLY_SCHEDULE", str, "0 2 * * *",
             "When `fiji_nightly` runs (cron); read when the DAG file is parsed", _NIGHTLY, keep_empty=True),

@@ -290,6 +290,8 @@ class Manifest:
     backend_options: dict = field(default_factory=dict)
     budget: dict | None = None      #: the spend cap and rates the array's watch follows
     plan_id: str | None = None      #: new each time plan runs: in the job names (sciops.arrays.run.job_name)
+    airflow_run_id: str = ""        #: the DAG run's own id (the sweeper asks Airflow whether it still runs)
+    dag_id: str = ""                #: the DAG it is a run of
     #: keys this class does not know, kept as they were
     extra: dict = field(default_factory=dict)
 

@@ -137,7 +137,7 @@ class JvmSession:
         The chunk is claimed (``status/task-NNNN.claim``) and its images written to ``<job>.more<step>``, which
         the driver reads after its current lines; its statuses, tables and counts are the chunk's own, as if
         its task had run it. ``<job>.end<step>`` when no chunk is left. Returns ``(runner, images)`` or None.
-        A JVM start and its JIT's warm-up cost seconds (see ``AUTO_TASKS_PER_SLOT`` in sciops.run.project): a slot's runner
+        A JVM start and its JIT's warm-up cost seconds (see ``AUTO_TASKS_PER_SLOT`` in sciops.run.chunking): a slot's runner
         that goes on with the array's next chunk in its warm JVM saves both, and the slots end together
         however long each chunk turned out.
         """

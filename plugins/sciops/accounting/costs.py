@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sciops import INCLUDE_DIR
+from sciops.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ MIN_BILLED_SECONDS = 60
 
 def load_prices() -> dict[str, Any]:
     """The price table: ``SCIOPS_PRICES_FILE``, else the Airflow Variable ``sciops_prices``, else shipped."""
-    from sciops.settings import setting
-
     path = setting("SCIOPS_PRICES_FILE")
     if path:
         return json.loads(Path(path).read_text())

@@ -7,19 +7,33 @@ ledger is a SQLite file, ``$AIRFLOW_HOME/sciops_ledger.db``. Rows are written by
 ``validate`` (or ``sync_up``) for a run refused before its run folder existed (status
 ``refused``, with the reason); read by the budget estimate, the runs dashboard and the
 what-if planner.
+
+Every call is bounded: a connection must be made within ``SCIOPS_LEDGER_CONNECT_TIMEOUT_SECONDS``
+and a statement answered within ``SCIOPS_LEDGER_STATEMENT_TIMEOUT_SECONDS`` (PostgreSQL's
+``connect_timeout`` and ``statement_timeout``; SQLite's lock wait). A failure is a
+:class:`~sciops.errors.LedgerError` naming the connection and where it points ("the ledger
+(connection sciops_ledger, db:5432) did not answer within 10 s while ..."), never a hang.
+
+One row per run, never another run's: :func:`write` replaces a row only for the Airflow run that
+wrote it (a retried ``record``), and refuses to replace a row of another Airflow run.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import statistics
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, delete, select
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, case, create_engine, delete,
+                        select)
+from sqlalchemy.engine import make_url
 
 from sciops.connections import get_connection
+from sciops.errors import LedgerError
 from sciops.settings import setting
 
 log = logging.getLogger(__name__)
@@ -58,6 +72,8 @@ runs = Table(
 #: Columns added after the first release: a ledger created before them gets them on first use.
 ADDED_COLUMNS = ("reason",)
 _engines: dict[str, Any] = {}
+#: The Airflow connection each URL came from (:func:`ledger_url`), for the messages.
+_conn_ids: dict[str, str] = {}
 
 
 def ledger_url(conn_id: str | None = None) -> str:
@@ -67,23 +83,95 @@ def ledger_url(conn_id: str | None = None) -> str:
         home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
         return f"sqlite:///{home}/sciops_ledger.db"
     if conn.conn_type == "sqlite":
-        return f"sqlite:///{conn.host}"
-    uri = conn.get_uri()
-    # psycopg2 is what Airflow's images ship; SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3
-    for prefix in ("postgres://", "postgresql://"):
-        if uri.startswith(prefix):
-            return "postgresql+psycopg2://" + uri[len(prefix):]
-    return uri
+        url = f"sqlite:///{conn.host}"
+    else:
+        url = conn.get_uri()
+        # psycopg2 is what Airflow's images ship; SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg2://" + url[len(prefix):]
+    _conn_ids[url] = conn_id
+    return url
+
+
+def describe(url: str) -> str:
+    """The ledger as its messages name it, without secrets: ``connection sciops_ledger, host:port``."""
+    try:
+        u = make_url(url)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse fails later, with its own words
+        return "an unreadable URL"
+    if u.get_backend_name() == "sqlite":
+        where = f"SQLite file {u.database}"
+    else:
+        where = f"{u.host or 'localhost'}:{u.port or 'default port'}/{u.database or ''}".rstrip("/")
+    conn_id = _conn_ids.get(url)
+    return f"connection {conn_id}, {where}" if conn_id else where
+
+
+def connect_seconds() -> int:
+    """``SCIOPS_LEDGER_CONNECT_TIMEOUT_SECONDS`` as libpq takes it: whole seconds, at least 2."""
+    return max(2, math.ceil(setting("SCIOPS_LEDGER_CONNECT_TIMEOUT_SECONDS")))
+
+
+def statement_seconds() -> float:
+    return max(0.001, setting("SCIOPS_LEDGER_STATEMENT_TIMEOUT_SECONDS"))
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """The driver's timeouts for ``url``: PostgreSQL's ``connect_timeout`` and ``statement_timeout``
+    (as ``options``, after any the URL gives), SQLite's lock wait; nothing for other databases."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "postgresql":
+        options = " ".join(x for x in (u.query.get("options"), f"-c statement_timeout={int(statement_seconds() * 1000)}")
+                           if x and isinstance(x, str))
+        return {"connect_timeout": connect_seconds(), "options": options}
+    if backend == "sqlite":
+        return {"timeout": statement_seconds()}
+    return {}
+
+
+#: Driver errors that mean the database refused what was sent (a constraint, a trigger, a permission).
+_REFUSALS = ("IntegrityError", "ProgrammingError", "InternalError", "DataError", "NotSupportedError")
+
+
+@contextmanager
+def reached(url: str, doing: str) -> Iterator[None]:
+    """Turn a database error while ``doing`` into a :class:`LedgerError` that names the ledger and says
+    whether it did not answer in time, refused, or failed otherwise."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    try:
+        yield
+    except LedgerError:
+        raise
+    except (SQLAlchemyError, OSError) as exc:
+        orig = getattr(exc, "orig", None) or exc
+        said = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:500]
+        name = f"the ledger ({describe(url)})"
+        lowered = said.lower()
+        if "timeout expired" in lowered or "timed out" in lowered or isinstance(orig, TimeoutError):
+            msg = (f"{name} did not answer within {connect_seconds()} s while {doing} "
+                   f"(SCIOPS_LEDGER_CONNECT_TIMEOUT_SECONDS): {said}")
+        elif "statement timeout" in lowered or "database is locked" in lowered:
+            msg = (f"{name} did not answer within {statement_seconds():g} s while {doing} "
+                   f"(SCIOPS_LEDGER_STATEMENT_TIMEOUT_SECONDS): {said}")
+        elif isinstance(exc, DBAPIError) and type(exc).__name__ in _REFUSALS:
+            msg = f"{name} refused {doing}: {said}"
+        else:
+            msg = f"{name} failed while {doing}: {type(orig).__name__}: {said}"
+        raise LedgerError(msg) from exc
 
 
 def engine(url: str | None = None):
     url = url or ledger_url()
     if url not in _engines:
-        eng = create_engine(url, future=True)
-        metadata.create_all(eng)
-        _add_missing_columns(eng)
-        for index in runs.indexes:   # create_all leaves an existing table's indexes as they were
-            index.create(eng, checkfirst=True)
+        with reached(url, "opening the ledger"):
+            eng = create_engine(url, future=True, connect_args=connect_args(url))
+            metadata.create_all(eng)
+            _add_missing_columns(eng)
+            for index in runs.indexes:   # create_all leaves an existing table's indexes as they were
+                index.create(eng, checkfirst=True)
         _engines[url] = eng
     return _engines[url]
 
@@ -136,11 +224,25 @@ def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
-    """Insert or replace the run's row (a retried ``record`` rewrites it)."""
+    """Insert the run's row, or replace the row this same Airflow run wrote (a retried ``record``).
+
+    A row of the same DAG and run id written by another Airflow run is never replaced: a
+    :class:`LedgerError` naming both Airflow run ids (two runs at once: the database's primary key
+    refuses the second insert).
+    """
+    url = url or ledger_url()
     row = {k: _fit(v, k) for k, v in row_from_run(doc).items()}
-    with engine(url).begin() as conn:
-        conn.execute(delete(runs).where(runs.c.dag_id == row["dag_id"], runs.c.run_id == row["run_id"]))
-        conn.execute(runs.insert().values(**row))
+    key = (runs.c.dag_id == row["dag_id"], runs.c.run_id == row["run_id"])
+    with reached(url, f"writing the row of run {row['run_id']}"):
+        with engine(url).begin() as conn:
+            held = conn.execute(select(runs.c.airflow_run_id).where(*key).with_for_update()).first()
+            if held is not None and held[0] != row["airflow_run_id"]:
+                raise LedgerError(f"the ledger ({describe(url)}) holds run {row['run_id']} of DAG {row['dag_id']} for "
+                                  f"Airflow run {held[0]!r}; the row of Airflow run {row['airflow_run_id']!r} does not "
+                                  "replace it")
+            if held is not None:
+                conn.execute(delete(runs).where(*key))
+            conn.execute(runs.insert().values(**row))
     return row
 
 
@@ -166,22 +268,27 @@ def rows(project: str | None = None, macro: str | None = None, limit: int | None
         q = q.where(runs.c.project == project)
     if macro:
         q = q.where((runs.c.macro == macro) | (runs.c.macro_sha256 == macro))
-    with engine(url).connect() as conn:
+    url = url or ledger_url()
+    with reached(url, "reading runs"), engine(url).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
 def find(dag_id: str, airflow_run_id: str, run_id: str, url: str | None = None) -> dict[str, Any] | None:
-    """The row of DAG ``dag_id`` with this Airflow run id or this SciOps run id (its folder's name)."""
+    """The row of DAG ``dag_id`` with this Airflow run id, else with this SciOps run id (its folder's name;
+    ``airflow_run_id`` itself may be one)."""
     q = select(runs).where(runs.c.dag_id == dag_id,
-                           (runs.c.airflow_run_id == airflow_run_id) | (runs.c.run_id == run_id))
-    with engine(url).connect() as conn:
-        found = conn.execute(q.order_by(runs.c.started_at.desc()).limit(1)).first()
+                           (runs.c.airflow_run_id == airflow_run_id) | runs.c.run_id.in_({run_id, airflow_run_id}))
+    url = url or ledger_url()
+    with reached(url, f"reading run {run_id}"), engine(url).connect() as conn:
+        exact = case((runs.c.airflow_run_id == airflow_run_id, 0), else_=1)
+        found = conn.execute(q.order_by(exact, runs.c.started_at.desc()).limit(1)).first()
     return dict(found._mapping) if found else None
 
 
 def dag_ids(url: str | None = None) -> set[str]:
     """Every DAG id the ledger has runs of."""
-    with engine(url).connect() as conn:
+    url = url or ledger_url()
+    with reached(url, "reading DAG ids"), engine(url).connect() as conn:
         return {r[0] for r in conn.execute(select(runs.c.dag_id).distinct())}
 
 

@@ -47,15 +47,21 @@ class ArrayState:
         return cls(**data)
 
 
+def job_prefix(run_id: str) -> str:
+    """What every job name of the run ``run_id`` starts with: the scheduler lists a run's jobs by it."""
+    return f"sciops-{run_id[:48]}-"
+
+
 def job_name(manifest: Manifest | dict[str, Any], attempt: int) -> str:
     """The scheduler job name of one attempt: unique per run, plan and attempt, so a job can be found by it.
 
     ``plan_id`` is new each time ``plan`` runs: a DAG run cleared and run again (same run id)
-    never finds the jobs of its earlier life, while a retried ``run_array`` (same plan) does.
+    never finds the jobs of its earlier life, while a retried ``run_array`` (same plan) does; the
+    new plan cancels them (:mod:`sciops.arrays.orphans`).
     """
     manifest = Manifest.of(manifest)
     token = manifest.plan_id or hashlib.sha1(manifest.work_dir.encode()).hexdigest()[:8]
-    return f"sciops-{manifest.run_id[:48]}-{token}-a{attempt}"
+    return f"{job_prefix(manifest.run_id)}{token}-a{attempt}"
 
 
 #: A chunk whose node is lost this many times is not resubmitted again (a node that keeps dying under

@@ -19,7 +19,18 @@ from sciops.errors import CommandError, OutcomeUnknown
 log = logging.getLogger(__name__)
 
 
-class SSHRunner:
+class HeadNode:
+    """Where a runner's commands go: an Airflow SSH connection, optionally another host and its one host key."""
+
+    def __init__(self, ssh_conn_id: str | None, cmd_timeout: float, host: str | None = None,
+                 host_key: str | None = None):
+        self.ssh_conn_id = ssh_conn_id
+        self.host = host
+        self.host_key = host_key
+        self.cmd_timeout = cmd_timeout
+
+
+class SSHRunner(HeadNode):
     """Runs argv on a head node through the SSH provider's ``SSHHook`` (paramiko).
 
     The hook is made on first use, never at construction (STYLE 1), and its client is
@@ -35,10 +46,7 @@ class SSHRunner:
 
     def __init__(self, ssh_conn_id: str, cmd_timeout: float = 300, host: str | None = None,
                  host_key: str | None = None):
-        self.ssh_conn_id = ssh_conn_id
-        self.host = host
-        self.host_key = host_key
-        self.cmd_timeout = cmd_timeout
+        super().__init__(ssh_conn_id, cmd_timeout, host, host_key)
         self._hook = None
         self._client = None
 
@@ -140,7 +148,7 @@ def _exec(client, command: str, timeout: float) -> tuple[int, bytes, bytes]:
     return code, bytes(out), bytes(err)
 
 
-class AsyncCommandRunner:
+class AsyncCommandRunner(HeadNode):
     """The trigger's runner: the same argv, awaited. One SSH connection held across polls.
 
     :param ssh_conn_id: run on this head node over asyncssh; None runs locally.
@@ -150,10 +158,7 @@ class AsyncCommandRunner:
 
     def __init__(self, ssh_conn_id: str | None = None, cmd_timeout: float = 120, host: str | None = None,
                  host_key: str | None = None):
-        self.ssh_conn_id = ssh_conn_id
-        self.host = host
-        self.host_key = host_key
-        self.cmd_timeout = cmd_timeout
+        super().__init__(ssh_conn_id, cmd_timeout, host, host_key)
         self._conn = None
 
     async def run(self, argv: list[str]) -> CommandResult:

@@ -39,6 +39,9 @@ from sciops.cli.api import DAG_ID, Airflow
 from sciops.cli.settings import EXIT_BAD_INPUT, EXIT_FAILED, Stop, settings
 from sciops_node import contract
 
+# Imports inside functions here are deliberate: `sciops --help` and one-line errors should answer at once;
+# each command imports the storage, sync or progress code it needs when it runs.
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Run Fiji/ImageJ macros over a project's images with SciOps (Airflow).")
 sync_app = typer.Typer(no_args_is_help=True, help="Copy a project up to the storage root, or a run's results down.")
@@ -228,7 +231,7 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
         if not done:
             raise Stop(f"project {project!r} has no finished run in {storage.url}")
         run_id = max(done, key=lambda r: _run_json(storage, project, r).get("ended_at") or 0)
-    folder = safe_run_id(run_id)
+    folder = run_id if run_id in runs else safe_run_id(run_id)   # a folder name, or the Airflow run id
     if folder not in runs:
         raise Stop(f"project {project!r} has no run {run_id!r} in {storage.url}; runs: {', '.join(runs[-5:])}")
     typer.echo("\n".join(summary_lines(run_sync_down(storage, project, folder, to))))
@@ -244,7 +247,8 @@ def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lin
 
     from sciops.run.project import safe_run_id
 
-    storage, folder = _storage(storage_root, conn_id), safe_run_id(run_id)
+    storage = _storage(storage_root, conn_id)
+    folder = run_id if run_id in storage.runs(project) else safe_run_id(run_id)   # a folder, or the Airflow run id
     if not storage.exists(project, "output", folder, "failures.csv"):
         raise Stop(f"run {run_id!r} of {project!r} has no failures.csv (still going, or refused before it ran)")
     rows = list(csv.DictReader(io.StringIO(storage.read_bytes(project, "output", folder, "failures.csv").decode())))

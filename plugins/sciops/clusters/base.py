@@ -28,6 +28,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 if TYPE_CHECKING:  # no import at run time: the registry loads this module when the DAG is parsed
     from sciops.arrays.commands import CommandRunner
     from sciops.arrays.schedulers.base import Scheduler
@@ -56,6 +61,9 @@ class ClusterBackend(ABC):
     default_work_root: str | None = None
     #: Jobs run as another user (the cluster's), sharing a group with Airflow's: run folders are group-writable.
     group_writable = True
+    #: The cluster is made for one run and deleted with it (``cluster_sweeper`` deletes it once the DAG run is
+    #: over): an array left running goes with it, the array sweep does not reach for it.
+    cluster_made_for_run = False
     #: The run's config and ``create_cluster``'s answer, set by :meth:`for_run` (None when made from a manifest).
     cfg: RunConfig | None = None
     cluster: dict[str, Any] | None = None

@@ -14,8 +14,21 @@ from typing import TYPE_CHECKING, Any
 from sciops.clusters.base import ClusterBackend
 from sciops.errors import ClusterError
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 if TYPE_CHECKING:   # imported when used: the registry loads this module when the DAG is parsed
     from sciops.arrays.ssh import SSHRunner
+
+#: How the head node's AWS CLI retries a request (each S3 call of ``aws s3 sync``): standard mode (exponential
+#: backoff with jitter; throttling such as S3's ``SlowDown`` and 5xx answers are retried) with 10 attempts. The
+#: CLI's own default (v2: standard, 3 attempts; v1: legacy, 5) gave up a sync after 2 retries of one SlowDown;
+#: Airflow's retry then ran the whole sync again. Not ``adaptive``: AWS documents it as experimental, and its
+#: client-side rate limiting can slow a whole sync down after a few throttles. Set in the command's own
+#: environment (``env``), so no profile on the head node is needed or changed; CLIs v1 and v2 read both.
+AWS_RETRY_ENV = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "10"}
 
 #: What a head node must have, per scheduler.
 SCHEDULER_COMMANDS = {"sge": ("qsub", "qstat", "qacct", "qdel"), "slurm": ("sbatch", "squeue", "sacct", "scancel")}
@@ -111,11 +124,12 @@ class ExistingBackend(ClusterBackend):
         self.runner().run(argv)
 
     def aws(self, storage, argv: list[str]) -> None:
-        """``aws <argv>`` on the head node (credentials: its own environment or instance role)."""
+        """``aws <argv>`` on the head node (credentials: its own environment or instance role), retrying as
+        :data:`AWS_RETRY_ENV` says: ``env VAR=value ... aws ...``, every word quoted by the runner."""
         extra = ["--only-show-errors", "--no-progress", "--region", storage.region]
         if storage.endpoint_url:
             extra += ["--endpoint-url", storage.endpoint_url]
-        self.head_node(["aws", *argv, *extra])
+        self.head_node(["env", *(f"{k}={v}" for k, v in sorted(AWS_RETRY_ENV.items())), "aws", *argv, *extra])
 
     def stage_in(self, storage, info) -> dict[str, Any]:
         start = time.time()

@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from sciops.clusters.base import ClusterBackend
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 if TYPE_CHECKING:   # imported when used: the registry loads this module when the DAG is parsed
     from sciops.arrays.commands import LocalRunner
 

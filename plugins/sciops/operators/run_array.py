@@ -31,6 +31,10 @@ from airflow.sdk import BaseOperator
 from sciops.settings import setting
 from sciops_node.contract import Manifest
 
+# Imports inside functions here are deliberate: the DAG processor imports this module when it parses
+# dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
+# paramiko, asyncssh and the task bodies out of that parse; the library is imported when the task runs.
+
 STATE_KEY = "sciops_array"
 SPEND_KEY = "sciops_spend"
 DEADLINE_KEY = "sciops_deadline"

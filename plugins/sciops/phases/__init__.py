@@ -15,12 +15,15 @@ when they have nothing to do (a local storage root, no LAN folder); the DAG turn
 from __future__ import annotations
 
 import json
+import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sciops.run.project import write_json
+from sciops.run.project import disk_full, write_json
+
+log = logging.getLogger(__name__)
 
 PHASES = "work/phases"
 #: A run validate turned down: its status in run.json and the ledger.
@@ -64,13 +67,33 @@ def phase_end(run_dir: Path | str, name: str, error: BaseException | None = None
     write_json(path, rec)
 
 
+def phase_note(run_dir: Path | str, name: str, key: str, value) -> None:
+    """Add ``key: value`` to a phase's record (kept by its end; ``record`` copies it into run.json)."""
+    path = phase_path(run_dir, name)
+    rec = json.loads(path.read_text()) if path.exists() else {"phase": name, "start": time.time(), "status": "running"}
+    rec[key] = value
+    write_json(path, rec)
+
+
 @contextmanager
 def phase(run_dir: Path | str, name: str, start: float | None = None) -> Iterator[None]:
-    """Record one phase's start, end and outcome (rewritten on a retry: keyed by phase name)."""
+    """Record one phase's start, end and outcome (rewritten on a retry: keyed by phase name).
+
+    A full filesystem under the phase (Python's or pyarrow's "No space left on device") is raised as a
+    StorageError naming the path and the bytes free (:func:`sciops.run.project.disk_full`). When the
+    phase's own record cannot be written either (the same full disk), the phase's error is raised, not
+    that one: ``record`` then learns of the failure from Airflow's task states.
+    """
     phase_start(run_dir, name, start)
     try:
         yield
     except BaseException as exc:
-        phase_end(run_dir, name, exc)
+        full = disk_full(exc, getattr(exc, "filename", None) or run_dir)
+        try:
+            phase_end(run_dir, name, full or exc)
+        except Exception as end_exc:  # noqa: BLE001 - the phase's own error is what must be seen
+            log.error("phase %s: its record could not be written (%s)", name, end_exc)
+        if full:
+            raise full from exc
         raise
     phase_end(run_dir, name)

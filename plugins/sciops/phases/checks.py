@@ -18,8 +18,8 @@ from sciops.run import config as config_mod
 from sciops.errors import ConfigError, StorageError
 from sciops.phases import PHASES, REFUSED, phase, trigger_label
 from sciops_node import contract
-from sciops.run.project import (MACRO_DIR, Project, expected_outputs, macro_sha256, match_images, safe_run_id,
-                            stage_job_files, write_json)
+from sciops.run.project import (MACRO_DIR, Project, claim_run_dir, expected_outputs, macro_sha256, match_images,
+                                safe_run_id, stage_job_files, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
 from sciops.storage.root import PROJECT_PARTS, get_storage
 
@@ -159,10 +159,13 @@ def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha
     """Estimate the run from past runs of the same macro; ConfigError on ``budget_usd`` if over.
 
     Without a past run there is nothing to estimate from: the cap is then enforced while
-    the array runs (``run_array`` checks the spend at every poll).
+    the array runs (``run_array`` checks the spend at every poll). Without a budget the ledger
+    is not read at all: a ledger that is down or slow never holds up a run that does not need it.
     """
     from sciops.accounting import ledger
 
+    if not cfg.budget_usd:
+        return None
     try:
         perf = ledger.past_performance(macro_sha256=macro_sha, project=project)
     except Exception as exc:  # noqa: BLE001 - an unreadable ledger must not block a run without a budget
@@ -287,12 +290,8 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
         estimate = check_budget(cfg, project.name, len(images), macro_sha256(macro))
         launcher, smoke_launcher = backend.check(project, airflow_run_id)
     run_id = safe_run_id(airflow_run_id)
-    run_dir = project.run_dir(run_id)
-    try:
-        (run_dir / PHASES).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError([("project", f"cannot create the run folder {run_dir} ({exc.strerror}); make "
-                                       f"{project.name}/output/ writable by the worker")]) from None
+    run_dir = claim_run_dir(project.run_dir(run_id), airflow_run_id)   # this run's alone, or refused
+    (run_dir / PHASES).mkdir(parents=True, exist_ok=True)
     # the run's images and their content ids, in order: plan reads them instead of listing input/ again
     write_json(run_dir / "work" / "inputs.json", {rel: ids.get(rel) for rel in images})
     info = RunInfo(run_id=run_id, airflow_run_id=airflow_run_id, project=project.name,

@@ -7,10 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sciops.errors import SciOpsError
+from sciops.arrays.orphans import ORPHANS, cancel_orphans
+from sciops.errors import SchedulerQueryError, SciOpsError
 from sciops.imaging import bioformats
-from sciops.phases import phase
-from sciops.run.project import Project, chunk, chunk_sizes, expected_outputs, macro_sha256, stage_job_files, write_json
+from sciops.phases import phase, phase_note
+from sciops.run.chunking import chunk, chunk_sizes
+from sciops.run.project import Project, expected_outputs, macro_sha256, stage_job_files, write_json
 from sciops.run.runinfo import RunInfo
 from sciops_node import contract
 from sciops_node.contract import Manifest
@@ -34,7 +36,8 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
         "expected_outputs": expected, "chunks": chunks, "memory_mb": cfg.memory_mb,
         "image_timeout_s": cfg.image_timeout_s, "stall_seconds": cfg.stall_seconds,
         "max_attempts": cfg.max_attempts, "backend": cfg.backend,
-        "backend_options": backend.options_for(cfg, backend.cluster), "launcher": info.launcher, **more,
+        "backend_options": backend.options_for(cfg, backend.cluster), "launcher": info.launcher,
+        "airflow_run_id": info.airflow_run_id, **more,
     })
 
 
@@ -56,15 +59,41 @@ def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str],
     return images, {u: ids[f] for u, f in files.items() if ids.get(f)}, extra
 
 
-def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+def cancel_earlier_arrays(info: RunInfo, backend, run_dir: Path) -> list[dict[str, Any]]:
+    """Cancel the arrays an earlier plan of this run left in the queue, before this plan writes over them.
+
+    They would run on unattended (nothing watches them any more), writing into this run folder
+    and reading the new manifest. Recorded in ``work/orphans.json`` and in this plan's phase record
+    (``orphans_cancelled``, which run.json keeps). When the scheduler cannot be asked, the plan fails:
+    it does not plan over an array it cannot see.
+    """
+    work = run_dir / "work"
+    try:
+        cancelled = cancel_orphans(backend.scheduler(str(work)), backend.runner(), info.run_id,
+                                   backend.cluster_path(work), work,
+                                   why="superseded: the run was planned again (a new plan of the same run id)")
+    except SchedulerQueryError as exc:
+        raise SciOpsError(f"cannot tell whether an earlier plan of run {info.run_id} left an array running ({exc}); "
+                          "not planning over it: try again once the scheduler answers") from exc
+    if cancelled:
+        phase_note(run_dir, "plan", "orphans_cancelled", cancelled)
+        log.warning("cancelled %d array job(s) an earlier plan of this run left running: %s (see work/%s)",
+                    len(cancelled), ", ".join(f"{j['job_id']} ({j['name']})" for j in cancelled), ORPHANS)
+    return cancelled
+
+
+def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None,
+         dag_id: str = "fiji_project") -> dict[str, Any]:
     """List the images, cut them into chunks, write the manifest and the job files.
 
     ``cluster``: ``create_cluster``'s answer (the head node), for a backend that made one. On a
-    cluster that does not share this worker's files, the run folder is then sent there.
+    cluster that does not share this worker's files, the run folder is then sent there. First, the
+    arrays an earlier plan of the run left running are cancelled (:func:`cancel_earlier_arrays`).
     """
     info = RunInfo.of(info)
     cfg, run_dir = info.config, Path(info.run_dir)
     with phase(run_dir, "plan"), info.backend(cluster) as backend:
+        orphans = cancel_earlier_arrays(info, backend, run_dir)
         project = Project(info.project, Path(info.project_root))
         images, ids, bf = _images(info, project)
         macro = Path(info.macro_path)
@@ -85,7 +114,8 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
         info = backend.prepare(info)
         manifest = manifest_of(info, backend, project, job, chunks, expected_outputs(macro),
                                unreadable=bf.get("unreadable") or {}, budget=backend.budget_rates(run_dir),
-                               plan_id=uuid.uuid4().hex[:8])  # in the job names: see arrays.job_name
+                               plan_id=uuid.uuid4().hex[:8],  # in the job names: see arrays.job_name
+                               dag_id=dag_id)
         path = Path(manifest.dump(contract.manifest_path(str(work))))
         write_json(work / "images.json", ids)   # what record adds to the processed-images index
         if bf:   # the series names, for the tables' series_name column
@@ -97,4 +127,5 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None) 
             backend.send_run(info, dirs)
     log.info("planned %d image(s) in %d task(s) of up to %d%s", len(images), len(chunks), per_task,
              "" if cfg.images_per_task else " (images_per_task: 0, auto)")
-    return {"manifest": str(path), "tasks": len(chunks), "images": len(images)}
+    return {"manifest": str(path), "tasks": len(chunks), "images": len(images),
+            "orphans_cancelled": [j["job_id"] for j in orphans]}

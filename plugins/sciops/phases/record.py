@@ -1,8 +1,10 @@
-"""``record`` and ``outcome``: what happened to the run, written down, then the verdict.
+"""``record`` and ``outcome``: the run's one verdict, decided and written down, then the DAG run's end.
 
-``record`` writes ``run.json`` and ``report.html`` for every run that got past the project
-check, failed or not, puts its ledger row and tells Slack; ``outcome`` (the DAG's last
-task) fails the DAG run when a phase failed.
+``record`` decides the verdict (the phases, Airflow's task states, whether its own documents
+could be written) and writes that same verdict into ``run.json``, ``report.html``, the ledger
+row, the copies in the storage root and the LAN folder, and the Slack end message, for every
+run that got past the project check, failed or not; ``outcome`` (the DAG's last task) fails
+the DAG run exactly when that verdict is not ``success``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sciops.accounting import ledger
 from sciops.accounting.costs import task_intervals
@@ -19,7 +21,7 @@ from sciops.errors import SciOpsError
 from sciops.phases import REFUSED, trigger_label
 from sciops.reporting import notify, report
 from sciops.run import processed
-from sciops.run.project import write_json
+from sciops.run.project import write_atomic
 from sciops.run.runinfo import RunInfo
 from sciops_node import contract
 
@@ -48,13 +50,56 @@ def _attempts_say(work: Path, key: str) -> str | None:
     return None
 
 
-def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | None = None, dag_id: str | None = None,
-           trigger: str | None = None, synced_up: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``run.json`` for every run that got past the project check, failed or not.
+#: Tasks whose state ``record`` does not weigh: itself and what comes after it.
+NOT_WEIGHED = ("record", "outcome")
+#: Tasks whose phase record has another name (``sciops.operators.cluster``).
+PHASE_OF_TASK = {"create_cluster": "cluster_create", "delete_cluster": "teardown"}
 
-    On S3 it is also put in ``<project>/output/<run_id>/``, and copied to the LAN folder
-    when results are synced down. Records failed runs as well as good ones and does not
-    fail for them: :func:`outcome` (the DAG's last task) does.
+
+def verdict_phases(phases: dict[str, dict[str, Any]], task_states: dict[str, str] | None) -> list[str]:
+    """The failed phases: those whose record says so, and each task Airflow says failed though its
+    phase record does not (it died, or its record could not be written: a full disk). ``phases`` gains
+    a failed record for each of the latter, with what is known of it."""
+    failed = [name for name, rec in phases.items() if rec.get("status") != "success"]
+    for task, state in sorted((task_states or {}).items()):
+        name = PHASE_OF_TASK.get(task, task)
+        if state != "failed" or task in NOT_WEIGHED or name in failed:
+            continue
+        rec = phases.setdefault(name, {"phase": name})
+        said = rec.get("status")
+        rec["status"] = "failed"
+        rec["error"] = (f"the {task} task failed, and its phase record says "
+                        f"{said if said else 'nothing (it could not be written, or the task failed before it)'}: "
+                        "see the task's log")
+        failed.append(name)
+    return failed
+
+
+def _say(exc: BaseException) -> str:
+    """An error as one line for run.json, the ledger and Slack (a SciOpsError says it all itself)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(exc, SciOpsError) else f"{type(exc).__name__}: {text}"
+
+
+def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | None = None, dag_id: str | None = None,
+           trigger: str | None = None, synced_up: dict[str, Any] | None = None,
+           task_states: dict[str, str] | None = None) -> dict[str, Any]:
+    """Decide the run's verdict, once, and write it everywhere: run.json, report.html, the ledger, the
+    storage root's and the LAN folder's copies, then the Slack end message.
+
+    For every run that got past the project check, failed or not. The verdict, in this order:
+
+    1. the phases' own records and Airflow's task states (``task_states``, task id → state: a task that
+       failed without its record saying so is a failed phase, :func:`verdict_phases`);
+    2. the documents, each tried on its own, in order: ``report.html``, ``run.json``, the ledger row,
+       the copies in the storage root (S3) and the LAN folder. One that cannot be written makes the
+       verdict ``failed`` ("record" a failed phase, each document's reason in ``record_failed``); the
+       documents already written with ``success`` are then written again with it (a file that cannot
+       be is removed: no file is left saying another verdict);
+    3. the Slack end message, with that verdict (a message that cannot be sent is a warning in the
+       handoff, not a failure).
+
+    :func:`outcome` (the DAG's last task) fails the DAG run exactly when the verdict is not ``success``.
     """
     if not info:
         raise SciOpsError("validate did not pass: nothing was run and there is no run folder to record in "
@@ -68,14 +113,14 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
         rec = json.loads(path.read_text())
         phases[rec["phase"]] = rec
     for rec in phases.values():
-        if rec.get("end"):
+        if rec.get("end") and rec.get("start"):
             rec["seconds"] = round(rec["end"] - rec["start"], 3)
-    failed_phases = [name for name, rec in phases.items() if rec["status"] != "success"]
+    failed_phases = verdict_phases(phases, task_states)
     collated = collated or {}
     attempts = json.loads((work / "attempts.json").read_text()) if (work / "attempts.json").exists() else []
     cpu_seconds = sum(a.get("seconds") or 0 for att in attempts for a in att["accounting"].values())
-    starts = [p["start"] for p in phases.values()]
-    ends = [p.get("end") or time.time() for p in phases.values()]
+    starts = [p["start"] for p in phases.values() if p.get("start")]
+    ends = [p.get("end") or time.time() for p in phases.values() if p.get("start")]
     storage = info.storage()
     status = "failed" if failed_phases else "success"
     if any(BUDGET_EXCEEDED in (phases[p].get("error") or "") for p in failed_phases):
@@ -108,28 +153,94 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
                    "abort": json.loads((work / "budget.json").read_text()) if (work / "budget.json").exists()
                    else None},
         "files": collated.get("files", {}),
+        "report": str(run_dir / "report.html"),
     }
-    doc["report"] = str(run_dir / "report.html")
-    write_json(run_dir / "run.json", doc)
-    report.write(run_dir, doc)
-    log.info("run.json and report.html written: %s", run_dir)
-    try:
-        ledger.write(doc)
-    except Exception as exc:  # noqa: BLE001 - the run's own files hold everything; say so loudly
-        log.error("the run ledger could not be written (%s: %s); run.json has the row", type(exc).__name__, exc)
-        failed_phases = failed_phases + ["ledger"]
+    doc = _deliver(doc, _sinks(info, storage, run_dir))
+    log.info("run %s recorded: %s%s", info.run_id, doc["status"],
+             f" ({doc['reason']})" if doc["status"] != "success" and doc.get("reason") else "")
     latest = _add_processed(info, storage, run_dir) if collated.get("ok") else None
-    if not storage.is_local:
-        for name in ("run.json", "report.html"):
-            log.info("stored: %s", storage.put_run_file(info.project, info.run_id, name,
-                                                       (run_dir / name).read_bytes()))
-    lan = cfg.sync_to or cfg.sync_from
-    if lan:
-        write_json(Path(lan, "output", info.run_id, "run.json"), doc)
-        Path(lan, "output", info.run_id, "report.html").write_bytes((run_dir / "report.html").read_bytes())
-    notify.run_ended(doc)
-    doc["failed_phases"] = failed_phases
+    said = notify.run_ended(doc)
+    doc["warnings"] = [said] if said else []
     doc["latest_results"] = latest   # for the DAG's Asset event (not in run.json: it changes with later runs)
+    return doc
+
+
+Sink = tuple[str, Callable[[dict[str, Any]], Any]]
+
+
+def _sinks(info: RunInfo, storage, run_dir: Path) -> list[Sink]:
+    """Where the run's verdict is written, in order (see :func:`record`); each a name and a writer of a run doc."""
+    pages: dict[int, tuple[dict[str, Any], str]] = {}
+
+    def page(doc: dict[str, Any]) -> str:   # report.html of this doc, rendered once
+        if id(doc) not in pages:
+            pages[id(doc)] = (doc, report.render(run_dir, doc))
+        return pages[id(doc)][1]
+
+    def run_json(doc: dict[str, Any]) -> str:
+        return json.dumps(doc, indent=1, default=str)
+
+    def local(name: str, content: Callable[[dict[str, Any]], str]):
+        def write(doc: dict[str, Any]) -> None:
+            path = run_dir / name
+            try:
+                write_atomic(path, content(doc))
+            except BaseException:
+                try:   # never a file from an earlier verdict beside this one
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                raise
+        return write
+
+    sinks: list[Sink] = [("report.html", local("report.html", page)), ("run.json", local("run.json", run_json)),
+                         ("ledger", ledger.write)]
+    if not storage.is_local:
+        def stored(doc: dict[str, Any]) -> None:
+            for name, content in (("run.json", run_json), ("report.html", page)):
+                log.info("stored: %s", storage.put_run_file(info.project, info.run_id, name,
+                                                           content(doc).encode("utf-8")))
+        sinks.append((f"the copy in {storage.url}", stored))
+    lan = info.config.sync_to or info.config.sync_from
+    if lan:
+        def lan_copy(doc: dict[str, Any]) -> None:
+            folder = Path(lan, "output", info.run_id)
+            write_atomic(folder / "run.json", run_json(doc))
+            write_atomic(folder / "report.html", page(doc))
+        sinks.append((f"the copy in {lan}", lan_copy))
+    return sinks
+
+
+def _with_record_failures(doc: dict[str, Any], failures: dict[str, str]) -> dict[str, Any]:
+    """``doc`` with the documents that could not be written: failed (a budget or refusal verdict kept),
+    ``record`` among the failed phases, the reasons in ``record_failed`` and in ``reason``."""
+    said = "record: " + "; ".join(f"{name} not written: {why}" for name, why in failures.items())
+    failed = [p for p in doc["failed_phases"] if p != "record"]
+    first = next((doc["phases"][p].get("error") for p in failed if doc["phases"][p].get("error")), None)
+    return {**doc, "status": "failed" if doc["status"] == "success" else doc["status"],
+            "failed_phases": failed + ["record"], "record_failed": dict(failures),
+            "reason": f"{first}; {said}" if first else said}
+
+
+def _deliver(doc: dict[str, Any], sinks: list[Sink]) -> dict[str, Any]:
+    """Write ``doc`` to each sink on its own; the doc as finally written (its verdict the one every sink
+    that could be written holds). See :func:`record`, step 2."""
+    failures: dict[str, str] = {}
+    for _ in range(2):
+        again = False
+        for name, write in sinks:
+            try:
+                write(doc)
+            except Exception as exc:  # noqa: BLE001 - each document on its own; the verdict says which failed
+                failures[name] = _say(exc)
+                log.error("record: %s could not be written: %s", name, failures[name])
+                was = doc["status"]
+                doc = _with_record_failures(doc, failures)
+                if was == "success":   # what is written so far says success: write everything again
+                    again = True
+                    break
+        if not again:
+            break
     return doc
 
 
@@ -168,20 +279,32 @@ def handoff(doc: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": doc["run_id"], "status": doc["status"], "images": doc["images"],
             "failed_phases": doc["failed_phases"], "run_json": str(Path(doc["run_dir"], "run.json")),
             "phases": {name: {"status": rec.get("status"), "error": (rec.get("error") or "")[:1000] or None}
-                       for name, rec in doc["phases"].items()}}
+                       for name, rec in doc["phases"].items()},
+            "record_failed": {k: v[:1000] for k, v in (doc.get("record_failed") or {}).items()},
+            "warnings": [w[:1000] for w in doc.get("warnings") or []]}
 
 
 def outcome(recorded: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's verdict from what ``record`` wrote: raises when a phase failed (the DAG run then fails)."""
+    """The DAG run's end, from ``record``'s verdict: raises exactly when it is not ``success`` (the DAG run
+    then fails), saying where and why; ``record``'s warnings (a Slack message not sent) are logged."""
     if not recorded:
         raise SciOpsError("the run was not recorded (record failed: see its log, and validate's for the field "
                           "to fix)")
-    failed = recorded.get("failed_phases") or []
-    if failed:
+    warnings = recorded.get("warnings") or []
+    for warning in warnings:
+        log.warning("%s", warning)
+    if recorded["status"] != "success":
+        failed = recorded.get("failed_phases") or []
         phases = recorded.get("phases") or {}
-        raise SciOpsError(f"run {recorded['run_id']} failed in {', '.join(failed)}: "
-                          + "; ".join(phases.get(p, {}).get("error") or f"{p} did not finish (see its log)"
-                                      for p in failed)[:2000])
+        said = []
+        for p in failed:
+            if p == "record":
+                said += [f"{name} not written: {why}" for name, why in (recorded.get("record_failed") or {}).items()]
+            else:
+                said.append(phases.get(p, {}).get("error") or f"{p} did not finish (see its log)")
+        raise SciOpsError((f"run {recorded['run_id']} ended {recorded['status']}"
+                           + (f", in {', '.join(failed)}: " if failed else ": ") + "; ".join(said)
+                           + (f" (also: {'; '.join(warnings)})" if warnings else ""))[:3000])
     return {"run_id": recorded["run_id"], "status": recorded["status"], "images": recorded["images"]}
 
 

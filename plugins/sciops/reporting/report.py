@@ -110,6 +110,7 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
  · macro {_e((doc.get('macro') or {}).get('name'))} · backend {_e((doc.get('params') or {}).get('backend'))}
  · ImageJ {_e(doc.get('imagej_version'))}{_e(' + Bio-Formats ' + doc['bioformats_version'] if doc.get('bioformats_version') else '')}
  · cost {_e(cost.get('total_usd'))} USD</p>
+{f'<p class="reason">Why: {_e(doc["reason"])}</p>' if doc.get("status") != "success" and doc.get("reason") else ""}
 <h2>Array tasks per node</h2>
 {timeline_svg(tasks)}
 <h2>Seconds per image</h2>
@@ -138,6 +139,7 @@ document.body.setAttribute("data-rendered", "yes");
 
 
 def write(run_dir: Path | str, doc: dict[str, Any]) -> Path:
-    path = Path(run_dir, "report.html")
-    path.write_text(render(run_dir, doc), encoding="utf-8")
-    return path
+    """``report.html``, atomically (:func:`sciops.run.project.write_atomic`: never half a page)."""
+    from sciops.run.project import write_atomic
+
+    return write_atomic(Path(run_dir, "report.html"), render(run_dir, doc))

@@ -20,13 +20,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
 
 from sciops.clusters import BACKENDS, SCHEDULERS, SECTION_BACKENDS  # the backends' own declarations
 from sciops.errors import ConfigError
 from sciops.run import messages
 from sciops.run.names import SAFE_NAME
 from sciops.run.values import COMMAND, SAFE_ARG_KEY, WORD, ValueChecks, parse_memory_mb
+
+# Imports inside functions here are deliberate: the DAG processor imports this module when it parses
+# dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
+# paramiko, asyncssh and the task bodies out of that parse; the library is imported when the task runs.
 
 #: Schedulers a run may choose: those of the backends that drive more than one (the rest have no choice).
 SCHEDULER_CHOICES = tuple(dict.fromkeys(s for names in SCHEDULERS.values() if len(names) > 1 for s in names))
@@ -91,7 +95,7 @@ class ClusterSettings(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class RunConfig(ValueChecks):
+class RunConfig(ValueChecks, BaseModel):
     """The parameters of one run, checked (each field's description says what it does)."""
 
     # (the docstring is the JSON schema's description.) Each value's own format is checked by the
@@ -188,18 +192,12 @@ class RunConfig(ValueChecks):
                                              "messages (empty = sciops_slack if it exists, else no messages)",
                                        section=_COST, shown="sciops_slack", pattern=WORD.pattern)
 
-    @field_validator("backend")
+    @field_validator("backend", "launcher")
     @classmethod
-    def _backend(cls, v: str) -> str:
-        if v not in BACKENDS:
-            raise ValueError(f"unknown backend {v!r}; choose one of: {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("launcher")
-    @classmethod
-    def _launcher(cls, v: str) -> str:
-        if v not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {v!r}; choose one of: {', '.join(LAUNCHERS)}")
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        choices = {"backend": BACKENDS, "launcher": LAUNCHERS}[info.field_name]
+        if v not in choices:
+            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(choices)}")
         return v
 
     @field_serializer("cluster")

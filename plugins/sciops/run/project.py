@@ -5,27 +5,34 @@
   project.yaml        optional run defaults (any RunConfig field except project)
   bin/  input/  src/
   output/<run_id>/    everything one run produced; never shared between runs
+      .sciops-run     whose folder this is: the exact Airflow run id (:func:`claim_run_dir`)
       results.csv results.parquet summary.csv failures.csv run.json logs/
       work/           manifest, job files, per-image outputs, status lines
 ```
+
+``<run_id>`` is the run's folder name, :func:`safe_run_id` of its Airflow run id: one Airflow
+run id, one folder, and no two ids the same folder (see there for the rule).
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sciops import JOB_DIR, MACRO_DIR
-from sciops.errors import ConfigError
 from sciops_node.contract import Manifest
+from sciops import JOB_DIR, MACRO_DIR
+from sciops.errors import ConfigError, StorageError
+from sciops.imaging.macros import headless_source
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 #: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
@@ -33,9 +40,108 @@ OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 USES_TAG = re.compile(r"^//\s*@sciops\s+uses:\s*(.+)$", re.MULTILINE)
 
 
+#: The longest folder name a run id becomes.
+RUN_FOLDER_MAX = 120
+_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+#: Airflow's own run ids: ``<run type>__<its date-time, UTC, ISO 8601>`` (``manual__2026-11-26T22:50:00.123456+00:00``),
+#: with ``_<random letters>`` after it when the run has no logical date (Airflow 3's ``DagRun.generate_run_id``).
+AIRFLOW_RUN_ID = re.compile(r"[a-z_]+__\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\+00:00(?:_[A-Za-z0-9]+)?")
+#: ... and the folders they become: each ``:`` and the ``+`` as ``-``, nothing else changed.
+AIRFLOW_RUN_FOLDER = re.compile(r"[a-z_]+__\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d(?:\.\d{1,6})?-00-00(?:_[A-Za-z0-9]+)?")
+#: The end of a folder name made with a hash of its run id.
+HASHED_FOLDER = re.compile(r"-[0-9a-f]{8}$")
+
+
 def safe_run_id(run_id: str) -> str:
-    """An Airflow run id (``manual__2026-11-26T22:50:00.123+00:00``) as a folder and job name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")[:120] or "run"
+    """An Airflow run id as the run's folder (and job) name: letters, digits, ``. _ -``; injective.
+
+    Three kinds of run id, whose folders cannot meet (the rule docs/reliability.md gives):
+
+    1. Airflow's own (``manual__2026-11-26T22:50:00.123456+00:00``, :data:`AIRFLOW_RUN_ID`): each ``:``
+       and the ``+`` become ``-`` (``manual__2026-11-26T22-50-00.123456-00-00``), the folder names
+       SciOps always gave them. Where they were is fixed by the pattern, so no two such ids meet.
+    2. An id that is a folder name already (``nightly__20261126T020000__0``, ``x-1``): itself, unless it
+       looks like a folder of kind 1 or 3 (it is then of kind 3).
+    3. Any other (``x~1``, ``x+1``, a name too long): its characters outside the safe set as ``-``, cut to
+       fit, then ``-`` and the first 8 hex digits of the SHA-256 of the exact id (``x-1-3c1e…``,
+       ``x-1-9b0f…``). Two ids meet only if those 32 bits do, and :func:`claim_run_dir` refuses that.
+    """
+    if (len(run_id) <= RUN_FOLDER_MAX and _SAFE.fullmatch(run_id) and not run_id.endswith((".", "-"))
+            and not AIRFLOW_RUN_FOLDER.fullmatch(run_id) and not HASHED_FOLDER.search(run_id)):
+        return run_id
+    if len(run_id) <= RUN_FOLDER_MAX and AIRFLOW_RUN_ID.fullmatch(run_id):
+        return run_id.replace(":", "-").replace("+", "-")
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")[:RUN_FOLDER_MAX - 9].rstrip("-.") or "run"
+    return f"{base}-{digest}"
+
+
+#: In each run folder, whose it is: the exact Airflow run id, written once by validate (:func:`claim_run_dir`).
+RUN_MARKER = ".sciops-run"
+
+
+def run_folder_owner(run_dir: Path) -> str | None:
+    """The Airflow run id a run folder belongs to: its marker's, else (a folder a run made before markers)
+    its ``run.json``'s; ``None`` when neither says."""
+    marker = Path(run_dir, RUN_MARKER)
+    for _ in range(20):   # a marker is created, then written: another validate may be between the two
+        try:
+            owner = marker.read_text(encoding="utf-8").rstrip("\n")
+        except FileNotFoundError:
+            break
+        if owner:
+            return owner
+        time.sleep(0.1)
+    else:
+        return "(an unknown run: its marker is empty)"
+    try:
+        return json.loads(Path(run_dir, "run.json").read_text(encoding="utf-8")).get("airflow_run_id") or None
+    except (OSError, ValueError):
+        return None
+
+
+def claim_run_dir(run_dir: Path, airflow_run_id: str) -> Path:
+    """Create ``run_dir`` for this run alone, or find it already this run's (a retried validate).
+
+    The marker :data:`RUN_MARKER` is created with ``O_CREAT | O_EXCL``: of two runs that reach the same
+    folder at once, one makes it and the other reads it. A folder another Airflow run holds (its
+    marker, or for a folder made before markers its ``run.json``, or its ``work/phases/`` with no
+    ``run.json`` saying whose) is refused with a ConfigError naming both run ids; nothing in it is touched.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_full(exc, run_dir) or ConfigError([("project", f"cannot create the run folder {run_dir} "
+                                                                  f"({exc.strerror}); make its output/ folder writable "
+                                                                  "by the worker")]) from None
+    marker = run_dir / RUN_MARKER
+
+    def refuse(owner: str | None) -> ConfigError:
+        whose = f"Airflow run {owner!r}" if owner else "another run (it has no marker: made before SciOps marked run folders)"
+        return ConfigError([("run_id", f"the run folder {run_dir} belongs to {whose}; this run, {airflow_run_id!r}, "
+                                       f"maps to the same folder and is refused so that the other run's results stay "
+                                       f"as they are. Trigger it again under another run id")])
+
+    if not marker.exists():   # a folder made before markers: its run.json, or a validate's phases/, say whose
+        legacy = run_folder_owner(run_dir)
+        legacy = "" if legacy is None and (run_dir / "work" / "phases").is_dir() else legacy
+        if legacy is not None and legacy != airflow_run_id:
+            raise refuse(legacy)
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        owner = run_folder_owner(run_dir)
+        if owner != airflow_run_id:
+            raise refuse(owner) from None
+        return run_dir
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(airflow_run_id + "\n")
+    except OSError as exc:
+        marker.unlink(missing_ok=True)
+        raise disk_full(exc, marker) or exc
+    return run_dir
 
 
 def sha256(path: Path) -> str:
@@ -64,7 +170,10 @@ class Project:
         return self.root / "output"
 
     def run_dir(self, run_id: str) -> Path:
-        return self.output_dir / safe_run_id(run_id)
+        """The folder of the run whose SciOps run id (folder name, :func:`safe_run_id`) is ``run_id``."""
+        if not _SAFE.fullmatch(run_id):
+            raise ValueError(f"{run_id!r} is not a run folder name: give safe_run_id(<the Airflow run id>)")
+        return self.output_dir / run_id
 
     def defaults(self) -> dict[str, Any]:
         """Run defaults from ``project.yaml`` ({} when there is none)."""
@@ -125,61 +234,6 @@ def expected_outputs(macro: Path) -> list[str]:
     return m.group(1).split() if m else ["*.csv"]
 
 
-#: ``images_per_task: 0``: at least this many images per task, ...
-AUTO_MIN_PER_TASK = 25
-#: ... and, where the slots are known (the local backend), chunks of about this many a slot at first.
-#: There a slot's runner goes on with the array's next chunks in its warm JVM (sciops_task.py's
-#: chaining): a JVM costs more than its start (~0.5 s beside a busy JVM), its JIT warms up over its first
-#: ~1,000 images (count_nuclei on 128 px images: 150-250 ms for the first 10, 40-90 ms to the 50th,
-#: 15-20 ms to the 400th, 8 ms from the 1,600th). So chunks cost little but a claim, and the tapering
-#: tail evens out the slots' ends without a JVM start each.
-AUTO_TASKS_PER_SLOT = 2
-#: ... then tapering (guided scheduling): each next chunk is the images left / slots, down to this
-#: fraction of the first size, so the slots run out of work at nearly the same time. With 8 even
-#: chunks a slot, one slot waited 2.8-6.9 s for the other at the end of a 20,000-image run; with
-#: one long chunk a slot and one short one (no chaining), 0.9-6.9 s.
-AUTO_TAPER = 16
-
-
-def images_per_task(n_images: int, given: int, slots: int | None) -> int:
-    """The (first) chunk size: ``given``, or for 0 (auto) :data:`AUTO_MIN_PER_TASK`, more when ``slots`` (tasks
-    run at once, when the backend knows) would otherwise each run more than :data:`AUTO_TASKS_PER_SLOT` tasks."""
-    if given:
-        return given
-    if not slots:
-        return AUTO_MIN_PER_TASK
-    return max(AUTO_MIN_PER_TASK, -(-n_images // (slots * AUTO_TASKS_PER_SLOT)))
-
-
-def chunk_sizes(n_images: int, given: int, slots: int | None) -> list[int]:
-    """The images in each task, in task order: ``given`` (or 25) each; auto with known slots tapers.
-
-    Auto with known slots: chunks of :func:`images_per_task` while there is plenty left, then the
-    images left ÷ slots, never under 1/:data:`AUTO_TAPER` of the first size (nor 25). Schedulers start
-    array tasks in index order, so the small chunks run last and even out the slots' ends.
-    """
-    size = images_per_task(n_images, given, slots)
-    if given or not slots or size <= AUTO_MIN_PER_TASK:
-        return [min(size, n_images - i) for i in range(0, n_images, size)]
-    smallest = max(AUTO_MIN_PER_TASK, -(-size // AUTO_TAPER))
-    sizes, left = [], n_images
-    while left > 0:
-        s = min(size, max(smallest, -(-left // slots)))
-        if left - s < smallest:   # no crumb of a chunk at the very end: in the last one, or the last two halve it
-            s = left if left - s < smallest // 2 or left < 2 * AUTO_MIN_PER_TASK else -(-left // 2)
-        sizes.append(s)
-        left -= s
-    return sizes
-
-
-def chunk(images: list[str], sizes: list[int]) -> list[list[str]]:
-    out, at = [], 0
-    for size in sizes:
-        out.append(images[at:at + size])
-        at += size
-    return out
-
-
 def macro_sha256(macro: Path) -> str:
     """What identifies a macro's code: its SHA-256, or, for one whose ``@sciops uses:`` line names shipped
     macros it runs, the SHA-256 of its own and theirs (a change in one of them is a new macro for the
@@ -208,8 +262,6 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
     ``macro_run`` is what ImageJ runs: the macro itself, or, for one with Fiji ``#@`` parameters,
     ``<name>.headless.ijm`` beside it (:func:`sciops.imaging.macros.headless_source`).
     """
-    from sciops.imaging.macros import headless_source
-
     job = work / "job"
     job.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -234,14 +286,59 @@ def stage_job_files(work: Path, macro: Path) -> dict[str, Path]:
     return paths
 
 
-def write_json(path: Path | str, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+def is_disk_full(exc: BaseException) -> bool:
+    """An error that says the filesystem is full (or the quota spent), as Python or pyarrow says it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def disk_full(exc: BaseException, path: Path | str) -> StorageError | None:
+    """For an error that :func:`is_disk_full`, a StorageError saying so: which path, and how much its
+    filesystem has free (``shutil.disk_usage``); ``None`` for any other error."""
+    if not is_disk_full(exc):
+        return None
+    path = Path(getattr(exc, "filename", None) or path)
+    where = next((p for p in (path, *path.parents) if p.exists()), None)
+    try:
+        usage = shutil.disk_usage(where) if where else None
+    except OSError:
+        usage = None
+    room = (f"{usage.free:,} bytes free of {usage.total:,} on the filesystem holding {where}" if usage
+            else "free space unknown")
+    return StorageError(f"no space left on device: could not write {'in ' if path.is_dir() else ''}{path} ({room}); "
+                        "free space there (or move the storage root), then clear the failed task")
+
+
+def write_atomic(path: Path | str, data: bytes | str) -> Path:
+    """Write a file atomically (a temp file beside it, then a rename): a reader never sees half a file,
+    and the temp file never stays behind. A full filesystem is a StorageError naming the path and the
+    bytes free (:func:`disk_full`); nothing of the file is left then."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        full = disk_full(exc, path)
+        if full:
+            raise full from exc
+        raise
     return path
+
+
+def write_json(path: Path | str, data: Any) -> Path:
+    """Write JSON atomically (:func:`write_atomic`)."""
+    return write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def read_manifest(path: Path | str) -> Manifest:

@@ -12,8 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from sciops.run import config as config_mod
+from sciops.clusters import backend_class
 from sciops.errors import ConfigError, StorageError
+from sciops.run import config as config_mod
+from sciops.storage.root import get_storage, work_root
 
 
 class RunInfo(BaseModel):
@@ -53,15 +55,11 @@ class RunInfo(BaseModel):
 
 
 def backend_for(cfg: config_mod.RunConfig, cluster: dict[str, Any] | None = None):
-    from sciops.clusters import backend_class
-
     return backend_class(cfg.backend).for_run(cfg, cluster)
 
 
 def storage_for(conf: dict[str, Any] | config_mod.RunConfig):
     """The run's storage root (``storage_root`` / ``aws_conn_id``, else the environment's)."""
-    from sciops.storage.root import get_storage
-
     get = conf.get if isinstance(conf, dict) else lambda k: getattr(conf, k)
     refused = config_mod.deployment_problems({k: get(k) for k in ("storage_root", "aws_conn_id")})
     if refused:  # before the root is opened: a refused root is never listed
@@ -74,7 +72,5 @@ def storage_for(conf: dict[str, Any] | config_mod.RunConfig):
 
 def local_root(cfg: config_mod.RunConfig) -> Path:
     """The folder on this machine that holds the projects runs work in (and the cluster mounts)."""
-    from sciops.storage.root import work_root
-
     storage = storage_for(cfg)
     return storage.root if storage.is_local else work_root()

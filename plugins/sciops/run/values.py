@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, field_validator
+from pydantic import field_validator
 
 from sciops.run.names import SAFE_NAME
+
+# Imports inside functions here are deliberate: the DAG processor imports this module when it parses
+# dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
+# paramiko, asyncssh and the task bodies out of that parse; the library is imported when the task runs.
 
 SAFE_ARG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -40,7 +44,7 @@ def parse_memory_mb(text: str | int) -> int:
     return int(mb)
 
 
-class ValueChecks(BaseModel):
+class ValueChecks:
     """The field validators of :class:`~sciops.run.config.RunConfig` that check a value's own format."""
 
     @field_validator("slack_conn_id", check_fields=False)

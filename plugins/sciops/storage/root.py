@@ -106,15 +106,11 @@ class LocalStorage:
         return self.path(*[check_key_part(p) for p in parts]).read_bytes()
 
     def write_bytes(self, *parts: str, data: bytes) -> str:
-        """Write a file under the root (atomically: a reader never sees half of it)."""
-        import os
+        """Write a file under the root (atomically: a reader never sees half of it, no temp file stays behind;
+        a full disk is a StorageError naming the path and the bytes free)."""
+        from sciops.run.project import write_atomic
 
-        path = self.path(*[check_key_part(p) for p in parts])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return str(path)
+        return str(write_atomic(self.path(*[check_key_part(p) for p in parts]), data))
 
     def tree(self, *parts: str):
         return LocalTree(self.path(*[check_key_part(p) for p in parts]))

@@ -9,6 +9,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from sciops.settings import setting
 
+# Imports inside functions here are deliberate: the DAG processor imports this module when it parses
+# dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
+# paramiko, asyncssh and the task bodies out of that parse; the library is imported when the task runs.
+
 log = logging.getLogger(__name__)
 
 

@@ -13,8 +13,13 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 
+from sciops.run.config import DEFAULT_MEMORY_MB
 from sciops.web import pages, planner
 from sciops.web.auth import Readable, User, authenticated, may_read_runs
+
+# Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
+# Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
+# only when a page or route is asked for.
 
 app = FastAPI(title="SciOps", description="Runs, costs and the what-if planner", dependencies=[authenticated()])
 
@@ -61,7 +66,7 @@ def api_summary(project: str | None = None, readable: set[str] = Readable) -> di
 @app.get("/api/planner")
 def api_planner(macro: str = Query(..., description="macro name or sha256"), images: int = Query(..., ge=1),
                 nodes: int = Query(1, ge=1, le=10000), instance_type: str | None = None,
-                backend: str = Query("parallelcluster"), region: str = "us-east-1", memory_mb: int = 2048,
+                backend: str = Query("parallelcluster"), region: str = "us-east-1", memory_mb: int = DEFAULT_MEMORY_MB,
                 hourly_rate_usd: float = 0.0, project: str | None = None,
                 readable: set[str] = Readable) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
@@ -74,7 +79,7 @@ def api_tradeoff(macro: str = Query(..., description="macro name or sha256"), im
                  deadline_h: float | None = Query(None, gt=0), region: str = "us-east-1",
                  instance_types: str = Query("", description="comma-separated; empty = every priced type"),
                  nodes: str = Query("1,2,4,8,16,32", description="comma-separated node counts"),
-                 memory_mb: int = Query(2048, ge=256), project: str | None = None,
+                 memory_mb: int = Query(DEFAULT_MEMORY_MB, ge=256), project: str | None = None,
                  readable: set[str] = Readable) -> dict[str, Any]:
     """Time and cost over instance types × node counts, and the cheapest option within the deadline."""
     found = planner.past(macro, project, readable)
@@ -88,10 +93,9 @@ def api_tradeoff(macro: str = Query(..., description="macro name or sha256"), im
 def api_run_progress(dag_id: str, run_id: str, user=User) -> dict[str, Any]:
     """A run while it goes: Airflow's state, and from its run folder (where this server sees it) the phase,
     images done / failed of the total, ETA and spend (what ``sciops run --wait`` shows)."""
-    from sqlalchemy import select
-
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     from sciops.cli.progress import run_progress
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from fastapi import Depends
 
+# Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
+# Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
+# only when a page or route is asked for.
+
 
 def authenticated():
     """The app-wide dependency: a JWT from ``/auth/token`` or the UI's session cookie."""

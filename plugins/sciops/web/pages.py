@@ -15,7 +15,12 @@ from urllib.parse import quote
 from fastapi import HTTPException
 from markupsafe import Markup
 
+from sciops.run.config import DEFAULT_MEMORY_MB
 from sciops.web import planner
+
+# Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
+# Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
+# only when a page or route is asked for.
 
 #: The newest runs the dashboard's table lists (the charts and medians take every run).
 RUNS_LISTED = 200
@@ -89,7 +94,7 @@ def planner_form(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> di
     regions = sorted(costs.load_prices().get("on_demand_usd_per_hour", {}))
     form = {"project": q.get('project') or '', "macro": q.get('macro'), "images": q.get('images') or 10000,
             "deadline_h": q.get('deadline_h') or '', "region": q.get('region') or 'us-east-1',
-            "memory_mb": q.get('memory_mb') or 2048, "instance_types": q.get('instance_types') or '',
+            "memory_mb": q.get('memory_mb') or DEFAULT_MEMORY_MB, "instance_types": q.get('instance_types') or '',
             "nodes": q.get('nodes') or '1,2,4,8,16,32'}
     out: dict[str, Any] = {"macros": macros, "regions": regions, "form": form, "error": None, "answer": None}
     if not q.get("plan"):
@@ -98,7 +103,7 @@ def planner_form(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> di
         found = planner.past(q["macro"], q.get("project"), readable)
         result = planner.tradeoff(int(q["images"]), found["seconds_per_image"], q.get("deadline_h"),
                                   q.get("region") or "us-east-1", q.get("instance_types") or "",
-                                  q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or 2048))
+                                  q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or DEFAULT_MEMORY_MB))
     except HTTPException as exc:
         out["error"] = exc.detail
         return out

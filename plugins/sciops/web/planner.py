@@ -15,6 +15,10 @@ from fastapi import HTTPException
 from sciops.accounting.costs import PlannerError
 from sciops.clusters import backend_class, instance_priced_backend
 
+# Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
+# Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
+# only when a page or route is asked for.
+
 
 def past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
     from sciops.accounting import ledger

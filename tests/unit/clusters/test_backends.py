@@ -112,3 +112,41 @@ def test_backends_and_phases_load_without_airflow_or_ssh_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "plugins")})
     assert out.stdout.strip() == "[]"
+
+
+def test_the_head_nodes_aws_s3_sync_retries_slowdowns_and_every_word_is_quoted(monkeypatch, tmp_path, s3_allowed):
+    """stage_in and stage_out run ``env AWS_MAX_ATTEMPTS=10 AWS_RETRY_MODE=standard aws s3 sync ...`` on the head
+    node: the AWS CLI's standard retry mode with 10 attempts, in the command's own environment, quoted."""
+    import shlex
+    from types import SimpleNamespace
+
+    from sciops.arrays.commands import CommandResult, shell_join
+
+    monkeypatch.setenv("SCIOPS_WORK_ROOT", str(tmp_path / "work"))
+    backend = backend_class("existing").for_run(cfg_of("existing", storage_root="s3://imaging-projects",
+                                                       cluster_storage_root="/nfs/projects"))
+    sent = []
+
+    class HeadNode:   # the runner: what reaches the remote shell is shell_join(argv), as SSHRunner sends it
+        def run(self, argv, **kw):
+            sent.append(shell_join(argv))
+            return CommandResult(argv, 0, "", "")
+
+    backend._runner = HeadNode()
+    storage = SimpleNamespace(region="eu-west-1", endpoint_url="http://s3.local:9000",
+                              uri=lambda *parts: "s3://imaging-projects/" + "/".join(parts))
+    root = tmp_path / "work" / "lab's proj"   # (a project name cannot hold these: the quoting can)
+    info = SimpleNamespace(project="lab's proj", project_root=str(root), run_id="r 1",
+                           run_dir=str(root / "output/r 1"))
+    backend.stage_in(storage, info)
+    backend.stage_out(storage, info)
+    assert len(sent) == 2
+    for line in sent:
+        argv = shlex.split(line)   # what the remote shell makes of it: the words as given, none split or expanded
+        assert argv[:6] == ["env", "AWS_MAX_ATTEMPTS=10", "AWS_RETRY_MODE=standard", "aws", "s3", "sync"]
+        assert argv[-6:] == ["--only-show-errors", "--no-progress", "--region", "eu-west-1", "--endpoint-url",
+                             "http://s3.local:9000"]
+    assert shlex.split(sent[0])[6:8] == ["s3://imaging-projects/lab's proj/", "/nfs/projects/lab's proj/"]
+    assert shlex.split(sent[1])[6:8] == ["/nfs/projects/lab's proj/output/r 1/",
+                                         "s3://imaging-projects/lab's proj/output/r 1/"]
+    assert "'/nfs/projects/lab'\"'\"'s proj/'" in sent[0]    # shlex.quote's quoting of the quote

@@ -68,6 +68,7 @@ PLANNED = {
                         "scheduler_options": {"queue": None, "exclusive": False}},
     "launcher": {"kind": "imagej1", "java": "java", "ij_jar": "/usr/share/java/ij.jar", "xvfb": "Xvfb"},
     "unreadable": {}, "budget": None, "plan_id": "3f9c2a1b",
+    "airflow_run_id": "manual__2024-05-01T12:00:00+00:00", "dag_id": "fiji_project",
 }
 
 

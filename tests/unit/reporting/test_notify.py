@@ -36,3 +36,25 @@ def test_tokens_never_reach_the_log_when_slack_is_down(monkeypatch, caplog):
     assert "retry" in caplog.text.lower()  # the retry handler did log: the test saw the lines that leaked
     assert "SECRETWEBHOOKq1" not in caplog.text and "SECRETAPIq2" not in caplog.text, caplog.text
     assert "POST http://127.0.0.1:9/***" in caplog.text  # redacted, not dropped: the line still says what failed
+
+
+def test_a_slack_that_never_answers_is_named_not_waited_for(silent_listener, monkeypatch, caplog):
+    """A webhook and a Web API endpoint that accept and never answer: each message gives up after
+    SCIOPS_SLACK_TIMEOUT_SECONDS, naming the connection and where it points (never its token)."""
+    import json
+    import logging
+
+    caplog.set_level(logging.INFO)
+    port = silent_listener()
+    monkeypatch.setenv("SCIOPS_SLACK_TIMEOUT_SECONDS", "2")
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_SLACK_SILENT", json.dumps(
+        {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{port}", "password": "T0000/B0000/SECRETq3"}))
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_SLACK_API_SILENT", json.dumps(
+        {"conn_type": "slack", "password": "xoxb-SECRETq4", "extra": {"base_url": f"http://127.0.0.1:{port}/api/"}}))
+    for conn_id in ("sciops_slack_silent", "sciops_slack_api_silent"):
+        said = (f"Slack (connection {conn_id}, 127.0.0.1:{port}) did not answer within 2 s "
+                "(SCIOPS_SLACK_TIMEOUT_SECONDS): the message was not sent")
+        assert notify.send("nobody answers", conn_id=conn_id) is False
+        assert said in caplog.text, caplog.text[-2000:]
+        assert notify.deliver("nobody answers", conn_id=conn_id) == said
+    assert "SECRETq3" not in caplog.text and "SECRETq4" not in caplog.text

@@ -192,7 +192,7 @@ def test_allowed_storage_roots_are_still_checked(make_project, storage, monkeypa
 
 
 def test_images_per_task_auto_grows_with_the_run_where_the_slots_are_known():
-    from sciops.run.project import images_per_task
+    from sciops.run.chunking import images_per_task
 
     assert images_per_task(20_000, 7, 2) == 7                       # given: as given
     assert images_per_task(40, 0, 2) == 25                          # a small run: 25, as before
@@ -201,7 +201,7 @@ def test_images_per_task_auto_grows_with_the_run_where_the_slots_are_known():
 
 
 def test_auto_chunks_taper_so_the_slots_end_together():
-    from sciops.run.project import chunk, chunk_sizes
+    from sciops.run.chunking import chunk, chunk_sizes
 
     assert chunk_sizes(20_000, 0, 2) == [5000] * 3 + [2500, 1250, 625, 313, 312]   # the last wave halves, then ends
     assert chunk_sizes(100_000, 0, 2)[-3:] == [3125, 1563, 1562]

@@ -83,6 +83,18 @@ class TaskAccounting:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job still in the queue (pending, running, or being deleted), as listed by name.
+
+    :param workdir: the folder it runs in, when the scheduler says (a run's ``work/``).
+    """
+
+    job_id: str
+    name: str
+    workdir: str | None = None
+
+
 def task_map_env(task_ids: list[int]) -> dict[str, str]:
     """Array index i runs chunk ``task_ids[i-1]``: say so when that is not the identity.
 
@@ -146,6 +158,31 @@ class Scheduler(ABC):
 
     def parse_acct_find(self, stdout: str, name: str) -> set[str]:
         return set()
+
+    def queue_list_argv(self, prefix: str) -> list[str] | None:
+        """argv listing the queued or running jobs whose names start with ``prefix`` (None: this scheduler cannot)."""
+        return None
+
+    def parse_queue_list(self, stdout: str, prefix: str) -> list[QueuedJob]:
+        return []
+
+    def queued(self, runner: CommandRunner, prefix: str) -> list[QueuedJob]:
+        """The jobs in the queue whose names start with ``prefix``, one per job id (an ended job is not listed).
+
+        A query that fails raises :class:`SchedulerQueryError`: "cannot tell" is never "none".
+        """
+        argv = self.queue_list_argv(prefix)
+        if argv is None:
+            raise SchedulerQueryError(f"{self.name}: cannot list jobs by name")
+        try:
+            stdout = runner.run(argv).stdout
+        except CommandError as exc:
+            raise SchedulerQueryError(f"{self.name}: cannot list the jobs named {prefix}*: {exc}") from exc
+        jobs: dict[str, QueuedJob] = {}
+        for job in self.parse_queue_list(stdout, prefix):
+            if job.name.startswith(prefix):
+                jobs.setdefault(job.job_id, job)
+        return list(jobs.values())
 
     def find(self, runner: CommandRunner, name: str, accounting: bool = True) -> str | None:
         """The job id already submitted under ``name``, or None when there is none.
@@ -235,5 +272,6 @@ class Scheduler(ABC):
         return False
 
     def cancel(self, runner: CommandRunner, job_id: str) -> None:
-        # Cancelling a job that already ended is not an error (STYLE 10).
+        # Cancelling a job that already ended is not an error (STYLE 10): qdel, scancel and localq answer
+        # "no such job" for it, and that exit status is not checked.
         runner.run(self.cancel_argv(job_id), check=False)

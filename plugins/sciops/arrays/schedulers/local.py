@@ -11,7 +11,7 @@ import sys
 
 from sciops import JOB_DIR
 from sciops.errors import SchedulerQueryError, SubmitError
-from sciops.arrays.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting, map_state
+from sciops.arrays.schedulers.base import ArraySpec, JobState, QueuedJob, Scheduler, TaskAccounting, map_state
 
 STATES = {
     "pending": JobState.PENDING,
@@ -65,6 +65,16 @@ class LocalScheduler(Scheduler):
 
     def parse_queue_find(self, stdout: str, name: str) -> set[str]:
         return {line.strip() for line in stdout.splitlines() if line.strip().startswith("local-")}
+
+    def queue_list_argv(self, prefix: str) -> list[str]:
+        return self._cmd("list", "--spool", self.spool)   # the jobs still running; the prefix is matched here
+
+    def parse_queue_list(self, stdout: str, prefix: str) -> list[QueuedJob]:
+        try:
+            rows = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise SchedulerQueryError(f"local: unreadable job list {stdout[:200]!r}") from exc
+        return [QueuedJob(r["id"], r["name"], r.get("workdir")) for r in rows if r["name"].startswith(prefix)]
 
     def status_argv(self, job_id: str) -> list[str]:
         return self._cmd("status", "--spool", self.spool, job_id)

@@ -29,8 +29,8 @@ import re
 import xml.etree.ElementTree as ET
 
 from sciops.errors import SchedulerQueryError, SubmitError
-from sciops.arrays.schedulers.base import (ArraySpec, JobState, Scheduler, TaskAccounting, index_to_task, map_state,
-                                    task_map_env)
+from sciops.arrays.schedulers.base import (ArraySpec, JobState, QueuedJob, Scheduler, TaskAccounting, index_to_task,
+                                           map_state, task_map_env)
 
 #: qstat state letters → JobState. Compound states are matched whole.
 STATES = {
@@ -181,6 +181,25 @@ class SGEScheduler(Scheduler):
         except ET.ParseError as exc:
             raise SchedulerQueryError(f"sge: unreadable qstat -xml output: {exc}") from exc
         return {job.findtext("JB_job_number") for job in root.iter("job_list") if job.findtext("JB_name") == name}
+
+    def queue_list_argv(self, prefix: str) -> list[str] | None:
+        # qstat -j takes a job-name pattern and tells each job's folder (JB_cwd); "-xml" answers exit 0 with
+        # <unknown_jobs> when no job matches. A prefix holding a pattern character of its own cannot be asked.
+        if any(c in prefix for c in "*?[]\\"):
+            return None
+        return ["qstat", "-xml", "-j", prefix + "*"]
+
+    def parse_queue_list(self, stdout: str, prefix: str) -> list[QueuedJob]:
+        try:
+            root = ET.fromstring(stdout)
+        except ET.ParseError as exc:
+            raise SchedulerQueryError(f"sge: unreadable qstat -xml -j output: {exc}") from exc
+        if root.tag == "unknown_jobs":
+            return []
+        if root.tag != "detailed_job_info":
+            raise SchedulerQueryError(f"sge: unexpected qstat -xml -j answer <{root.tag}>")
+        return [QueuedJob(el.findtext("JB_job_number"), el.findtext("JB_job_name") or "", el.findtext("JB_cwd"))
+                for el in root.findall("djob_info/element") if el.findtext("JB_job_number")]
 
     def acct_find_argv(self, name: str) -> list[str]:
         return ["qacct", "-j", name]           # qacct -j takes a job name as well as an id

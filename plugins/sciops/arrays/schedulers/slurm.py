@@ -25,7 +25,7 @@ import re
 
 from sciops.errors import SubmitError
 from sciops.arrays.commands import shell_join
-from sciops.arrays.schedulers.base import ArraySpec, JobState, Scheduler, TaskAccounting, map_state
+from sciops.arrays.schedulers.base import ArraySpec, JobState, QueuedJob, Scheduler, TaskAccounting, map_state
 
 STATES = {
     "PENDING": JobState.PENDING, "CONFIGURING": JobState.PENDING, "REQUEUED": JobState.PENDING,
@@ -136,6 +136,18 @@ class SlurmScheduler(Scheduler):
     def parse_queue_find(self, stdout: str, name: str) -> set[str]:
         return {jid.strip() for jid, _, jname in (line.partition("|") for line in stdout.splitlines())
                 if jname.strip() == name and jid.strip().isdigit()}
+
+    def queue_list_argv(self, prefix: str) -> list[str]:
+        # squeue filters by whole names only: every job of this user, the prefix is matched here. %Z: its folder
+        return ["squeue", "--noheader", "--me", "--format=%F|%j|%Z"]
+
+    def parse_queue_list(self, stdout: str, prefix: str) -> list[QueuedJob]:
+        out = []
+        for line in stdout.splitlines():
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].startswith(prefix):
+                out.append(QueuedJob(parts[0], parts[1], parts[2] or None))
+        return out
 
     def acct_find_argv(self, name: str) -> list[str]:
         # sacct shows today's jobs unless told otherwise; a retried task comes back within days

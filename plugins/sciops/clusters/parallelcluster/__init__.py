@@ -31,6 +31,11 @@ from sciops.clusters.existing import ExistingBackend
 from sciops.errors import ClusterError
 from sciops.settings import setting
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 if TYPE_CHECKING:
     from sciops.clusters.parallelcluster.settings import PClusterSettings
 
@@ -80,6 +85,7 @@ class PClusterBackend(ExistingBackend):
     priced_per_instance_type = True
     shares_files = False
     default_work_root = WORK_ROOT
+    cluster_made_for_run = True
 
     @classmethod
     def options_for(cls, cfg, cluster: dict[str, Any] | None = None) -> dict[str, Any]:

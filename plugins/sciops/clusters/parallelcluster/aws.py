@@ -4,6 +4,11 @@ They are handed to the ``pcluster`` subprocess in its environment, never on its 
 """
 from __future__ import annotations
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 
 def aws_env(conn_id: str | None) -> dict[str, str]:
     """Credentials (and an S3-compatible endpoint, for tests) of an Airflow AWS connection, as env vars."""

@@ -8,6 +8,11 @@ from sciops.clusters.parallelcluster.aws import ec2_client
 from sciops.errors import ClusterError
 from sciops.settings import setting
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 #: cloud-init prints the new instance's host keys to the serial console between these lines, and
 #: EC2 keeps that console output (GetConsoleOutput: signed by the account's credentials, from
 #: EC2 itself). A man in the middle of the SSH connection cannot write there.

@@ -13,6 +13,11 @@ from sciops.accounting.costs import (DEFAULT_BOOT_SECONDS, DEFAULT_CREATE_SECOND
 from sciops.clusters.parallelcluster.settings import with_defaults
 from sciops.clusters.parallelcluster.shapes import INSTANCE_TYPES, fits, tasks_per_node
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 #: Node counts the planner compares when none are given.
 PLANNER_NODES = (1, 2, 4, 8, 16, 32)
 #: The region the planner prices in when none is given.

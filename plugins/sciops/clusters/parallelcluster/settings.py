@@ -13,6 +13,11 @@ from typing import Any
 
 from sciops.clusters.parallelcluster.shapes import INSTANCE_TYPES, NODE_RESERVED_MB, fits
 
+# Imports inside functions here are deliberate: the backend registry (sciops.clusters) imports this module
+# while run.config builds the DAG's form at parse time, and run.config imports the registry: a top-level import
+# of the run's modules would be an import-time circle, and would load them into every DAG parse
+# (tests/dags/test_dagbag.py).
+
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 AMI = re.compile(r"^ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 KEY_NAME = re.compile(r"^[\w.@+=,-]{1,255}$")

@@ -93,13 +93,14 @@ class EtagCache:
     def save(self) -> None:
         if not self.dirty:
             return
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             with self._lock:
                 tmp.write_text(json.dumps({"version": self.VERSION, "files": self.files,
                                            "objects": self.objects}))
             os.replace(tmp, self.path)
             self.dirty = False
         except OSError as exc:  # a cache that cannot be written only costs speed
+            tmp.unlink(missing_ok=True)
             log.warning("could not save the checksum cache %s: %s", self.path, exc)

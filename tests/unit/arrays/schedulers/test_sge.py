@@ -108,3 +108,25 @@ def test_no_record_yet_is_not_an_error():
 
 def test_cancel_argv():
     assert SGEScheduler().cancel_argv("42") == ["qdel", "42"]
+
+
+def test_the_jobs_of_a_run_are_listed_by_name_prefix_with_their_folders():
+    """``qstat -xml -j 'prefix*'`` (captured): each job once, with the folder it works in; none is exit 0 too."""
+    sched = SGEScheduler()
+    assert sched.queue_list_argv("sciops-probe-r1-") == ["qstat", "-xml", "-j", "sciops-probe-r1-*"]
+    jobs = sched.parse_queue_list(fixture("qstat_j_prefix.xml"), "sciops-probe-r1-")
+    assert [(j.job_id, j.name, j.workdir) for j in jobs] == [("6", "sciops-probe-r1-deadbeef-a1", "/tmp"),
+                                                             ("7", "sciops-probe-r1-cafebabe-a2", "/var/tmp")]
+    assert sched.parse_queue_list(fixture("qstat_j_none.xml"), "sciops-nomatch-") == []
+    with pytest.raises(SchedulerQueryError):
+        sched.parse_queue_list("<job_info/>", "x")
+
+
+def test_a_prefix_with_a_pattern_character_is_not_asked_for():
+    class Runner:
+        def run(self, argv, **kw):
+            raise AssertionError(f"ran {argv}")
+
+    assert SGEScheduler().queue_list_argv("sciops-a*b-") is None
+    with pytest.raises(SchedulerQueryError, match="cannot list"):
+        SGEScheduler().queued(Runner(), "sciops-a*b-")

@@ -73,3 +73,19 @@ def test_a_lost_node_is_lost_not_failed():
 @pytest.mark.parametrize("text,secs", [("00:00:05", 5), ("01:02:03", 3723), ("1-00:00:01", 86401), ("02:03", 123)])
 def test_elapsed(text, secs):
     assert _seconds(text) == secs
+
+
+def test_the_jobs_of_a_run_are_listed_by_name_prefix_with_their_folders():
+    """``squeue --me`` (captured: an array pending and running, another job): the prefix's jobs, each once."""
+    from sciops.arrays.ssh import CommandResult
+
+    sched = SlurmScheduler()
+    assert sched.queue_list_argv("x") == ["squeue", "--noheader", "--me", "--format=%F|%j|%Z"]
+
+    class Runner:
+        def run(self, argv, **kw):
+            return CommandResult(argv, 0, fixture("squeue_list.txt"), "")
+
+    jobs = sched.queued(Runner(), "sciops-probe-r2-")
+    assert [(j.job_id, j.name, j.workdir) for j in jobs] == [("6", "sciops-probe-r2-deadbeef-a1", "/var/tmp")]
+    assert sched.queued(Runner(), "sciops-none-") == []
