@@ -87,8 +87,8 @@ from sciops_node.hygiene import chain_from_env, task_id_from_env
 from sciops_node.jvm import bioformats_version
 
 # isort: split
-# Re-exports, to drop once plugins import sciops_node.contract (and the tests and benchmarks that import
-# sciops_task, the sciops_node modules): the Airflow side (sciops.runner_module()) uses heap_mb,
+# Re-exports for the tests and benchmarks that still import sciops_task (the Airflow side imports
+# sciops_node.contract itself); to drop when they import the sciops_node modules. Once the Airflow side used heap_mb,
 # unit_parts, UNIT_RE, RESULT_KEYS, SUMMARY_KEYS, read_statuses, scan_statuses, status_path,
 # image_output_dir, count_path, task_log_path, tables_dir and bioformats_version; tests and benchmarks
 # also use main, ChunkRunner, append_status, _records, remove_stale_scratch, argument_for, Xvfb and the

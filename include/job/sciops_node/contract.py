@@ -13,8 +13,8 @@ one definition of all of it, so the two sides cannot drift apart:
 * the runner's exit codes, which the schedulers' accounting reports;
 * the manifest (:class:`Manifest`): what ``plan`` writes and every task reads.
 
-Standard library only: it runs on compute nodes, which have no Airflow. The Airflow side reaches
-it through ``sciops.runner_module()`` (``include/job`` on ``sys.path``).
+Standard library only: it runs on compute nodes, which have no Airflow. The Airflow side imports
+it as ``sciops_node.contract`` (``plugins/sciops/__init__.py`` puts ``include/job`` on ``sys.path``, once).
 """
 from __future__ import annotations
 
