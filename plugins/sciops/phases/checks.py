@@ -14,14 +14,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from sciops.run import config as config_mod
-from sciops.errors import ConfigError, StorageError
-from sciops.phases import PHASES, REFUSED, phase, trigger_label
 from sciops_node import contract
+from sciops.accounting import ledger
+from sciops.errors import ConfigError, StorageError
+from sciops.imaging import bioformats
+from sciops.imaging.bioformats import needs_bioformats, unit_parts
+from sciops.imaging.imagej import image_problem, smoke_candidates, smoke_run
+from sciops.imaging.macros import MacroProblem, dialog_calls, missing_params
+from sciops.phases import PHASES, REFUSED, phase, trigger_label
+from sciops.phases.plan import manifest_of
+from sciops.run import config as config_mod, processed
 from sciops.run.project import (MACRO_DIR, Project, claim_run_dir, expected_outputs, macro_sha256, match_images,
-                                safe_run_id, stage_job_files, write_json)
+                                safe_run_id, stage_job_files, used_macros, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
 from sciops.storage.root import PROJECT_PARTS, get_storage
+from sciops.storage.sync import LocalTree, sync
 
 log = logging.getLogger(__name__)
 #: Images fetched from S3 for the smoke run (it needs a few non-empty ones).
@@ -35,8 +42,6 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
     working copy (a few small files) and returns that listing (relative path → size and
     ETag); the images themselves are staged in later. On a local root the second value is ``None``.
     """
-    from sciops.storage.sync import LocalTree, sync
-
     if not isinstance(name, str):
         raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {name!r}"
                                        if name is not None else "is required: the name of a project folder under "
@@ -76,8 +81,6 @@ def check(conf: dict[str, Any]) -> tuple[config_mod.RunConfig, Project, list[str
 def check_project(conf: dict[str, Any], storage):
     """:func:`check`, plus the project's S3 listing (None on a local root), its project.yaml, and the content
     ids of input/ (one listing: S3's, or one walk of the folder; plan and nightly list nothing again)."""
-    from sciops.run import processed
-
     project, listing = open_project(conf.get("project"), storage)
     inputs = None if listing is None else [rel[len("input/"):] for rel in listing if rel.startswith("input/")]
     defaults = project.defaults()
@@ -96,8 +99,6 @@ def check_project(conf: dict[str, Any], storage):
     if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
         raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
                                        f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
-    from sciops.imaging.bioformats import needs_bioformats, unit_parts
-
     # "]" would end the Bio-Formats Importer's open=[...] option; "x#3" reads as series 3 of x
     odd = [rel for rel in images if ("]" in rel and needs_bioformats(rel)) or unit_parts(rel)[1] is not None]
     if odd:
@@ -115,9 +116,6 @@ def check_project(conf: dict[str, Any], storage):
 
 def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> None:
     """Refuse a macro that would wait for a person (a dialog) or whose ``#@`` parameters SciOps cannot give."""
-    from sciops.imaging.macros import MacroProblem, dialog_calls, missing_params
-    from sciops.run.project import used_macros
-
     used_macros(macro)
     text = macro.read_text(encoding="utf-8", errors="replace")
     shown = macro.name if macro.parent == MACRO_DIR else macro.relative_to(project.root.resolve()).as_posix()
@@ -133,8 +131,6 @@ def only_new(storage, project: str, images: list[str], macro_sha: str, macro_arg
              ids: dict[str, str]) -> list[str]:
     """The images this macro with these arguments has not processed as they are now (``ids``: the content
     ids of input/, :func:`sciops.run.processed.content_ids`); ConfigError when none."""
-    from sciops.run import processed
-
     new = processed.new_images(images, ids,
                                processed.read(storage, project, processed.key(macro_sha, macro_args)))
     if not new:
@@ -162,8 +158,6 @@ def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha
     the array runs (``run_array`` checks the spend at every poll). Without a budget the ledger
     is not read at all: a ledger that is down or slow never holds up a run that does not need it.
     """
-    from sciops.accounting import ledger
-
     if not cfg.budget_usd:
         return None
     try:
@@ -206,8 +200,6 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
     try:
         yield
     except ConfigError as exc:
-        from sciops.accounting import ledger
-
         project = conf.get("project")
         doc = {"run_id": safe_run_id(airflow_run_id), "airflow_run_id": airflow_run_id, "dag_id": dag_id,
                "trigger": trigger_label(trigger, airflow_run_id), "status": REFUSED, "reason": str(exc),
@@ -233,9 +225,6 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
     what they hold is kept in ``work/series.json`` for ``plan``. Refuses, before anything is spent,
     files that cannot be read (unless ``skip_unreadable``) and series too large for ``memory``.
     """
-    from sciops.imaging import bioformats
-    from sciops.imaging.imagej import image_problem
-
     files = [rel for rel in images if bioformats.needs_bioformats(rel)]
     fix = ("run scripts/bioformats.sh there (or set SCIOPS_IJ_PLUGINS to where it put the jar), or use Fiji "
            "(launcher: fiji)")
@@ -247,8 +236,6 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
         raise ConfigError([("launcher", f"{len(files)} file(s) such as input/{files[0]} are read through Bio-Formats, "
                                         f"and the cluster's ImageJ 1 has no Bio-Formats: {fix}")])
     if listing is not None:
-        from sciops.storage.sync import LocalTree, sync
-
         sync(storage.tree(project.name), LocalTree(project.root), source=listing,
              include=[f"input/{rel}" for rel in files], label="fetch the Bio-Formats files to read their series")
     heap = contract.heap_mb(cfg.memory_mb)
@@ -274,10 +261,6 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
     ``publish`` receives the run record as soon as the run folder exists, before the smoke
     run, so that ``record`` can write ``run.json`` even when the smoke run fails.
     """
-    from sciops.imaging.bioformats import needs_bioformats, unit_parts
-    from sciops.imaging.imagej import smoke_candidates, smoke_run
-    from sciops.phases.plan import manifest_of
-
     started = time.time()
     storage = storage_for(conf)
     cfg, project, images, macro, listing, defaults, ids = check_project(conf, storage)
@@ -308,8 +291,6 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
                 publish(info)
         if cfg.smoke_test and smoke_launcher:
             if listing is not None:  # the smoke images only; the rest is staged in later
-                from sciops.storage.sync import LocalTree, sync
-
                 sync(storage.tree(project.name), LocalTree(project.root), source=listing,
                      include=sorted({f"input/{unit_parts(u)[0]}" for u in images[:SMOKE_FETCH]}),
                      label="fetch smoke-test images")
