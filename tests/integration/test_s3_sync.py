@@ -231,7 +231,7 @@ def test_projects_and_runs_are_listed_by_folder(s3_root, tmp_path):
     sync(LocalTree(tmp_path / "alpha" / "output"), s3_root.tree("alpha", "output"))
     assert s3_root.projects() == ["alpha", "beta"]
     assert s3_root.runs("alpha") == ["old-run"] and s3_root.runs("beta") == []
-    out = _cli("--storage-root", s3_root.url, "--conn-id", "sciops_s3", "ls", "alpha").communicate(timeout=60)[0]
+    out = _cli("ls", "alpha", "--storage-root", s3_root.url, "--conn-id", "sciops_s3").communicate(timeout=60)[0]
     assert out.strip() == "old-run"
     local = LocalStorage(str(tmp_path))
     assert "alpha" in local.projects() and local.runs("alpha") == ["old-run"]
