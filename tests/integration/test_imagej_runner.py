@@ -285,8 +285,9 @@ def test_on_the_local_backend_a_slot_runs_the_arrays_next_chunks_in_its_warm_jvm
     assert sorted(attempts[1]["chained"] + attempts[2]["chained"]) == [3, 4, 5, 6]
     assert all(attempts[t]["jvm_starts"] == 0 and attempts[t]["exit"] == 0 for t in (3, 4, 5, 6))
     assert not list((tmp_path / "work/status").glob("*.claim"))
-    chained = attempts[1]["chained"][0]
-    assert "run in task 1's JVM (chained)" in (tmp_path / f"logs/task-{chained:04d}.attempt-1.log").read_text()
+    # which slot's runner claims which chunk is a race (either may take them all): check the log of any one
+    by, chained = next((t, attempts[t]["chained"][0]) for t in (1, 2) if attempts[t]["chained"])
+    assert f"run in task {by}'s JVM (chained)" in (tmp_path / f"logs/task-{chained:04d}.attempt-1.log").read_text()
 
 
 def test_a_chained_chunk_whose_runner_was_killed_is_finished_by_its_own_task(tmp_path, imagej):
