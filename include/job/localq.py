@@ -153,13 +153,17 @@ def load(spool, job_id):
     return job, tasks
 
 
+def _job_ids(spool):
+    """The spool's job folders, in order (none when the spool was never made)."""
+    try:
+        return sorted(os.listdir(spool))
+    except FileNotFoundError:
+        return []
+
+
 def find(spool, name):
     """Print the ids of the jobs submitted under ``name`` (a job folder without job.json is half made: skipped)."""
-    try:
-        entries = sorted(os.listdir(spool))
-    except FileNotFoundError:
-        return 0
-    for job_id in entries:
+    for job_id in _job_ids(spool):
         try:
             if read_json(os.path.join(spool, job_id, "job.json")).get("name") == name:
                 print(job_id)
@@ -170,11 +174,7 @@ def find(spool, name):
 
 def list_live(spool):
     """Print the jobs whose server still runs a task (what a cancel can stop): JSON, one a line."""
-    try:
-        entries = sorted(os.listdir(spool))
-    except FileNotFoundError:
-        return 0
-    for job_id in entries:
+    for job_id in _job_ids(spool):
         try:
             job, tasks = load(spool, job_id)
         except (OSError, ValueError):
