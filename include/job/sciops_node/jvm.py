@@ -149,8 +149,8 @@ def _own_file(path):
     return os.path.isfile(path) and not os.path.islink(path) and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-#: The X server's top-level windows that are ImageJ's and AWT's own, not a dialog.
-QUIET_WINDOWS = re.compile(r"^(?:ij-ImageJ|sun-awt-.*|FocusProxy|Content window)$")
+#: The X server's top-level windows that are ImageJ's and AWT's own, not a dialog (the driver opens the ROI Manager).
+QUIET_WINDOWS = re.compile(r"^(?:ij-ImageJ|sun-awt-.*|FocusProxy|Content window|ROI Manager)$")
 
 
 def open_dialogs(display):

@@ -19,6 +19,7 @@ from sciops.accounting.costs import task_intervals
 from sciops.arrays.workdir import node_losses
 from sciops.errors import SciOpsError
 from sciops.phases import REFUSED, trigger_label
+from sciops.reporting import results as results_mod
 from sciops.reporting import notify, report
 from sciops.run import processed
 from sciops.run.project import write_atomic
@@ -153,6 +154,8 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
                    "abort": json.loads((work / "budget.json").read_text()) if (work / "budget.json").exists()
                    else None},
         "files": collated.get("files", {}),
+        "results": results_mod.analyse(run_dir) if collated.get("files") else None,
+        "qc_overlays": collated.get("qc"),
         "report": str(run_dir / "report.html"),
     }
     doc = _deliver(doc, _sinks(info, storage, run_dir))

@@ -66,6 +66,9 @@ DEFAULT_MEMORY_MB = parse_memory_mb(DEFAULT_MEMORY)
 _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
 
 
+QC_MODES = ("all", "sample", "none")   # sciops_node.qc.MODES
+
+
 class ClusterSettings(BaseModel):
     """What a run may ask of an ephemeral ParallelCluster (the ``cluster`` parameter), each key typed once.
 
@@ -142,6 +145,9 @@ class RunConfig(ValueChecks, BaseModel):
                                    "imagej1 (java -jar ij.jar -batch under Xvfb) or auto (whichever is found)",
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
+    qc_images: str = _param("sample", "QC overlays (qc.png: the image with the outlines of what the macro "
+                                      "measured) for: all images, a sample (1 in 25, each JVM's first and every "
+                                      "unusual one: under 5 % of the macro's time) or none", enum=QC_MODES)
     only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
                                    "changed since): the nightly DAG sets it")
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
@@ -192,10 +198,10 @@ class RunConfig(ValueChecks, BaseModel):
                                              "messages (empty = sciops_slack if it exists, else no messages)",
                                        section=_COST, shown="sciops_slack", pattern=WORD.pattern)
 
-    @field_validator("backend", "launcher")
+    @field_validator("backend", "launcher", "qc_images")
     @classmethod
     def _one_of(cls, v: str, info: ValidationInfo) -> str:
-        choices = {"backend": BACKENDS, "launcher": LAUNCHERS}[info.field_name]
+        choices = {"backend": BACKENDS, "launcher": LAUNCHERS, "qc_images": QC_MODES}[info.field_name]
         if v not in choices:
             raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(choices)}")
         return v
