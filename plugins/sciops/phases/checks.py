@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sciops_node import contract
+from sciops_node.units import PLACEHOLDER
 from sciops.accounting import ledger
 from sciops.errors import ConfigError, StorageError
 from sciops.imaging import bioformats
@@ -24,6 +25,7 @@ from sciops.imaging.macros import MacroProblem, dialog_calls, missing_params
 from sciops.phases import PHASES, REFUSED, phase, trigger_label
 from sciops.phases.plan import manifest_of
 from sciops.run import config as config_mod, processed
+from sciops.run.bounded import brief, control_chars
 from sciops.run.project import (MACRO_DIR, Project, claim_run_dir, expected_outputs, macro_sha256, match_images,
                                 safe_run_id, stage_job_files, used_macros, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
@@ -95,10 +97,14 @@ def check_project(conf: dict[str, Any], storage):
     if not images:
         raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
-    unsafe = [rel for rel in images if any(c in rel for c in "\t\n\r\x00")]
+    unsafe = [rel for rel in images if control_chars(rel)]
     if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
-        raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
-                                       f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
+        kind = ("a tab" if "\t" in unsafe[0] else "a line break" if any(c in unsafe[0] for c in "\n\r\u2028\u2029")
+                else "a control character")
+        raise ConfigError([("project", f"{len(unsafe)} image name(s) hold {kind} or another control character "
+                                       f"({', '.join(control_chars(unsafe[0]))}), e.g. input/{brief(unsafe[0])}; "
+                                       "rename them (or narrow file_pattern)")])
+    check_template_names(cfg, images)
     # "]" would end the Bio-Formats Importer's open=[...] option; "x#3" reads as series 3 of x
     odd = [rel for rel in images if ("]" in rel and needs_bioformats(rel)) or unit_parts(rel)[1] is not None]
     if odd:
@@ -111,7 +117,30 @@ def check_project(conf: dict[str, Any], storage):
         images = only_new(storage, project.name, images, macro_sha256(macro), cfg.macro_args, ids)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
+    for field in ("sync_to", "sync_from"):
+        if getattr(cfg, field):
+            check_outside_projects(getattr(cfg, field), field, storage)
     return cfg, project, images, macro, listing, defaults, ids
+
+
+#: Characters a lab macro may split its ``macro_argument`` string at.
+TEMPLATE_SEPARATORS = ",; |=:"
+
+
+def check_template_names(cfg: config_mod.RunConfig, images: list[str]) -> None:
+    """With a ``macro_argument`` template, an image name holding one of the template's own separators (the
+    ``,`` of ``'{input},{output},5'``) would shift what the macro reads: refused on ``macro_argument``."""
+    if not cfg.macro_argument:
+        return
+    literal = PLACEHOLDER.sub("", cfg.macro_argument)
+    seps = [c for c in TEMPLATE_SEPARATORS if c in literal]
+    clash = [rel for rel in images if any(c in rel for c in seps)]
+    if clash:
+        found = sorted({c for c in seps if any(c in rel for rel in clash)})
+        raise ConfigError([("macro_argument", f"{len(clash)} image name(s) hold {' '.join(repr(c) for c in found)}, "
+                                              f"which the template {brief(cfg.macro_argument)} also separates its "
+                                              f"parts with, e.g. input/{brief(clash[0])}: the macro would split the "
+                                              "name. Rename them, or choose a separator no name holds")])
 
 
 def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> None:
@@ -149,6 +178,21 @@ def check_lan_folder(folder: str) -> None:
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError([("sync_to", f"{folder} cannot be written by this worker ({existing} is not a writable "
                                        "folder); give a LAN folder mounted read-write here")])
+
+
+def check_outside_projects(folder: str, field: str, storage) -> None:
+    """A LAN folder (``sync_to``, ``sync_from``) may not lie in the storage root or the work root: results
+    synced down into another project's folder would become that project's newest run."""
+    target = Path(folder).resolve()
+    roots = [storage.root] if storage.is_local else [storage.workspace("x").parent]
+    for root in roots:
+        root = Path(root).resolve()
+        if target == root or root in target.parents:
+            inside = target.relative_to(root).parts
+            what = f"project {inside[0]!r}'s folder" if inside else "the storage root itself"
+            raise ConfigError([(field, f"{folder} is inside {root} ({what}): SciOps keeps the projects there, and "
+                                       "a run may not write into another project's folder nor sync a project onto "
+                                       "itself; give the LAN copy of this project, outside that folder")])
 
 
 def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha: str) -> dict[str, Any] | None:

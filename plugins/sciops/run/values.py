@@ -11,6 +11,7 @@ import re
 
 from pydantic import field_validator
 
+from sciops.run.bounded import control_chars
 from sciops.run.names import SAFE_NAME
 
 # Imports inside functions here are deliberate: the DAG processor imports this module when it parses
@@ -25,6 +26,8 @@ WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}$")
 RESERVED_ARGS = ("input", "output", "source", "series", "channel")
 COMMAND = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
 ABS_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
+#: The longest ``series`` pattern (each match of it is also bounded in time: sciops.imaging.bioformats).
+MAX_SERIES_PATTERN = 200
 #: No node has more memory for one task than this (MB): a bigger value is a typo (100000T).
 MAX_TASK_MB = 4 * 1024 * 1024
 
@@ -82,8 +85,10 @@ class ValueChecks:
                 raise ValueError(f"argument {key!r} is set by SciOps for every image; rename the macro's argument")
             if not SAFE_ARG_KEY.match(key):
                 raise ValueError(f"argument name {key!r} must be a word (letters, digits, '_')")
-            if any(c in str(value) for c in "\t\n\r"):
-                raise ValueError(f"argument {key!r} may not contain tabs or newlines")
+            bad = control_chars(value) if isinstance(value, str) else []
+            if bad:   # the job file is key=value, tab-separated, one line: a control character could forge one
+                raise ValueError(f"argument {key!r} may not contain tabs or newlines, nor any other control "
+                                 f"character (found {', '.join(bad)})")
         return v
 
     @field_validator("macro_argument", check_fields=False)
@@ -91,8 +96,9 @@ class ValueChecks:
     def _macro_argument(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        if any(c in v for c in "\t\r\x1f\x00"):
-            raise ValueError("may not contain tabs or control characters (line breaks are fine)")
+        if [c for c in control_chars(v) if c != "U+000A"]:
+            raise ValueError(f"may not contain tabs or control characters (found "
+                             f"{', '.join(c for c in control_chars(v) if c != 'U+000A')}; line breaks are fine)")
         if "{input}" not in v and "{name}" not in v and "{stem}" not in v:
             raise ValueError(f"{v!r} names no image: every image would get the same argument; put {{input}} "
                              "(the image's path) where the macro expects it, e.g. '{input},{output}'")
@@ -103,9 +109,14 @@ class ValueChecks:
     def _series(cls, v: str) -> str:
         if v in ("all", "first"):
             return v
+        if len(v) > MAX_SERIES_PATTERN:
+            raise ValueError(f"is a pattern of {len(v)} characters, more than the {MAX_SERIES_PATTERN} accepted; "
+                             "write a shorter one, e.g. 'Well B' or '^pos[0-9]+$'")
+        import regex   # what sciops.imaging.bioformats matches with (a timeout bounds each match)
+
         try:
-            re.compile(v)
-        except re.error as exc:
+            regex.compile(v)
+        except regex.error as exc:
             raise ValueError(f"{v!r} is neither all, first nor a regular expression ({exc}); e.g. 'Well B' or "
                              "'^pos[0-9]+$'") from None
         return v
