@@ -166,6 +166,7 @@ FILES = [
     (_image_named("a\u2028b.tif"), {}, "project", "line break"),
     (_image_named("a,b.tif"), {"macro_argument": "{input},{output},5"}, "macro_argument", "','"),
     (_image_named("a b.tif"), {"macro_argument": "{input} {output}"}, "macro_argument", "' '"),
+    (_deep_input(1200), {"file_pattern": "*"}, "project", "nested more than 64"),
 ]
 
 

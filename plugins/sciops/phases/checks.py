@@ -63,7 +63,12 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
                                            "first or fix the name")])
         return Project(name, root), None
     storage.check()  # ConfigError naming storage_root / aws_conn_id
-    listing = storage.tree(name).list(include=PROJECT_PARTS)  # not output/: past runs can hold millions of files
+    tree = storage.tree(name)
+    listing = tree.list(include=PROJECT_PARTS)  # not output/: past runs can hold millions of files
+    if tree.unsafe:   # put there by another tool: refused, named (sync up never makes such a key)
+        key, why = next(iter(tree.unsafe.items()))
+        raise ConfigError([("project", f"{len(tree.unsafe)} object(s) of project {name!r} have a key that is no file "
+                                       f"path, e.g. {brief(key)} ({why}); delete or rename them in the bucket")])
     if not listing:
         raise ConfigError([("project", f"no project {name!r} in {storage.url}; existing projects: "
                                        f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up first "
@@ -92,7 +97,10 @@ def check_project(conf: dict[str, Any], storage):
                                        f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
     if inputs is None:
         project.check_inside(project.input_dir, "project", "put the images (or a folder of them) in input/ itself")
-    ids = processed.content_ids(storage, project.name, listing)
+    try:
+        ids = processed.content_ids(storage, project.name, listing)
+    except StorageError as exc:   # e.g. input/ nested deeper than a walk goes (sciops.storage.trees.local)
+        raise ConfigError([("project", str(exc))]) from None
     images = match_images(list(ids), cfg.patterns)
     if not images:
         raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
