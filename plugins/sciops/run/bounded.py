@@ -40,7 +40,9 @@ def brief(value: Any) -> str:
     return _brief.repr(value)
 
 
-class _Refused(yaml.YAMLError):
+class Refused(yaml.YAMLError):
+    """A bound of :class:`BoundedLoader` crossed (``problem`` says which)."""
+
     def __init__(self, problem: str, mark=None):
         super().__init__(problem)
         self.problem, self.problem_mark = problem, mark
@@ -55,14 +57,14 @@ class BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            raise _Refused("an alias (*name): anchors and aliases are not accepted", self.peek_event().start_mark)
+            raise Refused("an alias (*name): anchors and aliases are not accepted", self.peek_event().start_mark)
         event = self.peek_event()
         if getattr(event, "anchor", None):
-            raise _Refused("an anchor (&name): anchors and aliases are not accepted", event.start_mark)
+            raise Refused("an anchor (&name): anchors and aliases are not accepted", event.start_mark)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+                raise Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1

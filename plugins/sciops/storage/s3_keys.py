@@ -10,7 +10,8 @@ the trees can name and skip such keys (sync down) or refuse them (validate).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 #: obstore's words when a listing holds a key it cannot parse as a path.
 OBSTORE_BAD_PATH = "invalid path"

@@ -271,9 +271,10 @@ def summary_lines(stats: SyncStats) -> list[str]:
     """What the command line prints after a sync."""
     lines = [f"{stats.direction}: {stats.transferred} transferred ({stats.bytes} bytes), {stats.skipped} unchanged, "
              f"{stats.deleted} deleted, {stats.seconds:.2f} s"]
-    if stats.unsafe_keys:
-        lines.append(f"skipped {len(stats.unsafe_keys)} object(s) whose key is no file path: " + "; ".join(
-            f"{k!r} ({why})" for k, why in list(stats.unsafe_keys.items())[:5]))
+    unsafe = getattr(stats, "unsafe_keys", None) or {}
+    if unsafe:
+        lines.append(f"skipped {len(unsafe)} object(s) whose key is no file path: " + "; ".join(
+            f"{k!r} ({why})" for k, why in list(unsafe.items())[:5]))
     if stats.destination_from != "listing":
         lines.append(f"(the bucket was not listed: its state came from the {stats.destination_from}; --verify lists "
                      "it)")
