@@ -106,12 +106,35 @@ PARAMS = [
     ({"macro_args": {f"k{i}": i for i in range(101)}}, "macro_args", "at most 100"),
     ({"sync_to": "/" + "a" * 5000}, "sync_to", "at most 4096"),
     ({**{f"x{i}": 1 for i in range(250)}}, "config", "more than the 200"),
+    # values within the bounds but long: named, and shown short (reprlib), never whole
+    ({"macro": "a" * 4000}, "macro", "neither a shipped macro"),
+    ({"file_pattern": "x" * 4000}, "file_pattern", "no file"),
+    ({"project": ["x" * 100] * 10_000}, "project", "must be a folder name"),
+    ({"memory": "9" * 4000}, "memory", "not a memory size"),   # a float infinity: was an OverflowError
+    ({"sync_to": "/" + "é" * 3000}, "sync_to", "longer than a path"),   # was accepted, then ENAMETOOLONG
+    ({"sync_to": "/tmp/" + "a" * 300 + "/x"}, "sync_to", "folder name (255 bytes)"),
+    ({"sync_from": "/tmp/" + "a" * 300}, "sync_from", "folder name (255 bytes)"),
 ]
 
 
 @pytest.mark.parametrize("overrides,field,words", PARAMS, ids=[f"{f}-{i}" for i, (_, f, _w) in enumerate(PARAMS)])
 def test_parameter_bounded(project, storage, outside, overrides, field, words):
     _refused({"project": "proj", "smoke_test": False, **overrides}, storage, outside, field, words)
+
+
+def test_nightly_scan_bounded(project, make_project, storage, outside):
+    """The nightly scan reads every project's project.yaml: one alias bomb is that project's problem only."""
+    from sciops.run import nightly
+
+    (project / "project.yaml").write_text(_alias_bomb() + "nightly: true\n")
+    make_project("good", project_yaml="nightly: true\n")
+    before = _tree(outside)
+    t0 = time.monotonic()
+    decisions = {d.project: d for d in nightly.scan()}
+    assert time.monotonic() - t0 < SECONDS
+    assert decisions["proj"].action == nightly.INVALID and "alias" in decisions["proj"].reason
+    assert decisions["good"].action == nightly.RUN
+    assert _tree(outside) == before
 
 
 def test_sync_to_another_project(project, make_project, storage, outside):

@@ -45,7 +45,7 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
     ETag); the images themselves are staged in later. On a local root the second value is ``None``.
     """
     if not isinstance(name, str):
-        raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {name!r}"
+        raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {brief(name)}"
                                        if name is not None else "is required: the name of a project folder under "
                                        "the storage root")])
     if not config_mod.SAFE_NAME.match(name):
@@ -103,7 +103,7 @@ def check_project(conf: dict[str, Any], storage):
         raise ConfigError([("project", str(exc))]) from None
     images = match_images(list(ids), cfg.patterns)
     if not images:
-        raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
+        raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {brief(cfg.file_pattern)}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
     unsafe = [rel for rel in images if control_chars(rel)]
     if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
@@ -182,7 +182,14 @@ def only_new(storage, project: str, images: list[str], macro_sha: str, macro_arg
 def check_lan_folder(folder: str) -> None:
     """``sync_to`` must be a folder this worker can write (or create), found out before the run, not after."""
     path = Path(folder)
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+
+    def exists(p: Path) -> bool:
+        try:
+            return p.exists()
+        except OSError:   # a name longer than the filesystem takes: not there
+            return False
+
+    existing = next((p for p in (path, *path.parents) if exists(p)), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError([("sync_to", f"{folder} cannot be written by this worker ({existing} is not a writable "
                                        "folder); give a LAN folder mounted read-write here")])

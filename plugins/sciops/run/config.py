@@ -207,7 +207,7 @@ class RunConfig(ValueChecks, BaseModel):
     def _one_of(cls, v: str, info: ValidationInfo) -> str:
         choices = {"backend": BACKENDS, "launcher": LAUNCHERS}[info.field_name]
         if v not in choices:
-            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(choices)}")
+            raise ValueError(f"unknown {info.field_name} {brief(v)}; choose one of: {', '.join(choices)}")
         return v
 
     @field_serializer("cluster")

@@ -31,7 +31,7 @@ from sciops_node.contract import Manifest
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.errors import ConfigError, StorageError
 from sciops.imaging.macros import headless_source
-from sciops.run.bounded import MAX_YAML_BYTES, load_yaml
+from sciops.run.bounded import MAX_YAML_BYTES, brief, load_yaml
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 #: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
@@ -198,16 +198,19 @@ class Project:
 
     def resolve_macro(self, macro: str) -> Path:
         """A shipped macro by name, or a file inside the project (``src/x.ijm``)."""
-        if "/" not in macro:
-            shipped = MACRO_DIR / (macro if macro.endswith(".ijm") else macro + ".ijm")
-            if shipped.is_file():
-                return shipped
-        candidate = (self.root / macro).resolve()
-        if self.root.resolve() in candidate.parents and candidate.is_file():
-            return candidate
+        try:   # a name longer than the filesystem takes (ENAMETOOLONG) is just not found
+            if "/" not in macro:
+                shipped = MACRO_DIR / (macro if macro.endswith(".ijm") else macro + ".ijm")
+                if shipped.is_file():
+                    return shipped
+            candidate = (self.root / macro).resolve()
+            if self.root.resolve() in candidate.parents and candidate.is_file():
+                return candidate
+        except OSError:
+            pass
         shipped_names = sorted(p.stem for p in MACRO_DIR.glob("*.ijm"))
-        raise ConfigError([("macro", f"{macro!r} is neither a shipped macro ({', '.join(shipped_names)}) nor a file "
-                                     f"in project {self.name!r} (e.g. 'src/{macro.split('/')[-1]}')")])
+        raise ConfigError([("macro", f"{brief(macro)} is neither a shipped macro ({', '.join(shipped_names)}) nor a "
+                                     f"file in project {self.name!r} (e.g. 'src/{macro.split('/')[-1][:60]}')")])
 
 
 def match_images(rels: list[str], patterns: list[str]) -> list[str]:
