@@ -122,6 +122,25 @@ def test_parameter_bounded(project, storage, outside, overrides, field, words):
     _refused({"project": "proj", "smoke_test": False, **overrides}, storage, outside, field, words)
 
 
+def test_refused_run_ledger_row_is_bounded(project, storage, outside, tmp_path, monkeypatch):
+    """A refused run still gets its ledger row, with each huge key and value cut short (reprlib)."""
+    import json
+
+    from sciops.accounting import ledger
+    from sciops.phases import checks
+
+    db = tmp_path / "ledger.db"
+    monkeypatch.setenv("AIRFLOW_CONN_SCIOPS_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    conf = {"project": "proj", "smoke_test": False, "macro": "a" * 4000, "k" * 5000: "v" * 1_000_000,
+            "macro_args": {f"k{i}": "x" * 100 for i in range(150)}}
+    with pytest.raises(ConfigError):
+        with checks.refusals(conf, "manual__huge", "fiji_project", "manual"):
+            checks.validate(conf, "manual__huge")
+    row = next(r for r in ledger.rows(url=f"sqlite:///{db}") if r["airflow_run_id"] == "manual__huge")
+    assert row["status"] == "refused" and len(row["params"]) < 20_000 and len(row["reason"] or "") <= 4000
+    assert "..." in json.loads(row["params"])["macro"]
+
+
 def test_nightly_scan_bounded(project, make_project, storage, outside):
     """The nightly scan reads every project's project.yaml: one alias bomb is that project's problem only."""
     from sciops.run import nightly

@@ -264,7 +264,7 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
                "trigger": trigger_label(trigger, airflow_run_id), "status": REFUSED, "reason": str(exc),
                "project": project if isinstance(project, str) else repr(project),
                "macro": {"name": conf.get("macro") if isinstance(conf.get("macro"), str) else None},
-               "params": config_mod.merge(conf),  # project.yaml's values may not have been read
+               "params": _shown_params(conf),  # project.yaml's values may not have been read
                "started_at": started, "ended_at": time.time(),
                "phases": {"validate": {"status": "failed", "start": started, "end": time.time(),
                                        "error": str(exc)}}}
@@ -274,6 +274,18 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
         except Exception as lexc:  # noqa: BLE001 - the refusal itself is what the user must see
             log.error("the refused run could not be written to the ledger (%s: %s)", type(lexc).__name__, lexc)
         raise
+
+
+def _shown_params(conf: dict[str, Any]) -> dict[str, Any]:
+    """A refused run's parameters as its ledger row keeps them: each key and value cut short (``brief``) when
+    long, at most MAX_CONF_KEYS of them: a refused 10 MB value must not become a 10 MB ledger row."""
+    import json
+
+    out = {}
+    for key, value in list(config_mod.merge(conf).items())[:config_mod.MAX_CONF_KEYS]:
+        short = len(json.dumps(value, default=str)) <= 2000
+        out[key if isinstance(key, str) and len(key) <= 100 else brief(key)] = value if short else brief(value)
+    return out
 
 
 def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, images: list[str], storage,
