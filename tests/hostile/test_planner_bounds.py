@@ -68,7 +68,7 @@ def test_dashboard_form_says_the_bound(api_server, ledger_rows):
     base, token = api_server
     nodes = quote(",".join(str(i) for i in range(1, 1001)))
     t0 = time.monotonic()
-    status, page = get(base, f"/sciops/dashboard?plan=1&macro=count_api&project=alpha&images=10&nodes=1,2,99999",
+    status, page = get(base, "/sciops/dashboard?plan=1&macro=count_api&project=alpha&images=10&nodes=1,2,99999",
                        token)
     assert status == 200 and "nodes: each node count must be from 1 to 10000" in page
     assert get(base, f"/sciops/dashboard?plan=1&macro=count_api&images=10&nodes={nodes}", token)[0] == 422
