@@ -252,10 +252,12 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
     their rows in the project's latest-results table (returned: where it is, for the Asset event)."""
     import csv
 
+    from sciops.reporting.cells import plain
+
     try:
         ids = json.loads((run_dir / "work" / "images.json").read_text())
         with open(run_dir / "summary.csv", newline="") as fh:
-            ok = {row["image"] for row in csv.DictReader(fh)}
+            ok = {plain(row["image"]) for row in csv.DictReader(fh)}   # a name as written: '=x.tif is =x.tif
         files: dict[str, list] = {}   # a file read through Bio-Formats is processed when all its series are
         for unit, cid in ids.items():
             entry = files.setdefault(contract.unit_parts(unit)[0], [cid, True])

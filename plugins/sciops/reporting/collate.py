@@ -51,6 +51,7 @@ from sciops_node.contract import Manifest
 from sciops_node.qc import QC_FILE
 
 from sciops.errors import SciOpsError
+from sciops.reporting.cells import neutral_arrow, neutral_frame
 from sciops.reporting.chunk_tables import read_chunk_tables, strict_problem, unify
 
 log = logging.getLogger(__name__)
@@ -275,13 +276,14 @@ def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
         "failures_csv": run_dir / "failures.csv",
     }
     with ThreadPoolExecutor(2) as pool:   # both release the GIL
-        wrote = [pool.submit(pacsv.write_csv, results, files["results_csv"],
+        # the CSV files with no cell a spreadsheet would run as a formula (sciops.reporting.cells); parquet as is
+        wrote = [pool.submit(pacsv.write_csv, neutral_arrow(results), files["results_csv"],
                              pacsv.WriteOptions(quoting_style="needed")),
                  pool.submit(pq.write_table, results, files["results_parquet"])]
         for f in wrote:
             f.result()
-    summary.to_csv(files["summary_csv"], index=False)
-    failed.to_csv(files["failures_csv"], index=False)
+    neutral_frame(summary).to_csv(files["summary_csv"], index=False)
+    neutral_frame(failed).to_csv(files["failures_csv"], index=False)
     n_images = len(manifest_images)
     if len(summary) + len(failed) != n_images:
         raise SciOpsError(f"collation accounted for {len(summary) + len(failed)} of {n_images} images")

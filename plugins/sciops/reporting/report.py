@@ -18,6 +18,7 @@ from typing import Any
 from sciops.accounting.costs import task_intervals
 from sciops.reporting import charts
 from sciops.reporting import results_html
+from sciops.reporting.cells import plain
 
 
 def _e(x: Any) -> str:
@@ -88,7 +89,8 @@ def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
         if "seconds" in df.columns:
             seconds = df["seconds"].dropna().astype(float).tolist()
     if (run_dir / "failures.csv").exists():
-        failures = pd.read_csv(run_dir / "failures.csv", dtype=str, keep_default_na=False).to_dict("records")
+        failures = [{k: plain(v) for k, v in row.items()} for row in   # shown as written, not as escaped
+                    pd.read_csv(run_dir / "failures.csv", dtype=str, keep_default_na=False).to_dict("records")]
     cost = doc.get("cost") or {}
     items = cost_rows(cost)
     per_image = doc.get("cost_per_image_usd")

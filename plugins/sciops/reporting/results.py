@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sciops.reporting import plate as plate_mod
+from sciops.reporting.cells import plain
 from sciops.reporting.plate import robust_z
 
 #: The runner's columns in summary.csv: bookkeeping, not measures (n_results only when nothing else).
@@ -192,8 +193,10 @@ def load(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     summary = pd.read_csv(run_dir / "summary.csv") if (run_dir / "summary.csv").is_file() else pd.DataFrame()
     failures = (pd.read_csv(run_dir / "failures.csv", dtype=str, keep_default_na=False)
                 if (run_dir / "failures.csv").is_file() else pd.DataFrame(columns=["image", "status", "error"]))
-    if "image" in summary.columns:
-        summary["image"] = summary["image"].astype(str)
+    if "image" in summary.columns:   # names as written (the CSV's are spreadsheet-safe: sciops.reporting.cells)
+        summary["image"] = summary["image"].astype(str).map(plain)
+    if "image" in failures.columns:
+        failures["image"] = failures["image"].map(plain)
     return summary, failures
 
 
