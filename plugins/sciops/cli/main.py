@@ -245,8 +245,12 @@ def status(project: Optional[str] = typer.Argument(None), limit: int = typer.Opt
 @app.command()
 def results(project: str, run_id: Optional[str] = typer.Argument(None, help="default: the newest run"),
             to: Path = typer.Option(Path("."), help="the project folder here: results land in TO/output/<run_id>/"),
+            fetch: bool = typer.Option(True, help="copy the run's folder here (--no-fetch: only print its summary)"),
+            open_report: bool = typer.Option(False, "--open", help="open the fetched report.html in a browser"),
             storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
-    """Fetch a run's results (output/<run_id>/: tables, run.json, report.html) from the storage root."""
+    """A run's results: what the macro measured (medians, outliers, warnings), and its folder fetched
+    (output/<run_id>/: tables, overlays, run.json, report.html) from the storage root."""
+    from sciops.cli import results as summary
     from sciops.run.project import safe_run_id
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
@@ -260,8 +264,16 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
     folder = run_id if run_id in runs else safe_run_id(run_id)   # a folder name, or the Airflow run id
     if folder not in runs:
         raise Stop(f"project {project!r} has no run {run_id!r} in {storage.url}; runs: {', '.join(runs[-5:])}")
+    summary.show(_run_json(storage, project, folder), lambda line: typer.echo(shown(line)))
+    if not fetch:
+        return
     typer.echo(shown("\n".join(summary_lines(run_sync_down(storage, project, folder, to))), lines=True))
-    typer.echo(shown(f"results: {to.expanduser().resolve() / 'output' / folder}"))
+    here = to.expanduser().resolve() / "output" / folder
+    typer.echo(shown(f"results: {here}"))
+    if open_report:
+        import webbrowser
+
+        webbrowser.open((here / "report.html").as_uri())
 
 
 @app.command()
