@@ -34,7 +34,7 @@
 // macro error (and hangs), so an image without an END line is a failure.
 var userMacro = "";
 var extra = "";
-var seen = newArray(0);   // object counts of this JVM's units so far (the last 200): what "unusual" is
+var seen = newArray(0);   // log(1 + object count) of this JVM's units so far (the last 200): what "unusual" is
 
 // One unit of work: a job-file line (see the top).
 function runUnit(line) {
@@ -86,9 +86,11 @@ function runUnit(line) {
 }
 
 // Whether a unit's object count n is unusual among this JVM's units so far (then recorded): none where
-// the others had some, or beyond 4 MADs of their median (sciops_node/qc.py: DRIVER_MADS).
+// the others had some, or log(1 + n) beyond 4 MADs of their median (sciops_node/qc.py: DRIVER_MADS; on a
+// log scale, as counts vary by a factor, not a difference: BBBC002's 7-187 nuclei flag none of its 50).
 function unusual(n) {
     k = seen.length;
+    v = log(1 + n);
     odd = false;
     if (k >= 5) {
         s = Array.copy(seen);
@@ -97,12 +99,12 @@ function unusual(n) {
         for (i = 0; i < k; i++)
             s[i] = abs(seen[i] - med);
         Array.sort(s);
-        mad = maxOf(1, s[floor(k / 2)]);
-        odd = (n == 0 && med > 0) || abs(n - med) > 4 * 1.4826 * mad;
+        mad = maxOf(0.05, s[floor(k / 2)]);
+        odd = (n == 0 && med > 0) || abs(v - med) > 4 * 1.4826 * mad;
     }
     if (k >= 200)
         seen = Array.slice(seen, 1);
-    seen = Array.concat(seen, n);
+    seen = Array.concat(seen, v);
     return odd;
 }
 
@@ -172,12 +174,11 @@ function openSeries(path, series, channel, saveTo) {
     close("*");
 }
 
-// The ROI Manager a macro adds to must outlive it: in batch mode each macro (runMacro) gets a hidden
-// one of its own, gone when it returns, unless a real one exists: open it (on Xvfb) out of batch mode.
-if (call("java.awt.GraphicsEnvironment.isHeadless") != "true") {
-    setBatchMode(false);   // -batch starts in batch mode
-    run("ROI Manager...");
-}
+// The ROI Manager a macro adds to must outlive it: in batch mode each macro (runMacro) gets a hidden one
+// of its own, gone when it returns, unless a global one exists. The dialog agent (SciopsDialogs.java, when
+// the node could build it: -Dsciops.agent=yes) makes one, hidden (a shown one's painting races its resets).
+if (call("java.lang.System.getProperty", "sciops.agent") == "yes")
+    shared = call("SciopsDialogs.shareRoiManager");   // "ok", or why not (then no ROI outlines)
 setBatchMode(true);
 job = getArgument();
 text = File.openAsString(job);

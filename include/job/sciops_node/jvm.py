@@ -149,8 +149,8 @@ def _own_file(path):
     return os.path.isfile(path) and not os.path.islink(path) and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-#: The X server's top-level windows that are ImageJ's and AWT's own, not a dialog (the driver opens the ROI Manager).
-QUIET_WINDOWS = re.compile(r"^(?:ij-ImageJ|sun-awt-.*|FocusProxy|Content window|ROI Manager)$")
+#: The X server's top-level windows that are ImageJ's and AWT's own, not a dialog.
+QUIET_WINDOWS = re.compile(r"^(?:ij-ImageJ|sun-awt-.*|FocusProxy|Content window)$")
 
 
 def open_dialogs(display):
@@ -193,7 +193,7 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None):
         # faster on tiny images but 50 % slower on BBBC002's: not used.)
         gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
         if agent:
-            props.append("-javaagent:" + agent)
+            props += ["-javaagent:" + agent, "-Dsciops.agent=yes"]   # the driver asks it for a shared ROI Manager
         return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + [
             "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
     raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)

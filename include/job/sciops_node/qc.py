@@ -8,12 +8,13 @@ that wrote its own ``qc.png`` keeps it.
 
 Which units: the run's ``qc_images``. ``all``: every unit. ``none``: none. ``sample`` (the default):
 one unit in :data:`SAMPLE_EVERY` (chosen by a hash of its name: the same units on every attempt and
-every backend), each JVM's first unit, and every unit the driver finds unusual as it goes: no objects
-where the units before it had some, or an object count beyond :data:`DRIVER_MADS` median absolute
-deviations of the counts this JVM has seen. Why not ``all``: an overlay costs ImageJ ~25-45 ms
-(open, stretch, scale, PNG), about half of count_nuclei's own time on a 512 x 512 image
-(bench/bench_qc.py), and ~35 KB: 3.5 GB at 100,000 images. The sample keeps the cost under 5 % and
-still draws the images a scientist needs to see (the odd ones).
+every backend), and every unit the driver finds unusual as it goes: no objects where the units before
+it had some, or log(1 + object count) beyond :data:`DRIVER_MADS` median absolute deviations of this
+JVM's units so far. Why not ``all``: an overlay costs ImageJ ~35-45 % of count_nuclei's own time (open
+the image again, stretch, scale, draw, PNG; bench/bench_qc.py: on BBBC002 and on 64 x 64 images alike)
+and 4-75 KB; at 100,000 images of 512 x 512 that is ~6 GB. The sample is ~2.5 % of the units plus the
+odd ones: ~1 % of the macro's time and ~150 MB at 100,000 images, and it still draws the images a
+scientist needs to see (the report's outliers, by count).
 
 The driver's END line says what it drew, as its fifth field (:func:`parse_drawn`):
 ``rois <n>``, ``xy <n>``, ``plain``, ``own`` (the macro's own qc.png) or empty (no overlay).
@@ -26,7 +27,7 @@ import zlib
 QC_FILE = "qc.png"
 MODES = ("all", "sample", "none")
 #: ``sample``: one unit in this many, by the hash of its name.
-SAMPLE_EVERY = 25
+SAMPLE_EVERY = 40
 #: ``sample``: the driver draws a unit whose object count is this many MADs from the JVM's median.
 DRIVER_MADS = 4
 
@@ -39,11 +40,11 @@ def sampled(unit):
     return zlib.crc32(unit.encode("utf-8")) % SAMPLE_EVERY == 0
 
 
-def flag(mode, unit, first=False):
-    """The job file's QC field of ``unit`` under the run's ``qc_images`` (``first``: the JVM's first unit)."""
+def flag(mode, unit):
+    """The job file's QC field of ``unit`` under the run's ``qc_images``."""
     if mode == "none":
         return NEVER
-    if mode == "all" or first or sampled(unit):
+    if mode == "all" or sampled(unit):
         return DRAW
     return IF_UNUSUAL
 

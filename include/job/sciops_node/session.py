@@ -129,7 +129,7 @@ class JvmSession:
                 how = "\t%d\t%s\t%s" % (series, channel, extract)
             # the argument's line breaks as \x1f: the job file is one image per line
             out_lines.append("%s\t%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
-                                                      .replace("\n", "\x1f"), qc.flag(self.m.qc_images, img, k == 0),
+                                                      .replace("\n", "\x1f"), qc.flag(self.m.qc_images, img),
                                                       how))
         return "".join(out_lines)
 

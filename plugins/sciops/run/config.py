@@ -156,8 +156,8 @@ class RunConfig(ValueChecks, BaseModel):
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
     qc_images: str = _param("sample", "QC overlays (qc.png: the image with the outlines of what the macro "
-                                      "measured) for: all images, a sample (1 in 25, each JVM's first and every "
-                                      "unusual one: under 5 % of the macro's time) or none", enum=QC_MODES)
+                                      "measured) for: all images (~40 % more ImageJ time), a sample (1 in 40 and "
+                                      "every unusual one: ~1 %) or none", enum=QC_MODES)
     only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
                                    "changed since): the nightly DAG sets it")
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
