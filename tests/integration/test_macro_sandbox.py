@@ -1,5 +1,7 @@
 """Issue 36 with the real ImageJ 1 under Xvfb: what a hostile macro cannot do.
 
+* A macro that deletes or rewrites input/ fails its image, naming the file (the runner's check; clusters have no
+  sandbox).
 * The driver's lines are out of band: a macro printing ``SCIOPS_BEGIN <folder>`` lines changes nothing.
 """
 from __future__ import annotations
@@ -54,6 +56,28 @@ def run_task(tmp_path: Path, mpath: Path) -> tuple[dict[str, dict], dict, str]:
 
 def image_log(tmp_path: Path, image: str) -> str:
     return (Path(st.image_output_dir(str(tmp_path / "run" / "work"), image)) / "log.txt").read_text()
+
+
+def test_without_the_sandbox_a_macro_that_deletes_or_rewrites_input_fails_naming_the_file(tmp_path, imagej):
+    """As on a cluster: nothing stops the macro, the runner's size+mtime check flags it."""
+    macro = "// @sciops outputs: results.csv\n" + ARGS + """
+if (indexOf(input, "deleter") >= 0)
+    deleted = File.delete(input);
+if (indexOf(input, "rewriter") >= 0)
+    File.saveString("not an image any more", File.getParent(input) + "/b.tif");
+File.saveString("count\\n1\\n", output + "/results.csv");
+"""
+    make_images(tmp_path / "input", {"a_deleter.tif": 1, "b.tif": 1, "c_rewriter.tif": 1, "d.tif": 1}, size=32)
+    mpath = manifest_for(tmp_path, imagej, macro, ["a_deleter.tif", "b.tif", "c_rewriter.tif", "d.tif"])
+    got, summary, _ = run_task(tmp_path, mpath)
+    assert not (tmp_path / "input" / "a_deleter.tif").exists()
+    assert got["a_deleter.tif"]["status"] == "failed"
+    assert got["a_deleter.tif"]["error"] == ("its input was changed while the task ran (a macro may never change "
+                                             "input/): input/a_deleter.tif deleted")
+    # b.tif was ok when it ended; c's macro rewrote it in place afterwards: found by then, or when the JVM ended
+    assert got["b.tif"]["status"] == "failed" and "input/b.tif changed (size" in got["b.tif"]["error"]
+    assert got["c_rewriter.tif"]["status"] == "ok"   # its own input is as it was (who did it cannot be known)
+    assert got["d.tif"]["status"] == "ok" and summary["jvm_starts"] == 1
 
 
 FORGER_MACRO = "// @sciops outputs: results.csv\n" + ARGS + """

@@ -30,10 +30,12 @@ from .contract import (
     read_statuses,
     status_path,
     tables_cut_short,
+    unit_parts,
     write_json,
 )
 from .hygiene import SCRATCH_PREFIX, lost_attempts, remove_stale_scratch
 from .jvm import Xvfb, dialog_agent
+from .protocol import reason as input_reason
 from .session import JvmSession
 from .units import TableError, image_tables, keep_log, outputs_missing
 
@@ -134,6 +136,20 @@ class ChunkRunner(JvmSession):
         append_status(self.status_file, {"image": image, "status": BEGIN, "task": self.task_id,
                                          "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3),
                                          **self.by}, sync=False)
+
+    def inputs_swept(self, guard, images, owner_of, finished):
+        """After a JVM: an image whose input changed since the JVM began (a later image's macro rewrote or
+        deleted it) is failed, whatever its status was: its result no longer matches input/, and the run says so."""
+        changed = guard.sweep()
+        if not changed:
+            return
+        for img in images:
+            said = changed.get(os.path.join(self.m.input_dir, unit_parts(img)[0]))
+            if said:
+                owner = owner_of.get(img, self)
+                rec = owner.record(img, "failed", 0.0, input_reason([said]))
+                if owner is self and finished is not None:
+                    finished[img] = rec
 
     def earlier_deaths(self):
         return deaths_under(self.status_file, lost_attempts(self.task_id), exclude=(self.attempt,))

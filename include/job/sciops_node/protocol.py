@@ -1,4 +1,5 @@
-"""What the JVM's lines mean: the driver's protocol and ImageJ's error lines.
+"""What the JVM's lines mean, and what the runner checks around each image: the driver's protocol, ImageJ's
+error lines, the inputs a macro must leave as they were.
 
 The driver's bookkeeping lines are out of band: each JVM gets a secret of its own (:func:`new_secret`, in the
 first line of its job file, which ``driver.ijm`` reads and deletes before any user macro runs; a chain's
@@ -8,9 +9,13 @@ that prints ``SCIOPS_BEGIN <folder>`` writes nothing there and restarts nothing.
 lines without the secret (:meth:`Lines.loggable`): on a cluster a macro can read its task's log.
 
 Everything else the JVM prints is the macro's, among it ImageJ's own error lines (:data:`IMAGEJ_ERRORS`).
+
+A macro must not change ``input/`` (on clusters nothing stops it: :class:`InputGuard` records each input's size
+and mtime before the JVM runs it and compares them as its image ends, and all of them when the JVM ends).
 """
 from __future__ import annotations
 
+import os
 import re
 import secrets
 
@@ -82,3 +87,64 @@ class Lines:
     def loggable(self, line):
         """``line`` as the task log keeps it: a driver's line without the secret (``SCIOPS_BEGIN ...``)."""
         return "SCIOPS_" + line[len(self.prefix):] if line.startswith(self.prefix) else line
+
+
+# -- inputs a macro must leave as they were ----------------------------------------------------------------
+def _stat(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _said(before, after):
+    if after is None:
+        return "deleted"
+    return "changed (size %d -> %d bytes, mtime %s)" % (before[0], after[0],
+                                                        "changed" if after[1] != before[1] else "kept")
+
+
+class InputGuard:
+    """Size and mtime of each input of a JVM's images, taken before the JVM runs them (:meth:`add`).
+
+    :meth:`check` as an image ends: its own input file; :meth:`sweep` when the JVM has ended: every input (a later
+    image's macro rewrote or deleted an earlier image's file). Each change is reported once, against the image
+    whose input it is: the JVM's lines reach the runner in bursts, so which macro did it cannot be known here.
+    One stat an image as it ends, one more each when the JVM ends.
+    """
+
+    def __init__(self, input_dir):
+        self.input_dir = input_dir
+        self.files = {}      # path -> (size, mtime_ns), or None (absent before: nothing to compare)
+        self.reported = set()
+
+    def add(self, paths):
+        for path in paths:
+            if path not in self.files:
+                self.files[path] = _stat(path)
+
+    def check(self, path):
+        """``["input/a.tif deleted"]`` when ``path`` changed since :meth:`add` (and was not reported), else []."""
+        before = self.files.get(path)
+        if before is None or path in self.reported:
+            return []
+        after = _stat(path)
+        if after == before:
+            return []
+        self.reported.add(path)
+        return ["input/%s %s" % (os.path.relpath(path, self.input_dir), _said(before, after))]
+
+    def sweep(self):
+        """Every input that changed and was not reported yet: ``{path: "input/a.tif deleted"}``."""
+        out = {}
+        for path in list(self.files):
+            said = self.check(path)
+            if said:
+                out[path] = said[0]
+        return out
+
+
+def reason(changed):
+    """A failed image's reason when its input changed (``changed``: :meth:`InputGuard.check`'s)."""
+    return "its input was changed while the task ran (a macro may never change input/): %s" % "; ".join(changed)

@@ -6,7 +6,7 @@ prints
 ``SCIOPS_<secret>_VERSION``, then ``..._BEGIN``/``..._END`` around each image (``sciops_node.protocol``: a line
 without the secret is the macro's, whatever it says); everything else is the macro's (measurements, and ImageJ's
 own error lines: :data:`IMAGEJ_ERRORS`). :meth:`JvmSession.run_jvm` reads those lines and judges: an END is an
-image's end (``ChunkRunner.judge``); a dialog
+image's end (``ChunkRunner.judge``; failed when an input changed meanwhile: ``protocol.InputGuard``); a dialog
 (ImageJ 1 opens a modal one on a macro error and waits for ever: the dialog watcher, ``SciopsDialogs.java``, prints
 it as a ``SCIOPS_DIALOG`` line), an error line with an idle JVM, an idle JVM for ``stall_seconds`` or an image
 longer than ``image_timeout_s`` kills the JVM; a JVM killed from outside stops the task.
@@ -32,7 +32,8 @@ from .claims import release_claim, try_claim
 from .contract import heap_mb, image_output_dir, task_log_path, unit_parts
 from .hygiene import cpu_ticks, die_with, macro_env
 from .jvm import DIALOG_TAG, launcher_argv, open_dialogs
-from .protocol import IMAGEJ_ERRORS, Lines, dialog_reason, imagej_error, job_header, new_secret
+from .protocol import IMAGEJ_ERRORS, InputGuard, Lines, dialog_reason, imagej_error, job_header, new_secret
+from .protocol import reason as input_reason
 from .units import argument_for
 
 # the last three are protocol's, imported from here by tests
@@ -182,6 +183,8 @@ class JvmSession:
             fh.write(job_header(secret, self.m.macro_path, self.m.macro_args))
             fh.write(self.unit_lines(images, fresh, "%d" % self.jvm_starts, parents, folders))
         driver = Lines(secret)
+        guard = InputGuard(self.m.input_dir)
+        guard.add(os.path.join(self.m.input_dir, unit_parts(img)[0]) for img in images)
         chaining = bool(self.chain)
         if chaining:   # the driver waits for <job>.more<N> or <job>.end<N> after its lines (see extend)
             open(jobfile + ".chain", "w").close()
@@ -260,6 +263,7 @@ class JvmSession:
                         if handed:
                             child, more = handed
                             last = more[-1]
+                            guard.add(os.path.join(self.m.input_dir, unit_parts(img)[0]) for img in more)
                             for img in more:
                                 owner_of[img] = child
                                 by_path[os.path.join(self.m.input_dir, img)] = img
@@ -277,6 +281,9 @@ class JvmSession:
                     # output is buffered), so the time between their arrivals missed up to a third of it
                     seconds = int(parts[2]) / 1000.0 if len(parts) > 2 and parts[2].isdigit() else now - t_begin
                     owner = owner_of.get(current, self)
+                    changed = guard.check(os.path.join(self.m.input_dir, unit_parts(current)[0]))
+                    if changed:   # first: it is the image's reason
+                        errors.insert(0, input_reason(changed))
                     finished_all[current] = owner.judge(current, seconds, errors, printed)
                     if owner is self:
                         finished[current] = finished_all[current]
@@ -324,8 +331,10 @@ class JvmSession:
         rc = proc.wait()
         maker.join()
         try:
-            return self.jvm_ended(rc, current, t_begin, kill_reason, errors, tail, finished,
-                                  owner_of.get(current, self))
+            finished = self.jvm_ended(rc, current, t_begin, kill_reason, errors, tail, finished,
+                                      owner_of.get(current, self))
+            self.inputs_swept(guard, [*images, *owner_of], owner_of, finished)
+            return finished
         finally:
             self.end_children()
 

@@ -1,8 +1,10 @@
-"""sciops_node.protocol: the driver's lines told from the macro's by the JVM's secret."""
+"""sciops_node.protocol: the driver's lines told from the macro's by the JVM's secret; inputs a macro changed."""
 from __future__ import annotations
 
+import os
+
 from sciops_node import protocol
-from sciops_node.protocol import Lines
+from sciops_node.protocol import InputGuard, Lines
 
 
 def test_only_lines_with_the_jvms_secret_are_the_drivers():
@@ -25,3 +27,20 @@ def test_the_log_keeps_the_drivers_lines_without_the_secret():
 def test_the_job_files_first_line_is_the_secret_then_macro_and_arguments():
     assert protocol.job_header("ab12", "/w/job/m.ijm", {"b": "2", "a": "x y"}) == \
         "secret=ab12\nmacro=/w/job/m.ijm\nargs=a=x y\tb=2\n"
+
+
+def test_an_input_deleted_or_rewritten_is_reported_once_against_its_own_file(tmp_path):
+    for name in ("a.tif", "b.tif", "c.tif"):
+        (tmp_path / name).write_bytes(b"x" * 10)
+    guard = InputGuard(str(tmp_path))
+    guard.add(str(tmp_path / n) for n in ("a.tif", "b.tif", "c.tif", "gone.tif"))
+    assert guard.check(str(tmp_path / "a.tif")) == []
+    os.remove(tmp_path / "a.tif")
+    (tmp_path / "b.tif").write_bytes(b"y" * 3)
+    assert guard.check(str(tmp_path / "a.tif")) == ["input/a.tif deleted"]
+    assert guard.check(str(tmp_path / "a.tif")) == []                    # once
+    assert guard.check(str(tmp_path / "gone.tif")) == []                 # absent before: nothing to compare
+    assert guard.sweep() == {str(tmp_path / "b.tif"): "input/b.tif changed (size 10 -> 3 bytes, mtime changed)"}
+    assert guard.sweep() == {}
+    assert protocol.reason(["input/a.tif deleted"]) == (
+        "its input was changed while the task ran (a macro may never change input/): input/a.tif deleted")
