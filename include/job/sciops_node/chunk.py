@@ -14,6 +14,7 @@ import socket
 import tempfile
 import time
 
+from . import sandbox
 from .claims import CLAIM_WAIT_S, release_claim, try_claim
 from .contract import (
     BEGIN,
@@ -215,6 +216,11 @@ class ChunkRunner(JvmSession):
         try:
             if remaining:
                 self.m.require_launch()   # a manifest for bookkeeping only (a test's) cannot start ImageJ
+                why = sandbox.unusable(self.m.launcher["sandbox"]) if self.m.launcher.get("sandbox") else None
+                if why:   # never an unconfined JVM in its place
+                    self.error = why
+                    self.note("%s", why)
+                    return EXIT_IMAGEJ_BROKEN
                 if self.m.launcher.get("kind", "imagej1") == "imagej1":
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
                     t0 = time.time()

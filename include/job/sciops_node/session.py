@@ -1,8 +1,8 @@
 """How a chunk runner drives its JVMs: the job file, the driver's protocol, stalls, timeouts and chaining.
 
 One JVM runs ``driver.ijm`` over a job file (the JVM's secret, the macro, its arguments, then one line per image:
-path, output folder, argument; for a Bio-Formats unit its series, channel and the TIFF to extract it to)). The driver
-prints
+path, output folder, argument; for a Bio-Formats unit its series, channel and the TIFF to extract it to), inside
+the macro sandbox when the launcher asks for one (``sciops_node.sandbox``). The driver prints
 ``SCIOPS_<secret>_VERSION``, then ``..._BEGIN``/``..._END`` around each image (``sciops_node.protocol``: a line
 without the secret is the macro's, whatever it says); everything else is the macro's (measurements, and ImageJ's
 own error lines: :data:`IMAGEJ_ERRORS`). :meth:`JvmSession.run_jvm` reads those lines and judges: an END is an
@@ -28,8 +28,9 @@ import subprocess
 import threading
 import time
 
+from . import sandbox
 from .claims import release_claim, try_claim
-from .contract import heap_mb, image_output_dir, task_log_path, unit_parts
+from .contract import heap_mb, image_output_dir, images_dir, task_log_path, unit_parts
 from .hygiene import cpu_ticks, die_with, macro_env
 from .jvm import DIALOG_TAG, launcher_argv, open_dialogs
 from .protocol import IMAGEJ_ERRORS, InputGuard, Lines, dialog_reason, imagej_error, job_header, new_secret
@@ -195,6 +196,11 @@ class JvmSession:
         maker.start()
         xmx = heap_mb(int(self.m.memory_mb))
         argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile, agent=self.agent)
+        confine = self.m.launcher.get("sandbox")
+        if confine:   # sciops_node.sandbox: what the JVM sees
+            readable = [self.m.input_dir, self.m.macro_path, self.m.driver_path, *confine.get("read", ()),
+                        *sandbox.launcher_paths(self.m.launcher, self.agent)]
+            argv = sandbox.wrap(confine, argv, readable, [self.scratch, images_dir(self.work)], self.scratch)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
         display = xvfb.wait() if xvfb else None
         env = macro_env(os.environ, home, tmp, display)
@@ -226,7 +232,8 @@ class JvmSession:
         printed = []            # the macro's other lines since BEGIN (its log.txt)
         last_activity = time.time()
         last_error_at = None
-        ticks = cpu_ticks(proc.pid) or 0
+        jvm_pid = None if confine else proc.pid   # in the sandbox: found once it runs (sandbox.jvm_pid)
+        ticks = cpu_ticks(proc.pid) or 0 if jvm_pid else 0
         tick_hz = os.sysconf("SC_CLK_TCK")
         last_sample = time.time()
         tail = []              # last lines, to say why a JVM that never began an image stopped
@@ -298,7 +305,10 @@ class JvmSession:
                 break
             # CPU sample once a second: a JVM busy computing is not stalled.
             if now - last_sample >= 1.0:
-                t = cpu_ticks(proc.pid)
+                if jvm_pid is None:
+                    jvm_pid = sandbox.jvm_pid(proc.pid)
+                    ticks = cpu_ticks(jvm_pid) or 0 if jvm_pid else 0
+                t = cpu_ticks(jvm_pid) if jvm_pid else None
                 if t is not None:
                     if (t - ticks) / tick_hz > IDLE_CPU_SHARE * (now - last_sample):
                         last_activity = now
