@@ -99,7 +99,7 @@ run("Fill Holes");
 if (watershed == "true")
     run("Watershed");
 run("Set Measurements...", "area mean centroid redirect=[" + orig + "] decimal=3");
-run("Analyze Particles...", "size=" + minSize + "-Infinity display clear");
+run("Analyze Particles...", "size=" + minSize + "-Infinity display clear add");   // add: the QC overlay's outlines
 n = nResults;
 sumArea = 0;
 sumMean = 0;

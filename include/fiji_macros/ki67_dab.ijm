@@ -136,7 +136,7 @@ run("Fill Holes");
 if (watershed == "true")
     run("Watershed");
 run("Set Measurements...", "area mean centroid redirect=sciops_dab decimal=4");
-run("Analyze Particles...", "size=" + minSize + "-Infinity display clear");
+run("Analyze Particles...", "size=" + minSize + "-Infinity display clear add");   // add: the QC overlay's outlines
 n = nResults;
 positive = 0;
 for (i = 0; i < n; i++) {

@@ -160,7 +160,7 @@ if (selectionType() >= 0) {
 selectWindow("sciops_mask");
 run("Select None");
 run("Set Measurements...", "area mean centroid redirect=sciops_marker decimal=3");
-run("Analyze Particles...", "size=" + minSize + "-Infinity display clear");
+run("Analyze Particles...", "size=" + minSize + "-Infinity display clear add");   // add: the QC overlay's outlines
 n = nResults;
 means = newArray(n);
 for (i = 0; i < n; i++)

@@ -4,8 +4,9 @@
 //   line 1: secret=<this JVM's secret>   (see the bookkeeping lines below)
 //   line 2: macro=<absolute path of the user's macro>
 //   line 3: args=<key=value pairs separated by TAB>   (user macro arguments)
-//   line 4+: <absolute input image path> TAB <absolute per-image output folder> TAB <argument>
+//   line 4+: <absolute input image path> TAB <absolute per-image output folder> TAB <argument> TAB <qc>
 //            [TAB <series> TAB <channel> TAB <plain TIFF path>]
+//   <qc>: 1 = save a QC overlay, a = only if the unit looks unusual, 0 = none (sciops_node/qc.py)
 //
 // A unit read through Bio-Formats (a series of a microscope file, with the three last fields) is
 // opened here with the Bio-Formats Importer (that series; that channel, or all as a stack) and
@@ -17,7 +18,9 @@
 // output=..., then the user's arguments), or the run's macro_argument template filled in.
 //
 // After the macro, what it left and did not save is kept: a Results table with rows as
-// results.csv, a "Summary" table (Analyze Particles' summarize) as summary.csv.
+// results.csv, a "Summary" table (Analyze Particles' summarize) as summary.csv. Then the QC overlay
+// (qc.png: the input's first plane, contrast-stretched, long side <= 384 px, with the outlines of the
+// ROI Manager's ROIs, else a circle at each Results X/Y), unless the macro wrote its own qc.png.
 //
 // Chaining (the local backend): when <job>.chain exists, after its own lines the driver runs the lines
 // of <job>.more1, <job>.more2, ... (same format, written whole by the runner; each deleted once read) until
@@ -27,13 +30,15 @@
 // no user macro can know: a line a macro prints is never taken for one (sciops_node/protocol.py):
 //   SCIOPS_<secret>_VERSION <ImageJ version>
 //   SCIOPS_<secret>_BEGIN   <output folder>          (unique per unit: a file's series share its path)
-//   SCIOPS_<secret>_END     <output folder> <milliseconds> <macro return value>
+//   SCIOPS_<secret>_END     <output folder> <milliseconds> <QC milliseconds> <QC drawn> <macro return value>
+//                           (QC drawn: "rois <n>", "xy <n>", "plain", "own" or empty: see sciops_node/qc.py)
 //   SCIOPS_<secret>_DONE
 // The runner, not this macro, decides success: ImageJ 1 pops a modal dialog on a
 // macro error (and hangs), so an image without an END line is a failure.
 var userMacro = "";
 var extra = "";
 var tag = "";   // "SCIOPS_<secret>_"
+var seen = newArray(0);   // log(1 + object count) of this JVM's units so far (the last 200): what "unusual" is
 
 // One unit of work: a job-file line (see the top).
 function runUnit(line) {
@@ -45,14 +50,17 @@ function runUnit(line) {
     argument = "input=" + input + "\noutput=" + output + "\n" + extra;
     if (parts.length > 2)
         argument = replace(parts[2], fromCharCode(31), "\n");
+    qc = "0";
+    if (parts.length > 3)
+        qc = parts[3];
     if (!File.isDirectory(output))   // the runner makes the folders while this JVM starts: this one first
         File.makeDirectory(output);
     print(tag + "BEGIN\t" + output);
     t0 = getTime();
     extracted = "";
-    if (parts.length > 5) {
-        extracted = parts[5];
-        openSeries(input, parts[3], parts[4], extracted);
+    if (parts.length > 6) {
+        extracted = parts[6];
+        openSeries(input, parts[4], parts[5], extracted);
     }
     ret = runMacro(userMacro, argument);
     elapsed = getTime() - t0;
@@ -65,15 +73,97 @@ function runUnit(line) {
     }
     if (nResults > 0 && !File.exists(output + "/results.csv"))
         saveAs("Results", output + "/results.csv");
-    // Leave nothing behind for the next image: images, the Results table, ROIs.
+    t1 = getTime();
+    drawn = "";
+    if (qc != "0" && ret != "[aborted]")   // a macro that failed (ImageJ's error, out of memory) gets none
+        drawn = saveQc(qc, input, extracted, output);
+    qcTime = getTime() - t1;
+    // Leave nothing behind for the next image: images, the Results table, ROIs (in batch mode the
+    // ROI Manager is a hidden one that isOpen() does not see: reset it whenever it has any).
     run("Close All");
     run("Clear Results");
-    if (isOpen("ROI Manager")) {
+    if (roiManager("count") > 0)
         roiManager("reset");
-    }
     if (extracted != "" && File.exists(extracted))
         deleted = File.delete(extracted);
-    print(tag + "END\t" + output + "\t" + elapsed + "\t" + ret);
+    print(tag + "END\t" + output + "\t" + elapsed + "\t" + qcTime + "\t" + drawn + "\t" + ret);
+}
+
+// Whether a unit's object count n is unusual among this JVM's units so far (then recorded): none where
+// the others had some, or log(1 + n) beyond 4 MADs of their median (sciops_node/qc.py: DRIVER_MADS; on a
+// log scale, as counts vary by a factor, not a difference: BBBC002's 7-187 nuclei flag none of its 50).
+function unusual(n) {
+    k = seen.length;
+    v = log(1 + n);
+    odd = false;
+    if (k >= 5) {
+        s = Array.copy(seen);
+        Array.sort(s);
+        med = s[floor(k / 2)];
+        for (i = 0; i < k; i++)
+            s[i] = abs(seen[i] - med);
+        Array.sort(s);
+        mad = maxOf(0.05, s[floor(k / 2)]);
+        odd = (n == 0 && med > 0) || abs(v - med) > 4 * 1.4826 * mad;
+    }
+    if (k >= 200)
+        seen = Array.slice(seen, 1);
+    seen = Array.concat(seen, v);
+    return odd;
+}
+
+// The QC overlay of a unit (see the top); returns what it drew, "" when it drew nothing.
+function saveQc(qc, input, extracted, output) {
+    if (File.exists(output + "/qc.png"))
+        return "own";
+    rois = roiManager("count");
+    xy = 0;
+    if (rois == 0 && nResults > 0 && indexOf("\t" + Table.headings + "\t", "\tX\t") >= 0
+        && indexOf("\t" + Table.headings + "\t", "\tY\t") >= 0)
+        xy = nResults;
+    if (!unusual(maxOf(rois, xy)) && qc == "a")
+        return "";
+    source = input;
+    if (extracted != "")
+        source = extracted;
+    // only what ImageJ opens without a dialog (one in batch mode would hang this JVM)
+    lower = toLowerCase(source);
+    if (!(endsWith(lower, ".tif") || endsWith(lower, ".tiff") || endsWith(lower, ".png") || endsWith(lower, ".jpg")
+          || endsWith(lower, ".jpeg") || endsWith(lower, ".gif") || endsWith(lower, ".bmp")) || !File.exists(source))
+        return "";
+    if (2 * File.length(source) > IJ.maxMemory() - IJ.currentMemory())   // opening it again could run out of memory
+        return "";
+    open(source);
+    if (nSlices > 1)
+        run("Duplicate...", "title=qc_plane");   // the plane shown (the first)
+    if (bitDepth() == 24)
+        run("8-bit");
+    run("Enhance Contrast", "saturated=0.35");
+    run("8-bit");
+    f = minOf(1, 384 / maxOf(getWidth(), getHeight()));
+    drawn = "plain";
+    if (rois > 0) {
+        run("From ROI Manager");
+        drawn = "rois " + rois;
+    } else if (xy > 0) {
+        for (i = 0; i < xy; i++) {
+            x = getResult("X", i);
+            y = getResult("Y", i);
+            toUnscaled(x, y);
+            makeOval(x - 3 / f, y - 3 / f, 6 / f, 6 / f);
+            Overlay.addSelection("yellow");
+        }
+        run("Select None");
+        drawn = "xy " + xy;
+    }
+    if (drawn != "plain")
+        run("Overlay Options...", "stroke=yellow width=1 fill=none set apply");
+    if (f < 1)
+        run("Scale...", "x=" + f + " y=" + f + " interpolation=Bilinear average create title=qc_small");
+    if (drawn != "plain")
+        run("Flatten");
+    saveAs("PNG", output + "/qc.png");
+    return drawn;
 }
 
 // The series (0-based) and channel (1-based, or "all") of a file, through the Bio-Formats Importer,
@@ -88,6 +178,11 @@ function openSeries(path, series, channel, saveTo) {
     close("*");
 }
 
+// The ROI Manager a macro adds to must outlive it: in batch mode each macro (runMacro) gets a hidden one
+// of its own, gone when it returns, unless a global one exists. The dialog agent (SciopsDialogs.java, when
+// the node could build it: -Dsciops.agent=yes) makes one, hidden (a shown one's painting races its resets).
+if (call("java.lang.System.getProperty", "sciops.agent") == "yes")
+    shared = call("SciopsDialogs.shareRoiManager");   // "ok", or why not (then no ROI outlines)
 setBatchMode(true);
 job = getArgument();
 text = File.openAsString(job);

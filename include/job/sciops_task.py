@@ -87,6 +87,7 @@ from sciops_node.chunk import ChunkRunner
 from sciops_node.contract import Manifest, attempt_summary_path, logs_dir, smoke_log_path, task_log_path, write_json
 from sciops_node.hygiene import chain_from_env, task_id_from_env
 from sciops_node.jvm import bioformats_version
+from sciops_node.logcap import CappedLog
 
 # isort: split
 # Re-exports for the tests and benchmarks that still import sciops_task (the Airflow side imports
@@ -158,7 +159,8 @@ def main(argv=None):
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     runner = None
     try:
-        with open(log_path, "a", encoding="utf-8") as log:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            log = CappedLog(fh)   # bounded: a macro printing in a loop cannot fill the disk
             runner = ChunkRunner(manifest, task_id, args.attempt, log, images=args.images,
                                  status_file=args.status_file,
                                  chain=chain_from_env(task_id) if args.images is None else None)

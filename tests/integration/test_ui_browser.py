@@ -179,3 +179,24 @@ def test_navigation_label_is_whole(page, api_server):
     link.wait_for()
     width, full = link.evaluate("e => [e.clientWidth, e.scrollWidth]")
     assert link.inner_text().strip() == "SciOps" and full <= width
+
+
+def test_dashboard_charts_each_projects_key_measure_across_runs(page, api_server, screenshot):
+    """Nightly drift (issue 33): the median count per run of a project, from run.json's results through the ledger."""
+    from sciops.accounting import ledger
+
+    medians = [40.0, 41.0, 39.5, 22.0]   # the last night's stain failed
+    for i, med in enumerate(medians):
+        ledger.write({"run_id": f"nightly__drift-{i}", "airflow_run_id": f"scheduled__2027-01-0{i + 1}T02:00:00+00:00",
+                      "dag_id": "fiji_project", "project": "drift", "status": "success", "params": {},
+                      "macro": {"name": "count_nuclei"}, "images": {"total": 10, "ok": 10, "failed": 0},
+                      "started_at": T0 + i * 86400, "ended_at": T0 + i * 86400 + 60, "phases": {}, "cost": {},
+                      "results": {"key": "count", "measures": {"count": {"n": 10, "median": med}}}})
+    base, _ = api_server
+    page.goto(f"{base}/sciops/dashboard?project=drift")
+    heading = page.locator('h3.measure-project[data-project="drift"]')
+    assert heading.inner_text() == "drift: median count (4 run(s))"
+    chart = page.locator("svg#measure-chart-0")
+    assert chart.count() == 1 and int(chart.get_attribute("data-marks")) == 4
+    assert chart.bounding_box()["width"] > 500
+    screenshot(page, "measure-drift")

@@ -43,6 +43,30 @@ public final class SciopsDialogs implements Runnable {
         watcher.start();
     }
 
+    /**
+     * One hidden ROI Manager for the whole JVM (the driver calls this once, before any macro): ImageJ gives each
+     * macro run in batch mode a hidden ROI Manager of its own, gone when the macro returns, unless a global one
+     * exists; a shown one (a window) races its list's painting against the next reset. This one is hidden and
+     * global, so the ROIs a lab macro adds are still there for the driver's QC overlay. Returns "ok" or why not.
+     */
+    public static String shareRoiManager() {
+        try {
+            ClassLoader loader = Thread.currentThread().getContextClassLoader();
+            Class<?> rm = Class.forName("ij.plugin.frame.RoiManager", true,
+                    loader != null ? loader : SciopsDialogs.class.getClassLoader());
+            Object hidden = rm.getConstructor(boolean.class).newInstance(Boolean.TRUE);
+            Field instance = rm.getDeclaredField("instance");
+            instance.setAccessible(true);
+            instance.set(null, hidden);
+            // Analyze Particles' "add" looks for a window titled "ROI Manager": this one, never shown
+            Class.forName("ij.WindowManager", true, rm.getClassLoader())
+                    .getMethod("addWindow", java.awt.Frame.class).invoke(null, hidden);
+            return "ok";
+        } catch (Throwable e) {
+            return String.valueOf(e);
+        }
+    }
+
     public void run() {
         Set<Window> seen = Collections.newSetFromMap(new WeakHashMap<Window, Boolean>());
         while (true) {

@@ -13,7 +13,8 @@ script; its docstring tells the whole story of a task. The modules, by concern:
 * :mod:`sciops_node.jvm`: Xvfb and the JVM's command line;
 * :mod:`sciops_node.claims`: which runner runs a chunk now (chaining on the local backend);
 * :mod:`sciops_node.hygiene`: children that die with the runner, scratch cleanup, the macro's
-  environment, the scheduler's environment.
+  environment, the scheduler's environment;
+* :mod:`sciops_node.logcap`: the task log's size bound.
 
 The package has a name of its own (not ``node``, ``contract``...): the Airflow side puts
 ``include/job`` on ``sys.path``, where a generic top-level name could shadow another module.

@@ -14,7 +14,7 @@ import socket
 import tempfile
 import time
 
-from . import sandbox
+from . import qc, sandbox
 from .claims import CLAIM_WAIT_S, release_claim, try_claim
 from .contract import (
     BEGIN,
@@ -256,11 +256,18 @@ class ChunkRunner(JvmSession):
             self.write_counts(force=True)
         return 0
 
-    def judge(self, image, seconds, errors, printed=()):
+    def judge(self, image, seconds, errors, printed=(), drawn=None):
         """The final status of an image whose END line came: ``ok`` only when nothing went wrong and its
         outputs are whole (``sciops_node.units``: expected files present, tables read strictly, a required
-        table with no rows only under a summary count of 0)."""
+        table with no rows only under a summary count of 0). ``drawn``: its QC overlay's ``qc`` (what the
+        driver drew) and ``qc_seconds``, kept in an ``ok`` status line; a failed image keeps no overlay."""
         outdir = image_output_dir(self.work, image)
+        rec = self._judge(image, outdir, seconds, errors, printed, drawn or {})
+        if rec["status"] != "ok":
+            qc.remove(outdir)
+        return rec
+
+    def _judge(self, image, outdir, seconds, errors, printed, drawn):
         try:
             keep_log(outdir, list(printed))
         except OSError as exc:
@@ -280,4 +287,4 @@ class ChunkRunner(JvmSession):
             rows, tables = self.save_tables(image, results, summary)
         except OSError as exc:
             return self.record(image, "failed", seconds, "could not append its tables to the chunk's: %s" % exc)
-        return self.record(image, "ok", seconds, rows=rows, tables=tables)
+        return self.record(image, "ok", seconds, rows=rows, tables=tables, **drawn)

@@ -282,6 +282,7 @@ class Manifest:
     stall_seconds: float = 60                         #: no output and an idle CPU this long: a hung JVM
     unreadable: dict = field(default_factory=dict)    #: unit -> why validate could not read it: recorded failed
     scratch_dir: str | None = None                    #: where the JVM's scratch goes (None: the system's temp dir)
+    qc_images: str = "sample"                         #: QC overlays: all, sample or none (sciops_node.qc)
     # -- the Airflow side's (the node does not read these) --
     run_id: str = ""
     project: str = ""

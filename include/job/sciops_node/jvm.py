@@ -193,7 +193,7 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None):
         # faster on tiny images but 50 % slower on BBBC002's: not used.)
         gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
         if agent:
-            props.append("-javaagent:" + agent)
+            props += ["-javaagent:" + agent, "-Dsciops.agent=yes"]   # the driver asks it for a shared ROI Manager
         return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + [
             "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
     raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)

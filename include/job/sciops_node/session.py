@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 
-from . import sandbox
+from . import qc, sandbox
 from .claims import release_claim, try_claim
 from .contract import heap_mb, image_output_dir, images_dir, task_log_path, unit_parts
 from .hygiene import cpu_ticks, die_with, macro_env
@@ -100,8 +100,9 @@ class JvmSession:
                 opened = {"input": extract, "source": path, "series": series, "channel": channel}
                 how = "\t%d\t%s\t%s" % (series, channel, extract)
             # the argument's line breaks as \x1f: the job file is one image per line
-            out_lines.append("%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
-                                                  .replace("\n", "\x1f"), how))
+            out_lines.append("%s\t%s\t%s\t%s%s\n" % (path, out, argument_for(template, path, out, args, opened)
+                                                      .replace("\n", "\x1f"), qc.flag(self.m.qc_images, img),
+                                                      how))
         return "".join(out_lines)
 
     def extend(self, jobfile, step):
@@ -287,11 +288,14 @@ class JvmSession:
                     # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
                     # output is buffered), so the time between their arrivals missed up to a third of it
                     seconds = int(parts[2]) / 1000.0 if len(parts) > 2 and parts[2].isdigit() else now - t_begin
+                    drawn = {}
+                    if len(parts) > 4 and parts[3].isdigit():   # the QC overlay: its time and what it drew
+                        drawn = {"qc_seconds": int(parts[3]) / 1000.0, "qc": parts[4]} if parts[4] else {}
                     owner = owner_of.get(current, self)
                     changed = guard.check(os.path.join(self.m.input_dir, unit_parts(current)[0]))
                     if changed:   # first: it is the image's reason
                         errors.insert(0, input_reason(changed))
-                    finished_all[current] = owner.judge(current, seconds, errors, printed)
+                    finished_all[current] = owner.judge(current, seconds, errors, printed, drawn)
                     if owner is self:
                         finished[current] = finished_all[current]
                     current = None
@@ -389,5 +393,5 @@ class JvmSession:
     def kill(proc):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it ended on its own meanwhile
+        except ProcessLookupError:   # it ended on its own meanwhile
+            pass

@@ -105,6 +105,10 @@ def _is_zero(text):
         return False
 
 
+#: ``{name}`` in a ``macro_argument`` template or a macro argument's value.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def argument_for(template, image_path, output, macro_args, opened=None):
     """The string one image's macro gets from ``getArgument()``.
 
@@ -126,9 +130,10 @@ def argument_for(template, image_path, output, macro_args, opened=None):
         extra_lines = ["%s=%s" % (k, fields[k]) for k in ("source", "series", "channel")]
 
     def fill(text, extra):
-        for key, value in list(extra.items()) + list(fields.items()):
-            text = text.replace("{" + key + "}", value)
-        return text
+        # one pass: a value put in is never read for placeholders again (an image named "a{output}.tif"
+        # stays that name); the image's own fields win over a macro argument of the same name
+        values = dict(extra, **fields)
+        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
     args = [(k, fill(str(v), {})) for k, v in sorted(macro_args.items())]
     if template is None:

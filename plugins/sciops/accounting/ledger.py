@@ -68,9 +68,11 @@ runs = Table(
     Column("run_dir", Text),
     Column("report", Text),
     Column("reason", Text),  # why a run was refused or failed (the first failed phase's error)
+    Column("key_measure", String(100)),   # what the macro measured: run.json's results.key ...
+    Column("key_median", Float),          # ... and its median over the run's images (the dashboard's drift chart)
 )
 #: Columns added after the first release: a ledger created before them gets them on first use.
-ADDED_COLUMNS = ("reason",)
+ADDED_COLUMNS = ("reason", "key_measure", "key_median")
 _engines: dict[str, Any] = {}
 #: The Airflow connection each URL came from (:func:`ledger_url`), for the messages.
 _conn_ids: dict[str, str] = {}
@@ -204,6 +206,8 @@ def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
     started, ended = doc.get("started_at"), doc.get("ended_at")
     node_hours = sum((cost.get("node_hours") or {}).values())
     types = [k.split(" ")[0] for k in (cost.get("node_hours") or {}) if not k.startswith("task-hours")]
+    results = doc.get("results") or {}
+    key = results.get("key")
     return {
         "dag_id": doc.get("dag_id") or "fiji_project", "run_id": doc["run_id"],
         "airflow_run_id": doc.get("airflow_run_id"), "project": doc.get("project"),
@@ -220,6 +224,7 @@ def row_from_run(doc: dict[str, Any]) -> dict[str, Any]:
         "params": json.dumps(doc.get("params") or {}, default=str), "phases": json.dumps(doc.get("phases") or {}),
         "cost": json.dumps(cost), "run_dir": doc.get("run_dir"), "report": doc.get("report"),
         "reason": (doc.get("reason") or None) and str(doc["reason"])[:4000],
+        "key_measure": key, "key_median": ((results.get("measures") or {}).get(key) or {}).get("median") if key else None,
     }
 
 
@@ -250,7 +255,7 @@ def write(doc: dict[str, Any], url: str | None = None) -> dict[str, Any]:
 #: which are most of a row's bytes. 10,000 rows: ``bench/bench_scale.py --parts dashboard``.
 OVERVIEW_COLUMNS = ("run_id", "airflow_run_id", "dag_id", "project", "macro", "status", "started_at",
                     "duration_s", "cost_usd", "cost_per_image_usd", "images_ok", "images_total", "node_hours",
-                    "backend", "reason")
+                    "backend", "reason", "key_measure", "key_median")
 
 
 def rows(project: str | None = None, macro: str | None = None, limit: int | None = 500,

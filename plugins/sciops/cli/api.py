@@ -12,6 +12,7 @@ from urllib.parse import quote
 import typer
 
 from sciops.cli.settings import EXIT_AIRFLOW, EXIT_BAD_INPUT, Settings, Stop
+from sciops.cli.terminal import cleartext_problem
 from sciops.settings import setting
 
 DAG_ID = "fiji_project"
@@ -24,6 +25,9 @@ class Airflow:
         import httpx
 
         self.base = s.api_url
+        problem = cleartext_problem(s.api_url or "", s.insecure_http)
+        if problem:   # before the password is asked for or read: it must not go anywhere in clear
+            raise Stop(problem)
         password = setting("SCIOPS_PASSWORD")
         if password is None:
             if not sys.stdin.isatty():

@@ -37,6 +37,7 @@ import typer
 
 from sciops.cli.api import DAG_ID, Airflow
 from sciops.cli.settings import EXIT_BAD_INPUT, EXIT_FAILED, Stop, settings
+from sciops.cli.terminal import shown
 from sciops_node import contract
 
 # Imports inside functions here are deliberate: `sciops --help` and one-line errors should answer at once;
@@ -56,6 +57,8 @@ ROOT = typer.Option(None, "--storage-root",
 CONN = typer.Option(None, "--conn-id", help="Airflow AWS connection for S3 (default: $SCIOPS_AWS_CONN_ID)")
 WORKERS = typer.Option(16, "--workers", min=1, help="parallel transfers")
 QUIET = typer.Option(False, "--quiet", "-q", help="only the summary line (no progress lines on stderr)")
+INSECURE = typer.Option(False, "--insecure-http", help="allow a plain http --api-url to another machine (the "
+                                                       "password then crosses the network in clear)")
 
 
 # -- the commands --------------------------------------------------------------------------------------
@@ -107,7 +110,7 @@ def sync_up(folder: Path = typer.Argument(..., help="the project folder on this 
         raise Stop(f"{name!r} cannot be a project name: use letters, digits, '.', '_' or '-' (give --project)")
     stats = run_sync_up(_storage(storage_root, conn_id), folder, name, delete=delete, verify=verify, workers=workers,
                         emit=_progress_lines(quiet))
-    typer.echo("\n".join(summary_lines(stats)))
+    typer.echo(shown("\n".join(summary_lines(stats)), lines=True))
 
 
 @sync_app.command("down")
@@ -118,12 +121,12 @@ def sync_down(project: str, run_id: str, folder: Path, storage_root: Optional[st
 
     stats = run_sync_down(_storage(storage_root, conn_id), project, run_id, folder, workers=workers,
                           emit=_progress_lines(quiet))
-    typer.echo("\n".join(summary_lines(stats)))
+    typer.echo(shown("\n".join(summary_lines(stats)), lines=True))
 
 
 def _progress_lines(quiet: bool):
     """Where a sync's progress lines go: stderr (every few seconds and at the end), or nowhere."""
-    return (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+    return (lambda line: None) if quiet else (lambda line: typer.echo(shown(line), err=True))
 
 
 @app.command("ls")
@@ -135,7 +138,7 @@ def ls(project: Optional[str] = typer.Argument(None, help="list this project's r
         raise Stop(f"no project {project!r} in {storage.url}; `sciops ls` lists them")
     names = storage.runs(project) if project else storage.projects()
     if names:
-        typer.echo("\n".join(names))
+        typer.echo("\n".join(shown(n) for n in names))
 
 
 @app.command()
@@ -143,20 +146,19 @@ def run(project: str,
         param: list[str] = typer.Option([], "--param", "-p", help="key=value, e.g. -p images_per_task=10 "
                                                                   "(values as YAML: 10, true, '{a: 1}')"),
         wait: bool = typer.Option(False, help="follow the run: images, ETA, spend; exit 1 if it failed"),
-        api_url: Optional[str] = API_URL, user: Optional[str] = USER):
+        api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
     """Trigger fiji_project for PROJECT (its project.yaml's settings, with -p over them)."""
-    import yaml
-
     conf: dict[str, Any] = {"project": project}
     for item in param:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise Stop(f"--param {item!r}: write it as key=value")
-        try:
-            conf[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            conf[key.strip()] = value
-    s = settings(api_url, user)
+        key = key.strip()
+        if not sep or not key:
+            raise Stop(f"--param {shown(item)[:100]!r}: write it as key=value")
+        if key == "project":   # checked above as the argument: a -p must not replace it after the check
+            raise Stop(f"--param {shown(item)[:100]!r}: the project is the command's argument (sciops run PROJECT); "
+                       "it cannot be given again with -p")
+        conf[key] = _param_value(key, value)
+    s = settings(api_url, user, insecure_http=insecure_http)
     if s.storage_root:   # known here: say so now rather than through a refused run
         storage = _storage(None, None)
         if project not in storage.projects():
@@ -165,11 +167,30 @@ def run(project: str,
     af = Airflow(s)
     started = af.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
     run_id = started["dag_run_id"]
-    typer.echo(f"started {run_id}\nreport: {af.report_url(run_id)}")
+    typer.echo(f"started {shown(run_id)}\nreport: {shown(af.report_url(run_id))}")
     if wait:
         state = _follow(af, run_id)
         if state != "success":
             raise Stop(f"run {run_id} {state}: see `sciops logs {project} {run_id}` and the report", EXIT_FAILED)
+
+
+def _param_value(key: str, value: str) -> Any:
+    """A ``-p`` value read as YAML within project.yaml's bounds (sciops.run.bounded); text if it is not YAML."""
+    import yaml
+
+    from sciops.run.bounded import MAX_YAML_BYTES, BoundedLoader, Refused
+
+    if len(value.encode()) > MAX_YAML_BYTES:
+        raise Stop(f"--param {shown(key)[:64]}: the value is {len(value.encode()):,} bytes, more than the "
+                   f"{MAX_YAML_BYTES:,} accepted")
+    if not value.strip():
+        return None
+    try:
+        return yaml.load(value, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader, bounded
+    except Refused as exc:
+        raise Stop(f"--param {shown(key)[:64]}: {exc.problem}") from None
+    except yaml.YAMLError:
+        return value
 
 
 def _follow(af: Airflow, run_id: str) -> str:
@@ -185,7 +206,7 @@ def _follow(af: Airflow, run_id: str) -> str:
             extra = ", ".join(x for x in (f"{p['failed']} failed" if p.get("failed") else "",
                                           f"ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "",
                                           f"spent {p['spent_usd']:.2f} USD" if p.get("spent_usd") else "") if x)
-            bar.update(job, description=p.get("phase") or state, total=p.get("images") or None,
+            bar.update(job, description=shown(p.get("phase") or state), total=p.get("images") or None,
                        completed=(p.get("done") or 0), extra=extra)
             if state in ("success", "failed"):
                 return state
@@ -194,33 +215,42 @@ def _follow(af: Airflow, run_id: str) -> str:
 
 @app.command()
 def status(project: Optional[str] = typer.Argument(None), limit: int = typer.Option(20, help="runs shown"),
-           api_url: Optional[str] = API_URL, user: Optional[str] = USER):
+           api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
     """Runs (of PROJECT): state, images, duration, cost, report link. Runs still going come first."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    af = Airflow(settings(api_url, user))
+    af = Airflow(settings(api_url, user, insecure_http=insecure_http))
     going = af.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
                     params={"state": ["queued", "running"], "limit": 100})["dag_runs"]
     going = [r for r in going if not project or (r.get("conf") or {}).get("project") == project]
     table = Table("run", "project", "state", "images ok/failed/total", "duration", "cost USD", "report")
+
+    def row(*cells: Any) -> list[Text]:   # plain text: no escape sequence, no Rich markup, from a name
+        return [Text(shown(c)) for c in cells]
+
     for r in going:
-        table.add_row(r["dag_run_id"], (r.get("conf") or {}).get("project", ""), r["state"], "", "", "",
-                      af.report_url(r["dag_run_id"]))
+        table.add_row(*row(r["dag_run_id"], (r.get("conf") or {}).get("project", ""), r["state"], "", "", "",
+                           af.report_url(r["dag_run_id"])))
     for r in af.ledger(project, limit):
         seconds = r.get("duration_s")
-        table.add_row(r["airflow_run_id"], r["project"], r["status"],
-                      f"{r.get('images_ok') or 0}/{r.get('images_failed') or 0}/{r.get('images_total') or 0}",
-                      f"{seconds:.0f} s" if seconds is not None else "", f"{r.get('cost_usd') or 0:.2f}",
-                      af.report_url(r["airflow_run_id"]))
+        table.add_row(*row(r["airflow_run_id"], r["project"], r["status"],
+                           f"{r.get('images_ok') or 0}/{r.get('images_failed') or 0}/{r.get('images_total') or 0}",
+                           f"{seconds:.0f} s" if seconds is not None else "", f"{r.get('cost_usd') or 0:.2f}",
+                           af.report_url(r["airflow_run_id"])))
     Console(width=200).print(table)
 
 
 @app.command()
 def results(project: str, run_id: Optional[str] = typer.Argument(None, help="default: the newest run"),
             to: Path = typer.Option(Path("."), help="the project folder here: results land in TO/output/<run_id>/"),
+            fetch: bool = typer.Option(True, help="copy the run's folder here (--no-fetch: only print its summary)"),
+            open_report: bool = typer.Option(False, "--open", help="open the fetched report.html in a browser"),
             storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
-    """Fetch a run's results (output/<run_id>/: tables, run.json, report.html) from the storage root."""
+    """A run's results: what the macro measured (medians, outliers, warnings), and its folder fetched
+    (output/<run_id>/: tables, overlays, run.json, report.html) from the storage root."""
+    from sciops.cli import results as summary
     from sciops.run.project import safe_run_id
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
@@ -234,8 +264,16 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
     folder = run_id if run_id in runs else safe_run_id(run_id)   # a folder name, or the Airflow run id
     if folder not in runs:
         raise Stop(f"project {project!r} has no run {run_id!r} in {storage.url}; runs: {', '.join(runs[-5:])}")
-    typer.echo("\n".join(summary_lines(run_sync_down(storage, project, folder, to))))
-    typer.echo(f"results: {to.expanduser().resolve() / 'output' / folder}")
+    summary.show(_run_json(storage, project, folder), lambda line: typer.echo(shown(line)))
+    if not fetch:
+        return
+    typer.echo(shown("\n".join(summary_lines(run_sync_down(storage, project, folder, to))), lines=True))
+    here = to.expanduser().resolve() / "output" / folder
+    typer.echo(shown(f"results: {here}"))
+    if open_report:
+        import webbrowser
+
+        webbrowser.open((here / "report.html").as_uri())
 
 
 @app.command()
@@ -245,6 +283,7 @@ def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lin
     import csv
     import io
 
+    from sciops.reporting.cells import plain
     from sciops.run.project import safe_run_id
 
     storage = _storage(storage_root, conn_id)
@@ -255,14 +294,16 @@ def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lin
     if not rows:
         typer.echo("no image failed")
         return
-    for row in rows:
-        typer.echo(f"{row['image']}: {row['status']} (task {row['task']}, attempt {row['attempt']}): {row['error']}")
+    for row in ({k: plain(v) for k, v in r.items()} for r in rows):   # as written, then made safe to show
+        typer.echo(shown(f"{row['image']}: {row['status']} (task {row['task']}, attempt {row['attempt']}): "
+                         f"{row['error']}"))
     tasks = sorted({(int(r["task"]), int(float(r["attempt"] or 1))) for r in rows if r.get("task")})
     for task, attempt in tasks:
         name = contract.task_log_name(task, attempt)
         if storage.exists(project, "output", folder, "logs", name):
             text = storage.read_bytes(project, "output", folder, "logs", name).decode("utf-8", "replace")
-            typer.echo(f"\n== {name} (last {lines} lines) ==\n" + "\n".join(text.splitlines()[-lines:]))
+            tail = "\n".join(text.split("\n")[-lines:])   # a macro's output: shown, never obeyed by the terminal
+            typer.echo(f"\n== {name} (last {lines} lines) ==\n" + shown(tail, lines=True))
 
 
 def _storage(storage_root: str | None, conn_id: str | None):
@@ -290,17 +331,18 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv)   # standalone: click reports its usage errors itself, and always exits
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else EXIT_FAILED
+    # one line each, with whatever names or logs it quotes made safe for the terminal (sciops.cli.terminal)
     except Stop as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {shown(exc)}", err=True)
         return exc.code
     except ConfigError as exc:
-        typer.echo(f"error: {exc}".replace("\n", " "), err=True)
+        typer.echo(f"error: {shown(str(exc).replace(chr(10), ' '))}", err=True)
         return EXIT_BAD_INPUT
     except StorageError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {shown(exc)}", err=True)
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - anything unforeseen is still one line, not a traceback
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo(f"error: {type(exc).__name__}: {shown(exc)}", err=True)
         return EXIT_FAILED
     return 0
 

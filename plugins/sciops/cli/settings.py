@@ -2,15 +2,18 @@
 
 Settings come from flags, else the environment (``SCIOPS_API_URL``, ``SCIOPS_USER``,
 ``SCIOPS_STORAGE_ROOT``, ``SCIOPS_AWS_CONN_ID``), else the config file (``SCIOPS_CONFIG``, by
-default ``~/.config/sciops/config.toml``: ``api_url``, ``user``, ``storage_root``, ``conn_id``;
-never a password), else the defaults (``http://localhost:8080``, user ``airflow``).
+default ``~/.config/sciops/config.toml``: ``api_url``, ``user``, ``storage_root``, ``conn_id``, each text;
+never a password, under any name or section: such a file is refused, as is an unknown key), else the
+defaults (``http://localhost:8080``, user ``airflow``).
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from sciops.cli.terminal import shown
 from sciops.settings import setting
 
 #: Exit status: 0 done; 1 the run or a transfer failed; 2 bad input; 3 Airflow unreachable or the login refused.
@@ -31,6 +34,25 @@ class Settings:
     user: str | None
     storage_root: str | None
     conn_id: str | None
+    #: plain http to a machine other than this one (the password in clear): only when asked for
+    insecure_http: bool = False
+
+
+#: The config file's keys, all text (flags and SCIOPS_* variables give the same).
+KEYS = ("api_url", "user", "storage_root", "conn_id")
+#: Key names that hold a secret, wherever they are in the file.
+SECRET = re.compile(r"pass(word|wd)?|secret|token|credential", re.IGNORECASE)
+
+
+def _secrets(data: dict, where: str = "") -> list[str]:
+    out = []
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if SECRET.search(str(key)):
+            out.append(name)
+        if isinstance(value, dict):
+            out += _secrets(value, name)
+    return out
 
 
 def _file_settings() -> dict[str, str]:
@@ -39,18 +61,29 @@ def _file_settings() -> dict[str, str]:
         return {}
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise Stop(f"{path} is not valid TOML ({exc}); fix or remove it") from None
-    if "password" in data:
-        raise Stop(f"{path} holds a password: remove it (use SCIOPS_PASSWORD, or type it when asked)")
-    return {k: str(v) for k, v in data.items()}
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise Stop(f"{path} is not valid TOML ({shown(exc)}); fix or remove it") from None
+    secrets = _secrets(data)
+    if secrets:   # under any section or name: a password in a file is refused, never silently ignored
+        raise Stop(f"{path} holds a password: remove it ({', '.join(shown(s) for s in secrets[:5])}; use "
+                   "SCIOPS_PASSWORD, or type it when asked)")
+    unknown = [shown(k) for k in data if k not in KEYS]
+    if unknown:
+        raise Stop(f"{path}: unknown setting(s) {', '.join(unknown[:5])}; the file takes {', '.join(KEYS)} "
+                   "(top-level, no sections)")
+    bad = [k for k in KEYS if k in data and not isinstance(data[k], str)]
+    if bad:
+        raise Stop(f"{path}: {bad[0]} must be text in quotes (got {type(data[bad[0]]).__name__} "
+                   f"{shown(repr(data[bad[0]]))[:80]}); e.g. {bad[0]} = \"...\"")
+    return dict(data)
 
 
 def settings(api_url: str | None = None, user: str | None = None, storage_root: str | None = None,
-             conn_id: str | None = None) -> Settings:
+             conn_id: str | None = None, insecure_http: bool = False) -> Settings:
     f = _file_settings()
     return Settings(api_url=(api_url or setting("SCIOPS_API_URL") or f.get("api_url")
                              or "http://localhost:8080").rstrip("/"),
                     user=user or setting("SCIOPS_USER") or f.get("user") or "airflow",
                     storage_root=storage_root or setting("SCIOPS_STORAGE_ROOT", None) or f.get("storage_root"),
-                    conn_id=conn_id or setting("SCIOPS_AWS_CONN_ID", None) or f.get("conn_id"))
+                    conn_id=conn_id or setting("SCIOPS_AWS_CONN_ID", None) or f.get("conn_id"),
+                    insecure_http=insecure_http)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 from sciops.errors import ConfigError
 from sciops.imaging.heap import memory_for
+from sciops.run.bounded import brief, control_chars
 from sciops.run.project import JOB_DIR
 from sciops_node import contract
 from sciops_node.contract import Manifest
@@ -100,8 +100,10 @@ def probe(files: list[str], input_dir: Path, launcher: dict[str, Any], memory_mb
 
 def _parse(text: str) -> list[dict[str, Any]]:
     rows = []
-    for line in text.splitlines():
-        cells = line.split("\t")
+    # "\n" only: str.splitlines also breaks at U+2028 and other separators a series name may hold, which
+    # cut the row short and dropped the series silently (such a name is refused in expand, naming it)
+    for line in text.split("\n"):
+        cells = line.rstrip("\r").split("\t")
         if len(cells) != len(SERIES_FIELDS):
             continue
         row = dict(zip(SERIES_FIELDS, cells))
@@ -135,6 +137,28 @@ def series_bytes(s: dict[str, Any], channels: int) -> int:
     return s["x"] * s["y"] * s["z"] * s["t"] * channels * BYTES_PER_PIXEL.get(s["type"], 8)
 
 
+#: How long one series name may take to match ``series`` (the regex module's timeout): a pattern that
+#: backtracks catastrophically, such as ``(a+)+$``, is refused on ``series`` instead of hanging validate.
+SERIES_MATCH_TIMEOUT_S = 0.2
+
+
+def series_pattern(text: str):
+    """``series`` as a compiled pattern of the ``regex`` module (the syntax of ``re``, with a match timeout)."""
+    import regex
+
+    return regex.compile(text)
+
+
+def series_search(pattern, name: str) -> bool:
+    """Whether ``pattern`` is found in the series name; ConfigError on ``series`` past the time bound."""
+    try:
+        return pattern.search(name, timeout=SERIES_MATCH_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise ConfigError([("series", f"the pattern took more than {SERIES_MATCH_TIMEOUT_S} s on the series name "
+                                      f"{brief(name)} (nested repetition such as '(a+)+' backtracks without end); "
+                                      "write a simpler pattern, e.g. 'Well B' or '^pos[0-9]+$'")]) from None
+
+
 def expand(files: list[str], probed: dict[str, dict[str, Any]], series_sel: str, channel: str,
            heap_mb: int) -> tuple[list[str], dict[str, str], list[tuple[str, str]], dict[str, Any]]:
     """The units of work of ``files`` (in order), and what cannot run.
@@ -148,7 +172,7 @@ def expand(files: list[str], probed: dict[str, dict[str, Any]], series_sel: str,
     unreadable: dict[str, str] = {}
     too_large: list[tuple[str, str]] = []
     names: dict[str, Any] = {}
-    pick = None if series_sel in ("all", "first") else re.compile(series_sel)
+    pick = None if series_sel in ("all", "first") else series_pattern(series_sel)
     for rel in files:
         info = probed.get(rel)
         if info is None:
@@ -157,11 +181,16 @@ def expand(files: list[str], probed: dict[str, dict[str, Any]], series_sel: str,
         if "error" in info:
             unreadable[rel] = info["error"]
             continue
+        odd = [s for s in info["series"] if control_chars(s["name"])]
+        if odd:   # a tab or line break in a unit's name would split the job file's lines and the tables' rows
+            unreadable[rel] = (f"series {odd[0]['index']}'s name holds control characters "
+                               f"({', '.join(control_chars(odd[0]['name']))}); rename it in the acquisition software")
+            continue
         chosen = full_resolutions(info["series"])
         if series_sel == "first":
             chosen = chosen[:1]
         elif pick is not None:
-            chosen = [s for s in chosen if pick.search(s["name"])]
+            chosen = [s for s in chosen if series_search(pick, s["name"])]
         for s in chosen:
             per_unit = 1 if channel != "all" else s["c"]
             mb = series_bytes(s, per_unit) / 2**20

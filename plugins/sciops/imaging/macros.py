@@ -177,10 +177,21 @@ def _declaration(decl: str) -> tuple[str, str, str] | None:
     return m.group(1), n.group(1), attrs + "," + second[0]
 
 
+#: Where ImageJ's macro language ends a line. Not str.splitlines, which also breaks at U+2028, U+0085 and
+#: other separators a comment may hold: the ``#@`` rewrite then numbered the lines differently from the
+#: text it rewrote and replaced a code line (the same split for reading and rewriting, here).
+_LINE_BREAK = re.compile(r"\r\n|\n|\r")
+
+
+def macro_lines(text: str) -> list[str]:
+    """The macro's lines as ImageJ counts them."""
+    return _LINE_BREAK.split(text)
+
+
 def params(text: str) -> list[Param]:
     """The ``#@`` input parameters; MacroProblem for a line that is not one SciOps can give."""
     found, problems = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(macro_lines(text), 1):
         m = PARAM_LINE.match(line)
         if not m:
             continue
@@ -221,7 +232,7 @@ def headless_source(text: str) -> str:
     found = {p.line: p for p in params(text)}
     if not found and "#@" not in text:
         return text
-    lines = text.split("\n")
+    lines = macro_lines(text)
     for i, line in enumerate(lines):
         p = found.get(i + 1)
         if p is None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sciops_node import contract
+from sciops_node.units import PLACEHOLDER
 from sciops.accounting import ledger
 from sciops.errors import ConfigError, StorageError
 from sciops.imaging import bioformats
@@ -24,6 +25,7 @@ from sciops.imaging.macros import MacroProblem, dialog_calls, missing_params
 from sciops.phases import PHASES, REFUSED, phase, trigger_label
 from sciops.phases.plan import manifest_of
 from sciops.run import config as config_mod, processed
+from sciops.run.bounded import brief, control_chars
 from sciops.run.project import (MACRO_DIR, Project, claim_run_dir, expected_outputs, macro_sha256, match_images,
                                 safe_run_id, stage_job_files, used_macros, write_json)
 from sciops.run.runinfo import RunInfo, backend_for, storage_for
@@ -43,7 +45,7 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
     ETag); the images themselves are staged in later. On a local root the second value is ``None``.
     """
     if not isinstance(name, str):
-        raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {name!r}"
+        raise ConfigError([("project", f"must be a folder name (text), got {type(name).__name__} {brief(name)}"
                                        if name is not None else "is required: the name of a project folder under "
                                        "the storage root")])
     if not config_mod.SAFE_NAME.match(name):
@@ -61,7 +63,12 @@ def open_project(name: Any, storage=None) -> tuple[Project, dict[str, Any] | Non
                                            "first or fix the name")])
         return Project(name, root), None
     storage.check()  # ConfigError naming storage_root / aws_conn_id
-    listing = storage.tree(name).list(include=PROJECT_PARTS)  # not output/: past runs can hold millions of files
+    tree = storage.tree(name)
+    listing = tree.list(include=PROJECT_PARTS)  # not output/: past runs can hold millions of files
+    if tree.unsafe:   # put there by another tool: refused, named (sync up never makes such a key)
+        key, why = next(iter(tree.unsafe.items()))
+        raise ConfigError([("project", f"{len(tree.unsafe)} object(s) of project {name!r} have a key that is no file "
+                                       f"path, e.g. {brief(key)} ({why}); delete or rename them in the bucket")])
     if not listing:
         raise ConfigError([("project", f"no project {name!r} in {storage.url}; existing projects: "
                                        f"{', '.join(storage.projects()[:20]) or 'none'}. Sync the project up first "
@@ -90,15 +97,22 @@ def check_project(conf: dict[str, Any], storage):
                                        f"{project.input_dir if inputs is None else 'its input/ prefix'}")])
     if inputs is None:
         project.check_inside(project.input_dir, "project", "put the images (or a folder of them) in input/ itself")
-    ids = processed.content_ids(storage, project.name, listing)
+    try:
+        ids = processed.content_ids(storage, project.name, listing)
+    except StorageError as exc:   # e.g. input/ nested deeper than a walk goes (sciops.storage.trees.local)
+        raise ConfigError([("project", str(exc))]) from None
     images = match_images(list(ids), cfg.patterns)
     if not images:
-        raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {cfg.file_pattern!r}; "
+        raise ConfigError([("file_pattern", f"no file in {project.name}/input matches {brief(cfg.file_pattern)}; "
                                             "add images or change the pattern (e.g. '*.tif,*.png')")])
-    unsafe = [rel for rel in images if any(c in rel for c in "\t\n\r\x00")]
+    unsafe = [rel for rel in images if control_chars(rel)]
     if unsafe:  # the job file is one image per line, tab-separated: such a name would split it
-        raise ConfigError([("project", f"{len(unsafe)} image name(s) hold a tab or a line break, e.g. "
-                                       f"input/{unsafe[0]!r}; rename them (or narrow file_pattern)")])
+        kind = ("a tab" if "\t" in unsafe[0] else "a line break" if any(c in unsafe[0] for c in "\n\r\u2028\u2029")
+                else "a control character")
+        raise ConfigError([("project", f"{len(unsafe)} image name(s) hold {kind} or another control character "
+                                       f"({', '.join(control_chars(unsafe[0]))}), e.g. input/{brief(unsafe[0])}; "
+                                       "rename them (or narrow file_pattern)")])
+    check_template_names(cfg, images)
     # "]" would end the Bio-Formats Importer's open=[...] option; "x#3" reads as series 3 of x
     odd = [rel for rel in images if ("]" in rel and needs_bioformats(rel)) or unit_parts(rel)[1] is not None]
     if odd:
@@ -111,7 +125,30 @@ def check_project(conf: dict[str, Any], storage):
         images = only_new(storage, project.name, images, macro_sha256(macro), cfg.macro_args, ids)
     if cfg.sync_to:
         check_lan_folder(cfg.sync_to)
+    for field in ("sync_to", "sync_from"):
+        if getattr(cfg, field):
+            check_outside_projects(getattr(cfg, field), field, storage)
     return cfg, project, images, macro, listing, defaults, ids
+
+
+#: Characters a lab macro may split its ``macro_argument`` string at.
+TEMPLATE_SEPARATORS = ",; |=:"
+
+
+def check_template_names(cfg: config_mod.RunConfig, images: list[str]) -> None:
+    """With a ``macro_argument`` template, an image name holding one of the template's own separators (the
+    ``,`` of ``'{input},{output},5'``) would shift what the macro reads: refused on ``macro_argument``."""
+    if not cfg.macro_argument:
+        return
+    literal = PLACEHOLDER.sub("", cfg.macro_argument)
+    seps = [c for c in TEMPLATE_SEPARATORS if c in literal]
+    clash = [rel for rel in images if any(c in rel for c in seps)]
+    if clash:
+        found = sorted({c for c in seps if any(c in rel for rel in clash)})
+        raise ConfigError([("macro_argument", f"{len(clash)} image name(s) hold {' '.join(repr(c) for c in found)}, "
+                                              f"which the template {brief(cfg.macro_argument)} also separates its "
+                                              f"parts with, e.g. input/{brief(clash[0])}: the macro would split the "
+                                              "name. Rename them, or choose a separator no name holds")])
 
 
 def check_headless(macro: Path, cfg: config_mod.RunConfig, project: Project) -> None:
@@ -145,10 +182,32 @@ def only_new(storage, project: str, images: list[str], macro_sha: str, macro_arg
 def check_lan_folder(folder: str) -> None:
     """``sync_to`` must be a folder this worker can write (or create), found out before the run, not after."""
     path = Path(folder)
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+
+    def exists(p: Path) -> bool:
+        try:
+            return p.exists()
+        except OSError:   # a name longer than the filesystem takes: not there
+            return False
+
+    existing = next((p for p in (path, *path.parents) if exists(p)), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError([("sync_to", f"{folder} cannot be written by this worker ({existing} is not a writable "
                                        "folder); give a LAN folder mounted read-write here")])
+
+
+def check_outside_projects(folder: str, field: str, storage) -> None:
+    """A LAN folder (``sync_to``, ``sync_from``) may not lie in the storage root or the work root: results
+    synced down into another project's folder would become that project's newest run."""
+    target = Path(folder).resolve()
+    roots = [storage.root] if storage.is_local else [storage.workspace("x").parent]
+    for root in roots:
+        root = Path(root).resolve()
+        if target == root or root in target.parents:
+            inside = target.relative_to(root).parts
+            what = f"project {inside[0]!r}'s folder" if inside else "the storage root itself"
+            raise ConfigError([(field, f"{folder} is inside {root} ({what}): SciOps keeps the projects there, and "
+                                       "a run may not write into another project's folder nor sync a project onto "
+                                       "itself; give the LAN copy of this project, outside that folder")])
 
 
 def check_budget(cfg: config_mod.RunConfig, project: str, images: int, macro_sha: str) -> dict[str, Any] | None:
@@ -205,7 +264,7 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
                "trigger": trigger_label(trigger, airflow_run_id), "status": REFUSED, "reason": str(exc),
                "project": project if isinstance(project, str) else repr(project),
                "macro": {"name": conf.get("macro") if isinstance(conf.get("macro"), str) else None},
-               "params": config_mod.merge(conf),  # project.yaml's values may not have been read
+               "params": _shown_params(conf),  # project.yaml's values may not have been read
                "started_at": started, "ended_at": time.time(),
                "phases": {"validate": {"status": "failed", "start": started, "end": time.time(),
                                        "error": str(exc)}}}
@@ -215,6 +274,18 @@ def refusals(conf: dict[str, Any], airflow_run_id: str, dag_id: str | None = Non
         except Exception as lexc:  # noqa: BLE001 - the refusal itself is what the user must see
             log.error("the refused run could not be written to the ledger (%s: %s)", type(lexc).__name__, lexc)
         raise
+
+
+def _shown_params(conf: dict[str, Any]) -> dict[str, Any]:
+    """A refused run's parameters as its ledger row keeps them: each key and value cut short (``brief``) when
+    long, at most MAX_CONF_KEYS of them: a refused 10 MB value must not become a 10 MB ledger row."""
+    import json
+
+    out = {}
+    for key, value in list(config_mod.merge(conf).items())[:config_mod.MAX_CONF_KEYS]:
+        short = len(json.dumps(value, default=str)) <= 2000
+        out[key if isinstance(key, str) and len(key) <= 100 else brief(key)] = value if short else brief(value)
+    return out
 
 
 def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, images: list[str], storage,

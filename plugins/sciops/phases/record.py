@@ -19,6 +19,7 @@ from sciops.accounting.costs import task_intervals
 from sciops.arrays.workdir import node_losses
 from sciops.errors import SciOpsError
 from sciops.phases import REFUSED, trigger_label
+from sciops.reporting import results as results_mod
 from sciops.reporting import notify, report
 from sciops.run import processed
 from sciops.run.project import write_atomic
@@ -153,6 +154,8 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
                    "abort": json.loads((work / "budget.json").read_text()) if (work / "budget.json").exists()
                    else None},
         "files": collated.get("files", {}),
+        "results": results_mod.analyse(run_dir) if collated.get("files") else None,
+        "qc_overlays": collated.get("qc"),
         "report": str(run_dir / "report.html"),
     }
     doc = _deliver(doc, _sinks(info, storage, run_dir))
@@ -249,10 +252,12 @@ def _add_processed(info: RunInfo, storage, run_dir: Path) -> dict[str, Any] | No
     their rows in the project's latest-results table (returned: where it is, for the Asset event)."""
     import csv
 
+    from sciops.reporting.cells import plain
+
     try:
         ids = json.loads((run_dir / "work" / "images.json").read_text())
         with open(run_dir / "summary.csv", newline="") as fh:
-            ok = {row["image"] for row in csv.DictReader(fh)}
+            ok = {plain(row["image"]) for row in csv.DictReader(fh)}   # a name as written: '=x.tif is =x.tif
         files: dict[str, list] = {}   # a file read through Bio-Formats is processed when all its series are
         for unit, cid in ids.items():
             entry = files.setdefault(contract.unit_parts(unit)[0], [cid, True])

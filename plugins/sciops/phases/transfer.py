@@ -36,6 +36,9 @@ def sync_up(conf: dict[str, Any]) -> dict[str, Any] | None:
         raise ConfigError([("sync_from", f"{folder} is not a project folder on this worker (no input/ in it); give "
                                          "the LAN folder that holds input/, src/ and project.yaml")])
     storage = storage_for(conf)
+    from sciops.phases.checks import check_outside_projects
+
+    check_outside_projects(str(folder), "sync_from", storage)   # never another project's folder, nor this one's
     storage.check()
     start = time.time()
     stats = log_stats(sync_mod.sync_up(storage, folder, conf["project"], verify=True).as_dict())  # checks the bucket

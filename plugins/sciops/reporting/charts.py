@@ -10,6 +10,7 @@ tick labels. Each chart's ``<svg>`` carries ``id``, ``class="chart"`` and ``data
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
 from typing import Any, Iterable
 
@@ -34,7 +35,7 @@ def to_svg(fig, element_id: str, marks: int, label: str) -> str:
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     return text.replace("<svg", f'<svg id="{element_id}" class="chart" data-marks="{marks}" role="img" '
-                                f'aria-label="{label}"', 1)
+                                f'aria-label="{html.escape(label, quote=True)}"', 1)
 
 
 SERIES_DOTS_MAX = 400
@@ -129,17 +130,24 @@ def timeline_heatmap(tasks: list[dict[str, Any]], element_id: str = "timeline", 
     return to_svg(fig, element_id, len(tasks), "Array tasks running per node")
 
 
-def histogram(seconds: list[float], element_id: str = "histogram", width: int = 900, height: int = 260) -> str:
+def histogram(seconds: list[float], element_id: str = "histogram", width: int = 900, height: int = 260,
+              xlabel: str = "seconds per image", spread: tuple[float, float, float] | None = None) -> str:
+    """Values binned (at most 20 bars, whatever their number); ``spread``: (q1, median, q3) drawn over them."""
     fig, ax = _figure(width, height)
     import numpy as np
 
     values = np.asarray(seconds, dtype=float)   # binned here: one bar per bin whatever the image count
+    values = values[np.isfinite(values)]
     counts, edges = np.histogram(values, bins=min(20, max(len(np.unique(values)), 1)))
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=PALETTE[0], edgecolor="white")
-    ax.set_xlabel("seconds per image")
+    if spread:
+        ax.axvspan(spread[0], spread[2], color=PALETTE[1], alpha=0.15, label="IQR")
+        ax.axvline(spread[1], color=PALETTE[1], linewidth=2, label=f"median {spread[1]:.4g}")
+        ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("images")
     ax.grid(axis="y", alpha=0.3)
-    return to_svg(fig, element_id, int(sum(1 for c in counts if c)), "Seconds per image")
+    return to_svg(fig, element_id, int(sum(1 for c in counts if c)), xlabel.capitalize())
 
 
 def tradeoff(options: list[dict[str, Any]], best: dict[str, Any] | None, deadline_h: float | None,

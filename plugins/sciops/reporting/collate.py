@@ -48,8 +48,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sciops_node import contract
 from sciops_node.contract import Manifest
+from sciops_node.qc import QC_FILE
 
 from sciops.errors import SciOpsError
+from sciops.reporting.cells import neutral_arrow, neutral_frame
 from sciops.reporting.chunk_tables import read_chunk_tables, strict_problem, unify
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Collated:
     failed: int
     result_rows: int
     files: dict[str, str]
+    qc: dict[str, Any] | None = None   #: QC overlays drawn: how many, their seconds, their share of the macro's
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,6 +166,11 @@ def reference_tables(run_dir: Path, manifest: Manifest | dict[str, Any], images:
     return results, summary_rows
 
 
+def overlay_path(image: str) -> str:
+    """An image's QC overlay (``qc.png``, sciops_node.qc), relative to the run folder: summary.csv's ``qc_overlay``."""
+    return "/".join(("work", "images", image, QC_FILE))
+
+
 UNIT_COLUMNS = ("file", "series", "series_name", "channel")
 
 
@@ -219,7 +227,7 @@ def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
         if not pc.all(pc.greater_equal(position[1:], position[:-1])).as_py():   # resubmissions reorder
             results = results.take(pc.sort_indices(position))
 
-    summary_rows, failures = [], []
+    summary_rows, failures, qc_seconds = [], [], 0.0
     keys = contract.SUMMARY_KEYS
     older_by_image = {r["image"]: {k: r[k] for k in keys} for r in older_summary}
     macro_parts = chunk_tables["summary"]
@@ -245,8 +253,11 @@ def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
                 summary_rows.append(older_by_image[image])
             else:
                 summary_rows.append({"image": image, "task": rec["task"], "attempt": rec["attempt"],
-                                     "seconds": rec["seconds"], "n_results": rec.get("rows", 0)})
-    summary = pd.DataFrame(summary_rows, columns=list(keys))
+                                     "seconds": rec["seconds"], "n_results": rec.get("rows", 0),
+                                     "qc_overlay": overlay_path(image) if rec.get("qc") else ""})
+                qc_seconds += rec.get("qc_seconds") or 0.0
+    summary = pd.DataFrame(summary_rows, columns=[*keys, "qc_overlay"])
+    summary["qc_overlay"] = summary["qc_overlay"].fillna("")
     macro = unify(macro_parts)
     if macro.num_rows and len(summary):
         macro = macro.drop_columns([c for c in ("attempt", "task") if c in macro.column_names]).to_pandas()
@@ -265,16 +276,21 @@ def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
         "failures_csv": run_dir / "failures.csv",
     }
     with ThreadPoolExecutor(2) as pool:   # both release the GIL
-        wrote = [pool.submit(pacsv.write_csv, results, files["results_csv"],
+        # the CSV files with no cell a spreadsheet would run as a formula (sciops.reporting.cells); parquet as is
+        wrote = [pool.submit(pacsv.write_csv, neutral_arrow(results), files["results_csv"],
                              pacsv.WriteOptions(quoting_style="needed")),
                  pool.submit(pq.write_table, results, files["results_parquet"])]
         for f in wrote:
             f.result()
-    summary.to_csv(files["summary_csv"], index=False)
-    failed.to_csv(files["failures_csv"], index=False)
+    neutral_frame(summary).to_csv(files["summary_csv"], index=False)
+    neutral_frame(failed).to_csv(files["failures_csv"], index=False)
     n_images = len(manifest_images)
     if len(summary) + len(failed) != n_images:
         raise SciOpsError(f"collation accounted for {len(summary) + len(failed)} of {n_images} images")
     log.info("collated %d images: %d ok, %d failed, %d result rows", n_images, len(summary), len(failed),
              results.num_rows)
-    return Collated(n_images, len(summary), len(failed), results.num_rows, {k: str(v) for k, v in files.items()})
+    overlays = int((summary["qc_overlay"] != "").sum()) if len(summary) else 0
+    macro_seconds = float(pd.to_numeric(summary["seconds"], errors="coerce").sum()) if len(summary) else 0.0
+    return Collated(n_images, len(summary), len(failed), results.num_rows, {k: str(v) for k, v in files.items()},
+                    {"overlays": overlays, "seconds": round(qc_seconds, 3),
+                     "share_of_macro_time": round(qc_seconds / macro_seconds, 4) if macro_seconds else None})

@@ -148,6 +148,8 @@ def run_ended(doc: dict[str, Any]) -> str | None:
             f"cost {cost.get('total_usd', 0):.2f} USD"
             + (f" ({per_image:.4f} USD per image)" if per_image is not None else "")
             + (f"\nWhy: {str(doc['reason'])[:500]}" if doc["status"] != "success" and doc.get("reason") else "")
+            + "".join(f"\n:warning: {w['check']}: {str(w['says'])[:300]}"   # the results' sanity warnings
+                      for w in ((doc.get("results") or {}).get("warnings") or [])[:3])
             + f"\nReport: {report_url(doc.get('dag_id') or 'fiji_project', doc['airflow_run_id'])}")
     return deliver(text, (doc.get("params") or {}).get("slack_conn_id"))
 

@@ -1,5 +1,7 @@
 """``report.html``: one self-contained page per run (no network, no external scripts or fonts).
 
+First what was measured (:mod:`sciops.reporting.results_html`: sanity warnings, a histogram per
+measure, outliers, the QC overlays' gallery, the plate), then the execution:
 A timeline of array tasks per node (from the runners' own start/end records; past
 ``charts.TIMELINE_DETAIL_MAX`` attempts, tasks running per node and time bucket), a histogram
 of per-image runtimes (``summary.csv``), the cost breakdown, the phases in the order they
@@ -15,6 +17,8 @@ from typing import Any
 
 from sciops.accounting.costs import task_intervals
 from sciops.reporting import charts
+from sciops.reporting import results_html
+from sciops.reporting.cells import plain
 
 
 def _e(x: Any) -> str:
@@ -85,7 +89,8 @@ def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
         if "seconds" in df.columns:
             seconds = df["seconds"].dropna().astype(float).tolist()
     if (run_dir / "failures.csv").exists():
-        failures = pd.read_csv(run_dir / "failures.csv", dtype=str, keep_default_na=False).to_dict("records")
+        failures = [{k: plain(v) for k, v in row.items()} for row in   # shown as written, not as escaped
+                    pd.read_csv(run_dir / "failures.csv", dtype=str, keep_default_na=False).to_dict("records")]
     cost = doc.get("cost") or {}
     items = cost_rows(cost)
     per_image = doc.get("cost_per_image_usd")
@@ -103,7 +108,9 @@ h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
 table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .status-success {{ color: #2ca02c; }} .status-failed, .status-budget {{ color: #d62728; }}
 .empty {{ color: #777; }}
+{results_html.STYLE}
 </style></head><body>
+<div id="lightbox"><img alt="enlarged overlay"></div>
 <h1>{_e(title)}</h1>
 <p class="status-{_e(str(doc.get('status')).split()[0])}">Status: <b>{_e(doc.get('status'))}</b>
  · images ok {_e(images.get('ok'))} / failed {_e(images.get('failed'))} / total {_e(images.get('total'))}
@@ -111,6 +118,8 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
  · ImageJ {_e(doc.get('imagej_version'))}{_e(' + Bio-Formats ' + doc['bioformats_version'] if doc.get('bioformats_version') else '')}
  · cost {_e(cost.get('total_usd'))} USD</p>
 {f'<p class="reason">Why: {_e(doc["reason"])}</p>' if doc.get("status") != "success" and doc.get("reason") else ""}
+{results_html.warnings_html(doc.get("results"))}
+{results_html.section(run_dir, doc.get("results"))}
 <h2>Array tasks per node</h2>
 {timeline_svg(tasks)}
 <h2>Seconds per image</h2>
@@ -131,9 +140,10 @@ document.querySelectorAll("svg.chart").forEach(function (svg) {{
   svg.setAttribute("data-rendered-height", Math.round(box.height));
   svg.setAttribute("data-rendered-marks", svg.getAttribute("data-marks"));
 }});
+{results_html.SCRIPT}
 document.body.setAttribute("data-rendered", "yes");
 </script>
-<script type="application/json" id="run-json">{_script_json({k: doc.get(k) for k in ('run_id', 'status', 'images')})}</script>
+<script type="application/json" id="run-json">{_script_json({k: doc.get(k) for k in ('run_id', 'status', 'images')} | {'warnings': (doc.get('results') or {}).get('warnings')})}</script>
 </body></html>
 """
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from sciops.clusters import BACKENDS, SCHEDULERS, SECTION_BACKENDS  # the backends' own declarations
 from sciops.errors import ConfigError
 from sciops.run import messages
+from sciops.run.bounded import brief
 from sciops.run.names import SAFE_NAME
 from sciops.run.values import COMMAND, SAFE_ARG_KEY, WORD, ValueChecks, parse_memory_mb
 
@@ -63,7 +64,16 @@ def _param(default: Any, description: str, *, section: str = "Run", project_yaml
 DEFAULT_MEMORY = "2G"
 DEFAULT_MEMORY_MB = parse_memory_mb(DEFAULT_MEMORY)
 
+#: The longest text any parameter takes, and the most macro_args (bounds that name the field when crossed).
+MAX_TEXT = 4096
+MAX_MACRO_ARGS = 100
+#: Parameters a run's conf may give at most (a conf of thousands of unknown keys gets one problem, not thousands).
+MAX_CONF_KEYS = 200
+
 _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
+
+
+QC_MODES = ("all", "sample", "none")   # sciops_node.qc.MODES
 
 
 class ClusterSettings(BaseModel):
@@ -102,14 +112,17 @@ class RunConfig(ValueChecks, BaseModel):
     # validators RunConfig inherits (sciops.run.values.ValueChecks); here, its choices: backend,
     # launcher, the backend's scheduler.
 
-    # strict: True is not 1, "5" is not 5; no NaN or infinity (JSON and YAML can spell both)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    # strict: True is not 1, "5" is not 5; no NaN or infinity (JSON and YAML can spell both); no text longer
+    # than MAX_TEXT (a path, a pattern, an argument): a megabyte-long value is a mistake, never a parameter
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              str_max_length=MAX_TEXT)
 
     project: str = Field(description="Project folder under the storage root (letters, digits, '._-')",
                          min_length=1, json_schema_extra={"section": "Run", "project_yaml": False,
                                                           "shown": "(required)", "pattern": SAFE_NAME.pattern})
     macro: str = _param("count_nuclei", "A shipped macro (count_nuclei) or a file in the project, e.g. src/x.ijm")
-    macro_args: dict[str, str | int | float | bool] = _param({}, "key: value arguments handed to the macro")
+    macro_args: dict[str, str | int | float | bool] = _param({}, "key: value arguments handed to the macro",
+                                                             max_length=MAX_MACRO_ARGS)
     macro_argument: str | None = _param(None, "For a lab macro that splits its own getArgument() string: the "
                                               "text it gets, with {input}, {output}, {name}, {stem} and "
                                               "{<macro_args key>} filled in per image, e.g. '{input},{output},5' "
@@ -142,6 +155,9 @@ class RunConfig(ValueChecks, BaseModel):
                                    "imagej1 (java -jar ij.jar -batch under Xvfb) or auto (whichever is found)",
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
+    qc_images: str = _param("sample", "QC overlays (qc.png: the image with the outlines of what the macro "
+                                      "measured) for: all images (~40 % more ImageJ time), a sample (1 in 40 and "
+                                      "every unusual one: ~1 %) or none", enum=QC_MODES)
     only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
                                    "changed since): the nightly DAG sets it")
     slots: int = _param(0, "local backend: tasks at once (0 = one per CPU)", section=_LOCAL, ge=0, le=4096)
@@ -192,12 +208,12 @@ class RunConfig(ValueChecks, BaseModel):
                                              "messages (empty = sciops_slack if it exists, else no messages)",
                                        section=_COST, shown="sciops_slack", pattern=WORD.pattern)
 
-    @field_validator("backend", "launcher")
+    @field_validator("backend", "launcher", "qc_images")
     @classmethod
     def _one_of(cls, v: str, info: ValidationInfo) -> str:
-        choices = {"backend": BACKENDS, "launcher": LAUNCHERS}[info.field_name]
+        choices = {"backend": BACKENDS, "launcher": LAUNCHERS, "qc_images": QC_MODES}[info.field_name]
         if v not in choices:
-            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of: {', '.join(choices)}")
+            raise ValueError(f"unknown {info.field_name} {brief(v)}; choose one of: {', '.join(choices)}")
         return v
 
     @field_serializer("cluster")
@@ -271,14 +287,20 @@ def sources(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None
 def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) -> RunConfig:
     """Check the run's parameters; raise :class:`ConfigError` naming every bad field."""
     problems: list[tuple[str, str]] = []
-    unknown = sorted(set(conf) - set(FIELDS))
+    for where, given_keys in (("config", conf), ("project.yaml", project_defaults or {})):
+        if len(given_keys) > MAX_CONF_KEYS:
+            raise ConfigError([(where, f"has {len(given_keys):,} keys, more than the {MAX_CONF_KEYS} accepted; "
+                                       "give only run parameters")])
+    unknown = sorted(set(conf) - set(FIELDS), key=str)
     if unknown:
-        problems += [(k, f"unknown parameter; known ones are: {', '.join(FIELDS)}") for k in unknown]
-    problems += [(f"project.yaml:{k}", f"must be true or false (got {v!r})") for k, v in (project_defaults or {}).items()
-                 if k in PROJECT_SETTINGS and not isinstance(v, bool)]
+        problems += [(k if isinstance(k, str) and len(k) <= 100 else brief(k),
+                      f"unknown parameter; known ones are: {', '.join(FIELDS)}") for k in unknown]
+    problems += [(f"project.yaml:{k}", f"must be true or false (got {brief(v)})")
+                 for k, v in (project_defaults or {}).items() if k in PROJECT_SETTINGS and not isinstance(v, bool)]
     project_defaults = {k: v for k, v in (project_defaults or {}).items() if k not in PROJECT_SETTINGS}
-    bad_defaults = sorted(set(project_defaults) - set(DEFAULTS))
-    problems += [(f"project.yaml:{k}", "not a run default; remove it from project.yaml") for k in bad_defaults]
+    bad_defaults = sorted(set(project_defaults) - set(DEFAULTS), key=str)
+    problems += [(f"project.yaml:{brief(k) if not isinstance(k, str) or len(k) > 100 else k}",
+                  "not a run default; remove it from project.yaml") for k in bad_defaults]
     problems += [(f"project.yaml:{k}", "chooses where the project is, so it cannot be set inside it; set it in the "
                                        "run's parameters") for k in RUN_ONLY if k in (project_defaults or {})]
     if not conf.get("project"):

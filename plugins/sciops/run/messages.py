@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
+from sciops.run.bounded import brief
+
 
 def problems(exc: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> list[tuple[str, str]]:
     """pydantic's errors as (field, message); a macro argument of no allowed type is one problem, not four."""
@@ -16,8 +18,8 @@ def problems(exc: ValidationError, model: type[BaseModel], prefix: tuple = ()) -
         err = {**err, "loc": (*prefix, *err.get("loc", ()))}
         loc = err["loc"]
         if len(loc) >= 2 and loc[0] == "macro_args":
-            problem = ("macro_args", f"argument {loc[1]!r} must be text, a number or true/false "
-                                     f"(got {err.get('input')!r})")
+            problem = ("macro_args", f"argument {brief(loc[1])} must be text, a number or true/false "
+                                     f"(got {brief(err.get('input'))})")
         else:
             problem = (_field(err), _message(err, model))
         if problem not in out:
@@ -53,9 +55,9 @@ def _message(err: dict, model: type[BaseModel]) -> str:
         key, words = _BOUNDS[kind]
         field = (nested or model).model_fields.get(str(loc[-1]))
         what = f": {field.description}" if field and field.description else ""
-        return f"must be {words} {err['ctx'][key]:g} (got {err.get('input')!r}){what}"
+        return f"must be {words} {err['ctx'][key]:g} (got {brief(err.get('input'))}){what}"
     msg = err.get("msg", "invalid")
     msg = msg.removeprefix("Value error, ")
     if err.get("type", "").endswith(("_type", "_parsing")):
-        msg += f" (got {err.get('input')!r})"
+        msg += f" (got {brief(err.get('input'))})"
     return msg

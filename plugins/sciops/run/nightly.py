@@ -56,15 +56,12 @@ def decide(storage, name: str) -> Decision:
 
 def opted_in(storage, name: str) -> bool:
     """Does the project's ``project.yaml`` say ``nightly: true``? (one small read; ConfigError if it is not YAML)"""
-    import yaml
+    from sciops.run.bounded import MAX_YAML_BYTES, load_yaml
 
     if not storage.exists(name, "project.yaml"):
         return False
-    try:
-        data = yaml.safe_load(storage.read_bytes(name, "project.yaml").decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError([("project.yaml", f"is not valid YAML ({type(exc).__name__}); fix it so the nightly run "
-                                            "can tell whether the project takes part")]) from None
+    # the same bounds as validate's (sciops.run.bounded): one project's alias bomb must not hang the scan of all
+    data = load_yaml(storage.read_bytes(name, "project.yaml")[:MAX_YAML_BYTES + 1], "project.yaml")
     return isinstance(data, dict) and data.get("nightly") is True
 
 

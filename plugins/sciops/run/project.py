@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sciops_node.contract import Manifest
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.errors import ConfigError, StorageError
 from sciops.imaging.macros import headless_source
+from sciops.run.bounded import MAX_YAML_BYTES, brief, load_yaml
 
 OUTPUTS_TAG = re.compile(r"^\s*//\s*@sciops\s+outputs:\s*(.+)$", re.MULTILINE)
 #: Shipped macros a macro runs with runMacro beside itself (``// @sciops uses: percent_positive.ijm``):
@@ -181,17 +180,8 @@ class Project:
         if not path.exists() and not path.is_symlink():
             return {}
         self.check_inside(path, "project.yaml", "put the file itself in the project")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError([("project.yaml", "is not UTF-8 text; write it as key: value lines or remove it")]) \
-                from None
-        except yaml.YAMLError as exc:
-            # the position and the problem only: the file's own text is not echoed (it may not be a config at all)
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError([("project.yaml", f"is not valid YAML{where} ({getattr(exc, 'problem', None) or 'syntax'}"
-                                                "); fix the file or remove it")]) from None
+        with open(path, "rb") as fh:   # never more than the cap + 1 byte: a 50 MB file is refused unread
+            data = load_yaml(fh.read(MAX_YAML_BYTES + 1), "project.yaml")
         if data is None:
             return {}
         if not isinstance(data, dict):
@@ -208,16 +198,19 @@ class Project:
 
     def resolve_macro(self, macro: str) -> Path:
         """A shipped macro by name, or a file inside the project (``src/x.ijm``)."""
-        if "/" not in macro:
-            shipped = MACRO_DIR / (macro if macro.endswith(".ijm") else macro + ".ijm")
-            if shipped.is_file():
-                return shipped
-        candidate = (self.root / macro).resolve()
-        if self.root.resolve() in candidate.parents and candidate.is_file():
-            return candidate
+        try:   # a name longer than the filesystem takes (ENAMETOOLONG) is just not found
+            if "/" not in macro:
+                shipped = MACRO_DIR / (macro if macro.endswith(".ijm") else macro + ".ijm")
+                if shipped.is_file():
+                    return shipped
+            candidate = (self.root / macro).resolve()
+            if self.root.resolve() in candidate.parents and candidate.is_file():
+                return candidate
+        except OSError:
+            pass
         shipped_names = sorted(p.stem for p in MACRO_DIR.glob("*.ijm"))
-        raise ConfigError([("macro", f"{macro!r} is neither a shipped macro ({', '.join(shipped_names)}) nor a file "
-                                     f"in project {self.name!r} (e.g. 'src/{macro.split('/')[-1]}')")])
+        raise ConfigError([("macro", f"{brief(macro)} is neither a shipped macro ({', '.join(shipped_names)}) nor a "
+                                     f"file in project {self.name!r} (e.g. 'src/{macro.split('/')[-1][:60]}')")])
 
 
 def match_images(rels: list[str], patterns: list[str]) -> list[str]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from sciops.errors import StorageError
+from sciops.storage import s3_keys
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ def _obj(meta: dict[str, Any]) -> Obj:
 class S3Client:
     """Calls against one bucket. Thread-safe (one connection pool for all threads).
 
-    :param endpoint_url: ``http(s)://host[:port]`` of an S3-compatible store; ``None`` = AWS.
-    """
+    :param endpoint_url: ``http(s)://host[:port]`` of an S3-compatible store; ``None`` = AWS."""
 
     def __init__(self, bucket: str, creds: Credentials, region: str = "us-east-1", endpoint_url: str | None = None,
                  timeout: float = 60.0):
@@ -217,29 +217,29 @@ class S3Client:
         self.call(f"bucket {self.bucket!r}", lambda s: obstore.list_with_delimiter(s, prefix=".sciops-check"))
 
     def list(self, prefix: str = "") -> Iterator[Obj]:
-        """Every object under ``prefix`` (ListObjectsV2, 1,000 a page)."""
+        """Every object under ``prefix`` (ListObjectsV2, 1,000 a page; past a key obstore refuses: s3_keys)."""
         import obstore
 
-        base = prefix.rstrip("/")
-        stream = self.call(f"list s3://{self.bucket}/{prefix}", lambda s: obstore.list(s, prefix=base or None,
-                                                                                       chunk_size=1000))
-        what = f"list s3://{self.bucket}/{prefix}"
-        while True:
-            chunk = self.call(what, lambda _: next(stream, None))
-            if chunk is None:
-                return
-            for meta in chunk:
-                if meta["path"].startswith(prefix):
+        base, what, last = prefix.rstrip("/"), f"list s3://{self.bucket}/{prefix}", None
+        stream = self.call(what, lambda s: obstore.list(s, prefix=base or None, chunk_size=1000))
+        try:
+            for chunk in iter(lambda: self.call(what, lambda _: next(stream, None)), None):
+                for meta in (o for o in chunk if o["path"].startswith(prefix)):
+                    last = meta["path"]
                     yield _obj(meta)
+        except EndpointError as exc:
+            yield from map(_obj, s3_keys.list_objects(self.boto, self.bucket, prefix, last, exc))
 
     def level(self, prefix: str = "") -> tuple[list[Obj], list[str]]:
         """One level under ``prefix`` (ListObjectsV2 with ``delimiter=/``): the objects right there,
         and the sub-prefixes (whole keys ending in ``/``), whose objects are not listed."""
         import obstore
 
-        base = prefix.rstrip("/")
-        got = self.call(f"list s3://{self.bucket}/{prefix}",
-                        lambda s: obstore.list_with_delimiter(s, prefix=base or None))
+        try:
+            got = self.call(f"list s3://{self.bucket}/{prefix}",
+                            lambda s: obstore.list_with_delimiter(s, prefix=prefix.rstrip("/") or None))
+        except EndpointError as exc:   # a key obstore cannot take as a path, as in list
+            got = s3_keys.level_objects(self.boto, self.bucket, prefix, exc)
         return ([_obj(o) for o in got["objects"] if o["path"].startswith(prefix)],
                 [p.rstrip("/") + "/" for p in got["common_prefixes"] if p.startswith(prefix)])
 

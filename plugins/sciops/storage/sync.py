@@ -35,6 +35,7 @@ from sciops.errors import StorageError
 from sciops.storage.root import PROJECT_PARTS
 from sciops.storage.s3 import S3RequestError
 from sciops.storage.trees import Entry, LocalTree, MiB, S3Tree, Tree, etag_shape, safe_rel, selected
+from sciops.storage.trees.local import refused_link
 
 __all__ = ["Entry", "LocalTree", "S3Tree", "SyncManifest", "SyncStats", "sync", "sync_down", "sync_up", "stage_in",
            "stage_out", "log_stats"]
@@ -58,6 +59,8 @@ class SyncStats:
     seconds: float = 0.0
     destination_from: str = "listing"  # or where the destination's state came from instead (a manifest)
     transferred_paths: list[str] = field(default_factory=list)
+    #: objects not synced because their key is no file path (``a/../b``): key → why (sciops.storage.s3_keys)
+    unsafe_keys: dict[str, str] = field(default_factory=dict)
     # for the caller's bookkeeping (the sync manifest), not reported
     dest_state: dict[str, Entry] = field(default_factory=dict, repr=False)
     written: dict[str, Entry] = field(default_factory=dict, repr=False)
@@ -121,6 +124,7 @@ def sync(src: Tree, dst: Tree, *, delete: bool = False, workers: int = 16,
         fd = pool.submit(dst.list, include, exclude) if dest is None else None
         source, dest = (fs.result() if fs else source), (fd.result() if fd else dest)
     stats.dest_state = dest
+    stats.unsafe_keys = dict(getattr(src, "unsafe", None) or {})
     source = {rel: e for rel, e in source.items() if selected(rel, include, exclude)}
     for rel in source:
         safe_rel(rel)  # refuse the whole sync before writing anything if one path is unsafe
@@ -267,6 +271,10 @@ def summary_lines(stats: SyncStats) -> list[str]:
     """What the command line prints after a sync."""
     lines = [f"{stats.direction}: {stats.transferred} transferred ({stats.bytes} bytes), {stats.skipped} unchanged, "
              f"{stats.deleted} deleted, {stats.seconds:.2f} s"]
+    unsafe = getattr(stats, "unsafe_keys", None) or {}
+    if unsafe:
+        lines.append(f"skipped {len(unsafe)} object(s) whose key is no file path: " + "; ".join(
+            f"{k!r} ({why})" for k, why in list(unsafe.items())[:5]))
     if stats.destination_from != "listing":
         lines.append(f"(the bucket was not listed: its state came from the {stats.destination_from}; --verify lists "
                      "it)")
@@ -312,7 +320,11 @@ def sync_up(storage, local_dir: Path | str, project: str, *, delete: bool = Fals
 
 def sync_down(storage, project: str, run_id: str, local_dir: Path | str, **kw) -> SyncStats:
     """``<root>/<project>/output/<run_id>/`` → ``<local_dir>/output/<run_id>/``; nothing else is touched."""
-    dest = Path(local_dir).expanduser().resolve() / "output" / run_id
+    base = Path(local_dir).expanduser().resolve()
+    dest = base / "output" / run_id
+    for folder in (base / "output", dest):   # what lies under the folder given is never followed (LocalTree.receive)
+        if folder.is_symlink():
+            raise StorageError(refused_link(folder))
     return sync(storage.tree(project, "output", run_id), LocalTree(dest), label=f"sync down {project}/{run_id}", **kw)
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 
 from sciops.run.config import DEFAULT_MEMORY_MB
+from sciops.run.values import MAX_TASK_MB
 from sciops.web import pages, planner
 from sciops.web.auth import Readable, User, authenticated, may_read_runs
 
@@ -64,10 +65,13 @@ def api_summary(project: str | None = None, readable: set[str] = Readable) -> di
 
 
 @app.get("/api/planner")
-def api_planner(macro: str = Query(..., description="macro name or sha256"), images: int = Query(..., ge=1),
-                nodes: int = Query(1, ge=1, le=10000), instance_type: str | None = None,
-                backend: str = Query("parallelcluster"), region: str = "us-east-1", memory_mb: int = DEFAULT_MEMORY_MB,
-                hourly_rate_usd: float = 0.0, project: str | None = None,
+def api_planner(macro: str = Query(..., description="macro name or sha256"),
+                images: int = Query(..., ge=1, le=planner.MAX_IMAGES),
+                nodes: int = Query(1, ge=1, le=planner.MAX_NODES), instance_type: str | None = None,
+                backend: str = Query("parallelcluster"), region: str = "us-east-1",
+                memory_mb: int = Query(DEFAULT_MEMORY_MB, ge=256, le=MAX_TASK_MB),
+                hourly_rate_usd: float = Query(0.0, ge=0, le=planner.MAX_HOURLY_RATE_USD, allow_inf_nan=False),
+                project: str | None = None,
                 readable: set[str] = Readable) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
     return planner.estimate(macro, images, nodes, instance_type, backend, region, memory_mb, hourly_rate_usd,
@@ -75,11 +79,14 @@ def api_planner(macro: str = Query(..., description="macro name or sha256"), ima
 
 
 @app.get("/api/tradeoff")
-def api_tradeoff(macro: str = Query(..., description="macro name or sha256"), images: int = Query(..., ge=1),
-                 deadline_h: float | None = Query(None, gt=0), region: str = "us-east-1",
-                 instance_types: str = Query("", description="comma-separated; empty = every priced type"),
-                 nodes: str = Query("1,2,4,8,16,32", description="comma-separated node counts"),
-                 memory_mb: int = Query(DEFAULT_MEMORY_MB, ge=256), project: str | None = None,
+def api_tradeoff(macro: str = Query(..., description="macro name or sha256"),
+                 images: int = Query(..., ge=1, le=planner.MAX_IMAGES),
+                 deadline_h: float | None = Query(None, gt=0, le=planner.MAX_DEADLINE_H, allow_inf_nan=False),
+                 region: str = "us-east-1",
+                 instance_types: str = Query("", max_length=1000, description="comma-separated; empty = every priced "
+                                                                              "type"),
+                 nodes: str = Query("1,2,4,8,16,32", max_length=400, description="comma-separated node counts"),
+                 memory_mb: int = Query(DEFAULT_MEMORY_MB, ge=256, le=MAX_TASK_MB), project: str | None = None,
                  readable: set[str] = Readable) -> dict[str, Any]:
     """Time and cost over instance types × node counts, and the cheapest option within the deadline."""
     found = planner.past(macro, project, readable)
@@ -110,10 +117,12 @@ def api_run_progress(dag_id: str, run_id: str, user=User) -> dict[str, Any]:
 
 
 @app.get("/dashboard", response_class=HTMLResponse)
-def dashboard(project: str | None = None, macro: str | None = None, images: int | None = Query(None, ge=1),
-              deadline_h: float | None = Query(None, gt=0), region: str | None = None,
-              memory_mb: int | None = Query(None, ge=256), instance_types: str | None = None,
-              nodes: str | None = None, plan: str | None = None, readable: set[str] = Readable) -> str:
+def dashboard(project: str | None = None, macro: str | None = None,
+              images: int | None = Query(None, ge=1, le=planner.MAX_IMAGES),
+              deadline_h: float | None = Query(None, gt=0, le=planner.MAX_DEADLINE_H, allow_inf_nan=False),
+              region: str | None = None, memory_mb: int | None = Query(None, ge=256, le=MAX_TASK_MB),
+              instance_types: str | None = Query(None, max_length=1000), nodes: str | None = Query(None, max_length=400),
+              plan: str | None = None, readable: set[str] = Readable) -> str:
     q = {"project": project, "macro": macro, "images": images, "deadline_h": deadline_h, "region": region,
          "memory_mb": memory_mb, "instance_types": instance_types, "nodes": nodes, "plan": plan}
     return pages.dashboard(summary(readable, project or None), project, q, readable)

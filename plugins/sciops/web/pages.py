@@ -82,7 +82,26 @@ def charts(runs: list[dict[str, Any]]) -> dict[str, Any]:
                                          "cost per run (USD)", "cost-chart"))
     dur = charts.time_series([(r["started_at"], (r["duration_s"] or 0.0) / 60) for r in ran],
                              "duration per run (minutes)", "duration-chart")
-    return {"ran": len(ran), "cost_chart": cost, "duration_chart": Markup(dur)}
+    return {"ran": len(ran), "cost_chart": cost, "duration_chart": Markup(dur), "measure_charts": measures(ran)}
+
+
+#: Projects whose key measure the dashboard charts (the ones that ran last).
+MEASURE_CHARTS_MAX = 6
+
+
+def measures(ran: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per project, its key measure's median per run over time: a failing stain or focus drifts here first."""
+    from sciops.reporting import charts
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in ran:
+        if r.get("key_measure") and r.get("key_median") is not None:
+            groups.setdefault((r["project"], r["key_measure"]), []).append(r)
+    newest = sorted(groups.items(), key=lambda kv: -max(r["started_at"] for r in kv[1]))[:MEASURE_CHARTS_MAX]
+    return [{"project": project, "measure": key, "runs": len(rs),
+             "chart": Markup(charts.time_series([(r["started_at"], r["key_median"]) for r in rs],
+                                                f"median {key} per image", f"measure-chart-{i}", height=200))}
+            for i, ((project, key), rs) in enumerate(sorted(newest))]
 
 
 def planner_form(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ is a sentence (the routes answer it; the dashboard shows it).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import HTTPException
@@ -18,6 +19,35 @@ from sciops.clusters import backend_class, instance_priced_backend
 # Imports inside functions here are deliberate: Airflow's plugin manager imports the plugin in every
 # Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
 # only when a page or route is asked for.
+
+
+#: What the planner takes (each crossed bound is a 422 naming the field): a plan is for a real project.
+MAX_IMAGES = 100_000_000
+MAX_NODES = 10_000
+MAX_NODE_COUNTS = 32
+MAX_INSTANCE_TYPES = 20
+MAX_HOURLY_RATE_USD = 10_000.0
+MAX_DEADLINE_H = 24 * 366
+
+
+def check_bounds(images: int, memory_mb: int, hourly_rate_usd: float = 0.0, deadline_h: float | None = None,
+                 nodes: int = 1) -> None:
+    """HTTPException 422 naming the field whose value is out of the planner's bounds (NaN and infinity too)."""
+    from sciops.run.values import MAX_TASK_MB
+
+    def bad(field: str, value: Any, low: float, high: float, low_open: bool = False) -> str | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+            (value > low if low_open else value >= low) and value <= high
+        return None if ok else (f"{field}: must be {'more than' if low_open else 'at least'} {low:g} and at most "
+                                f"{high:g} (got {value!r:.40})")
+
+    problems = [bad("images", images, 1, MAX_IMAGES), bad("memory_mb", memory_mb, 256, MAX_TASK_MB),
+                bad("hourly_rate_usd", hourly_rate_usd, 0, MAX_HOURLY_RATE_USD), bad("nodes", nodes, 1, MAX_NODES)]
+    if deadline_h is not None:
+        problems.append(bad("deadline_h", deadline_h, 0, MAX_DEADLINE_H, low_open=True))
+    problems = [p for p in problems if p]
+    if problems:
+        raise HTTPException(422, "; ".join(problems))
 
 
 def past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
@@ -33,6 +63,7 @@ def past(macro: str, project: str | None, readable: set[str]) -> dict[str, Any]:
 def estimate(macro: str, images: int, nodes: int, instance_type: str | None, backend: str, region: str,
              memory_mb: int, hourly_rate_usd: float, project: str | None, readable: set[str]) -> dict[str, Any]:
     """What N nodes of type X would take and cost for ``images`` images, from past runs of the macro."""
+    check_bounds(images, memory_mb, hourly_rate_usd, nodes=nodes)
     try:
         cls = backend_class(backend)
     except ValueError as exc:
@@ -51,12 +82,19 @@ def estimate(macro: str, images: int, nodes: int, instance_type: str | None, bac
 
 def tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, region: str, instance_types: str,
              nodes: str, memory_mb: int) -> dict[str, Any]:
+    check_bounds(images, memory_mb, deadline_h=deadline_h)
+    if len(nodes) > 400 or nodes.count(",") >= MAX_NODE_COUNTS:
+        raise HTTPException(422, f"nodes: at most {MAX_NODE_COUNTS} node counts, e.g. 1,2,4,8,16,32")
     try:
         counts = [int(n) for n in nodes.replace(" ", "").split(",") if n]
     except ValueError:
-        raise HTTPException(422, f"node counts {nodes!r}: give whole numbers separated by commas, e.g. 1,2,4,8") \
+        raise HTTPException(422, f"nodes: {nodes!r:.60} is not whole numbers separated by commas, e.g. 1,2,4,8") \
             from None
+    if not counts or any(not 1 <= n <= MAX_NODES for n in counts):
+        raise HTTPException(422, f"nodes: each node count must be from 1 to {MAX_NODES} (got {nodes!r:.60})")
     types = [t.strip() for t in instance_types.split(",") if t.strip()]
+    if len(instance_types) > 1000 or len(types) > MAX_INSTANCE_TYPES:
+        raise HTTPException(422, f"instance_types: at most {MAX_INSTANCE_TYPES} instance types")
     try:
         return instance_priced_backend().tradeoff(images, seconds_per_image, region=region,
                                                   instance_types=types or None, node_counts=counts,

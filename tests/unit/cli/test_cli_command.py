@@ -336,6 +336,27 @@ def test_results_fetches_the_newest_or_a_named_run(capsys, tmp_path, root):
     assert code == 2 and "has no run 'r9'" in one_line(err) and "runs: r1, r2" in err
 
 
+def test_results_prints_what_was_measured_warnings_and_outliers(capsys, tmp_path, root):
+    from sciops.reporting.results import analyse
+
+    out = root / "cells" / "output" / "r2"
+    counts = [40 + i % 5 for i in range(30)] + [0, 0, 0, 0, 160]
+    (out / "summary.csv").write_text("image,seconds,count\n" + "".join(
+        f"r{1 + i // 12:02d}c{1 + i % 12:02d}.tif,0.1,{n}\n" for i, n in enumerate(counts)))
+    doc = {"ended_at": 200, "status": "success", "airflow_run_id": "manual__r2",
+           "images": {"ok": 35, "failed": 1, "total": 36}, "results": analyse(out),
+           "qc_overlays": {"overlays": 3, "seconds": 0.2, "share_of_macro_time": 0.031}}
+    (out / "run.json").write_text(json.dumps(doc))
+    code, text, _ = run(capsys, "results", "cells", "--no-fetch")
+    assert code == 0 and not (tmp_path / "output").exists()
+    lines = text.splitlines()
+    assert lines[0] == "run manual__r2: success, images ok 35, failed 1 of 36"
+    assert "WARNING empty: 4 of 35 images (11%) have count 0" in text
+    assert "count (key): median 42.0, IQR" in text and "outliers: 6:" in text
+    assert "  r03c11.tif: count 160.0, " in text and "b.tif: failed: Unsupported format" in text
+    assert "QC overlays: 3 (3.1% of the macro's time)" in text and "plate: 96 wells" in text
+
+
 def test_logs_shows_failures_and_the_end_of_their_logs(capsys, root):
     code, out, _ = run(capsys, "logs", "cells", "r2", "--lines", "2")
     assert code == 0 and "b.tif: failed (task 2, attempt 1): Unsupported format" in out

@@ -21,7 +21,7 @@ def test_launcher_argv_imagej1_and_fiji():
 def test_the_dialog_watcher_goes_into_the_imagej1_command_line():
     ij = jvm.launcher_argv({"kind": "imagej1", "java": "java", "ij_jar": "/ij.jar"}, 700, "/h", "/t", "/d.ijm", "/j",
                            agent="/tmp/sciops-dialogs-0-ab.jar")
-    assert ij[ij.index("-jar") - 1] == "-javaagent:/tmp/sciops-dialogs-0-ab.jar" and ij[-5:-3] == ["/ij.jar", "-port0"]
+    assert ij[ij.index("-jar") - 2:ij.index("-jar")] == ["-javaagent:/tmp/sciops-dialogs-0-ab.jar", "-Dsciops.agent=yes"] and ij[-5:-3] == ["/ij.jar", "-port0"]
 
 
 def test_the_dialog_watcher_is_compiled_once_and_only_a_private_jar_is_used(tmp_path):

@@ -58,3 +58,13 @@ def test_a_slack_that_never_answers_is_named_not_waited_for(silent_listener, mon
         assert said in caplog.text, caplog.text[-2000:]
         assert notify.deliver("nobody answers", conn_id=conn_id) == said
     assert "SECRETq3" not in caplog.text and "SECRETq4" not in caplog.text
+
+
+def test_the_end_message_carries_the_results_warnings(slack_receiver):
+    doc = {"status": "success", "project": "plate", "images": {"ok": 96, "failed": 0, "total": 96}, "cost": {},
+           "airflow_run_id": "manual__1", "started_at": 0, "ended_at": 61,
+           "results": {"warnings": [{"check": "fragmenting", "says": "60% of the objects are tiny", "images": ["a"]},
+                                    {"check": "empty", "says": "12 of 96 images have count 0", "images": []}]}}
+    assert notify.run_ended(doc) is None
+    text = slack_receiver[0]["json"]["text"]
+    assert ":warning: fragmenting: 60% of the objects are tiny\n:warning: empty: 12 of 96 images have count 0" in text

@@ -9,6 +9,7 @@ from typing import Iterable
 
 from sciops.errors import StorageError
 from sciops.storage.s3 import S3Client, part_crc32
+from sciops.storage.s3_keys import unsafe_key
 from sciops.storage.trees.base import (
     MD5_META,
     MULTIPART_THRESHOLD,
@@ -33,6 +34,8 @@ class S3Tree(Tree):
     def __init__(self, client: S3Client, prefix: str):
         self.client = client
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        #: keys the last listing skipped, each with why (:func:`sciops.storage.s3_keys.unsafe_key`)
+        self.unsafe: dict[str, str] = {}
 
     def __str__(self) -> str:
         return f"s3://{self.client.bucket}/{self.prefix}"
@@ -51,13 +54,19 @@ class S3Tree(Tree):
             files, folders = self.client.level(self.prefix)
             wanted = [f for f in folders if top(f[len(self.prefix):].rstrip("/"))]
             objs = [*files, *(o for f in wanted for o in self.client.list(f))]
-        out = {}
+        out, self.unsafe = {}, {}
         for obj in objs:
             rel = obj.key[len(self.prefix):]
             if not rel or rel.endswith("/"):  # "folder" markers made by consoles
                 continue
-            if selected(rel, include, exclude):
+            why = unsafe_key(rel)
+            if why:   # put there by another tool: no file may be made of it (validate refuses it, sync skips it)
+                self.unsafe[obj.key] = why
+            elif selected(rel, include, exclude):
                 out[rel] = Entry(obj.size, obj.etag)
+        if self.unsafe:
+            log.warning("%s: skipped %d object(s) whose key is no file path: %s", self, len(self.unsafe),
+                        "; ".join(f"{k!r} ({why})" for k, why in list(self.unsafe.items())[:10]))
         return out
 
 
