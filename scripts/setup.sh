@@ -12,7 +12,8 @@ SUDO=""
 # awscli: what a head node stages projects in and out of S3 with (and the sync benchmark's baseline)
 # x11-utils: xwininfo, which names a dialog ImageJ shows when its JVM cannot build the dialog watcher
 # (include/job/sciops_node/SciopsDialogs.java needs the JRE's compiler module, which default-jre-headless has)
-SYSTEM_PACKAGES=(imagej default-jre-headless xvfb x11-utils python3 python3-venv docker-compose procps awscli)
+# bubblewrap: the sandbox macros run in on this machine (SCIOPS_MACRO_SANDBOX; include/job/sciops_node/sandbox.py)
+SYSTEM_PACKAGES=(imagej default-jre-headless xvfb x11-utils bubblewrap python3 python3-venv docker-compose procps awscli)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

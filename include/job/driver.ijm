@@ -1,9 +1,10 @@
 // SciOps driver macro: runs the user's macro once per image inside ONE JVM.
 //
-// Argument: the path of a job file written by sciops_task.py:
-//   line 1: macro=<absolute path of the user's macro>
-//   line 2: args=<key=value pairs separated by TAB>   (user macro arguments)
-//   line 3+: <absolute input image path> TAB <absolute per-image output folder> TAB <argument> TAB <qc>
+// Argument: the path of a job file written by sciops_task.py, read and deleted before any user macro runs:
+//   line 1: secret=<this JVM's secret>   (see the bookkeeping lines below)
+//   line 2: macro=<absolute path of the user's macro>
+//   line 3: args=<key=value pairs separated by TAB>   (user macro arguments)
+//   line 4+: <absolute input image path> TAB <absolute per-image output folder> TAB <argument> TAB <qc>
 //            [TAB <series> TAB <channel> TAB <plain TIFF path>]
 //   <qc>: 1 = save a QC overlay, a = only if the unit looks unusual, 0 = none (sciops_node/qc.py)
 //
@@ -22,18 +23,21 @@
 // ROI Manager's ROIs, else a circle at each Results X/Y), unless the macro wrote its own qc.png.
 //
 // Chaining (the local backend): when <job>.chain exists, after its own lines the driver runs the lines
-// of <job>.more1, <job>.more2, ... (same format, written whole by the runner) until <job>.end<N> appears.
+// of <job>.more1, <job>.more2, ... (same format, written whole by the runner; each deleted once read) until
+// <job>.end<N> appears.
 //
-// Bookkeeping lines on stdout (read by the task runner; tab-separated):
-//   SCIOPS_VERSION <ImageJ version>
-//   SCIOPS_BEGIN   <output folder>          (unique per unit: a file's series share its path)
-//   SCIOPS_END     <output folder> <milliseconds> <QC milliseconds> <QC drawn> <macro return value>
-//                  (QC drawn: "rois <n>", "xy <n>", "plain", "own" or empty: see sciops_node/qc.py)
-//   SCIOPS_DONE
+// Bookkeeping lines on stdout (read by the task runner; tab-separated), each prefixed with the secret, which
+// no user macro can know: a line a macro prints is never taken for one (sciops_node/protocol.py):
+//   SCIOPS_<secret>_VERSION <ImageJ version>
+//   SCIOPS_<secret>_BEGIN   <output folder>          (unique per unit: a file's series share its path)
+//   SCIOPS_<secret>_END     <output folder> <milliseconds> <QC milliseconds> <QC drawn> <macro return value>
+//                           (QC drawn: "rois <n>", "xy <n>", "plain", "own" or empty: see sciops_node/qc.py)
+//   SCIOPS_<secret>_DONE
 // The runner, not this macro, decides success: ImageJ 1 pops a modal dialog on a
 // macro error (and hangs), so an image without an END line is a failure.
 var userMacro = "";
 var extra = "";
+var tag = "";   // "SCIOPS_<secret>_"
 var seen = newArray(0);   // log(1 + object count) of this JVM's units so far (the last 200): what "unusual" is
 
 // One unit of work: a job-file line (see the top).
@@ -51,7 +55,7 @@ function runUnit(line) {
         qc = parts[3];
     if (!File.isDirectory(output))   // the runner makes the folders while this JVM starts: this one first
         File.makeDirectory(output);
-    print("SCIOPS_BEGIN\t" + output);
+    print(tag + "BEGIN\t" + output);
     t0 = getTime();
     extracted = "";
     if (parts.length > 6) {
@@ -82,7 +86,7 @@ function runUnit(line) {
         roiManager("reset");
     if (extracted != "" && File.exists(extracted))
         deleted = File.delete(extracted);
-    print("SCIOPS_END\t" + output + "\t" + elapsed + "\t" + qcTime + "\t" + drawn + "\t" + ret);
+    print(tag + "END\t" + output + "\t" + elapsed + "\t" + qcTime + "\t" + drawn + "\t" + ret);
 }
 
 // Whether a unit's object count n is unusual among this JVM's units so far (then recorded): none where
@@ -182,20 +186,26 @@ if (call("java.lang.System.getProperty", "sciops.agent") == "yes")
 setBatchMode(true);
 job = getArgument();
 text = File.openAsString(job);
+deleted = File.delete(job);   // the secret with it, before any user macro runs
+chain = File.exists(job + ".chain");
+if (chain)
+    deleted = File.delete(job + ".chain");
 lines = split(text, "\n");
-userMacro = substring(lines[0], lengthOf("macro="));
-extra = replace(substring(lines[1], lengthOf("args=")), "\t", "\n");
-print("SCIOPS_VERSION\t" + getVersion());
-for (i = 2; i < lines.length; i++)
+tag = "SCIOPS_" + substring(lines[0], lengthOf("secret=")) + "_";
+userMacro = substring(lines[1], lengthOf("macro="));
+extra = replace(substring(lines[2], lengthOf("args=")), "\t", "\n");
+print(tag + "VERSION\t" + getVersion());
+for (i = 3; i < lines.length; i++)
     runUnit(lines[i]);
 // Chaining (local backend): the runner hands this JVM the images of the array's next chunk in
 // <job>.more1, .more2, ..., or says there is none with <job>.end<N>.
-if (File.exists(job + ".chain")) {
+if (chain) {
     k = 1;
     while (!File.exists(job + ".end" + k)) {
         more = job + ".more" + k;
         if (File.exists(more)) {
             moreLines = split(File.openAsString(more), "\n");
+            deleted = File.delete(more);
             for (i = 0; i < moreLines.length; i++)
                 runUnit(moreLines[i]);
             k++;
@@ -204,4 +214,4 @@ if (File.exists(job + ".chain")) {
         }
     }
 }
-print("SCIOPS_DONE");
+print(tag + "DONE");

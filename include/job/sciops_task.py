@@ -10,7 +10,7 @@ happened to each image:
 
 * ``ok``       the driver printed the image's END line, the expected outputs exist and
                are whole (tables read strictly), and the log between BEGIN and END holds
-               none of ImageJ's own error lines (``sciops_node.session.IMAGEJ_ERRORS``);
+               none of ImageJ's own error lines (``sciops_node.protocol.IMAGEJ_ERRORS``);
 * ``failed``   an error line (an out-of-memory one says "out of memory"), a dialog ImageJ
                showed (ImageJ 1 pops a modal dialog on a macro error and waits for ever:
                the dialog watcher prints its text), missing or half-written outputs, or
@@ -60,6 +60,8 @@ copied into each run's ``work/job/``, so ``python sciops_task.py`` finds the pac
   the manifest (``Manifest``), the heap rule, exit codes (``sciops_node.tables``: the chunk tables);
 * ``sciops_node.chunk``: ``ChunkRunner``, a chunk's books and its run loop;
 * ``sciops_node.session``: driving one JVM through ``driver.ijm`` (stalls, timeouts, chaining);
+* ``sciops_node.protocol``: the driver's lines (out of band: a secret per JVM), ImageJ's error lines, the
+  inputs a macro must leave as they were; ``sciops_node.sandbox``: the bubblewrap sandbox of a worker's JVM;
 * ``sciops_node.units``: one image's argument, expected outputs, tables and printed log;
 * ``sciops_node.jvm``: Xvfb and the JVM's command line; ``sciops_node.claims``: chaining's claims;
 * ``sciops_node.hygiene``: children that die with the runner, scratch cleanup, the macro's

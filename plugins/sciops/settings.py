@@ -145,6 +145,11 @@ _DECLARED: tuple[Setting, ...] = (
     Setting("SCIOPS_IJ_PLUGINS", str, "/usr/local/share/sciops/imagej",
             "ImageJ 1's plugins root holding Bio-Formats (`plugins/bioformats_package.jar`, put there by "
             "`scripts/bioformats.sh`)", _IMAGEJ, keep_empty=True),
+    Setting("SCIOPS_MACRO_SANDBOX", str, "bwrap",
+            "How user macros run on this machine (the `local` backend's tasks, every backend's smoke run): `bwrap` "
+            "confines each JVM in a bubblewrap sandbox (input read-only, writes only to its scratch and output "
+            "folders, no network, no view of Airflow's home or other projects; security.md), and a run fails when "
+            "bwrap cannot run; `off` runs them with the worker's rights", _IMAGEJ),
     # -- ParallelCluster -------------------------------------------------------------------
     Setting("SCIOPS_PCLUSTER", str, lambda: str(REPO / ".venv-pcluster" / "bin" / "pcluster"),
             "The `pcluster` CLI, in its own venv (`scripts/pcluster-venv.sh`)", _PCLUSTER,

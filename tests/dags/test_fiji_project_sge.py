@@ -63,21 +63,24 @@ def test_sge_results_identical_to_local(airflow_db, fiji_dag, gridengine, shared
     assert run["params"]["backend"] == "existing" and run["array"]["job_ids"][0].isdigit()
 
 
-def kill_jvm_of(image_part: str, stop: threading.Event, killed: list):
-    """kill -9 the JVM working on a job file that lists ``image_part`` (once)."""
+def kill_jvm_of(root: Path, image_part: str, stop: threading.Event, killed: list):
+    """kill -9 the JVM working on the image whose name holds ``image_part`` (once): its task is the one whose
+    status file has the image's ``begin`` line (the driver deletes its job file as it starts, so the job file
+    cannot say), its JVM the one whose scratch folder is that task's (``sciops-task<N>-``)."""
     while not stop.is_set() and not killed:
+        tasks = [int(p.name[5:9]) for p in (root / "output").glob("*/work/status/task-*.jsonl")
+                 if image_part in p.read_text()]
         out = subprocess.run(["pgrep", "-u", "sciops", "-f", "ij.jar"], capture_output=True, text=True).stdout
         for pid in out.split():
             try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                job = Path(argv[-2].decode() if argv[-1] == b"" else argv[-1].decode())
-                if image_part in job.read_text():
-                    time.sleep(1.0)   # well inside the slow image
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                    return
-            except (OSError, IndexError, ValueError):
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+            except OSError:
                 continue
+            if any(f"/sciops-task{t}-" in cmd for t in tasks):
+                time.sleep(1.0)   # well inside the slow image
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
         time.sleep(0.2)
 
 
@@ -87,7 +90,7 @@ def test_sge_faults_killed_jvm_and_a_chunk_that_always_fails(airflow_db, fiji_da
     root = make_project("faults", counts=counts, size=256)
     (root / "src" / "faulty.ijm").write_text(FAULTY_MACRO)
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=kill_jvm_of, args=("a1_slow.", stop, killed), daemon=True)
+    killer = threading.Thread(target=kill_jvm_of, args=(root, "a1_slow.", stop, killed), daemon=True)
     killer.start()
     # smoke_test off: the smoke run would also meet the crash image's neighbours
     dr = fiji_dag.test(run_conf=sge_conf("faults", macro="src/faulty.ijm", images_per_task=2, max_attempts=2,

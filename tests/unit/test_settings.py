@@ -82,7 +82,8 @@ def test_compute_node_variables_are_listed_in_the_docstring():
 def test_docs_settings_names_every_variable_the_repository_mentions():
     """docs/settings.md is the one place: any SCIOPS_* variable in the docs, compose, scripts or tests is in it."""
     driver = (REPO / "include" / "job" / "driver.ijm").read_text()
-    tags = set(re.findall(r'print\("(SCIOPS_\w+)', driver))  # the driver's output lines, not variables
+    # the driver's output lines (SCIOPS_<secret>_BEGIN ..., logged as SCIOPS_BEGIN), not variables
+    tags = {"SCIOPS_" + kind for kind in re.findall(r'print\(tag \+ "(\w+)', driver)}
     agent = (REPO / "include" / "job" / "sciops_node" / "SciopsDialogs.java").read_text()
     tags |= set(re.findall(r'"(SCIOPS_\w+)\\t', agent))      # the dialog agent's output lines, likewise
     own = {"SCIOPS_REPO"}  # scripts/env.sh's own shell variable: the checkout

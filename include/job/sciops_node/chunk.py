@@ -14,7 +14,7 @@ import socket
 import tempfile
 import time
 
-from . import qc
+from . import qc, sandbox
 from .claims import CLAIM_WAIT_S, release_claim, try_claim
 from .contract import (
     BEGIN,
@@ -31,10 +31,12 @@ from .contract import (
     read_statuses,
     status_path,
     tables_cut_short,
+    unit_parts,
     write_json,
 )
 from .hygiene import SCRATCH_PREFIX, lost_attempts, remove_stale_scratch
 from .jvm import Xvfb, dialog_agent
+from .protocol import reason as input_reason
 from .session import JvmSession
 from .units import TableError, image_tables, keep_log, outputs_missing
 
@@ -136,6 +138,20 @@ class ChunkRunner(JvmSession):
                                          "attempt": self.attempt, "host": self.host, "at": round(time.time(), 3),
                                          **self.by}, sync=False)
 
+    def inputs_swept(self, guard, images, owner_of, finished):
+        """After a JVM: an image whose input changed since the JVM began (a later image's macro rewrote or
+        deleted it) is failed, whatever its status was: its result no longer matches input/, and the run says so."""
+        changed = guard.sweep()
+        if not changed:
+            return
+        for img in images:
+            said = changed.get(os.path.join(self.m.input_dir, unit_parts(img)[0]))
+            if said:
+                owner = owner_of.get(img, self)
+                rec = owner.record(img, "failed", 0.0, input_reason([said]))
+                if owner is self and finished is not None:
+                    finished[img] = rec
+
     def earlier_deaths(self):
         return deaths_under(self.status_file, lost_attempts(self.task_id), exclude=(self.attempt,))
 
@@ -200,6 +216,11 @@ class ChunkRunner(JvmSession):
         try:
             if remaining:
                 self.m.require_launch()   # a manifest for bookkeeping only (a test's) cannot start ImageJ
+                why = sandbox.unusable(self.m.launcher["sandbox"]) if self.m.launcher.get("sandbox") else None
+                if why:   # never an unconfined JVM in its place
+                    self.error = why
+                    self.note("%s", why)
+                    return EXIT_IMAGEJ_BROKEN
                 if self.m.launcher.get("kind", "imagej1") == "imagej1":
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
                     t0 = time.time()

@@ -1,13 +1,15 @@
 """How a chunk runner drives its JVMs: the job file, the driver's protocol, stalls, timeouts and chaining.
 
-One JVM runs ``driver.ijm`` over a job file of one line per image (path, output folder, argument;
-for a Bio-Formats unit its series, channel and the TIFF to extract it to). The driver prints
-``SCIOPS_VERSION``, then ``SCIOPS_BEGIN``/``SCIOPS_END`` around each image; everything else is
-the macro's (measurements, and ImageJ's own error lines: :data:`IMAGEJ_ERRORS`). :meth:`JvmSession.run_jvm`
-reads those lines and judges: an END is an image's end (``ChunkRunner.judge``); a dialog (ImageJ 1 opens a
-modal one on a macro error and waits for ever: the dialog watcher, ``SciopsDialogs.java``, prints it as a
-``SCIOPS_DIALOG`` line), an error line with an idle JVM, an idle JVM for ``stall_seconds`` or an image longer
-than ``image_timeout_s`` kills the JVM; a JVM killed from outside stops the task.
+One JVM runs ``driver.ijm`` over a job file (the JVM's secret, the macro, its arguments, then one line per image:
+path, output folder, argument; for a Bio-Formats unit its series, channel and the TIFF to extract it to), inside
+the macro sandbox when the launcher asks for one (``sciops_node.sandbox``). The driver prints
+``SCIOPS_<secret>_VERSION``, then ``..._BEGIN``/``..._END`` around each image (``sciops_node.protocol``: a line
+without the secret is the macro's, whatever it says); everything else is the macro's (measurements, and ImageJ's
+own error lines: :data:`IMAGEJ_ERRORS`). :meth:`JvmSession.run_jvm` reads those lines and judges: an END is an
+image's end (``ChunkRunner.judge``; failed when an input changed meanwhile: ``protocol.InputGuard``); a dialog
+(ImageJ 1 opens a modal one on a macro error and waits for ever: the dialog watcher, ``SciopsDialogs.java``, prints
+it as a ``SCIOPS_DIALOG`` line), an error line with an idle JVM, an idle JVM for ``stall_seconds`` or an image
+longer than ``image_timeout_s`` kills the JVM; a JVM killed from outside stops the task.
 
 Chaining (local backend): when the driver begins its last image, :meth:`JvmSession.extend` hands
 it the array's next unclaimed chunk (``<job>.more<N>``), or tells it to end (``<job>.end<N>``).
@@ -20,39 +22,24 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
 import threading
 import time
 
+from . import qc, sandbox
 from .claims import release_claim, try_claim
-from . import qc
-from .contract import heap_mb, image_output_dir, task_log_path, unit_parts
+from .contract import heap_mb, image_output_dir, images_dir, task_log_path, unit_parts
 from .hygiene import cpu_ticks, die_with, macro_env
 from .jvm import DIALOG_TAG, launcher_argv, open_dialogs
+from .protocol import IMAGEJ_ERRORS, InputGuard, Lines, dialog_reason, imagej_error, job_header, new_secret
+from .protocol import reason as input_reason
 from .units import argument_for
 
-#: ImageJ's own words for "this image went wrong", even when ImageJ carries on: what ImageJ 1.53t prints in
-#: -batch mode (it has no window to show them in: ``IJ.error``, ``IJ.outOfMemory``, ``IJ.handleException``) and
-#: what the JVM prints. Each is matched at the start of the line, case for case, and a line is searched for
-#: nothing else: a macro's own printed words ("fit residual error: 0.05", "Error: none found") never fail its
-#: image. ``(kind, pattern)``: an ``out of memory`` line makes the image's reason say so, whatever came first.
-IMAGEJ_ERRORS = (
-    ("out of memory", re.compile(r"<Out of memory>")),                         # IJ.outOfMemory, 10 times over
-    ("out of memory", re.compile(r'(?:Exception in thread "[^"]*" )?java\.lang\.OutOfMemoryError\b')),
-    ("out of memory", re.compile(r"There is not enough free memory to allocate")),   # NewImage
-    ("exception", re.compile(r'Exception in thread "')),                       # the JVM: an uncaught exception
-    ("exception", re.compile(r"(?:[a-z_$][\w$]*\.)+[A-Z][\w$]*(?:Exception|Error)(?::|$)")),   # a stack trace's head
-    ("macro error", re.compile(r"Macro Error\b")),
-    ("imagej", re.compile(                                                      # IJ.error, printed
-        r"(?:File not found:|Format not supported or reader plugin not found:|Unsupported format or file not found:"
-        r"|FileInfo parameter error|Error opening |Error saving results:|Image is too large\."
-        r"|ImageJ cannot open |Unsupported BitsPerSample:|Cannot open JPEG-compressed TIFFs"
-        r"|Unsupported save\(\) or saveAs\(\) file format:|Plugin or class not found:|Unrecognized command:"
-        r"|Could not find JavaScript engine|This ZIP archive does not contain)")),
-)
+# the last three are protocol's, imported from here by tests
+__all__ = ["JvmSession", "make_folders", "IMAGEJ_ERRORS", "imagej_error", "dialog_reason"]
+
 #: A JVM that uses less CPU than this share of one core counts as idle.
 IDLE_CPU_SHARE = 0.03
 #: After an error line, how long an idle JVM may sit before we call it stuck.
@@ -66,21 +53,6 @@ OUTSIDE_SIGNALS = {-signal.SIGKILL: "SIGKILL", -signal.SIGTERM: "SIGTERM", -sign
                    -signal.SIGINT: "SIGINT"}
 #: Lines a macro prints for one image that its log.txt keeps (a runaway print loop stays bounded).
 LOG_LINES_MAX = 10_000
-
-
-def imagej_error(line):
-    """The kind of ImageJ's error ``line`` is (:data:`IMAGEJ_ERRORS`), or None: a line of the macro's own."""
-    for kind, pattern in IMAGEJ_ERRORS:
-        if pattern.match(line):
-            return kind
-    return None
-
-
-def dialog_reason(parts):
-    """An image's reason from the dialog watcher's line (its tab-separated ``parts``: tag, title, text)."""
-    title = parts[1] if len(parts) > 1 else ""
-    text = "\t".join(parts[2:]).strip()
-    return "ImageJ showed a dialog \"%s\"%s" % (title, ": " + text if text else "")
 
 
 def make_folders(folders):
@@ -207,10 +179,14 @@ class JvmSession:
         parents, folders = set(), []
         # only the attempt's first JVM: a later one reruns images an earlier JVM left half-written
         fresh = self.fresh and self.jvm_starts == 1
-        with open(jobfile, "w", encoding="utf-8") as fh:
-            fh.write("macro=%s\n" % self.m.macro_path)
-            fh.write("args=%s\n" % "\t".join("%s=%s" % kv for kv in sorted(self.m.macro_args.items())))
+        secret = new_secret()   # the driver's lines carry it; the driver deletes the job file before any macro runs
+        fd = os.open(jobfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(job_header(secret, self.m.macro_path, self.m.macro_args))
             fh.write(self.unit_lines(images, fresh, "%d" % self.jvm_starts, parents, folders))
+        driver = Lines(secret)
+        guard = InputGuard(self.m.input_dir)
+        guard.add(os.path.join(self.m.input_dir, unit_parts(img)[0]) for img in images)
         chaining = bool(self.chain)
         if chaining:   # the driver waits for <job>.more<N> or <job>.end<N> after its lines (see extend)
             open(jobfile + ".chain", "w").close()
@@ -221,6 +197,11 @@ class JvmSession:
         maker.start()
         xmx = heap_mb(int(self.m.memory_mb))
         argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile, agent=self.agent)
+        confine = self.m.launcher.get("sandbox")
+        if confine:   # sciops_node.sandbox: what the JVM sees
+            readable = [self.m.input_dir, self.m.macro_path, self.m.driver_path, *confine.get("read", ()),
+                        *sandbox.launcher_paths(self.m.launcher, self.agent)]
+            argv = sandbox.wrap(confine, argv, readable, [self.scratch, images_dir(self.work)], self.scratch)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
         display = xvfb.wait() if xvfb else None
         env = macro_env(os.environ, home, tmp, display)
@@ -252,7 +233,8 @@ class JvmSession:
         printed = []            # the macro's other lines since BEGIN (its log.txt)
         last_activity = time.time()
         last_error_at = None
-        ticks = cpu_ticks(proc.pid) or 0
+        jvm_pid = None if confine else proc.pid   # in the sandbox: found once it runs (sandbox.jvm_pid)
+        ticks = cpu_ticks(proc.pid) or 0 if jvm_pid else 0
         tick_hz = os.sysconf("SC_CLK_TCK")
         last_sample = time.time()
         tail = []              # last lines, to say why a JVM that never began an image stopped
@@ -268,14 +250,19 @@ class JvmSession:
                 eof = True
             elif line:
                 last_activity = now
-                self.log.write(line + "\n")
-                tail = (tail + [line.strip()])[-5:]
-                parts = line.split("\t")
-                tag = parts[0]
-                if tag == "SCIOPS_VERSION" and len(parts) > 1:
+                self.log.write(driver.loggable(line) + "\n")   # never the secret: a macro may read this log
+                tail = (tail + [driver.loggable(line).strip()])[-5:]
+                tag, parts = driver.parse(line)
+                if tag == "BEGIN" and len(parts) > 1 and parts[1] not in by_path:
+                    self.note("the driver began %s, which is no image of this JVM: ignored", parts[1])
+                    tag = None
+                if tag is None:
+                    parts = line.split("\t")
+                    tag = parts[0] if parts[0] == DIALOG_TAG else None
+                if tag == "VERSION" and len(parts) > 1:
                     self.version = parts[1]
-                elif tag == "SCIOPS_BEGIN" and len(parts) > 1:
-                    current = by_path.get(parts[1], parts[1])
+                elif tag == "BEGIN" and len(parts) > 1:
+                    current = by_path[parts[1]]
                     t_begin, errors, last_error_at, printed = now, [], None, []
                     owner_of.get(current, self).begin(current)
                     if current == last and chaining:
@@ -284,6 +271,7 @@ class JvmSession:
                         if handed:
                             child, more = handed
                             last = more[-1]
+                            guard.add(os.path.join(self.m.input_dir, unit_parts(img)[0]) for img in more)
                             for img in more:
                                 owner_of[img] = child
                                 by_path[os.path.join(self.m.input_dir, img)] = img
@@ -296,7 +284,7 @@ class JvmSession:
                         if len(printed) < LOG_LINES_MAX:
                             printed.append(line)
                     kill_reason = ("failed", self.failure_reason(errors) if current is not None else reason)
-                elif tag == "SCIOPS_END" and current is not None:
+                elif tag == "END" and current is not None:
                     # the JVM's own clock for the macro's time: its lines reach us in bursts (ImageJ's
                     # output is buffered), so the time between their arrivals missed up to a third of it
                     seconds = int(parts[2]) / 1000.0 if len(parts) > 2 and parts[2].isdigit() else now - t_begin
@@ -304,6 +292,9 @@ class JvmSession:
                     if len(parts) > 4 and parts[3].isdigit():   # the QC overlay: its time and what it drew
                         drawn = {"qc_seconds": int(parts[3]) / 1000.0, "qc": parts[4]} if parts[4] else {}
                     owner = owner_of.get(current, self)
+                    changed = guard.check(os.path.join(self.m.input_dir, unit_parts(current)[0]))
+                    if changed:   # first: it is the image's reason
+                        errors.insert(0, input_reason(changed))
                     finished_all[current] = owner.judge(current, seconds, errors, printed, drawn)
                     if owner is self:
                         finished[current] = finished_all[current]
@@ -318,7 +309,10 @@ class JvmSession:
                 break
             # CPU sample once a second: a JVM busy computing is not stalled.
             if now - last_sample >= 1.0:
-                t = cpu_ticks(proc.pid)
+                if jvm_pid is None:
+                    jvm_pid = sandbox.jvm_pid(proc.pid)
+                    ticks = cpu_ticks(jvm_pid) or 0 if jvm_pid else 0
+                t = cpu_ticks(jvm_pid) if jvm_pid else None
                 if t is not None:
                     if (t - ticks) / tick_hz > IDLE_CPU_SHARE * (now - last_sample):
                         last_activity = now
@@ -351,8 +345,10 @@ class JvmSession:
         rc = proc.wait()
         maker.join()
         try:
-            return self.jvm_ended(rc, current, t_begin, kill_reason, errors, tail, finished,
-                                  owner_of.get(current, self))
+            finished = self.jvm_ended(rc, current, t_begin, kill_reason, errors, tail, finished,
+                                      owner_of.get(current, self))
+            self.inputs_swept(guard, [*images, *owner_of], owner_of, finished)
+            return finished
         finally:
             self.end_children()
 

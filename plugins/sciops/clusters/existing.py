@@ -98,7 +98,7 @@ class ExistingBackend(ClusterBackend):
         task is the test.
         """
         from sciops.errors import ConfigError
-        from sciops.imaging.imagej import detect_launcher
+        from sciops.imaging.imagej import confined, detect_launcher
         from sciops.run.runinfo import storage_for
 
         on_s3 = not storage_for(self.cfg).is_local
@@ -116,7 +116,7 @@ class ExistingBackend(ClusterBackend):
                                                     "in and out of S3: install it there (e.g. apt install awscli)")])
         except ClusterError as exc:
             raise ConfigError([("ssh_conn_id", str(exc))]) from None
-        return launcher, detect_launcher(self.cfg.launcher)
+        return launcher, confined(detect_launcher(self.cfg.launcher), project)   # the smoke run: on this worker
 
     # -- storage: the head node runs the AWS CLI next to the files --------------------------------
     def head_node(self, argv: list[str]) -> None:

@@ -47,9 +47,10 @@ class LocalBackend(ClusterBackend):
         return {"spool": os.path.join(work_dir, "jobs"), "slots": self.slots}
 
     def check(self, project, airflow_run_id: str):
-        from sciops.imaging.imagej import require_launcher
+        from sciops.imaging.imagej import confined, require_launcher
 
-        launcher = require_launcher(self.cfg.launcher)   # ConfigError naming launcher when there is none
+        # ConfigError naming launcher when there is none; the tasks' macros run in the sandbox (SCIOPS_MACRO_SANDBOX)
+        launcher = confined(require_launcher(self.cfg.launcher), project)
         return launcher, launcher
 
     def stage_in(self, storage, info) -> dict[str, Any]:

@@ -27,11 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sciops import MACRO_DIR
 from sciops.errors import ConfigError
 from sciops.imaging.bioformats import needs_bioformats
 from sciops.imaging.heap import memory_for
 from sciops.settings import setting
-from sciops_node import contract, jvm
+from sciops_node import contract, jvm, sandbox
 from sciops_node.contract import Manifest
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,28 @@ def require_launcher(kind: str) -> dict[str, Any]:
                                         "'imagej', 'xvfb' and a JRE (scripts/setup.sh does), or set SCIOPS_FIJI "
                                         "to a Fiji ImageJ-linux64")])
     return launcher
+
+
+def confined(launcher: dict[str, Any] | None, project: Any = None) -> dict[str, Any] | None:
+    """``launcher`` whose macros run in the bubblewrap sandbox (``sciops_node.sandbox``), unless
+    ``SCIOPS_MACRO_SANDBOX`` is ``off``: the launcher of every JVM that runs a user's macro on this worker (the
+    local backend's tasks, every backend's smoke run). :class:`ConfigError` naming the setting when bwrap cannot
+    run here: a macro never runs unconfined unless an admin said so.
+
+    Besides what every sandbox sees, the JVM may read SciOps's shipped macros and the ``project``'s own ``src/``
+    (a macro may ``runMacro`` them)."""
+    mode = setting("SCIOPS_MACRO_SANDBOX").strip().lower()
+    if launcher is None or mode == "off":
+        return launcher
+    if mode != "bwrap":
+        raise ConfigError([("launcher", f"SCIOPS_MACRO_SANDBOX={mode!r} is not a sandbox SciOps knows: 'bwrap' "
+                                        "(the default) or 'off'")])
+    spec = {"kind": "bwrap", "bwrap": "bwrap",
+            "read": [str(MACRO_DIR)] + ([str(project.src_dir)] if project is not None else [])}
+    why = sandbox.unusable(spec)
+    if why:
+        raise ConfigError([("launcher", why)])
+    return {**launcher, "sandbox": spec}
 
 
 def image_problem(path: Path, heap_mb: int) -> tuple[str, str] | None:

@@ -13,23 +13,24 @@ from sciops_node import contract
 def _fake_imagej_run(tmp_path, images, cases):
     """A manifest whose "Fiji" is a shell script speaking the driver's protocol.
 
-    For every image of the job file it prints BEGIN, runs ``cases`` (shell ``case`` arms on
+    For every image of the job file it prints BEGIN (with the JVM's secret, as the driver does), runs ``cases`` (shell ``case`` arms on
     ``$input``; the default writes a results.csv of one row), then END. Fiji's argv puts the job file 10th.
     """
     fake = tmp_path / "fake-imagej"
     fake.write_text("""#!/bin/sh
 job="${10}"
-echo "SCIOPS_VERSION\t9.99z"
-tail -n +3 "$job" | while IFS="$(printf '\\t')" read -r input out argument; do
+tag="SCIOPS_$(head -n 1 "$job" | cut -d= -f2)_"   # the JVM's secret, as the driver reads it
+echo "${tag}VERSION\t9.99z"
+tail -n +4 "$job" | while IFS="$(printf '\\t')" read -r input out argument; do
   [ -d "$out" ] || mkdir "$out"   # as the driver does: the runner may not have made it yet
-  echo "SCIOPS_BEGIN\t$input"
+  echo "${tag}BEGIN\t$input"
   case "$input" in
     %s
     *) printf 'count\n1\n' > "$out/results.csv" ;;
   esac
-  echo "SCIOPS_END\t$input\t5\t"
+  echo "${tag}END\t$input\t5\t"
 done
-echo SCIOPS_DONE
+echo "${tag}DONE"
 """ % cases)
     fake.chmod(0o755)
     work = tmp_path / "work"

@@ -128,3 +128,20 @@ def test_a_dialog_fails_its_image_at_once_with_its_text(tmp_path, fake_imagej_ru
     assert got["a.tif"]["error"] == ('ImageJ showed a dialog "Macro Error": Undefined variable in line 3 | '
                                      'x = <notDefined> + 1 ;')
     assert (got["b.tif"]["status"], got["b.tif"]["jvm"]) == ("ok", 2)
+
+
+def test_a_macro_printing_the_drivers_lines_is_only_printing(tmp_path, fake_imagej_run):
+    """Lines without the JVM's secret are the macro's: no image begun or ended, nothing written in the folder they
+    name, no JVM restarted (with ImageJ: tests/integration/test_macro_sandbox.py)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], r"""*a.tif) printf 'SCIOPS_BEGIN\t%s\n' "$in_elsewhere"
+       printf 'SCIOPS_END\t%s\t5\t\nSCIOPS_VERSION\t6.66\nSCIOPS_DONE\n' "$in_elsewhere"
+       printf 'count\n1\n' > "$out/results.csv" ;;""".replace("$in_elsewhere", str(elsewhere)))
+    assert main(["--manifest", str(mpath), "--task", "1"]) == 0
+    got = contract.read_statuses(contract.status_path(str(work), 1))
+    assert {k: v["status"] for k, v in got.items()} == {"a.tif": "ok", "b.tif": "ok"}
+    assert list(elsewhere.iterdir()) == []
+    summary = json.loads((work / "status" / "task-0001.attempt-1.json").read_text())
+    assert (summary["jvm_starts"], summary["imagej_version"]) == (1, "9.99z")
+    assert f"SCIOPS_BEGIN\t{elsewhere}" in Path(contract.image_output_dir(str(work), "a.tif"), "log.txt").read_text()

@@ -136,7 +136,7 @@ class PClusterBackend(ExistingBackend):
         from sciops.clusters.parallelcluster.host_keys import head_connection_problems
         from sciops.clusters.parallelcluster.settings import cluster_name, write_cluster_config
         from sciops.errors import ConfigError
-        from sciops.imaging.imagej import detect_launcher
+        from sciops.imaging.imagej import confined, detect_launcher
         from sciops.run.project import safe_run_id
 
         settings = self.settings(project.name, airflow_run_id)
@@ -155,7 +155,7 @@ class PClusterBackend(ExistingBackend):
                                 + "; ".join(problems)[:3000])])
         log.info("pcluster dry run passed for %s (%s)", cluster_name(airflow_run_id), path)
         return {"kind": None, "note": "probed on the head node once the cluster exists (plan)"}, \
-            detect_launcher(self.cfg.launcher)
+            confined(detect_launcher(self.cfg.launcher), project)   # the smoke run: on this worker
 
     # -- the run folder goes to the cluster and back through the bucket ----------------------------
     def stage_out(self, storage, info) -> dict[str, Any]:
