@@ -22,6 +22,8 @@
 //   background=0          rolling-ball background subtraction radius in pixels (0 = none; auto =
 //                         5 typical radii); for uneven illumination
 //   watershed=true        split touching nuclei
+//   save_labels=false     also write labels.tif: a 16-bit label image (0 background, object i = value i,
+//                         in results.csv's order), for object-level scoring (bench/bench_accuracy.py)
 function arg(key, dflt) {
     lines = split(getArgument(), "\n");
     for (i = 0; i < lines.length; i++) {
@@ -37,6 +39,7 @@ minSize = arg("min_size", "auto");
 sigma = arg("sigma", "auto");
 background = arg("background", "0");
 watershed = arg("watershed", "true");
+saveLabels = arg("save_labels", "false");
 
 open(input);
 // Work in pixels: many microscope TIFFs carry a calibration (even "inches").
@@ -99,7 +102,13 @@ run("Fill Holes");
 if (watershed == "true")
     run("Watershed");
 run("Set Measurements...", "area mean centroid redirect=[" + orig + "] decimal=3");
-run("Analyze Particles...", "size=" + minSize + "-Infinity display clear add");   // add: the QC overlay's outlines
+show = "";
+if (saveLabels == "true")
+    show = " show=[Count Masks]";
+// add: the QC overlay's outlines
+run("Analyze Particles...", "size=" + minSize + "-Infinity display clear add" + show);
+if (saveLabels == "true")
+    saveAs("Tiff", output + "/labels.tif");   // the Count Masks image is the active one
 n = nResults;
 sumArea = 0;
 sumMean = 0;
