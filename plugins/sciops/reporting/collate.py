@@ -254,10 +254,11 @@ def collate(run_dir: Path, manifest: Manifest | dict[str, Any]) -> Collated:
             else:
                 summary_rows.append({"image": image, "task": rec["task"], "attempt": rec["attempt"],
                                      "seconds": rec["seconds"], "n_results": rec.get("rows", 0),
-                                     "qc_overlay": overlay_path(image) if rec.get("qc") else ""})
+                                     "qc_overlay": overlay_path(image) if rec.get("qc") else "",
+                                     "qc_drawn": rec.get("qc") or ""})
                 qc_seconds += rec.get("qc_seconds") or 0.0
-    summary = pd.DataFrame(summary_rows, columns=[*keys, "qc_overlay"])
-    summary["qc_overlay"] = summary["qc_overlay"].fillna("")
+    summary = pd.DataFrame(summary_rows, columns=[*keys, "qc_overlay", "qc_drawn"])
+    summary[["qc_overlay", "qc_drawn"]] = summary[["qc_overlay", "qc_drawn"]].fillna("")
     macro = unify(macro_parts)
     if macro.num_rows and len(summary):
         macro = macro.drop_columns([c for c in ("attempt", "task") if c in macro.column_names]).to_pandas()

@@ -32,7 +32,7 @@ from sciops.reporting.plate import robust_z
 
 #: The runner's columns in summary.csv: bookkeeping, not measures (n_results only when nothing else).
 BOOKKEEPING = ("image", "task", "attempt", "seconds", "n_results", "file", "series", "series_name", "channel",
-               "qc_overlay")
+               "qc_overlay", "qc_drawn")
 #: Measures shown (histogram and statistics) at most; the rest are in summary.csv.
 MEASURES_MAX = 12
 #: Robust z beyond which a value is an outlier (|x - median| / (1.4826 MAD)).
@@ -146,7 +146,7 @@ def sanity(summary: pd.DataFrame, objects: pd.DataFrame | None, key: str | None)
             said.append({"check": "bimodal", "images": _images(summary, v > cut),
                          "says": f"{key} falls in two groups (medians {lo:.4g} and {hi:.4g}, split at {cut:.4g}): "
                                  "two conditions, or a segmentation that works on some images only"})
-    for col in [c for c in summary.columns if str(c).startswith("qc_") and c != "qc_overlay"]:
+    for col in [c for c in summary.columns if str(c).startswith("qc_") and c not in BOOKKEEPING]:
         v = _num(summary[col])   # a macro's own self-check, e.g. qc_small_fraction (docs/lab-macros.md)
         z = robust_z(v.fillna(v.median()))
         flagged = z > OUTLIER_MADS

@@ -59,6 +59,8 @@ def _overlay(run_dir: Path, path: str) -> tuple[str, str] | None:
 
 def _card(run_dir: Path, row: dict[str, Any], label: str, cls: str) -> str:
     shown = _overlay(run_dir, str(row.get("qc_overlay") or ""))
+    if shown and row.get("qc_drawn") == "plain":
+        label += " · no outlines: the macro left no ROIs and no X/Y"
     name = _e(row["image"])
     if shown is None:
         body = f'<div class="noqc">no overlay{_e(": " + row["nooverlay"]) if row.get("nooverlay") else ""}</div>'
@@ -103,7 +105,11 @@ def gallery_html(run_dir: Path, summary: pd.DataFrame, results: dict[str, Any]) 
         cards.append(_card(run_dir, row, f"{key} {row.get(key)}" if key else "", "typical"))
     if not cards:
         return '<p class="empty">No overlays: the run drew none (qc_images: none, or no image finished).</p>'
-    return ('<p class="empty">Outliers first, then the images a warning names, then a random sample of typical images; click one to enlarge. '
+    plain = int((summary.get("qc_drawn", pd.Series(dtype=str)).fillna("") == "plain").sum()) if len(summary) else 0
+    said = (f'<p class="empty" id="qc-plain">{plain} overlay(s) show the image without outlines: the macro left no '
+            'ROIs in the ROI Manager and no X/Y columns in its Results (docs/lab-macros.md, "What the report '
+            'draws").</p>' if plain else "")
+    return (said + '<p class="empty">Outliers first, then the images a warning names, then a random sample of typical images; click one to enlarge. '
             'Every overlay drawn is beside this report (summary.csv, column qc_overlay).</p>'
             f'<div class="gallery" id="gallery">{"".join(cards)}</div>')
 

@@ -111,7 +111,8 @@ def assert_same_as_reference(tmp_path, manifest):
     parquet = pd.read_parquet(tmp_path / "results.parquet")
     pd.testing.assert_frame_equal(as_read(parquet), results, check_dtype=False)
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert summary.pop("qc_overlay").isna().all()   # collation's own column: these runners drew no overlay
+    assert summary.pop("qc_overlay").isna().all() and summary.pop("qc_drawn").isna().all()   # collation's own
+    # columns: these runners drew no overlay
     pd.testing.assert_frame_equal(summary, as_read(pd.DataFrame(ref_summary)), check_dtype=False)
     return results, summary
 

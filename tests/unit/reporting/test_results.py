@@ -100,3 +100,20 @@ def test_a_macro_without_summary_columns_is_measured_by_its_objects(tmp_path):
     got = write_run(tmp_path, pd.DataFrame({"image": ["a.tif", "b.tif"], "seconds": [1, 2], "n_results": [3, 4],
                                             "qc_overlay": ["work/images/a.tif/qc.png", ""]}))
     assert got["key"] == "n_results" and got["overlays"] == 1 and got["plate"] is None and got["warnings"] == []
+
+
+def test_the_report_says_when_a_macro_left_nothing_to_outline_and_lists_failed_images(tmp_path):
+    from sciops.reporting import results_html
+
+    png = tmp_path / "work" / "images" / "a.tif" / "qc.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    got = write_run(tmp_path, pd.DataFrame({"image": ["a.tif", "b.tif"], "seconds": [1, 1], "count": [3, 4],
+                                            "qc_overlay": ["work/images/a.tif/qc.png", ""],
+                                            "qc_drawn": ["plain", ""]}),
+                    [{"image": "c.tif", "task": 1, "attempt": 1, "status": "failed", "error": "out of memory"}])
+    html = results_html.section(tmp_path, got)
+    assert 'id="qc-plain">1 overlay(s) show the image without outlines' in html
+    assert "no outlines: the macro left no ROIs and no X/Y" in html
+    assert 'data-image="c.tif" data-overlay="no"><div class="noqc">no overlay: the image failed' in html
+    assert "failed: out of memory" in html
