@@ -51,6 +51,15 @@ def _delete_runs(base, token, prefix=""):
                 headers={"Authorization": f"Bearer {token}"}), timeout=30)
 
 
+def _pause(base, token):
+    """fiji_project paused, as it is when first deployed (another test may have unpaused it: the trigger form's
+    "Unpause on trigger" box)."""
+    req = urllib.request.Request(f"{base}/api/v2/dags/fiji_project", method="PATCH",
+                                 data=json.dumps({"is_paused": True}).encode(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(req, timeout=30).read())["is_paused"] is True
+
+
 def _lines(proc) -> queue.Queue:
     out: queue.Queue = queue.Queue()
 
@@ -83,6 +92,7 @@ def test_a_refused_param_is_one_line_naming_the_field(cli):
 
 def test_wait_on_a_paused_dag_says_what_to_do(cli, api_server):
     base, token = api_server
+    _pause(base, token)
     proc = subprocess.Popen([*cli.command, "run", "cli_api_cells", "--wait"], env=cli.env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
@@ -145,6 +155,7 @@ def test_wait_survives_an_api_server_restart(cli, api_server, airflow_db, tmp_pa
     import socket
 
     base, token = api_server
+    _pause(base, token)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
