@@ -124,6 +124,11 @@ _DECLARED: tuple[Setting, ...] = (
     Setting("SCIOPS_WORK_ROOT", str, lambda: str(Path.home() / "sciops-work"),
             "Where runs of S3 projects keep their working copy (for `existing`: on the cluster's shared "
             "filesystem)", _STORAGE, shown="`~/sciops-work`"),
+    Setting("SCIOPS_FORM_CHOICES", str,
+            lambda: str(Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "sciops-form-choices.json"),
+            "The trigger form's list of projects and macros for an S3 storage root (a folder root is listed as "
+            "the DAG is parsed): written by `record` and the nightly scan, read by the dag-processor, so a path "
+            "both see", _STORAGE, shown="`$AIRFLOW_HOME/sciops-form-choices.json`"),
     Setting("SCIOPS_ALLOWED_STORAGE_ROOTS", list, (),
             "Storage roots a run's `storage_root` may name besides `SCIOPS_STORAGE_ROOT`", _STORAGE),
     Setting("SCIOPS_ALLOWED_CONN_IDS", list, (),

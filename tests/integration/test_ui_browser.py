@@ -114,22 +114,36 @@ def test_dashboard_charts_and_planner(page, api_server, ledger_rows, zero_cost_r
         assert page.locator(f'label[for="{control.get_attribute("id")}"]').count() == 1, control.get_attribute("id")
     page.select_option("#pl-macro", "count_api")
     page.fill("#pl-images", "10000")
-    page.fill("#pl-deadline", "1")
+    page.fill("#pl-deadline", "60")   # minutes
     page.fill("#pl-types", "c5.xlarge, m5.2xlarge")
     page.fill("#pl-nodes", "1,2,4,8")
+    page.fill("#pl-slots", "16")      # the lab's own cluster too
+    page.fill("#pl-rate", "0.05")
     page.get_by_role("button", name="Compare options").click()
     page.wait_for_selector("#planner-table")
-    rows = page.locator("#planner-table tbody tr")
-    assert rows.count() == 8  # 2 instance types × 4 node counts
+    every = page.locator("#planner-all tbody tr")
+    assert every.count() == 9  # 2 instance types × 4 node counts, and the own cluster
+    # the answer's table is the Pareto front: no row both slower and dearer than another
+    front = [r.locator("td").all_text_contents() for r in page.locator("#planner-table tbody tr").all()]
+    assert 1 <= len(front) < 9, front
+
+    def minutes(hm):
+        h, m = hm.split(":")
+        return int(h) * 60 + int(m)
+
+    for r in front:
+        assert not any(minutes(o[3]) < minutes(r[3]) and float(o[4]) < float(r[4]) for o in front), front
     best = page.locator("#planner-table tr.best td").all_text_contents()
     assert len(best) == 6 and best[5] == "yes", best
-    # the pick is the cheapest row that meets the deadline
-    table = [r.locator("td").all_text_contents() for r in rows.all()]
+    # the pick is the cheapest option that meets the deadline, own cluster included
+    table = [r.locator("td").all_text_contents() for r in every.all()]
     within = [r for r in table if r[5] == "yes"]
     assert float(best[4]) == min(float(r[4]) for r in within)
+    assert any(r[0] == "own cluster (16 slots)" for r in table)
     assert "Cheapest within the deadline" in page.locator("#planner-answer").inner_text()
     chart = page.locator("svg#tradeoff-chart")
-    assert chart.count() == 1 and int(chart.get_attribute("data-marks")) == 8
+    assert chart.count() == 1 and int(chart.get_attribute("data-marks")) == 9
+    assert "deadline 60 min" in chart.inner_html()
     assert chart.bounding_box()["width"] > 500
     screenshot(page, "planner")
     # an unknown instance type gets a sentence, not {"detail": "'z9.huge'"}
@@ -200,3 +214,48 @@ def test_dashboard_charts_each_projects_key_measure_across_runs(page, api_server
     assert chart.count() == 1 and int(chart.get_attribute("data-marks")) == 4
     assert chart.bounding_box()["width"] > 500
     screenshot(page, "measure-drift")
+
+
+def _reserialize(env: dict) -> None:
+    """What the dag-processor does when it parses the DAG file again: the form is drawn from what it stored."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "reserialize"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_trigger_form_lists_the_projects_and_macros(page, api_server, screenshot, tmp_path):
+    """project and macro are lists to pick from (the projects under the storage root, the shipped macros and the
+    projects' src/*.ijm) that still take a typed name (issue 37, item 3)."""
+    import os
+
+    root = tmp_path / "projects"
+    for name, macro in (("cells_2026", "seg.ijm"), ("tissue", "ki67_custom.ijm")):
+        (root / name / "src").mkdir(parents=True)
+        (root / name / "src" / macro).write_text("// a lab macro\n")
+    base, token = api_server
+    _reserialize({**os.environ, "SCIOPS_STORAGE_ROOT": str(root)})
+    try:
+        dialog = _open_trigger_form(page, base)
+        project = dialog.locator("input[name=element_project]")
+        assert project.get_attribute("list") == "list_project"
+        options = dialog.locator("datalist#list_project option")
+        assert [options.nth(i).get_attribute("value") for i in range(options.count())] == ["cells_2026", "tissue"]
+        macros = dialog.locator("datalist#list_macro option")
+        offered = [macros.nth(i).get_attribute("value") for i in range(macros.count())]
+        assert offered == ["cell_death", "count_nuclei", "ki67_dab", "percent_positive", "src/ki67_custom.ijm",
+                           "src/seg.ijm"]
+        help_text = dialog.inner_text()
+        assert all(m in help_text for m in ("cell_death", "ki67_dab", "percent_positive"))   # the help names them
+        project.click()
+        screenshot(dialog, "project-list")
+        project.fill("typed_in")   # a name not in the list is still taken
+        dialog.get_by_role("button", name="Trigger", exact=True).click()
+        page.wait_for_url(re.compile(r".*/runs/.*"), timeout=30_000)
+        status, runs = _api(base, token, "GET", "/api/v2/dags/fiji_project/dagRuns?order_by=-run_after&limit=5")
+        assert any(r["conf"].get("project") == "typed_in" for r in runs["dag_runs"]), runs
+    finally:
+        _reserialize(dict(os.environ))

@@ -5,22 +5,25 @@
     sciops run P [-p key=value]... [--wait]
                                         trigger fiji_project through Airflow's REST API; --wait shows
                                         images done/failed, ETA and spend, and exits 1 if the run failed
-    sciops status [P]                   runs: state, images, duration, cost, report link
+    sciops status [P] [RUN_ID]          runs: state, images, duration, cost, report link
     sciops results P [RUN_ID] [--to DIR]
                                         a run's output/<run_id>/ (the latest by default) → DIR
     sciops logs P RUN_ID                failures.csv and the failed tasks' logs
     sciops sync down P RUN_ID DIR       output/<run_id>/ → DIR/output/<run_id>/
     sciops ls [P]                       the projects in the storage root, or the runs of P
 
+A run is named as ``run`` and ``status`` print it (Airflow's run id) or by its folder under
+``output/``: both work everywhere a RUN_ID is asked for (:mod:`sciops.cli.runs`).
+
 ``python -m sciops`` is the same command. The REST client is :mod:`sciops.cli.api`, the settings
-and the errors :mod:`sciops.cli.settings`.
+and the errors :mod:`sciops.cli.settings`, ``--wait`` :mod:`sciops.cli.follow`.
 
 Settings come from flags, else the environment (``SCIOPS_API_URL``, ``SCIOPS_USER``,
 ``SCIOPS_PASSWORD``, ``SCIOPS_STORAGE_ROOT``, ``SCIOPS_AWS_CONN_ID``), else
 ``~/.config/sciops/config.toml`` or ``$SCIOPS_CONFIG`` (``api_url``, ``user``, ``storage_root``, ``conn_id``; never a
 password). Without ``SCIOPS_PASSWORD`` the password is asked for, not echoed, and never
 written anywhere. Exit status: 0 done; 1 the run or a transfer failed; 2 bad input (a field,
-a project that does not exist; click's own usage errors); 3 Airflow cannot be reached or
+a storage root, project or run that does not exist; click's own usage errors); 3 Airflow cannot be reached or
 refused the login.
 
 Built on Typer (Click) for the command line, Rich for tables and the progress bar, and httpx
@@ -29,7 +32,6 @@ for the REST calls: all three already come with Airflow.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -116,11 +118,16 @@ def sync_up(folder: Path = typer.Argument(..., help="the project folder on this 
 @sync_app.command("down")
 def sync_down(project: str, run_id: str, folder: Path, storage_root: Optional[str] = ROOT,
               conn_id: Optional[str] = CONN, workers: int = WORKERS, quiet: bool = QUIET):
-    """Fetch a run's output/<run_id>/ into FOLDER/output/<run_id>/ (nothing else there is touched)."""
+    """Fetch a run's output/<run_id>/ into FOLDER/output/<run_id>/ (nothing else there is touched).
+    RUN_ID as `sciops status` prints it, or the run's folder name."""
+    from sciops.cli.runs import missing_run, project_storage, run_folder
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
-    stats = run_sync_down(_storage(storage_root, conn_id), project, run_id, folder, workers=workers,
-                          emit=_progress_lines(quiet))
+    storage = project_storage(_storage(storage_root, conn_id), project)
+    found = run_folder(storage, project, run_id)
+    if found is None:
+        raise missing_run(storage, project, run_id)
+    stats = run_sync_down(storage, project, found, folder, workers=workers, emit=_progress_lines(quiet))
     typer.echo(shown("\n".join(summary_lines(stats)), lines=True))
 
 
@@ -133,9 +140,11 @@ def _progress_lines(quiet: bool):
 def ls(project: Optional[str] = typer.Argument(None, help="list this project's runs instead of the projects"),
        storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
     """The projects in the storage root, or the runs (output/<run_id>/) of PROJECT."""
+    from sciops.cli.runs import project_storage
+
     storage = _storage(storage_root, conn_id)
-    if project and project not in storage.projects():
-        raise Stop(f"no project {project!r} in {storage.url}; `sciops ls` lists them")
+    if project:
+        project_storage(storage, project)
     names = storage.runs(project) if project else storage.projects()
     if names:
         typer.echo("\n".join(shown(n) for n in names))
@@ -169,7 +178,9 @@ def run(project: str,
     run_id = started["dag_run_id"]
     typer.echo(f"started {shown(run_id)}\nreport: {shown(af.report_url(run_id))}")
     if wait:
-        state = _follow(af, run_id)
+        from sciops.cli.follow import follow
+
+        state = follow(af, run_id)
         if state != "success":
             raise Stop(f"run {run_id} {state}: see `sciops logs {project} {run_id}` and the report", EXIT_FAILED)
 
@@ -193,53 +204,35 @@ def _param_value(key: str, value: str) -> Any:
         return value
 
 
-def _follow(af: Airflow, run_id: str) -> str:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
-               TextColumn("{task.fields[extra]}"), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        job = bar.add_task("validate", total=None, extra="")
-        while True:
-            state = af.run(run_id)["state"]
-            p = af.progress(run_id) or {}
-            extra = ", ".join(x for x in (f"{p['failed']} failed" if p.get("failed") else "",
-                                          f"ETA {p['eta_s']:.0f} s" if p.get("eta_s") else "",
-                                          f"spent {p['spent_usd']:.2f} USD" if p.get("spent_usd") else "") if x)
-            bar.update(job, description=shown(p.get("phase") or state), total=p.get("images") or None,
-                       completed=(p.get("done") or 0), extra=extra)
-            if state in ("success", "failed"):
-                return state
-            time.sleep(2)
-
-
 @app.command()
-def status(project: Optional[str] = typer.Argument(None), limit: int = typer.Option(20, help="runs shown"),
+def status(project: Optional[str] = typer.Argument(None),
+           run_id: Optional[str] = typer.Argument(None, help="one run: as printed, or its folder name"),
+           limit: int = typer.Option(20, help="runs shown"),
            api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
-    """Runs (of PROJECT): state, images, duration, cost, report link. Runs still going come first."""
+    """Runs (of PROJECT): state, images, duration (the DAG run's start to its end), cost, then each run's report
+    link, whole. Runs still going come first."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from sciops.cli.runs import duration, status_rows
+
     af = Airflow(settings(api_url, user, insecure_http=insecure_http))
-    going = af.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
-                    params={"state": ["queued", "running"], "limit": 100})["dag_runs"]
-    going = [r for r in going if not project or (r.get("conf") or {}).get("project") == project]
-    table = Table("run", "project", "state", "images ok/failed/total", "duration", "cost USD", "report")
-
-    def row(*cells: Any) -> list[Text]:   # plain text: no escape sequence, no Rich markup, from a name
-        return [Text(shown(c)) for c in cells]
-
-    for r in going:
-        table.add_row(*row(r["dag_run_id"], (r.get("conf") or {}).get("project", ""), r["state"], "", "", "",
-                           af.report_url(r["dag_run_id"])))
-    for r in af.ledger(project, limit):
-        seconds = r.get("duration_s")
-        table.add_row(*row(r["airflow_run_id"], r["project"], r["status"],
-                           f"{r.get('images_ok') or 0}/{r.get('images_failed') or 0}/{r.get('images_total') or 0}",
-                           f"{seconds:.0f} s" if seconds is not None else "", f"{r.get('cost_usd') or 0:.2f}",
-                           af.report_url(r["airflow_run_id"])))
-    Console(width=200).print(table)
+    rows = status_rows(af, project, run_id, limit)
+    if not rows and (project or run_id):
+        what = f"run {run_id!r}" if run_id else "run"
+        raise Stop(f"Airflow knows no {shown(what)} of project {shown(project)!r}; `sciops status` lists every "
+                   "project's runs, `sciops ls` the projects")
+    table = Table("run", "project", "state", "images ok/failed/total", "duration", "cost USD")
+    for r in rows:   # plain text: no escape sequence, no Rich markup, from a name
+        table.add_row(*[Text(shown(c)) for c in (r["run"], r["project"], r["state"], r["images"],
+                                                 duration(r["seconds"]), r["cost"])])
+    console = Console(width=200)
+    console.print(table)
+    for r in rows:   # links on lines of their own: never cut to fit a column, clickable in a terminal
+        typer.echo(shown(f"report {r['run']}: {af.report_url(r['run'])}"))
+        if r.get("reason") and r["state"] != "success":
+            typer.echo(shown(f"  why {r['state']}: {r['reason']}"))
 
 
 @app.command()
@@ -251,10 +244,11 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
     """A run's results: what the macro measured (medians, outliers, warnings), and its folder fetched
     (output/<run_id>/: tables, overlays, run.json, report.html) from the storage root."""
     from sciops.cli import results as summary
+    from sciops.cli.runs import missing_run, project_storage
     from sciops.run.project import safe_run_id
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
-    storage = _storage(storage_root, conn_id)
+    storage = project_storage(_storage(storage_root, conn_id), project)
     runs = storage.runs(project)
     if run_id is None:
         done = [r for r in runs if storage.exists(project, "output", r, "run.json")]
@@ -263,7 +257,7 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
         run_id = max(done, key=lambda r: _run_json(storage, project, r).get("ended_at") or 0)
     folder = run_id if run_id in runs else safe_run_id(run_id)   # a folder name, or the Airflow run id
     if folder not in runs:
-        raise Stop(f"project {project!r} has no run {run_id!r} in {storage.url}; runs: {', '.join(runs[-5:])}")
+        raise missing_run(storage, project, run_id)
     summary.show(_run_json(storage, project, folder), lambda line: typer.echo(shown(line)))
     if not fetch:
         return
@@ -278,18 +272,35 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
 
 @app.command()
 def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lines of each failed task's log"),
-         storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
-    """What failed in a run: failures.csv, then the end of each failed task's logs."""
+         storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN,
+         api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
+    """What failed in a run: why it was refused or failed, failures.csv, then the end of each failed task's logs.
+    RUN_ID as `sciops status` prints it, or the run's folder name. A run refused before it had a folder: its
+    reason from Airflow's ledger (Airflow's settings and password, as `sciops status`)."""
     import csv
     import io
 
+    from sciops.cli.runs import ledger_row, missing_run, project_storage, run_folder
     from sciops.reporting.cells import plain
-    from sciops.run.project import safe_run_id
 
-    storage = _storage(storage_root, conn_id)
-    folder = run_id if run_id in storage.runs(project) else safe_run_id(run_id)   # a folder, or the Airflow run id
-    if not storage.exists(project, "output", folder, "failures.csv"):
-        raise Stop(f"run {run_id!r} of {project!r} has no failures.csv (still going, or refused before it ran)")
+    storage = project_storage(_storage(storage_root, conn_id), project)
+    folder = run_folder(storage, project, run_id)
+    doc = _run_json(storage, project, folder) if folder and storage.exists(project, "output", folder, "run.json") \
+        else {}
+    if not doc:   # no run.json: refused before record wrote one (the ledger has its row), or still going
+        try:
+            doc = ledger_row(Airflow(settings(api_url, user, insecure_http=insecure_http)), project, run_id) or {}
+        except Stop:   # no Airflow to ask (no password here, unreachable): the storage root is all there is
+            doc = {}
+        if folder is None and not doc:
+            raise missing_run(storage, project, run_id)
+    if doc.get("status") not in (None, "success"):
+        typer.echo(shown(f"run {doc.get('airflow_run_id') or doc.get('run_id') or folder} {doc['status']}: "
+                         f"{doc.get('reason') or '(no reason recorded)'}", lines=True))
+    if folder is None or not storage.exists(project, "output", folder, "failures.csv"):
+        if not doc:
+            typer.echo(shown(f"run {run_id} of {project} has no failures.csv yet: still going (sciops status)"))
+        return
     rows = list(csv.DictReader(io.StringIO(storage.read_bytes(project, "output", folder, "failures.csv").decode())))
     if not rows:
         typer.echo("no image failed")

@@ -8,6 +8,7 @@ says only what Airflow says: the state.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,41 @@ def run_folder(conf: dict[str, Any], airflow_run_id: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def input_images(conf: dict[str, Any]) -> int | None:
+    """Before the plan: how many images under the project's ``input/`` match its ``file_pattern`` (the run's,
+    else project.yaml's, else the default), so ``--wait`` shows a total from the start. A folder root only
+    (one walk); on S3, or when anything is amiss, None: the plan's count comes soon enough."""
+    from sciops.run.config import DEFAULTS
+    from sciops.run.project import Project, match_images
+
+    project = conf.get("project")
+    try:
+        storage = storage_for(conf)
+        if not isinstance(project, str) or not storage.is_local:
+            return None
+        root = storage.path(project)
+        pattern = conf.get("file_pattern") or Project(project, root).defaults().get("file_pattern") \
+            or DEFAULTS["file_pattern"]
+        inputs = root / "input"
+        if inputs.is_symlink():
+            return None
+        rels = []
+        for top, _dirs, files in os.walk(inputs):   # links to folders are not followed
+            rels += [os.path.relpath(os.path.join(top, f), inputs) for f in files]
+            if len(rels) > 1_000_000:   # a guess only: never a long walk per poll
+                return None
+        return len(match_images(rels, str(pattern).split(","))) or None
+    except Exception:  # noqa: BLE001 - a guess for the progress bar; validate says what is wrong
+        return None
+
+
 def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
-    """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them."""
+    """``{phase, images, done, ok, failed, eta_s, spent_usd}``, as far as the run folder shows them; before the
+    plan, ``images`` is the count of matching input images (:func:`input_images`) and ``done`` 0."""
     folder = run_folder(conf, airflow_run_id)
     if folder is None:
-        return {}
+        early = input_images(conf)
+        return {"images": early, "done": 0} if early else {}
     work = folder / "work"
     out: dict[str, Any] = {}
     phases = []
@@ -55,7 +86,8 @@ def run_progress(conf: dict[str, Any], airflow_run_id: str) -> dict[str, Any]:
         try:
             manifest = Manifest.load(contract.manifest_path(str(work)))
         except (OSError, ValueError):
-            return out
+            early = input_images(conf)
+            return {**out, "images": early, "done": 0} if early else out
         planned = {"images": sum(len(c) for c in manifest.chunks), "budget": manifest.budget}
     out["images"] = planned["images"]
     counts = chunk_counts(work).values()

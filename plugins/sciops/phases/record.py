@@ -21,7 +21,7 @@ from sciops.errors import SciOpsError
 from sciops.phases import REFUSED, trigger_label
 from sciops.reporting import results as results_mod
 from sciops.reporting import notify, report
-from sciops.run import processed
+from sciops.run import choices, processed
 from sciops.run.project import write_atomic
 from sciops.run.runinfo import RunInfo
 from sciops_node import contract
@@ -162,6 +162,7 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
     log.info("run %s recorded: %s%s", info.run_id, doc["status"],
              f" ({doc['reason']})" if doc["status"] != "success" and doc.get("reason") else "")
     latest = _add_processed(info, storage, run_dir) if collated.get("ok") else None
+    choices.refresh_project(storage, info.project)   # the trigger form's project list (an S3 root's cache file)
     said = notify.run_ended(doc)
     doc["warnings"] = [said] if said else []
     doc["latest_results"] = latest   # for the DAG's Asset event (not in run.json: it changes with later runs)

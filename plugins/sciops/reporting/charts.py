@@ -151,26 +151,34 @@ def histogram(seconds: list[float], element_id: str = "histogram", width: int = 
 
 
 def tradeoff(options: list[dict[str, Any]], best: dict[str, Any] | None, deadline_h: float | None,
-             element_id: str = "tradeoff-chart", width: int = 860, height: int = 360) -> str:
-    """Duration (h) against cost (USD) of each option, one colour per instance type; the pick is ringed."""
+             front: list[dict[str, Any]] | None = None, element_id: str = "tradeoff-chart", width: int = 860,
+             height: int = 360) -> str:
+    """Duration (h) against cost (USD): every option a small grey dot, the Pareto front (``front``) a line of
+    large dots, each its own colour and marker, named in the legend (no text on the plot to overlap); the pick
+    is ringed."""
     fig, ax = _figure(width, height)
-    kinds = sorted({o["label"] for o in options})
-    for i, kind in enumerate(kinds):
-        mine = sorted((o for o in options if o["label"] == kind), key=lambda o: o["nodes"])
-        ax.plot([o["duration_s"] / 3600 for o in mine], [o["cost_usd"] for o in mine], marker="o", linewidth=1,
-                color=PALETTE[i % len(PALETTE)], label=kind)
-        for o in mine:
-            ax.annotate(f"{o['nodes']}", (o["duration_s"] / 3600, o["cost_usd"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+    import matplotlib
+
+    front = front if front is not None else options
+    ax.scatter([o["duration_s"] / 3600 for o in options], [o["cost_usd"] for o in options], s=12, color="#c8c8c8",
+               zorder=1, label=f"every option ({len(options)})")
+    ax.plot([o["duration_s"] / 3600 for o in front], [o["cost_usd"] for o in front], color="#888", linewidth=1,
+            zorder=2)
+    colours = matplotlib.colormaps["tab20"].colors
+    markers = "os^Dv<>ph*"
+    for i, o in enumerate(front[:20]):
+        ax.scatter([o["duration_s"] / 3600], [o["cost_usd"]], s=60, zorder=3, color=colours[i * 2 % 20 + i // 10],
+                   marker=markers[i % len(markers)], edgecolors="black", linewidths=0.5,
+                   label=f"{o['nodes']} × {o['instance_type']}" if not o.get("own") else o["instance_type"])
     if deadline_h:
-        ax.axvline(deadline_h, color="#999", linestyle="--", linewidth=1, label=f"deadline {deadline_h:g} h")
+        ax.axvline(deadline_h, color="#999", linestyle="--", linewidth=1, label=f"deadline {deadline_h * 60:g} min")
     if best:
-        ax.scatter([best["duration_s"] / 3600], [best["cost_usd"]], s=220, facecolors="none", edgecolors="black",
+        ax.scatter([best["duration_s"] / 3600], [best["cost_usd"]], s=260, facecolors="none", edgecolors="black",
                    linewidths=2, zorder=5, label="cheapest within the deadline" if deadline_h else "cheapest")
-    ax.set_xlabel("duration (hours; the number by each dot is the node count)")
+    ax.set_xlabel("duration (hours)")
     ax.set_ylabel("cost (USD)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return to_svg(fig, element_id, len(options), "Duration against cost per option")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return to_svg(fig, element_id, len(options), "Duration against cost: the Pareto front")

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
 
+from sciops import MACRO_DIR
 from sciops.clusters import BACKENDS, SCHEDULERS, SECTION_BACKENDS  # the backends' own declarations
 from sciops.errors import ConfigError
 from sciops.run import messages
@@ -120,7 +121,8 @@ class RunConfig(ValueChecks, BaseModel):
     project: str = Field(description="Project folder under the storage root (letters, digits, '._-')",
                          min_length=1, json_schema_extra={"section": "Run", "project_yaml": False,
                                                           "shown": "(required)", "pattern": SAFE_NAME.pattern})
-    macro: str = _param("count_nuclei", "A shipped macro (count_nuclei) or a file in the project, e.g. src/x.ijm")
+    macro: str = _param("count_nuclei", f"A shipped macro ({', '.join(sorted(p.stem for p in MACRO_DIR.glob('*.ijm')))})"
+                                        " or a file in the project, e.g. src/x.ijm")
     macro_args: dict[str, str | int | float | bool] = _param({}, "key: value arguments handed to the macro",
                                                              max_length=MAX_MACRO_ARGS)
     macro_argument: str | None = _param(None, "For a lab macro that splits its own getArgument() string: the "

@@ -23,11 +23,15 @@ def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
 
     The schema is pydantic's for the field (type, bounds, enum, pattern), flattened to the
     keys Airflow's form reads; the description says what the field does and how
-    ``project.yaml`` and the form combine. Airflow checks a run's conf against it when the
+    ``project.yaml`` and the form combine; ``project`` and ``macro`` carry ``examples`` (the projects under
+    the storage root, the shipped and the projects' macros: :mod:`sciops.run.choices`). Airflow checks a run's conf against it when the
     run is created, so the form (and a REST call) refuse what the schema can say.
     """
+    from sciops.run.choices import form_choices, with_choices
+
     full = RunConfig.model_json_schema()
     props = full["properties"]
+    choices = form_choices()   # the projects and macros to pick from (never S3 at parse: sciops.run.choices)
     out = {}
     for name, field in RunConfig.model_fields.items():
         prop = dict(props[name])
@@ -49,6 +53,8 @@ def form_params() -> dict[str, tuple[Any, dict[str, Any]]]:
             schema["description"] = f"{field.description}. {note}"
         else:
             schema["description"] = field.description
+        if name in ("project", "macro"):   # a list to pick from that still takes a typed name
+            schema = with_choices(schema, choices["projects" if name == "project" else "macros"])
         out[name] = (DEFAULTS.get(name, ""), schema)
     return out
 

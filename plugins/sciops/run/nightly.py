@@ -18,7 +18,7 @@ from typing import Any
 from sciops.errors import ConfigError
 from sciops.phases.checks import check_project
 from sciops.reporting import notify
-from sciops.run import processed
+from sciops.run import choices, processed
 from sciops.run.project import macro_sha256
 from sciops.run.runinfo import storage_for
 
@@ -77,6 +77,7 @@ def scan(storage=None) -> list[Decision]:
         log.log(logging.ERROR if decision.action == INVALID else logging.INFO, "%s: %s (%s)", name,
                 decision.action, decision.reason)
         decisions.append(decision)
+    choices.refresh(storage)   # the trigger form's list of projects and macros (an S3 root's cache file)
     return decisions
 
 

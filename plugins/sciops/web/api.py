@@ -87,13 +87,20 @@ def api_tradeoff(macro: str = Query(..., description="macro name or sha256"),
                                                                               "type"),
                  nodes: str = Query("1,2,4,8,16,32", max_length=400, description="comma-separated node counts"),
                  memory_mb: int = Query(DEFAULT_MEMORY_MB, ge=256, le=MAX_TASK_MB), project: str | None = None,
+                 deadline_min: float | None = Query(None, gt=0, le=planner.MAX_DEADLINE_H * 60, allow_inf_nan=False,
+                                                    description="the deadline in minutes (instead of deadline_h)"),
+                 slots: int = Query(0, ge=0, le=planner.MAX_NODES, description="the lab's own cluster: tasks at once"),
+                 task_hour_usd: float = Query(0.0, ge=0, le=planner.MAX_HOURLY_RATE_USD, allow_inf_nan=False,
+                                              description="the lab's own cluster: USD per task-hour"),
                  readable: set[str] = Readable) -> dict[str, Any]:
-    """Time and cost over instance types × node counts, and the cheapest option within the deadline."""
+    """Time and cost over instance types × node counts (and the own cluster), the cheapest option within the
+    deadline, and the Pareto front (``front``: the options no other beats on both time and cost)."""
     found = planner.past(macro, project, readable)
+    deadline_h = deadline_min / 60 if deadline_min else deadline_h
     return {"macro": macro, "images": images, "from_runs": found["runs"],
             "seconds_per_image": found["seconds_per_image"],
             **planner.tradeoff(images, found["seconds_per_image"], deadline_h, region, instance_types, nodes,
-                               memory_mb)}
+                               memory_mb, slots, task_hour_usd)}
 
 
 @app.get("/api/runs/{dag_id}/{run_id}/progress")
@@ -122,9 +129,15 @@ def dashboard(project: str | None = None, macro: str | None = None,
               deadline_h: float | None = Query(None, gt=0, le=planner.MAX_DEADLINE_H, allow_inf_nan=False),
               region: str | None = None, memory_mb: int | None = Query(None, ge=256, le=MAX_TASK_MB),
               instance_types: str | None = Query(None, max_length=1000), nodes: str | None = Query(None, max_length=400),
+              deadline_min: float | None = Query(None, gt=0, le=planner.MAX_DEADLINE_H * 60, allow_inf_nan=False),
+              slots: int | None = Query(None, ge=0, le=planner.MAX_NODES),
+              task_hour_usd: float | None = Query(None, ge=0, le=planner.MAX_HOURLY_RATE_USD, allow_inf_nan=False),
               plan: str | None = None, readable: set[str] = Readable) -> str:
-    q = {"project": project, "macro": macro, "images": images, "deadline_h": deadline_h, "region": region,
-         "memory_mb": memory_mb, "instance_types": instance_types, "nodes": nodes, "plan": plan}
+    if deadline_min is None and deadline_h:   # a link from before deadlines were in minutes
+        deadline_min = deadline_h * 60
+    q = {"project": project, "macro": macro, "images": images, "deadline_min": deadline_min, "region": region,
+         "memory_mb": memory_mb, "instance_types": instance_types, "nodes": nodes, "slots": slots,
+         "task_hour_usd": task_hour_usd, "plan": plan}
     return pages.dashboard(summary(readable, project or None), project, q, readable)
 
 

@@ -112,7 +112,9 @@ def planner_form(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> di
     macros = sorted(s["cost_per_image_by_macro"]) or sorted({r["macro"] for r in s["per_run"] if r["macro"]})
     regions = sorted(costs.load_prices().get("on_demand_usd_per_hour", {}))
     form = {"project": q.get('project') or '', "macro": q.get('macro'), "images": q.get('images') or 10000,
-            "deadline_h": q.get('deadline_h') or '', "region": q.get('region') or 'us-east-1',
+            "deadline_min": f"{q['deadline_min']:g}" if isinstance(q.get('deadline_min'), float)
+            else q.get('deadline_min') or '', "slots": q.get('slots') or '',
+            "task_hour_usd": q.get('task_hour_usd') or '', "region": q.get('region') or 'us-east-1',
             "memory_mb": q.get('memory_mb') or DEFAULT_MEMORY_MB, "instance_types": q.get('instance_types') or '',
             "nodes": q.get('nodes') or '1,2,4,8,16,32'}
     out: dict[str, Any] = {"macros": macros, "regions": regions, "form": form, "error": None, "answer": None}
@@ -120,24 +122,32 @@ def planner_form(s: dict[str, Any], q: dict[str, Any], readable: set[str]) -> di
         return out
     try:
         found = planner.past(q["macro"], q.get("project"), readable)
-        result = planner.tradeoff(int(q["images"]), found["seconds_per_image"], q.get("deadline_h"),
+        deadline_h = float(q["deadline_min"]) / 60 if q.get("deadline_min") else None
+        result = planner.tradeoff(int(q["images"]), found["seconds_per_image"], deadline_h,
                                   q.get("region") or "us-east-1", q.get("instance_types") or "",
-                                  q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or DEFAULT_MEMORY_MB))
+                                  q.get("nodes") or "1,2,4,8,16,32", int(q.get("memory_mb") or DEFAULT_MEMORY_MB),
+                                  int(q.get("slots") or 0), float(q.get("task_hour_usd") or 0.0))
     except HTTPException as exc:
         out["error"] = exc.detail
         return out
+    except ValueError:
+        out["error"] = "deadline (minutes), slots and the task-hour rate must be numbers"
+        return out
     best = result["best"]
-    options = [{"best": (o["instance_type"], o["nodes"]) == (best["instance_type"], best["nodes"]),
+    def row(o: dict[str, Any]) -> dict[str, Any]:
+        return {"best": (o["instance_type"], o["nodes"]) == (best["instance_type"], best["nodes"]),
                 "instance_type": o["instance_type"], "nodes": o["nodes"], "concurrent_tasks": o["concurrent_tasks"],
                 "duration": hours(o["duration_s"]), "cost": f'{o["cost_usd"]:.2f}',
                 "within": "—" if o["meets_deadline"] is None else "yes" if o["meets_deadline"] else "no"}
-               for o in result["options"]]
+
+    options, front = [row(o) for o in result["options"]], [row(o) for o in result["front"]]
     out["answer"] = {"pick": best["pick"].capitalize(), "nodes": best["nodes"], "instance_type": best["instance_type"],
+                     "option": best["instance_type"] if best.get("own") else f"{best['nodes']} × {best['instance_type']}",
                      "duration": hours(best["duration_s"]), "images": q["images"], "cost": f"{best['cost_usd']:.2f}",
                      "runs": found["runs"], "seconds_per_image": f"{found['seconds_per_image']:.3g}",
                      "prices_as_of": result["prices_as_of"], "create_minutes": result["create_seconds"] // 60,
-                     "boot_minutes": result["boot_seconds"] // 60, "options": options,
-                     "chart": Markup(charts.tradeoff(result["options"], best, q.get("deadline_h")))}
+                     "boot_minutes": result["boot_seconds"] // 60, "options": options, "front": front,
+                     "chart": Markup(charts.tradeoff(result["options"], best, deadline_h, result["front"]))}
     return out
 
 

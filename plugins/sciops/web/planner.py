@@ -1,9 +1,10 @@
 """The what-if planner: duration and cost of a number of images, from the macro's past runs.
 
 ``estimate``: N nodes of type X (``/sciops/api/planner``); ``tradeoff``: instance types × node
-counts, and the cheapest option within a deadline (``/sciops/api/tradeoff`` and the dashboard's
-planner form). Both start from ``past``: the measured seconds per image of the macro's
-successful runs that the requesting user may read. Errors are ``HTTPException`` s whose detail
+counts, and the lab's own cluster (its slots at a rate per task-hour) if given, the cheapest option
+within a deadline and the Pareto front: the options that no other beats on both time and cost
+(``/sciops/api/tradeoff`` and the dashboard's planner form). Both start from ``past``: the measured
+seconds per image of the macro's successful runs that the requesting user may read. Errors are ``HTTPException`` s whose detail
 is a sentence (the routes answer it; the dashboard shows it).
 """
 from __future__ import annotations
@@ -80,9 +81,28 @@ def estimate(macro: str, images: int, nodes: int, instance_type: str | None, bac
             "seconds_per_image": found["seconds_per_image"], "estimate": est}
 
 
+def pareto(options: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The options not both slower and dearer than another (ties: the first kept), fastest first."""
+    front: list[dict[str, Any]] = []
+    for o in sorted(options, key=lambda o: (o["duration_s"], o["cost_usd"])):
+        if not front or o["cost_usd"] < front[-1]["cost_usd"]:
+            front.append(o)
+    return front
+
+
+def own_cluster(images: int, seconds_per_image: float, slots: int, task_hour_usd: float,
+                deadline_s: float | None) -> dict[str, Any]:
+    """The lab's own cluster as an option: ``slots`` tasks at once, each task-hour at ``task_hour_usd``."""
+    est = backend_class("existing").estimate_for(images, seconds_per_image, nodes=slots, hourly_rate_usd=task_hour_usd)
+    return {"label": "own cluster", "instance_type": f"own cluster ({slots} slots)", "nodes": slots,
+            "concurrent_tasks": slots, "duration_s": est["duration_s"], "cost_usd": est["cost_usd"], "own": True,
+            "meets_deadline": None if deadline_s is None else est["duration_s"] <= deadline_s}
+
+
 def tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, region: str, instance_types: str,
-             nodes: str, memory_mb: int) -> dict[str, Any]:
-    check_bounds(images, memory_mb, deadline_h=deadline_h)
+             nodes: str, memory_mb: int, slots: int = 0, task_hour_usd: float = 0.0) -> dict[str, Any]:
+    """EC2 instance types × node counts (and the own cluster when ``slots``): every option, the pick, the front."""
+    check_bounds(images, memory_mb, hourly_rate_usd=task_hour_usd, deadline_h=deadline_h, nodes=max(slots, 1))
     if len(nodes) > 400 or nodes.count(",") >= MAX_NODE_COUNTS:
         raise HTTPException(422, f"nodes: at most {MAX_NODE_COUNTS} node counts, e.g. 1,2,4,8,16,32")
     try:
@@ -95,9 +115,20 @@ def tradeoff(images: int, seconds_per_image: float, deadline_h: float | None, re
     types = [t.strip() for t in instance_types.split(",") if t.strip()]
     if len(instance_types) > 1000 or len(types) > MAX_INSTANCE_TYPES:
         raise HTTPException(422, f"instance_types: at most {MAX_INSTANCE_TYPES} instance types")
+    deadline_s = deadline_h * 3600 if deadline_h else None
     try:
-        return instance_priced_backend().tradeoff(images, seconds_per_image, region=region,
-                                                  instance_types=types or None, node_counts=counts,
-                                                  memory_mb=memory_mb, deadline_s=deadline_h * 3600 if deadline_h else None)
+        out = instance_priced_backend().tradeoff(images, seconds_per_image, region=region,
+                                                 instance_types=types or None, node_counts=counts,
+                                                 memory_mb=memory_mb, deadline_s=deadline_s)
     except PlannerError as exc:
         raise HTTPException(422, str(exc)) from None
+    if slots:
+        out["options"] = sorted(out["options"] + [own_cluster(images, seconds_per_image, slots, task_hour_usd,
+                                                              deadline_s)],
+                                key=lambda o: (o["cost_usd"], o["duration_s"]))
+        within = [o for o in out["options"] if o["meets_deadline"] is not False]
+        best = within[0] if within else min(out["options"], key=lambda o: (o["duration_s"], o["cost_usd"]))
+        out["best"] = dict(best, pick=out["best"]["pick"] if deadline_s is None or within else
+                           "fastest (none meets the deadline)")
+    out["front"] = pareto(out["options"])
+    return out

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from helpers import REPO
 
+from sciops.cli import follow
 from sciops.cli import main as cli_main
 from sciops.cli.main import main
 from sciops.cli.settings import settings
@@ -63,6 +64,8 @@ class FakeAirflow:
         self.ledger: list[dict] = []
         self.progress: dict = {}
         self.refuse: dict[tuple[str, str], tuple[int, object]] = {}
+        self.paused = False
+        self.run_doc: dict = {}          # more of GET dagRuns/<id>'s answer (start_date, end_date...)
 
     def answer(self, method: str, path: str, body, auth: str | None) -> tuple[int, object]:
         if (method, path) == ("POST", "/auth/token"):
@@ -75,11 +78,13 @@ class FakeAirflow:
             return self.refuse[(method, path)]
         if (method, path) == ("POST", RUNS):
             return 200, {"dag_run_id": "manual__1", "state": "queued", "conf": body["conf"]}
+        if (method, path) == ("GET", "/api/v2/dags/fiji_project"):
+            return 200, {"dag_id": "fiji_project", "is_paused": self.paused}
         if (method, path) == ("GET", RUNS):
             return 200, {"dag_runs": self.going, "total_entries": len(self.going)}
         if method == "GET" and path.startswith(RUNS + "/"):
             state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-            return 200, {"dag_run_id": unquote(path.rsplit("/", 1)[1]), "state": state}
+            return 200, {"dag_run_id": unquote(path.rsplit("/", 1)[1]), "state": state, **self.run_doc}
         if (method, path) == ("GET", "/sciops/api/runs"):
             return 200, {"runs": self.ledger}
         if method == "GET" and path.endswith("/progress"):
@@ -116,14 +121,15 @@ def airflow(monkeypatch):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake.server, fake.handler = server, Handler   # a test may stop it and start another on the same port
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("SCIOPS_API_URL", fake.url)
     monkeypatch.setenv("SCIOPS_USER", fake.USER)
     monkeypatch.setenv("SCIOPS_PASSWORD", fake.PASSWORD)
-    monkeypatch.setattr(cli_main, "time", SimpleNamespace(sleep=lambda s: None))   # --wait polls without waiting
+    monkeypatch.setattr(follow, "POLL_SECONDS", 0.0)   # --wait polls without waiting
     yield fake
-    server.shutdown()
-    server.server_close()
+    fake.server.shutdown()
+    fake.server.server_close()
 
 
 @pytest.fixture
@@ -291,7 +297,7 @@ def test_run_wait_follows_the_run(capsys, airflow, states, code):
     airflow.states = list(states)
     airflow.progress = {"phase": "run_array", "images": 3, "done": 3, "failed": 1, "eta_s": 0, "spent_usd": 0.25}
     got, out, err = run(capsys, "run", "cells", "--wait")
-    assert got == code and "run_array" in out and "3/3 images" in out and "1 failed" in out and "0.25 USD" in out
+    assert got == code and f"{states[-1]} " in out and "3/3 images" in out and "1 failed" in out and "0.25 USD" in out
     if code:
         assert "run manual__1 failed: see `sciops logs cells manual__1`" in one_line(err)
     assert len([r for r in airflow.requests if r["path"] == f"{RUNS}/manual__1"]) == len(states)
@@ -304,7 +310,7 @@ def test_status_lists_going_runs_then_the_ledger(capsys, airflow):
                        "images_failed": 0, "images_total": 3, "duration_s": 61.2, "cost_usd": 0.5}]
     code, out, _ = run(capsys, "status", "cells", "--limit", "5")
     assert code == 0 and "manual__going" in out and "manual__other" not in out
-    assert "manual__done" in out and "3/0/3" in out and "61 s" in out and "0.50" in out
+    assert "manual__done" in out and "3/0/3" in out and "1 min 01 s" in out and "0.50" in out
     assert out.index("manual__going") < out.index("manual__done")
     ledger = next(r for r in airflow.requests if r["path"] == "/sciops/api/runs")
     assert ledger["query"] == {"limit": ["5"], "project": ["cells"]}
@@ -333,7 +339,7 @@ def test_results_fetches_the_newest_or_a_named_run(capsys, tmp_path, root):
     assert code == 0 and out.endswith(f"results: {tmp_path / 'here' / 'output' / 'r2'}\n")
     assert (tmp_path / "here" / "output" / "r2" / "run.json").exists()
     code, _, err = run(capsys, "results", "cells", "r9", "--to", str(tmp_path / "here"))
-    assert code == 2 and "has no run 'r9'" in one_line(err) and "runs: r1, r2" in err
+    assert code == 2 and "has no run 'r9'" in one_line(err) and "newest: r1, r2" in err
 
 
 def test_results_prints_what_was_measured_warnings_and_outliers(capsys, tmp_path, root):
@@ -363,7 +369,7 @@ def test_logs_shows_failures_and_the_end_of_their_logs(capsys, root):
     assert out.rstrip().endswith("== task-0002.attempt-1.log (last 2 lines) ==\nline 48\nline 49")
     assert run(capsys, "logs", "cells", "r1")[1] == "no image failed\n"
     code, _, err = run(capsys, "logs", "cells", "r7")
-    assert code == 2 and "has no failures.csv" in one_line(err)
+    assert code == 2 and "has no run 'r7'" in one_line(err)
 
 
 def test_a_failed_transfer_is_status_1_and_says_to_run_again(capsys, tmp_path, root, monkeypatch):

@@ -67,3 +67,18 @@ def test_what_the_folder_does_not_show_is_left_out(work):
 def test_no_run_folder_no_progress(work, conf, run_id):
     assert run_folder(conf, run_id) is None and run_progress(conf, run_id) == {}
     assert run_folder({"project": "cells"}, RUN_ID) == work.parent
+
+
+def test_before_the_plan_the_total_is_the_matching_input_images(storage):
+    """``sciops run --wait`` shows done/total from the start: the input's matching images until plan.json."""
+    (storage / "cells" / "input" / "sub").mkdir(parents=True)
+    for name in ("a.tif", "b.TIF", "sub/c.tif", "notes.txt", ".hidden.tif"):
+        (storage / "cells" / "input" / name).write_bytes(b"x")
+    assert run_progress({"project": "cells"}, RUN_ID) == {"images": 3, "done": 0}
+    assert run_progress({"project": "cells", "file_pattern": "*.txt"}, RUN_ID) == {"images": 1, "done": 0}
+    (storage / "cells" / "project.yaml").write_text("file_pattern: 'sub/*'\n")
+    assert run_progress({"project": "cells"}, RUN_ID) == {"images": 1, "done": 0}
+    work = storage / "cells" / "output" / FOLDER / "work"
+    (work / "phases").mkdir(parents=True)
+    _write(work / "phases" / "validate.json", {"phase": "validate", "status": "running", "start": time.time()})
+    assert run_progress({"project": "cells"}, RUN_ID) == {"phase": "validate", "images": 1, "done": 0}

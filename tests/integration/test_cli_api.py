@@ -1,0 +1,188 @@
+"""The ``sciops`` command (the installed console script) against the real Airflow API server (issue 37, item 1).
+
+A refused ``-p`` as one line naming the field (Airflow's own Param check), the hint while
+fiji_project is paused, a refused run's reason from the ledger route, ``status``'s whole links and
+durations, and ``--wait`` across an api-server restart (an api-server of this test's own,
+stopped and started again on the same port).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+USER, PASSWORD = "sciops-admin", "a-test-password"   # tests/integration/conftest.py's admin
+PAUSED = "paused: unpause fiji_project (or ask your admin)"
+
+
+@pytest.fixture
+def cli(api_server, tmp_path):
+    base, _ = api_server
+    env = {**os.environ, "SCIOPS_API_URL": base, "SCIOPS_USER": USER, "SCIOPS_PASSWORD": PASSWORD,
+           "SCIOPS_CONFIG": str(tmp_path / "no-config.toml"), "COLUMNS": "80"}
+    env.pop("SCIOPS_STORAGE_ROOT", None)
+    sciops = [sys.executable, "-m", "sciops"]   # this checkout's (the installed script may be another's)
+
+    def run(*args, **extra):
+        return subprocess.run([*sciops, *args], env={**env, **extra}, capture_output=True, text=True, timeout=120)
+
+    run.env, run.command = env, sciops
+    return run
+
+
+def _delete_runs(base, token, prefix=""):
+    """The runs these tests triggered stay queued on the paused DAG: delete them (others' tests list runs)."""
+    req = urllib.request.Request(f"{base}/api/v2/dags/fiji_project/dagRuns?limit=100",
+                                 headers={"Authorization": f"Bearer {token}"})
+    for r in json.loads(urllib.request.urlopen(req, timeout=30).read())["dag_runs"]:
+        if r["state"] == "queued" and (r.get("conf") or {}).get("project", "").startswith("cli_api"):
+            urllib.request.urlopen(urllib.request.Request(
+                f"{base}/api/v2/dags/fiji_project/dagRuns/{quote(r['dag_run_id'], safe='')}", method="DELETE",
+                headers={"Authorization": f"Bearer {token}"}), timeout=30)
+
+
+def _pause(base, token):
+    """fiji_project paused, as it is when first deployed (another test may have unpaused it: the trigger form's
+    "Unpause on trigger" box)."""
+    req = urllib.request.Request(f"{base}/api/v2/dags/fiji_project", method="PATCH",
+                                 data=json.dumps({"is_paused": True}).encode(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(req, timeout=30).read())["is_paused"] is True
+
+
+def _lines(proc) -> queue.Queue:
+    out: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            out.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return out
+
+
+def _until(lines: queue.Queue, words: str, timeout: float, seen: list[str]) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        if words in seen[-1]:
+            return
+    raise AssertionError(f"{words!r} not printed within {timeout:.0f} s:\n{''.join(seen)}")
+
+
+def test_a_refused_param_is_one_line_naming_the_field(cli):
+    got = cli("run", "cli_api_cells", "-p", "images_per_task=-1")
+    assert got.returncode == 2, got.stdout + got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1 and "Failed validating" not in got.stderr, got.stderr
+    assert "images_per_task: -1 is less than the minimum of 0" in got.stderr, got.stderr
+
+
+def test_wait_on_a_paused_dag_says_what_to_do(cli, api_server):
+    base, token = api_server
+    _pause(base, token)
+    proc = subprocess.Popen([*cli.command, "run", "cli_api_cells", "--wait"], env=cli.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        _until(_lines(proc), PAUSED, 60, seen)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        _delete_runs(base, token)
+
+
+def test_logs_of_a_refused_run_shows_the_reason_from_the_ledger(cli, api_server, tmp_path):
+    from sciops.accounting import ledger
+
+    airflow_run_id = "manual__2026-12-07T05:00:00.000001+00:00"
+    ledger.write({"run_id": "manual__2026-12-07T05-00-00.000001-00-00", "airflow_run_id": airflow_run_id,
+                  "dag_id": "fiji_project", "project": "cli_api_refused", "trigger": "UI/API", "status": "refused",
+                  "reason": "file_pattern: no file in cli_api_refused/input matches '*.png'",
+                  "started_at": 1_800_000_000.0, "ended_at": 1_800_000_001.0, "phases": {}})
+    (tmp_path / "root" / "cli_api_refused" / "input").mkdir(parents=True)
+    got = cli("logs", "cli_api_refused", airflow_run_id, SCIOPS_STORAGE_ROOT=str(tmp_path / "root"))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == (f"run {airflow_run_id} refused: file_pattern: no file in cli_api_refused/input matches "
+                          "'*.png'\n")
+    missing = cli("logs", "cli_api_refused", "manual__2026-01-01T00:00:00+00:00",
+                  SCIOPS_STORAGE_ROOT=str(tmp_path / "root"))
+    assert missing.returncode == 2 and "has no run 'manual__2026-01-01T00:00:00+00:00'" in missing.stderr
+
+
+def test_status_prints_whole_links_and_durations(cli, api_server, ledger_rows):
+    base, _ = api_server
+    got = cli("status", "alpha")
+    assert got.returncode == 0 and "…" not in got.stdout, got.stdout + got.stderr
+    for run_id in ("manual__2026-11-20T00:00:00+00:00", "manual__2026-11-21T00:00:00+00:00"):
+        link = f"{base}/sciops/runs/fiji_project/{quote(run_id, safe='')}/report"
+        assert f"report {run_id}: {link}\n" in got.stdout, got.stdout
+    assert "10 min 00 s" in got.stdout   # no DAG run in Airflow for these rows: the ledger's 600 s
+    one = cli("status", "alpha", "manual__2026-11-20T00-00-00-00-00")   # the run's folder name
+    assert one.returncode == 0 and one.stdout.count("report manual__") == 1, one.stdout
+
+
+def _start_api_server(env, port, log) -> subprocess.Popen:
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "api-server", "--port", str(port),
+                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2)
+            return proc
+        except (urllib.error.URLError, ConnectionError, OSError):
+            assert proc.poll() is None, "the api-server exited"
+            time.sleep(1)
+    proc.kill()
+    raise AssertionError("the api-server did not start")
+
+
+def test_wait_survives_an_api_server_restart(cli, api_server, airflow_db, tmp_path):
+    """`sciops run --wait` against an api-server of its own: stopped while the run waits, started again on the
+    same port; the command says it lost Airflow, tries again, says it is back and follows on."""
+    import socket
+
+    base, token = api_server
+    _pause(base, token)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    passwords = Path(airflow_db) / "passwords.json"
+    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "sciops-admin:admin",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
+    log = open(tmp_path / "api-server.log", "w")
+    server = _start_api_server(env, port, log)
+    proc = subprocess.Popen([*cli.command, "run", "cli_api_cells", "--wait"],
+                            env={**cli.env, "SCIOPS_API_URL": f"http://127.0.0.1:{port}"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, seen = _lines(proc), []
+    try:
+        _until(lines, PAUSED, 60, seen)
+        server.terminate()
+        server.wait(30)
+        _until(lines, "cannot reach Airflow", 30, seen)
+        assert "the run goes on" in seen[-1]
+        server = _start_api_server(env, port, log)
+        _until(lines, "Airflow is back after", 90, seen)
+        time.sleep(3)
+        assert proc.poll() is None, "".join(seen)   # still following the run
+    finally:
+        proc.kill()
+        proc.wait(10)
+        server.terminate()
+        server.wait(30)
+        _delete_runs(base, token)
