@@ -132,7 +132,7 @@ def test_a_dialog_fails_its_image_at_once_with_its_text(tmp_path, fake_imagej_ru
 
 def test_a_macro_printing_the_drivers_lines_is_only_printing(tmp_path, fake_imagej_run):
     """Lines without the JVM's secret are the macro's: no image begun or ended, nothing written in the folder they
-    name, no JVM restarted (with ImageJ: tests/integration/test_macro_sandbox.py)."""
+    name, no JVM restarted (with ImageJ: tests/hostile/test_macro_sandbox.py)."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     mpath, work = fake_imagej_run(tmp_path, ["a.tif", "b.tif"], r"""*a.tif) printf 'SCIOPS_BEGIN\t%s\n' "$in_elsewhere"
