@@ -21,7 +21,7 @@ def only_run(root: Path, newest: bool = True) -> Path:
     return runs[-1] if newest else runs[0]
 
 
-def test_ledger_slack_and_cost_for_a_successful_and_a_failed_run(airflow_db, make_project, slack_receiver):
+def test_ledger_slack_and_cost_for_a_successful_and_a_failed_run(airflow_db, make_project, slack_receiver, monkeypatch):
     from sciops.accounting import ledger
     from sciops.errors import ConfigError
     from sciops.phases.checks import validate
@@ -41,6 +41,7 @@ def test_ledger_slack_and_cost_for_a_successful_and_a_failed_run(airflow_db, mak
     assert timing["queue_wait_s"] >= 0 and timing["compute_s"] > 0 and not timing["resubmit"]
     assert run["trigger"] == "UI/API"
 
+    monkeypatch.setenv("SCIOPS_MACRO_SANDBOX", "off")   # CRASH kills its JVM through exec("sh"): no shell in the sandbox
     dr = fresh_dag().test(run_conf={**conf, "macro": "src/crash.ijm", "max_attempts": 1, "smoke_test": False})
     assert dr.state == "failed"
     rows = {r["status"]: r for r in ledger.rows(project="costs")}

@@ -76,9 +76,12 @@ def _env_dumps(run_dir: Path) -> list[str]:
     return dumps
 
 
-def test_no_secret_surfaces_on_local(airflow_db, storage, secret_connections, caplog, capfd):
+def test_no_secret_surfaces_on_local(airflow_db, storage, secret_connections, caplog, capfd, monkeypatch):
     from sciops.accounting import ledger
 
+    # the macro dumps its environment with exec("printenv"): the sandbox has no programs to exec (it is tested
+    # in test_macro_sandbox), and what this test checks, the scrubbed environment, is what runs without one
+    monkeypatch.setenv("SCIOPS_MACRO_SANDBOX", "off")
     caplog.set_level(logging.INFO)
     root = _demo(storage)
     dr = fresh_dag().test(run_conf={"project": "demo", "macro": "src/envdump.ijm"})

@@ -199,7 +199,9 @@ class JvmSession:
         argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile, agent=self.agent)
         confine = self.m.launcher.get("sandbox")
         if confine:   # sciops_node.sandbox: what the JVM sees
-            readable = [self.m.input_dir, self.m.macro_path, self.m.driver_path, *confine.get("read", ()),
+            # the macro's and driver's folders (work/job): a shipped macro runMacro's its sibling (cell_death)
+            readable = [self.m.input_dir, os.path.dirname(self.m.macro_path), os.path.dirname(self.m.driver_path),
+                        *confine.get("read", ()),
                         *sandbox.launcher_paths(self.m.launcher, self.agent)]
             argv = sandbox.wrap(confine, argv, readable, [self.scratch, images_dir(self.work)], self.scratch)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
