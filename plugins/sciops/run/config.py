@@ -29,6 +29,7 @@ from sciops.run import messages
 from sciops.run.bounded import brief
 from sciops.run.names import SAFE_NAME
 from sciops.run.values import COMMAND, SAFE_ARG_KEY, WORD, ValueChecks, parse_memory_mb
+from sciops_node.qc import MODES as QC_MODES   # the node's own list: one place
 
 # Imports inside functions here are deliberate: the DAG processor imports this module when it parses
 # dags/fiji_project.py (every 30 s), and tests/dags/test_dagbag.py keeps pandas, pyarrow, boto3, botocore,
@@ -72,9 +73,6 @@ MAX_MACRO_ARGS = 100
 MAX_CONF_KEYS = 200
 
 _EXISTING, _LOCAL, _PC, _STORAGE, _COST = SECTIONS[2], SECTIONS[1], SECTIONS[3], SECTIONS[4], SECTIONS[5]
-
-
-QC_MODES = ("all", "sample", "none")   # sciops_node.qc.MODES
 
 
 class ClusterSettings(BaseModel):
