@@ -72,3 +72,25 @@ def fill_up(folder: Path) -> int:
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
                 return written
+
+
+def runner_manifest(tmp_path: Path, launcher: dict, macro_text: str, images: list[str], run_dir: Path | None = None,
+                    macro_dir: Path | None = None, **kw) -> Path:
+    """A one-task manifest for the real task runner (``sciops_task.main``) with ``macro_text`` as the macro:
+    written to ``tmp_path/manifest.json``; the run folder is ``run_dir`` (default ``tmp_path``), the images in
+    ``tmp_path/input``, the macro in ``macro_dir`` (default ``tmp_path``); ``kw`` overrides any key."""
+    import json
+
+    from sciops import JOB_DIR
+
+    run_dir, macro_dir = run_dir or tmp_path, macro_dir or tmp_path
+    macro_dir.mkdir(parents=True, exist_ok=True)
+    (macro_dir / "macro.ijm").write_text(macro_text)
+    manifest = {"run_id": "t", "work_dir": str(run_dir / "work"), "run_dir": str(run_dir),
+                "input_dir": str(tmp_path / "input"), "macro_path": str(macro_dir / "macro.ijm"),
+                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["results.csv"],
+                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30, "macro_args": {},
+                **kw}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import runner_manifest
 import sciops_task as st
-from sciops import JOB_DIR
 from sciops.imaging.imagej import confined
 from sciops.imaging.synthetic import make_images
 
@@ -55,17 +55,8 @@ File.saveString("count\\n1\\n", output + "/results.csv");
 
 
 def manifest_for(tmp_path: Path, launcher: dict, macro_text: str, images: list[str], **kw) -> Path:
-    job = tmp_path / "run" / "work" / "job"
-    job.mkdir(parents=True)
-    (job / "macro.ijm").write_text(macro_text)
-    manifest = {"run_id": "t", "work_dir": str(tmp_path / "run" / "work"), "run_dir": str(tmp_path / "run"),
-                "input_dir": str(tmp_path / "input"), "macro_path": str(job / "macro.ijm"),
-                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["results.csv"],
-                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 20, "macro_args": {}}
-    manifest.update(kw)
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    return path
+    return runner_manifest(tmp_path, launcher, macro_text, images, run_dir=tmp_path / "run",
+                           macro_dir=tmp_path / "run" / "work" / "job", **{"stall_seconds": 20, **kw})
 
 
 def run_task(tmp_path: Path, mpath: Path) -> tuple[dict[str, dict], dict, str]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import runner_manifest
 import sciops_task as st
 
-from sciops import JOB_DIR
 from sciops.imaging.synthetic import make_images
 from sciops.reporting.cells import neutral, plain
 from sciops.reporting.collate import collate
@@ -58,15 +58,9 @@ def _number(text: str) -> bool:
 
 def test_collated_tables_hold_no_formula(tmp_path, imagej):
     make_images(tmp_path / "input", {name: 2 for name in NAMES}, size=64)
-    macro = tmp_path / "macro.ijm"
-    macro.write_text(MACRO)
-    manifest = {"run_id": "t", "work_dir": str(tmp_path / "work"), "run_dir": str(tmp_path),
-                "input_dir": str(tmp_path / "input"), "macro_path": str(macro),
-                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [NAMES], "expected_outputs": ["results.csv"],
-                "launcher": imagej, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30, "macro_args": {}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    st.main(["--manifest", str(tmp_path / "manifest.json"), "--task", "1"])
-    c = collate(tmp_path, manifest)
+    path = runner_manifest(tmp_path, imagej, MACRO, NAMES)
+    st.main(["--manifest", str(path), "--task", "1"])
+    c = collate(tmp_path, json.loads(path.read_text()))
     assert (c.images, c.ok, c.failed) == (6, 5, 1)
 
     results, summary, failures = (_rows(tmp_path / n) for n in ("results.csv", "summary.csv", "failures.csv"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sciops_task as st
-from helpers import wait_ended
+from helpers import runner_manifest, wait_ended
 
 from sciops import JOB_DIR, MACRO_DIR
 from sciops.imaging.synthetic import make_images
@@ -51,17 +51,8 @@ File.close(f);
 
 
 def manifest_for(tmp_path: Path, launcher: dict, macro_text: str, images: list[str], **kw) -> Path:
-    macro = tmp_path / "macro.ijm"
-    macro.write_text(macro_text)
-    manifest = {"run_id": "t", "work_dir": str(tmp_path / "work"), "run_dir": str(tmp_path),
-                "input_dir": str(tmp_path / "input"), "macro_path": str(macro),
-                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["results.csv"],
-                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30,
-                "macro_args": {"threshold": "Otsu", "label": "a b c"}}
-    manifest.update(kw)
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    return path
+    return runner_manifest(tmp_path, launcher, macro_text, images,
+                           **{"macro_args": {"threshold": "Otsu", "label": "a b c"}, **kw})
 
 
 def statuses(tmp_path):

@@ -5,10 +5,10 @@ failure (out of memory, a dialog, an exception), and a printed word of the macro
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from helpers import runner_manifest
 import sciops_task as st
 
 from sciops import JOB_DIR
@@ -44,17 +44,7 @@ else if (indexOf(input, "_oom.") >= 0) {   // ImageJ runs out of memory, the mac
 """
 
 
-def manifest_for(tmp_path: Path, launcher: dict, macro_text: str, images: list[str], **kw) -> Path:
-    macro = tmp_path / "macro.ijm"
-    macro.write_text(macro_text)
-    manifest = {"run_id": "t", "work_dir": str(tmp_path / "work"), "run_dir": str(tmp_path),
-                "input_dir": str(tmp_path / "input"), "macro_path": str(macro),
-                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["results.csv"],
-                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30, "macro_args": {}}
-    manifest.update(kw)
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    return path
+manifest_for = runner_manifest
 
 
 def statuses(tmp_path: Path) -> dict[str, dict]:

@@ -7,29 +7,22 @@ ROIs but X/Y in its Results gets circles; one that leaves nothing gets the plain
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import runner_manifest
 import sciops_task as st
 from matplotlib.image import imread
 
-from sciops import JOB_DIR, MACRO_DIR
+from sciops import MACRO_DIR
 from sciops.imaging.synthetic import make_images
 
 pytestmark = pytest.mark.imagej
 
 
 def run_task(tmp_path: Path, launcher: dict, macro: str, images: list[str], **kw) -> dict[str, dict]:
-    path = tmp_path / "macro.ijm"
-    path.write_text(macro)
-    manifest = {"run_id": "t", "work_dir": str(tmp_path / "work"), "run_dir": str(tmp_path),
-                "input_dir": str(tmp_path / "input"), "macro_path": str(path),
-                "driver_path": str(JOB_DIR / "driver.ijm"), "chunks": [images], "expected_outputs": ["*.csv"],
-                "launcher": launcher, "memory_mb": 1024, "image_timeout_s": 60, "stall_seconds": 30,
-                "qc_images": "all", **kw}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    runner_manifest(tmp_path, launcher, macro, images, **{"expected_outputs": ["*.csv"], "qc_images": "all", **kw})
     assert st.main(["--manifest", str(tmp_path / "manifest.json"), "--task", "1"]) == 0
     return st.read_statuses(st.status_path(str(tmp_path / "work"), 1))
 
