@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Testbed: PostgreSQL (Debian's) on 127.0.0.1:${SCIOPS_PG_PORT:-5433}, its own cluster in
 # /var/lib/sciops-testbed/pg, a database and role for the run ledger. Idempotent; run as root.
-#   bash scripts/testbed/postgres.sh start|stop|conn|fresh-db NAME
+#   bash scripts/testbed/postgres.sh start|stop|conn|fresh-db NAME|drop-db NAME
 #   conn prints the Airflow connection URI for AIRFLOW_CONN_SCIOPS_LEDGER.
 #   fresh-db NAME drops and re-creates database NAME (owner sciops_ledger) and prints its URI:
-#   the deployment tests' Airflow metadata database.
+#   the deployment tests' Airflow metadata database. drop-db NAME drops it (a benchmark's own, at its end).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 ACTION="${1:-start}"
@@ -68,5 +68,10 @@ case "$ACTION" in
         as_pg dropdb -h /var/run/postgresql -p "$PORT" --if-exists --force "$name"
         as_pg createdb -h /var/run/postgresql -p "$PORT" -O sciops_ledger "$name"
         echo "postgresql://sciops_ledger:$(cat "$PASSWORD_FILE")@127.0.0.1:$PORT/$name" ;;
-    *) echo "usage: $0 start|stop|conn|fresh-db NAME" >&2; exit 2 ;;
+    drop-db)
+        name="${2:?usage: $0 drop-db NAME}"
+        [[ "$name" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || { echo "bad database name: $name" >&2; exit 2; }
+        as_pg dropdb -h /var/run/postgresql -p "$PORT" --if-exists --force "$name"
+        log "dropped $name" ;;
+    *) echo "usage: $0 start|stop|conn|fresh-db NAME|drop-db NAME" >&2; exit 2 ;;
 esac

@@ -5,7 +5,9 @@ what names a container is mapped to this machine, each mapping listed in ``HOST_
 checked against the file, so the two cannot drift apart silently:
 
 - the ``postgres`` service → the testbed's PostgreSQL (127.0.0.1:5433), a fresh database;
-- ``airflow-apiserver:8080`` → 127.0.0.1:<a free port>;
+- ``airflow-apiserver:8080`` → 127.0.0.1:<a free port>; the ports each container has to itself
+  (the scheduler's health check, the worker's and the triggerer's log servers) → free ports too,
+  so that two stacks (a benchmark beside the tests) never meet;
 - ``/opt/airflow/...`` and ``/opt/sciops/projects`` → folders of the test.
 
 Then ``docker/init.sh`` (compose's ``airflow-init``) runs with those settings, and the four
@@ -36,6 +38,9 @@ SERVICES = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
 HOST_MAP = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW_CONFIG",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "SCIOPS_STORAGE_ROOT", "AIRFLOW_CONN_SCIOPS_LEDGER",
             "AIRFLOW__API__BASE_URL")
+#: Ports each container has to itself under compose (Airflow's fixed defaults 8974, 8793, 8794).
+OWN_PORTS = ("AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT")
 _DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 
 
@@ -63,10 +68,11 @@ class Stack:
     :param database_uri: ``postgresql://...`` of an empty database (the metadata DB).
     :param ledger_uri: the run ledger's connection URI (compose: the same PostgreSQL).
     :param extra_env: more environment (connections of the test's systems, e.g. an SSH head node).
+    :param dags_folder: the DAG files (default: this checkout's ``dags/``; a benchmark adds another shape).
     """
 
     def __init__(self, home: Path, database_uri: str, ledger_uri: str, storage_root: Path | None = None,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, dags_folder: Path | None = None):
         self.home = Path(home)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -93,10 +99,12 @@ class Stack:
             **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SCIOPS_"))},
             **env, **mapped,
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),      # compose: ./dags:/opt/airflow/dags
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or REPO / "dags"),  # compose: ./dags:/opt/airflow/dags
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),  # compose: ./plugins:/opt/airflow/plugins
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "AIRFLOW__API__PORT": str(self.port),
+            # in compose each container has these ports to itself; here they must not meet another stack's
+            **{key: str(free_port()) for key in OWN_PORTS},
             "AIRFLOW_UID": str(os.getuid()),
             "PYTHONPATH": str(REPO / "plugins"),  # the image: plugins/ is on sys.path for every service
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
@@ -155,6 +163,16 @@ class Stack:
         time.sleep(3)  # let the old heartbeat age out of the health answer before asking
         self.wait_healthy()
 
+    def kill(self, command: str) -> None:
+        """``kill -9`` of one service with all it started (a container killed: LocalExecutor's task
+        processes die with the scheduler), then started again at once, as compose's ``restart: always``."""
+        import signal
+
+        proc = self.procs[command]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self._spawn(command, self.env)
+
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.time() + timeout
         while True:
@@ -199,12 +217,21 @@ class Stack:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(self.base + path, method=method, headers=headers,
                                      data=None if body is None else json.dumps(body).encode())
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                status = r.status
-        except urllib.error.HTTPError as e:
-            raw, status = e.read(), e.code
+        # a GET is asked again when the api-server is slow (2 shared cores) or restarting; nothing else is
+        tries = 4 if method == "GET" else 1
+        for attempt in range(tries):
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    raw = r.read()
+                    status = r.status
+                break
+            except urllib.error.HTTPError as e:
+                raw, status = e.read(), e.code
+                break
+            except (urllib.error.URLError, TimeoutError, ConnectionError):
+                if attempt == tries - 1:
+                    raise
+                time.sleep(5)
         try:
             return status, json.loads(raw or b"null")
         except ValueError:
