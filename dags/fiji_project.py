@@ -1,19 +1,20 @@
 """
 ### fiji_project: run a Fiji/ImageJ macro over every image of a project
 
-One run = one project. `sync_up` sends a LAN project folder (`sync_from`) to the storage
-root; `validate` checks every parameter (and smoke-runs the macro on a few images) before
-anything is spent; `stage_in` copies the project from an S3 storage root to the run's
-working copy (on the cluster's head node for `existing`); `plan` cuts the images into
-chunks of `images_per_task`; `run_array` runs them as one array job (one JVM per chunk)
-and resubmits failed chunks up to `max_attempts`; `collate` writes `results.csv`,
-`summary.csv` and `failures.csv`; `stage_out` pushes the run folder back to S3;
-`sync_down` copies it to the LAN folder (`sync_to`, else `sync_from`); `record` writes
-`run.json`, failed runs included, adds the images processed to the project's index (what
-`only_new` leaves out) and its latest-results table (Asset `x-sciops://latest-results`, whose
-event names the project and the table), with one verdict for run.json, the report, the ledger
-and Slack; `outcome` fails the run exactly when that verdict is not success. Storage steps with
-nothing to do are skipped.
+One run = one project. `validate` first sends a LAN project folder (`sync_from`) to the
+storage root, then checks every parameter (and smoke-runs the macro on a few images) before
+anything is spent; `plan` copies the project from an S3 storage root to the run's working copy
+(on the cluster's head node for `existing`), then cuts the images into chunks of
+`images_per_task`; `run_array` runs them as one array job (one JVM per chunk) and resubmits
+failed chunks up to `max_attempts`; `collate` writes `results.csv`, `summary.csv` and
+`failures.csv`; `deliver` pushes the run folder back to S3 and copies it to the LAN folder
+(`sync_to`, else `sync_from`); `record` writes `run.json`, failed runs included, adds the images
+processed to the project's index (what `only_new` leaves out) and its latest-results table (Asset
+`x-sciops://latest-results`, whose event names the project and the table), with one verdict for
+run.json, the report, the ledger and Slack; `outcome` fails the run exactly when that verdict is
+not success. A task that has a storage step with nothing to do says so in its log. Each step
+(`sync_up`, `stage_in`, `stage_out`, `sync_down`) keeps its own phase record in run.json: the
+tasks are fewer than the steps because every task costs a scheduler hop and a process start.
 
 With `backend: parallelcluster`, `create_cluster` (the setup) makes an AWS ParallelCluster 3
 (Slurm) for the run after `validate` (which dry-runs pcluster's own validators first) and
@@ -79,42 +80,34 @@ def fiji_project():
                                  getattr(ctx["dag_run"].run_type, "value", None))
 
     @task(retries=0)  # a bad parameter does not fix itself
-    def sync_up() -> dict:
-        from sciops.phases.transfer import sync_up as run_sync_up
-
-        with refusals():
-            return skip_if_none(run_sync_up(run_conf()), "no sync_from: the project is already in the storage root")
-
-    @task(retries=0, trigger_rule="none_failed")  # runs after a skipped sync_up
     def validate() -> dict:
         from sciops.reporting.notify import run_started
         from sciops.phases.checks import validate as run_validate
+        from sciops.phases.transfer import sync_up as run_sync_up
 
         ctx = get_current_context()
-        # published early so that record finds the run folder even if the smoke run fails
-        with refusals():
+        with refusals():   # sync_up first (sync_from), then every check: one task, not two hops
+            synced_up = run_sync_up(run_conf())
+            if synced_up is None:
+                log.info("no sync_from: the project is already in the storage root")
+            ctx["ti"].xcom_push("sync_up", synced_up)
+            # published early so that record finds the run folder even if the smoke run fails
             info = run_validate(run_conf(), ctx["run_id"],
                                 publish=lambda info: ctx["ti"].xcom_push("run_info", info.dump()))
         run_started(info)
         return info.dump()
 
     # create_cluster is the setup, and what follows a setup directly must be all_success
-    # (Airflow's rule): stage_in, which passes the cluster on to plan and collate.
-    @task
-    def stage_in(info: dict, cluster: dict | None) -> dict:
+    # (Airflow's rule): plan, which stages the project in first and passes the cluster on to collate.
+    @task(multiple_outputs=True)
+    def plan(info: dict, cluster: dict | None) -> dict:
+        from sciops.phases.plan import plan as run_plan
         from sciops.phases.transfer import stage_in as run_stage_in
 
-        staged = run_stage_in(info, cluster)
-        if staged is None:
+        if run_stage_in(info, cluster) is None:
             log.info("nothing to stage: the storage root is a local folder, runs work in it directly")
-        return {"cluster": cluster, "staged": staged}
-
-    @task(multiple_outputs=True)
-    def plan(info: dict, staged: dict) -> dict:
-        from sciops.phases.plan import plan as run_plan
-
         dag_id = get_current_context()["dag"].dag_id   # in the manifest: the sweeper asks whether the run goes on
-        return {**run_plan(info, staged["cluster"], dag_id=dag_id), "cluster": staged["cluster"]}
+        return {**run_plan(info, cluster, dag_id=dag_id), "cluster": cluster}
 
     # all_done: a run_array that failed (every chunk failed, job deleted outside) still has
     # finished images on disk, and collate gathers them; outcome then fails the run.
@@ -131,26 +124,28 @@ def fiji_project():
         # gets its run.json; an XComArg of that key would fail to render when validate stopped earlier.
         return get_current_context()["ti"].xcom_pull(task_ids="validate", key="run_info")
 
-    @task(trigger_rule="all_done")  # partial results are pushed too: nothing is lost
-    def stage_out() -> dict:
-        from sciops.phases.transfer import stage_out as run_stage_out
-
-        return skip_if_none(run_stage_out(run_info()), "nothing to push: local storage root, or no run folder")
-
-    @task(trigger_rule="all_done")
-    def sync_down() -> dict:
-        from sciops.phases.transfer import sync_down as run_sync_down
+    @task(trigger_rule="all_done")  # partial results are pushed and fetched too: nothing is lost
+    def deliver() -> dict:
+        from sciops.phases.transfer import stage_out as run_stage_out, sync_down as run_sync_down
 
         info = run_info()
-        if not info:   # sync_up or validate stopped the run: not "no sync_to"
-            raise AirflowSkipException("validate did not pass: there is no run folder to bring back")
-        return skip_if_none(run_sync_down(info), "no sync_to or sync_from: results stay in the storage root")
+        if not info:   # validate stopped the run: not "no sync_to"
+            raise AirflowSkipException("validate did not pass: there is no run folder to push or bring back")
+        # one task, two phases (each its own record): the bucket first, then the LAN folder from it
+        pushed = run_stage_out(info)
+        if pushed is None:
+            log.info("nothing to push: local storage root, or no run folder")
+        fetched = run_sync_down(info)
+        if fetched is None:
+            log.info("no sync_to or sync_from: results stay in the storage root")
+        return {"stage_out": pushed, "sync_down": fetched}
 
     @task(trigger_rule="all_done", retries=0, outlets=[LATEST_RESULTS])
-    def record(collated: dict | None, synced_up: dict | None) -> dict:
+    def record(collated: dict | None) -> dict:
         from sciops.phases.record import handoff, record as run_record
 
         ctx = get_current_context()
+        synced_up = ctx["ti"].xcom_pull(task_ids="validate", key="sync_up")
         try:   # a task that failed without its phase record saying so still fails the verdict
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]]).get(ctx["run_id"])
         except Exception as exc:  # noqa: BLE001 - the phases' own records still decide
@@ -169,12 +164,9 @@ def fiji_project():
 
         return run_outcome(recorded)  # raises when a phase failed: the DAG run ends failed
 
-    synced_up = sync_up()
     info = validate()
-    synced_up >> info
     create = PClusterCreateOperator(task_id="create_cluster", run_info=info, execution_timeout=timedelta(hours=2))
-    staged = stage_in(info, create.output)
-    planned = plan(info, staged)
+    planned = plan(info, create.output)
     run_array = FijiArrayOperator(
         task_id="run_array",
         manifest_path=planned["manifest"],
@@ -189,8 +181,8 @@ def fiji_project():
     delete = PClusterDeleteOperator(task_id="delete_cluster", run_info=info, execution_timeout=timedelta(hours=2))
     collated >> delete.as_teardown(setups=create, on_failure_fail_dagrun=True)
     delete.trigger_rule = "all_done"
-    recorded = record(collated, synced_up)
-    collated >> stage_out() >> sync_down() >> recorded
+    recorded = record(collated)
+    collated >> deliver() >> recorded
     delete >> recorded
     outcome(recorded)
 

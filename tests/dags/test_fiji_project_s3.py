@@ -88,14 +88,14 @@ def test_bad_bucket_fails_in_validate_before_anything_runs(airflow_db, s3_endpoi
                                     "aws_conn_id": "sciops_s3"})
     states = task_states(dr)
     assert dr.state == "failed"
-    assert states["validate"] == "failed" and states["sync_up"] == "skipped"
-    assert states["stage_in"] == states["plan"] == states["run_array"] == "upstream_failed"
-    # with sync_from, sync_up refuses first; sync_down has no run folder to bring back and skips (it does not fail)
+    assert states["validate"] == "failed"
+    assert states["plan"] == states["run_array"] == "upstream_failed"
+    # with sync_from, sync_up (in validate) refuses first; deliver has no run folder to bring back and skips
     lan = lan_project(tmp_path / "lan" / "cells")
     dr = fresh_dag().test(run_conf={"project": "cells", "storage_root": "s3://no-such-bucket-anywhere",
                                     "aws_conn_id": "sciops_s3", "sync_from": str(lan)})
     states = task_states(dr)
-    assert dr.state == "failed" and states["sync_up"] == "failed" and states["sync_down"] == "skipped", states
+    assert dr.state == "failed" and states["validate"] == "failed" and states["deliver"] == "skipped", states
 
 
 def test_grid_engine_with_s3_storage(airflow_db, gridengine, shared_storage, s3_root, tmp_path, monkeypatch):
@@ -110,7 +110,10 @@ def test_grid_engine_with_s3_storage(airflow_db, gridengine, shared_storage, s3_
     dr = fresh_dag().test(run_conf=conf)
     assert dr.state == "success", task_states(dr)
     states = task_states(dr)
-    assert states["sync_up"] == "skipped" and states["stage_in"] == states["stage_out"] == "success"
+    assert states["plan"] == states["deliver"] == "success"
+    run = json.loads(next((lan / "output").glob("*/run.json")).read_text())
+    assert "sync_up" not in run["phases"] and run["phases"]["stage_in"]["status"] == "success"
+    assert run["phases"]["stage_out"]["status"] == "success"
     # the images reached the working copy through the head node (owned by the cluster's user)
     staged = shared_storage / "cells" / "input" / "n05.tif"
     assert staged.exists() and staged.owner() == "sciops"

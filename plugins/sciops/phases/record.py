@@ -55,6 +55,9 @@ def _attempts_say(work: Path, key: str) -> str | None:
 NOT_WEIGHED = ("record", "outcome")
 #: Tasks whose phase record has another name (``sciops.operators.cluster``).
 PHASE_OF_TASK = {"create_cluster": "cluster_create", "delete_cluster": "teardown"}
+#: Tasks that run more than one phase (dags/fiji_project.py: fewer hops); a failed one of these speaks for the task.
+PHASES_OF_TASK = {"validate": ("sync_up", "validate"), "plan": ("stage_in", "plan"),
+                  "deliver": ("stage_out", "sync_down")}
 
 
 def verdict_phases(phases: dict[str, dict[str, Any]], task_states: dict[str, str] | None) -> list[str]:
@@ -64,7 +67,7 @@ def verdict_phases(phases: dict[str, dict[str, Any]], task_states: dict[str, str
     failed = [name for name, rec in phases.items() if rec.get("status") != "success"]
     for task, state in sorted((task_states or {}).items()):
         name = PHASE_OF_TASK.get(task, task)
-        if state != "failed" or task in NOT_WEIGHED or name in failed:
+        if state != "failed" or task in NOT_WEIGHED or {name, *PHASES_OF_TASK.get(task, ())} & set(failed):
             continue
         rec = phases.setdefault(name, {"phase": name})
         said = rec.get("status")
