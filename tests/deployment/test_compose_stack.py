@@ -159,7 +159,7 @@ def test_concurrent_runs_never_need_a_retry(stack):
 def test_a_scheduler_killed_mid_array_costs_about_a_minute_and_one_reset_try(stack):
     """``kill -9`` of the scheduler, with the task processes it ran (a container killed), while ``run_array``
     watches its array from the worker; compose starts it again at once. The new scheduler resets the orphaned
-    task once the old one's heartbeat is 30 s old, at its next orphan check (compose: every 15 s), and the new try
+    task once the old one's heartbeat is 60 s old, at its next orphan check (compose: every 15 s), and the new try
     re-attaches to the array: no failure handling, no retry delay, the run whole. With Airflow's defaults (a check
     every 300 s) this took over five minutes (issue 37)."""
     stack.unpause("fiji_project")
