@@ -224,7 +224,8 @@ class ChunkRunner(JvmSession):
                 if self.m.launcher.get("kind", "imagej1") == "imagej1":
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
                     t0 = time.time()
-                    self.agent, why = dialog_agent(self.m.launcher.get("java", "java"))
+                    self.agent, why = dialog_agent(self.m.launcher.get("java", "java"),
+                                                   ij_jar=self.m.launcher.get("ij_jar", "/usr/share/java/ij.jar"))
                     if why:
                         self.note("no dialog watcher (%s): a dialog ImageJ shows is named from its X server "
                                   "(xwininfo), without its text", why)

@@ -89,14 +89,19 @@ class Xvfb:
 
 #: The dialog watcher's source (a Java agent: see its head comment), shipped with this package.
 AGENT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsDialogs.java")
+#: The QC overlay drawer (driver.ijm's saveQc calls it), compiled into the agent's jar against ImageJ's jar.
+QC_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsQc.java")
 #: A line the agent prints for each dialog ImageJ shows: ``SCIOPS_DIALOG <tab> title <tab> text``.
 DIALOG_TAG = "SCIOPS_DIALOG"
 #: Compiling the agent takes 1-2 s (once per node, user and java); never more than this.
 AGENT_COMPILE_S = 120
 
 
-def dialog_agent(java="java", cache_dir=None):
+def dialog_agent(java="java", cache_dir=None, ij_jar=None):
     """``(jar, None)``: the dialog watcher for ``java``, compiled on first use; ``(None, why)`` when it cannot be.
+
+    With ``ij_jar`` (ImageJ 1's jar) the jar also holds ``SciopsQc`` (the QC overlay drawer), compiled against
+    it; when that does not compile, the watcher alone (the driver then draws overlays with ImageJ commands).
 
     The jar is cached in the temp folder (``sciops-dialogs-<uid>-<hash of source and java>.jar``), so one
     node compiles it once per user; a cached jar is used only when it is this user's own regular file and
@@ -108,19 +113,34 @@ def dialog_agent(java="java", cache_dir=None):
     try:
         with open(AGENT_SOURCE, "rb") as fh:
             source = fh.read()
+        with open(QC_SOURCE, "rb") as fh:
+            source += b"\0" + fh.read()
     except OSError as exc:
         return None, "no agent source: %s" % exc
-    digest = hashlib.sha256(source + b"\0" + java_path.encode()).hexdigest()[:16]
+    against = b""
+    if ij_jar:
+        try:   # ImageJ's jar replaced by another version: compiled again
+            st = os.stat(ij_jar)
+            against = ("%s %d %d" % (os.path.realpath(ij_jar), st.st_size, st.st_mtime_ns)).encode()
+        except OSError:
+            ij_jar = None
+    digest = hashlib.sha256(source + b"\0" + java_path.encode() + b"\0" + against).hexdigest()[:16]
     jar = os.path.join(cache_dir, "sciops-dialogs-%d-%s.jar" % (os.getuid(), digest))
     if _own_file(jar):
         return jar, None
     build = tempfile.mkdtemp(prefix="sciops-dialogs-build-", dir=cache_dir)
     try:
         classes = os.path.join(build, "classes")
+        javac = [java, "-m", "jdk.compiler/com.sun.tools.javac.Main", "--release", "8", "-nowarn", "-d", classes]
         try:
-            proc = subprocess.run([java, "-m", "jdk.compiler/com.sun.tools.javac.Main", "--release", "8", "-nowarn",
-                                   "-d", classes, AGENT_SOURCE], capture_output=True, text=True,
-                                  timeout=AGENT_COMPILE_S)
+            proc = None
+            if ij_jar:
+                proc = subprocess.run(javac + ["-cp", ij_jar, AGENT_SOURCE, QC_SOURCE], capture_output=True,
+                                      text=True, timeout=AGENT_COMPILE_S)
+            if proc is None or proc.returncode != 0:
+                shutil.rmtree(classes, ignore_errors=True)
+                proc = subprocess.run(javac + [AGENT_SOURCE], capture_output=True, text=True,
+                                      timeout=AGENT_COMPILE_S)
         except (OSError, subprocess.SubprocessError) as exc:
             return None, "could not compile it: %s" % exc
         if proc.returncode != 0:
