@@ -23,7 +23,7 @@ from pathlib import Path
 from sciops.errors import ConfigError, StorageError
 from sciops.run.names import SAFE_NAME
 from sciops.settings import setting
-from sciops.storage.credentials import FromAwsChain, FromConnection, connection_credentials  # noqa: F401 - used here
+from sciops.storage.credentials import FromAwsChain, FromConnection
 from sciops.storage.s3 import CREDENTIAL_CODES, EndpointError, S3Client, S3RequestError
 from sciops.storage.trees import LocalTree, S3Tree
 
