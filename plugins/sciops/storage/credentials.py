@@ -144,10 +144,11 @@ def chain_credentials(profile: str | None, who: str):
     try:
         found = session.get_credentials()
         frozen = found.get_frozen_credentials() if found is not None else None
+        endpoint = session.client("s3").meta.endpoint_url   # the profile's endpoint_url, or AWS's own
     except (SSOError, TokenRetrievalError):
         raise ConfigError([("profile", f"the SSO login of {who} has expired or was never made: run `aws sso "
                                        f"login{flag}`")]) from None
-    except BotoCoreError as exc:   # a partial key pair, a role it may not assume, a bad config line...
+    except BotoCoreError as exc:   # a partial key pair, a role it may not assume, a bad region or endpoint...
         first = str(exc).splitlines()[0][:300] if str(exc) else ""
         raise ConfigError([("profile", f"{who} cannot give AWS credentials ({type(exc).__name__}: {first}); fix "
                                        f"{config} / {keys}")]) from None
@@ -155,7 +156,6 @@ def chain_credentials(profile: str | None, who: str):
         raise ConfigError([("profile", f"no AWS credentials found for {who} (none in the environment, {keys}, {config} "
                                        f"or an instance role): run `aws configure{flag}` or `aws sso login{flag}`, "
                                        "or give a profile with --profile or AWS_PROFILE")])
-    endpoint = session.client("s3").meta.endpoint_url   # the profile's endpoint_url, or AWS's own
     host = urllib.parse.urlsplit(endpoint).hostname or ""
     return (Credentials(frozen.access_key, frozen.secret_key, frozen.token, source=found),
             session.region_name or "us-east-1", None if host.endswith(AWS_HOSTS) else endpoint)
