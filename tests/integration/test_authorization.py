@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import T0, token_for
+from conftest import OTHER_ROOT, SERVER_ROOT, T0, token_for
 from helpers import get
 
 HIDDEN_DAG = "fiji_confidential"
@@ -64,6 +64,10 @@ def test_a_viewer_sees_only_the_runs_of_dags_it_may_read(api_server, hidden_run)
     assert get(base, f"/sciops/runs/{HIDDEN_DAG}/manual__nope/report", viewer)[0] == 403
     assert get(base, "/sciops/runs/fiji_project/manual__2026-11-21T00:00:00+00:00/report", viewer) == \
         (200, "<html><body>report 1</body></html>")
+    # where fiji_project's runs keep projects: for whoever may read its runs (names only, no connection)
+    for who in (admin, viewer):
+        assert json.loads(get(base, "/sciops/api/storage", who)[1]) == {"storage_root": SERVER_ROOT,
+                                                                       "allowed_storage_roots": [OTHER_ROOT]}
     # the planner estimates only from runs the viewer may read
     assert get(base, "/sciops/api/planner?macro=count_secret&images=10&backend=local", viewer)[0] == 404
     assert get(base, "/sciops/api/tradeoff?macro=count_secret&images=10", viewer)[0] == 404

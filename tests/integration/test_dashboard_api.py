@@ -13,6 +13,7 @@ def test_endpoints_need_a_token(api_server, ledger_rows):
     base, _ = api_server
     assert get(base, "/sciops/api/runs")[0] in (401, 403)
     assert get(base, "/sciops/dashboard")[0] in (401, 403)
+    assert get(base, "/sciops/api/storage")[0] in (401, 403)
 
 
 def test_runs_and_summary_filtered_by_project(api_server, ledger_rows):
