@@ -1,7 +1,7 @@
 """Microscope files through Bio-Formats (scripts/bioformats.sh's jar on ImageJ 1's plugins folder):
 OME-TIFFs made with tifffile (multi-series, multi-channel, 16-bit, pyramidal; one of 50 series: its
-metadata read once, its memo) with known nuclei in each series, through fiji_project on the local backend and on Grid Engine; a vendor format ImageJ 1
-cannot open itself (ICS, written by Bio-Formats' own converter); a real Zeiss CZI (written by Zeiss's
+metadata read once, its memo) with known nuclei in each series, through fiji_project on the local
+backend and on Grid Engine; a vendor format ImageJ 1 cannot open itself (ICS, written by Bio-Formats' own converter); a real Zeiss CZI (written by Zeiss's
 libCZI, from its tests in the aicspylibczi sdist); and files that cannot be read."""
 from __future__ import annotations
 

@@ -8,9 +8,9 @@
 //
 // Memo files live under the folder the runner names (-Dsciops.bfmemo: the run's work/bfmemo; the probe gets
 // the same folder), in a subfolder per user and file state, "<user>/<size>-<mtime ms>", and there as
-// Memoizer writes them: the file's absolute path, its name as ".<name>.bfmemo". A memo is used only for a file of that path, size
-// and mtime, written after the file was (Memoizer's own check) by the same memo format (Memoizer.VERSION);
-// any other is ignored and a fresh one written.
+// Memoizer writes them: the file's absolute path, its name as ".<name>.bfmemo". A memo is used only for a
+// file of that path, size and mtime, written after the file was (Memoizer's own check) by the same memo
+// format (Memoizer.VERSION); any other is ignored and a fresh one written.
 //
 // Called from macros through call() (probe.ijm, driver.ijm), with strings, returning a string; no call throws
 // (ImageJ would show a dialog): an error comes back as "error<TAB>why". Compiled on the node against the
@@ -59,7 +59,8 @@ public final class SciopsSeries {
         if (memoRoot != null && memoRoot.length() > 0) {
             // per user: Memoizer neither loads nor saves in a folder it cannot write (a cluster's job user
             // beside the Airflow worker's, which ran validate)
-            dir = new File(new File(memoRoot, System.getProperty("user.name")), file.length() + "-" + file.lastModified());
+            File mine = new File(memoRoot, System.getProperty("user.name"));
+            dir = new File(mine, file.length() + "-" + file.lastModified());
             dir.mkdirs();   // Memoizer skips a folder that does not exist
         }
         memo = new Memoizer(new ImageReader(), 0, dir);
@@ -178,7 +179,8 @@ public final class SciopsSeries {
 
     private static void calibrate(ImagePlus imp, int s) {
         Calibration cal = imp.getCalibration();
-        Length x = meta.getPixelsPhysicalSizeX(s), y = meta.getPixelsPhysicalSizeY(s), z = meta.getPixelsPhysicalSizeZ(s);
+        Length x = meta.getPixelsPhysicalSizeX(s), y = meta.getPixelsPhysicalSizeY(s);
+        Length z = meta.getPixelsPhysicalSizeZ(s);
         boolean any = false;
         if (x != null && x.value(UNITS.MICROMETER) != null) {
             cal.pixelWidth = x.value(UNITS.MICROMETER).doubleValue();

@@ -112,7 +112,10 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None,
         per_task = max(sizes, default=0)
         # The scheduler writes task logs here and the runners their statuses: both must exist
         # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
-        dirs = [run_dir / "logs", work / "status", work / "images"] + ([Path(contract.memo_dir(str(work)))] if bf else [])
+        # (and the files' memo folder, which validate made: group-writable for a cluster's job user)
+        dirs = [run_dir / "logs", work / "status", work / "images"]
+        if bf:
+            dirs.append(Path(contract.memo_dir(str(work))))
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
             if backend.group_writable:

@@ -26,7 +26,8 @@ def test_the_dialog_watcher_goes_into_the_imagej1_command_line():
 
 def test_the_series_reader_goes_on_the_imagej1_class_path():
     ij = jvm.launcher_argv({"kind": "imagej1", "java": "java", "ij_jar": "/ij.jar"}, 700, "/h", "/t", "/d.ijm", "/j",
-                           series=["/tmp/sciops-series-0-ab.jar", "/p/plugins/bioformats_package.jar"], memo_dir="/w/bfmemo")
+                           series=["/tmp/sciops-series-0-ab.jar", "/p/plugins/bioformats_package.jar"],
+                           memo_dir="/w/bfmemo")
     assert ij[ij.index("-cp"):] == ["-cp", "/ij.jar:/tmp/sciops-series-0-ab.jar:/p/plugins/bioformats_package.jar",
                                     "ij.ImageJ", "-port0", "-batch", "/d.ijm", "/j"]
     assert "-Dsciops.series=yes" in ij and "-Dsciops.bfmemo=/w/bfmemo" in ij and "-jar" not in ij
