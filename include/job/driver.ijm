@@ -9,9 +9,10 @@
 //   <qc>: 1 = save a QC overlay, a = only if the unit looks unusual, 0 = none (sciops_node/qc.py)
 //
 // A unit read through Bio-Formats (a series of a microscope file, with the three last fields) is
-// opened here with the Bio-Formats Importer (that series; that channel, or all as a stack) and
-// written as a plain TIFF, which the user's macro gets as input= (so a plain open(input) works
-// on any format and series); the TIFF is deleted after the macro.
+// opened here (that series; that channel, or all as a stack) and written as a plain TIFF, which the
+// user's macro gets as input= (so a plain open(input) works on any format and series); the TIFF is
+// deleted after the macro. With SciopsSeries on the class path the file stays open for its next
+// series (its metadata from validate's memo); else the Bio-Formats Importer opens it: see openSeries.
 //
 // The user's macro receives <argument> through getArgument() (its line breaks written as
 // the character 0x1f in the job file): newline-separated key=value lines (input=...,
@@ -40,6 +41,8 @@ var userMacro = "";
 var extra = "";
 var tag = "";   // "SCIOPS_<secret>_"
 var seen = newArray(0);   // log(1 + object count) of this JVM's units so far (the last 200): what "unusual" is
+var seriesReader = false;   // SciopsSeries on the class path (see openSeries)
+var seriesMemo = "";        // where its memo files go
 
 // One unit of work: a job-file line (see the top).
 function runUnit(line) {
@@ -59,9 +62,10 @@ function runUnit(line) {
     print(tag + "BEGIN\t" + output);
     t0 = getTime();
     extracted = "";
+    how = "";
     if (parts.length > 6) {
         extracted = parts[6];
-        openSeries(input, parts[4], parts[5], extracted);
+        how = openSeries(input, parts[4], parts[5], extracted);
     }
     ret = runMacro(userMacro, argument);
     elapsed = getTime() - t0;
@@ -88,6 +92,11 @@ function runUnit(line) {
     if (extracted != "" && File.exists(extracted))
         deleted = File.delete(extracted);
     print(tag + "END\t" + output + "\t" + elapsed + "\t" + qcTime + "\t" + drawn + "\t" + ret);
+    // after END: the task's log only (a line during the unit would be the macro's, in its log.txt)
+    if (how == "memo" || how == "parsed")
+        print("[bio-formats] opened " + input + " once for its series in this JVM (metadata " + how + ")");
+    else if (startsWith(how, "importer"))
+        print("[bio-formats] " + input + " series " + parts[4] + " read by the Importer" + substring(how, 8));
 }
 
 // Whether a unit's object count n is unusual among this JVM's units so far (then recorded): none where
@@ -213,9 +222,19 @@ function saveQc(qc, input, extracted, output) {
     return drawn;
 }
 
-// The series (0-based) and channel (1-based, or "all") of a file, through the Bio-Formats Importer,
-// saved as a plain TIFF at saveTo.
+// The series (0-based) and channel (1-based, or "all") of a file, saved as a plain TIFF at saveTo. Through
+// SciopsSeries when the runner put it on the class path (-Dsciops.series=yes): the file's reader stays open
+// for its next series, its metadata from the memo validate left; returns how the file was had: "open" (this
+// JVM had it), "memo", "parsed". Else (Fiji; or SciopsSeries failed: then its words) the Bio-Formats
+// Importer, which parses the whole file for each series: returns "importer...".
 function openSeries(path, series, channel, saveTo) {
+    said = "";
+    if (seriesReader) {
+        r = call("SciopsSeries.extract", path, series, channel, seriesMemo, saveTo);
+        if (startsWith(r, "ok\t"))
+            return substring(r, 3);
+        said = " (the series reader said: " + substring(r, indexOf(r, "\t") + 1) + ")";
+    }
     s = parseInt(series) + 1;
     options = "open=[" + path + "] color_mode=Default view=Hyperstack stack_order=XYCZT series_" + s;
     if (channel != "all")
@@ -223,6 +242,7 @@ function openSeries(path, series, channel, saveTo) {
     run("Bio-Formats Importer", options);
     saveAs("Tiff", saveTo);
     close("*");
+    return "importer" + said;
 }
 
 // The ROI Manager a macro adds to must outlive it: in batch mode each macro (runMacro) gets a hidden one
@@ -233,6 +253,10 @@ if (call("java.lang.System.getProperty", "sciops.agent") == "yes") {
     shared = call("SciopsDialogs.shareRoiManager");   // "ok", or why not (then no ROI outlines)
     if (call("SciopsDialogs.qcDrawer") == "yes")
         qcJava = true;
+}
+if (call("java.lang.System.getProperty", "sciops.series") == "yes") {   // see openSeries
+    seriesReader = true;
+    seriesMemo = call("java.lang.System.getProperty", "sciops.bfmemo");
 }
 setBatchMode(true);
 job = getArgument();
@@ -265,4 +289,6 @@ if (chain) {
         }
     }
 }
+if (seriesReader)
+    closed = call("SciopsSeries.close");
 print(tag + "DONE");
