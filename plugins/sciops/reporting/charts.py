@@ -55,6 +55,8 @@ def time_series(points: Iterable[tuple[float, float]], ylabel: str, element_id: 
         ax.plot(xs, ys, marker="o", markersize=4, color=PALETTE[0], linewidth=1)
     else:
         ax.plot(xs, ys, color=PALETTE[0], linewidth=0.6)
+    if xs and (xs[-1] - xs[0]) < dt.timedelta(hours=1):   # one run (or a burst): hours around it, not 2025-2029
+        ax.set_xlim(xs[0] - dt.timedelta(hours=3), xs[-1] + dt.timedelta(hours=3))
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -171,7 +171,8 @@ def render(run_dir: Path | str, doc: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 24px; color: #222; max-width: 960px; }}
+body {{ font-family: Inter, -apple-system, BlinkMacSystemFont, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px;
+       color: #222; max-width: 960px; }}   /* Airflow's UI's fonts: the report is its Report tab too */
 h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; }}
 table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ccc; padding: 3px 8px; }}
 .status-success {{ color: #2ca02c; }} .status-failed, .status-budget {{ color: #d62728; }}
