@@ -232,7 +232,8 @@ def status(project: Optional[str] = typer.Argument(None),
     from rich.table import Table
     from rich.text import Text
 
-    from sciops.cli.runs import duration, status_rows
+    from sciops.cli.runs import status_rows
+    from sciops.reporting.durations import duration
 
     af = Airflow(settings(api_url, user, insecure_http=insecure_http))
     rows = status_rows(af, project, run_id, limit)
