@@ -156,7 +156,7 @@ class RunConfig(ValueChecks, BaseModel):
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
     qc_images: str = _param("sample", "QC overlays (qc.png: the image with the outlines of what the macro "
-                                      "measured) for: all images (~40 % more ImageJ time), a sample (1 in 40 and "
+                                      "measured) for: all images (~15-20 % more ImageJ time), a sample (1 in 40 and "
                                       "every unusual one: ~1 %) or none", enum=QC_MODES)
     only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
                                    "changed since): the nightly DAG sets it")
