@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import OTHER_ROOT, SERVER_ROOT, T0, token_for
+from api_fixtures import OTHER_ROOT, SERVER_ROOT, T0, token_for
 from helpers import get
 
 HIDDEN_DAG = "fiji_confidential"

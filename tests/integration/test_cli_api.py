@@ -23,9 +23,9 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import BUCKET, OTHER_ROOT, SERVER_ROOT
+from api_fixtures import BUCKET, OTHER_ROOT, SERVER_ROOT
 
-USER, PASSWORD = "sciops-admin", "a-test-password"   # tests/integration/conftest.py's admin
+USER, PASSWORD = "sciops-admin", "a-test-password"   # tests/api_fixtures.py's admin
 PAUSED = "paused: unpause fiji_project (or ask your admin)"
 
 

@@ -1,4 +1,7 @@
-"""The integration tests' Airflow API server, its tokens and ledger rows.
+"""The Airflow API server of the integration and hostile tests, its tokens and ledger rows.
+
+One server for the whole session: tests/conftest.py imports these fixtures (a conftest of each folder
+would give each folder a server of its own: ~30 s more to start one).
 
 The server runs Airflow's simple auth manager with one admin and one viewer; the viewer is
 limited to reading ``fiji_project`` (``tests/fixtures/auth/dag_scoped_auth_manager.py``: the
@@ -26,7 +29,7 @@ T0 = 1_800_000_000.0
 BUCKET = f"sciops-laptop-{os.getpid()}-{int(time.time())}"
 SERVER_ROOT, OTHER_ROOT = f"s3://{BUCKET}/labroot", f"s3://{BUCKET}/other"
 USERS = {"sciops-admin": "a-test-password", "lab-viewer": "a-viewer-password"}
-AUTH = Path(__file__).resolve().parents[1] / "fixtures" / "auth"
+AUTH = Path(__file__).resolve().parent / "fixtures" / "auth"
 
 
 def _free_port() -> int:
