@@ -319,11 +319,12 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
 
 
 def allowed_storage_roots() -> list[str]:
-    """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings."""
+    """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings,
+    written as :func:`deployment_problems` compares a run's root (a folder's ``file://`` dropped)."""
     from sciops.settings import setting
 
     roots = [setting("SCIOPS_STORAGE_ROOT", "")] + setting("SCIOPS_ALLOWED_STORAGE_ROOTS")
-    return [r.strip().rstrip("/") for r in roots if r.strip()]
+    return [r.strip().removeprefix("file://").rstrip("/") for r in roots if r.strip()]
 
 
 def deployment_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
