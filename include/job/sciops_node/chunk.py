@@ -35,7 +35,7 @@ from .contract import (
     write_json,
 )
 from .hygiene import SCRATCH_PREFIX, lost_attempts, remove_stale_scratch
-from .jvm import Xvfb, dialog_agent, series_reader
+from .jvm import Xvfb, dialog_agent, ij_jar_of, series_reader
 from .protocol import reason as input_reason
 from .session import JvmSession
 from .units import TableError, image_tables, keep_log, outputs_missing
@@ -226,7 +226,7 @@ class ChunkRunner(JvmSession):
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
                     t0 = time.time()
                     self.agent, why = dialog_agent(self.m.launcher.get("java", "java"),
-                                                   ij_jar=self.m.launcher.get("ij_jar", "/usr/share/java/ij.jar"))
+                                                   ij_jar=ij_jar_of(self.m.launcher))
                     if why:
                         self.note("no dialog watcher (%s): a dialog ImageJ shows is named from its X server "
                                   "(xwininfo), without its text", why)

@@ -118,6 +118,11 @@ def dialog_agent(java="java", cache_dir=None, ij_jar=None):
 SERIES_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsSeries.java")
 
 
+def ij_jar_of(launcher):
+    """ImageJ 1's jar a launch runs (Debian's ``imagej`` package's by default)."""
+    return launcher.get("ij_jar", "/usr/share/java/ij.jar")
+
+
 def bioformats_jar(launcher):
     """The Bio-Formats jar an ImageJ 1 launch is given (``<plugins_dir>/plugins/bioformats_package.jar``), or None."""
     if launcher.get("kind", "imagej1") != "imagej1" or not launcher.get("plugins_dir"):
@@ -137,7 +142,7 @@ def series_reader(launcher, cache_dir=None):
     bf = bioformats_jar(launcher)
     if bf is None:
         return None, "no Bio-Formats jar of ImageJ 1's own (Fiji opens series with its Importer)"
-    ij_jar = launcher.get("ij_jar", "/usr/share/java/ij.jar")
+    ij_jar = ij_jar_of(launcher)
     jar, why = _compiled_jar(launcher.get("java", "java"), [SERIES_SOURCE], [ij_jar, bf], "sciops-series", "",
                              cache_dir)
     return ([jar, bf], None) if jar else (None, why)
@@ -249,7 +254,7 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None, series=
         gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
         if agent:
             props += ["-javaagent:" + agent, "-Dsciops.agent=yes"]   # the driver asks it for a shared ROI Manager
-        ij_jar = launcher.get("ij_jar", "/usr/share/java/ij.jar")
+        ij_jar = ij_jar_of(launcher)
         main = ["-jar", ij_jar]
         if series:
             props += ["-Dsciops.series=yes", "-Dsciops.bfmemo=" + (memo_dir or "")]
