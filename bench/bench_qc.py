@@ -181,6 +181,8 @@ def main() -> int:
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     modes = tuple(args.modes.split(","))
+    if "none" not in modes or not set(modes) <= set(MODES):
+        ap.error(f"--modes: some of {', '.join(MODES)}, with none (the baseline the others are compared to)")
     launcher = detect_launcher("imagej1")
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
