@@ -72,16 +72,17 @@ def one_pass(input_dir: Path, images: list[str], launcher: dict, mode: str, keep
                 "overlay_kb_median": round(statistics.median(sizes) / 1024, 1) if sizes else None}
 
 
-def overlay_cost(name: str, input_dir: Path, images: list[str], launcher: dict, repeats: int) -> dict:
-    passes: dict[str, list[dict]] = {m: [] for m in MODES}
+def overlay_cost(name: str, input_dir: Path, images: list[str], launcher: dict, repeats: int,
+                 modes: tuple[str, ...] = MODES) -> dict:
+    passes: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(repeats):
-        for mode in MODES if r % 2 == 0 else MODES[::-1]:   # alternating: drift in the machine hits all modes
+        for mode in modes if r % 2 == 0 else modes[::-1]:   # alternating: drift in the machine hits all modes
             passes[mode].append(one_pass(input_dir, images, launcher, mode))
             print(f"{name} {mode} #{r + 1}: {passes[mode][-1]}", flush=True)
     med = {m: {k: statistics.median(p[k] for p in ps) for k in ("wall_s", "macro_s", "qc_s", "overlays")}
            for m, ps in passes.items()}
     out = {"images": len(images), "repeats": repeats, "passes": passes, "median": med}
-    for m in ("sample", "all"):
+    for m in (m for m in modes if m != "none"):
         out[f"{m}_qc_share_median"] = statistics.median(p["qc_share"] for p in passes[m])
         out[f"{m}_wall_ratio_vs_none"] = round(med[m]["wall_s"] / med["none"]["wall_s"], 3)
         sizes = [p["overlay_kb_median"] for p in passes[m] if p["overlay_kb_median"]]
@@ -175,20 +176,24 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--report-images", type=int, default=100_000)
     ap.add_argument("--parts", default="bbbc002,tiny,report")
+    ap.add_argument("--modes", default=",".join(MODES), help="qc_images modes to compare (none first)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     parts = set(args.parts.split(","))
+    modes = tuple(args.modes.split(","))
+    if "none" not in modes or not set(modes) <= set(MODES):
+        ap.error(f"--modes: some of {', '.join(MODES)}, with none (the baseline the others are compared to)")
     launcher = detect_launcher("imagej1")
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if "bbbc002" in parts:
         bbbc = DATA / "bbbc002"
         images = sorted(p.name for p in bbbc.iterdir() if p.suffix.upper() == ".TIF")
-        result["bbbc002"] = overlay_cost("bbbc002", bbbc, images, launcher, args.repeats)
+        result["bbbc002"] = overlay_cost("bbbc002", bbbc, images, launcher, args.repeats, modes)
     with tempfile.TemporaryDirectory(prefix="sciops-bench-qc-data-") as tmp:
         if "tiny" in parts:
             names = tiny_images(Path(tmp, "tiny"), args.tiny)
-            result["tiny"] = overlay_cost("tiny", Path(tmp, "tiny"), names, launcher, args.repeats)
+            result["tiny"] = overlay_cost("tiny", Path(tmp, "tiny"), names, launcher, args.repeats, modes)
         if "report" in parts:
             png = Path(tmp, "overlay.png")
             one = one_pass(DATA / "bbbc002", ["CPvalid1_340_40x_Tiles_p0002DAPI.TIF"], launcher, "all", keep=png)

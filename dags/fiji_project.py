@@ -151,8 +151,9 @@ def fiji_project():
         except Exception as exc:  # noqa: BLE001 - the phases' own records still decide
             log.warning("the run's task states could not be read (%s): the verdict rests on the phase records", exc)
             states = None
+        started = ctx["dag_run"].start_date   # the report accounts for the run's wall time from here
         doc = run_record(run_info(), collated, ctx["dag"].dag_id, getattr(ctx["dag_run"].run_type, "value", None),
-                         synced_up, task_states=states)
+                         synced_up, task_states=states, dag_run_started=started.timestamp() if started else None)
         latest = doc.pop("latest_results", None)
         if latest:   # downstream DAGs scheduled on the Asset find the project and its table here
             ctx["outlet_events"][LATEST_RESULTS].extra = latest

@@ -4,7 +4,7 @@
 # It touches only what it must:
 #   - the logs and config folders (created; chowned to AIRFLOW_UID when run as root),
 #   - the projects folder: created if missing, never chowned recursively (it may hold
-#     terabytes, or sit on a root-squashed NFS export),
+#     terabytes, or sit on a root-squashed NFS export); nothing for an s3:// storage root,
 #   - the shared airflow.cfg ($AIRFLOW_CONFIG): written once, with the generated JWT secret
 #     that every component must share (api-server and scheduler sign and check task tokens),
 #   - the login: SIMPLE_AUTH_MANAGER_PASSWORDS_FILE gets a generated password once,
@@ -14,6 +14,10 @@ AIRFLOW_HOME="${AIRFLOW_HOME:-/opt/airflow}"
 LOGS="${SCIOPS_INIT_LOGS:-$AIRFLOW_HOME/logs}"
 CONFIG_DIR="$(dirname "${AIRFLOW_CONFIG:-$AIRFLOW_HOME/config/airflow.cfg}")"
 PROJECTS="${SCIOPS_STORAGE_ROOT:-/opt/sciops/projects}"
+case "$PROJECTS" in
+    s3://*) PROJECTS="" ;;                      # a bucket: made by its admin, never here
+    file://*) PROJECTS="${PROJECTS#file://}" ;;
+esac
 PASSWORDS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$CONFIG_DIR/passwords.json}"
 USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-airflow:admin}"
 
@@ -26,7 +30,7 @@ fi
 UID_TO="${AIRFLOW_UID:-50000}"
 
 mkdir -p "$LOGS" "$CONFIG_DIR"
-if [ ! -d "$PROJECTS" ]; then
+if [ -n "$PROJECTS" ] && [ ! -d "$PROJECTS" ]; then
     mkdir -p "$PROJECTS"
     [ "$(id -u)" -ne 0 ] || chown "$UID_TO:0" "$PROJECTS"   # the new folder only, never its contents
     say "created the projects folder $PROJECTS (put a project in it: see docs/deployment.md, 'Airflow with docker compose')"

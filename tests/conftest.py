@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from api_fixtures import api_server, job_dir, ledger_rows  # noqa: F401  (one API server for every folder)
 from helpers import REPO, REPORT
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="sciops-test-airflow-"))
 os.environ.update({

@@ -116,11 +116,13 @@ _DECLARED: tuple[Setting, ...] = (
     # -- storage ---------------------------------------------------------------------------
     Setting("SCIOPS_STORAGE_ROOT", str, lambda: str(Path.home() / "sciops-projects"),
             "The storage root: a folder or `s3://bucket[/prefix]` holding every project (the CLI: "
-            "`--storage-root`, then this, then its config file)",
+            "`--storage-root`, then this, then its config file, then Airflow's own, asked of `/sciops/api/storage`)",
             _STORAGE, shown="`~/sciops-projects`", read_by="Airflow, CLI"),
     Setting("SCIOPS_AWS_CONN_ID", str, "aws_default",
             "Airflow AWS connection of an S3 storage root, and the one `cluster_sweeper`'s pcluster uses "
-            "(a run's `aws_conn_id` wins)", _STORAGE, read_by="Airflow, CLI"),
+            "(a run's `aws_conn_id` wins); the CLI uses one only when it is named (this, `--conn-id`, the config "
+            "file), else the AWS credential chain (`--profile`)", _STORAGE, shown="`aws_default` (the CLI: none)",
+            read_by="Airflow, CLI"),
     Setting("SCIOPS_WORK_ROOT", str, lambda: str(Path.home() / "sciops-work"),
             "Where runs of S3 projects keep their working copy (for `existing`: on the cluster's shared "
             "filesystem)", _STORAGE, shown="`~/sciops-work`"),
@@ -200,7 +202,7 @@ _DECLARED: tuple[Setting, ...] = (
     Setting("SCIOPS_PASSWORD", str, None, "Airflow password (never in the config file)", _CLI,
             shown="asked at the terminal", keep_empty=True, read_by="CLI"),
     Setting("SCIOPS_CONFIG", str, "~/.config/sciops/config.toml",
-            "The CLI's config file (`api_url`, `user`, `storage_root`, `conn_id`)", _CLI, read_by="CLI"),
+            "The CLI's config file (`api_url`, `user`, `storage_root`, `conn_id`, `profile`)", _CLI, read_by="CLI"),
 )
 
 #: Every setting by name, in the order docs/settings.md lists them.

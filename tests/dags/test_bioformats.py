@@ -1,7 +1,7 @@
 """Microscope files through Bio-Formats (scripts/bioformats.sh's jar on ImageJ 1's plugins folder):
-OME-TIFFs made with tifffile (multi-series, multi-channel, 16-bit, pyramidal) with known nuclei in
-each series, through fiji_project on the local backend and on Grid Engine; a vendor format ImageJ 1
-cannot open itself (ICS, written by Bio-Formats' own converter); a real Zeiss CZI (written by Zeiss's
+OME-TIFFs made with tifffile (multi-series, multi-channel, 16-bit, pyramidal; one of 50 series: its
+metadata read once, its memo) with known nuclei in each series, through fiji_project on the local
+backend and on Grid Engine; a vendor format ImageJ 1 cannot open itself (ICS, written by Bio-Formats' own converter); a real Zeiss CZI (written by Zeiss's
 libCZI, from its tests in the aicspylibczi sdist); and files that cannot be read."""
 from __future__ import annotations
 
@@ -17,6 +17,16 @@ from helpers import REPO, fresh_dag, task_states
 pytestmark = pytest.mark.imagej
 
 PLATE = [3, 5, 8, 13]
+#: Issue 38: a file of many series (50 of 96 × 96, one channel: 0.9 MB), made once for the module.
+MANY = [1 + i % 4 for i in range(50)]
+
+
+@pytest.fixture(scope="module")
+def many_series(tmp_path_factory):
+    from sciops.imaging.synthetic import ome_tiff
+
+    path = tmp_path_factory.mktemp("many") / "many.ome.tif"
+    return path, ome_tiff(path, MANY, size=96, channels=1)
 
 
 def only_run(root):
@@ -42,13 +52,26 @@ def counts(run):
     return summary, dict(zip(summary["image"], summary["count"].astype(int)))
 
 
-def test_series_are_units_of_work_on_the_local_backend(airflow_db, make_project):
+def test_series_are_units_of_work_on_the_local_backend(airflow_db, make_project, many_series, caplog):
+    """Each series a unit; and a file whose metadata names 50 series (issue 38): validate reads its metadata
+    once and no planes (validate's log), each JVM that runs its series opens it once, from validate's memo,
+    never through the Importer (the runner's logs)."""
     root, want = bioformats_project(make_project)
+    shutil.copyfile(many_series[0], root / "input" / "many.ome.tif")
+    want.update(many_series[1])
+    caplog.set_level("INFO", logger="sciops.imaging.bioformats")
     dr = fresh_dag().test(run_conf={"project": "bf", "file_pattern": "*.tif", "memory": "1G", "images_per_task": 3})
     assert dr.state == "success", task_states(dr)
     run = only_run(root)
     summary, got = counts(run)
     assert got == want      # each series its own count; the pyramid's lower levels are not units
+    reads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Bio-Formats read many.ome.tif")]
+    assert len(reads) == 1 and " once: 50 series from its metadata (parsed), 0 plane(s) read" in reads[0], reads
+    logs = [p.read_text() for p in (run / "logs").glob("task-*.attempt-*.log")]
+    opened = [ln for text in logs for ln in text.splitlines() if ln.startswith("[bio-formats]") and "many" in ln]
+    jvms = sum(json.loads(p.read_text())["jvm_starts"] for p in (run / "work" / "status").glob("task-*.attempt-*.json"))
+    assert 1 <= len(opened) <= jvms and all(ln.endswith("(metadata memo)") for ln in opened), (opened, jvms)
+    assert list((run / "work" / "bfmemo").rglob(".many.ome.tif.bfmemo"))
     row = summary.set_index("image").loc["plate.ome.tif#2"]
     assert (row["file"], int(row["series"]), row["series_name"]) == ("plate.ome.tif", 2, "position 3")
     assert pd.isna(summary.set_index("image").loc["plain.tif", "series"])
@@ -83,9 +106,10 @@ def ics_file(src, dest):
                    check=True, capture_output=True, timeout=120)
 
 
-def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path):
-    """A vendor format goes through the same path; a truncated file, a .czi holding a TIFF and an empty
-    .nd2 are refused in validate with their reasons, or, with skip_unreadable, listed in failures.csv."""
+def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path, many_series):
+    """A vendor format goes through the same path; a truncated file, a 50-series file with its last series
+    cut off (found without reading its planes), a .czi holding a TIFF and an empty .nd2 are refused in
+    validate with their reasons, or, with skip_unreadable, listed in failures.csv."""
     from sciops.imaging.synthetic import ome_tiff
 
     root = make_project("bfbad", counts={})
@@ -93,6 +117,8 @@ def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path
     ics_file(tmp_path / "src.ome.tif", root / "input" / "well.ics")
     good = (tmp_path / "src.ome.tif").read_bytes()
     (root / "input" / "cut.ome.tif").write_bytes(good[: len(good) // 2])
+    many = many_series[0].read_bytes()
+    (root / "input" / "cut_plate.ome.tif").write_bytes(many[: len(many) * 9 // 10])
     shutil.copyfile(tmp_path / "src.ome.tif", root / "input" / "renamed.czi")
     (root / "input" / "empty.nd2").write_bytes(b"")
     conf = {"project": "bfbad", "file_pattern": "*", "memory": "1G"}
@@ -100,8 +126,8 @@ def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path
     assert dr.state == "failed"
     refused = json.loads((only_run(root) / "run.json").read_text())
     reason = refused["reason"]
-    for name, why in (("cut.ome.tif", "truncated"), ("renamed.czi", "it is a TIF file"),
-                      ("empty.nd2", "empty file")):
+    for name, why in (("cut.ome.tif", "truncated"), ("cut_plate.ome.tif", "truncated"),
+                      ("renamed.czi", "it is a TIF file"), ("empty.nd2", "empty file")):
         assert f"{name}: " in reason and why in reason, reason
     assert "skip_unreadable" in reason and "well.ics" not in reason
     shutil.rmtree(root / "output")
@@ -112,7 +138,7 @@ def test_a_vendor_format_and_unreadable_files(airflow_db, make_project, tmp_path
     summary = pd.read_csv(run / "summary.csv").set_index("image")
     assert summary["count"].astype(int).to_dict() == {"well.ics#0": 7}
     failures = pd.read_csv(run / "failures.csv").set_index("image")
-    assert sorted(failures.index) == ["cut.ome.tif", "empty.nd2", "renamed.czi"]
+    assert sorted(failures.index) == ["cut.ome.tif", "cut_plate.ome.tif", "empty.nd2", "renamed.czi"]
     assert "truncated" in failures.loc["cut.ome.tif", "error"]
     report = (run / "report.html").read_text()
     assert "Bio-Formats 7.3.1" in report and "<th>series</th>" in report and "empty.nd2" in report
@@ -197,3 +223,27 @@ def test_series_with_s3_storage(airflow_db, s3_root, tmp_path):
     [run] = [p for p in (lan / "output").iterdir() if p.is_dir()]
     _, got = counts(run)
     assert got == want
+
+
+
+def test_a_memo_of_an_older_version_of_the_file_is_ignored(imagej, many_series, tmp_path):
+    """Memo files are keyed by the file's size and mtime besides Bio-Formats' own check (a memo newer than
+    the file): a file replaced by another version, even one given the old mtime back (a copy that keeps
+    mtimes), is parsed again, never answered from the old memo; a file left alone is read from its memo."""
+    import os
+
+    from sciops.imaging import bioformats
+    from sciops.imaging.synthetic import ome_tiff
+
+    folder, memo = tmp_path / "input", tmp_path / "bfmemo"
+    folder.mkdir()
+    for name in ("kept.ome.tif", "replaced.ome.tif"):
+        shutil.copyfile(many_series[0], folder / name)
+    first = bioformats.probe(["kept.ome.tif", "replaced.ome.tif"], folder, imagej, 1024, memo_dir=memo)
+    assert [(len(f["series"]), f["read"]["from"]) for f in first.values()] == [(50, "parsed")] * 2, first
+    old = (folder / "replaced.ome.tif").stat()
+    ome_tiff(folder / "replaced.ome.tif", [2, 3, 4], size=96, channels=1)   # another version of the file
+    os.utime(folder / "replaced.ome.tif", ns=(old.st_atime_ns, old.st_mtime_ns))
+    again = bioformats.probe(["kept.ome.tif", "replaced.ome.tif"], folder, imagej, 1024, memo_dir=memo)
+    assert (len(again["kept.ome.tif"]["series"]), again["kept.ome.tif"]["read"]["from"]) == (50, "memo")
+    assert (len(again["replaced.ome.tif"]["series"]), again["replaced.ome.tif"]["read"]["from"]) == (3, "parsed")

@@ -3,25 +3,18 @@
 1,000 node counts took 103 s and answered 8.9 MB; ``images=1e29``, ``hourly_rate_usd=nan`` or a
 negative rate, ``memory_mb=-999999`` were accepted. Each case here is answered 422 at once, the
 detail naming the field and its bound; the dashboard's planner form says the same in its page.
-The server is the integration tests' (tests/integration/conftest.py: ``airflow api-server`` with a
+The server is the integration tests' (tests/api_fixtures.py: ``airflow api-server`` with a
 JWT, the ledger's past runs of macro ``count_api``).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from helpers import get
 
-_spec = importlib.util.spec_from_file_location("sciops_integration_fixtures",
-                                               Path(__file__).parents[1] / "integration" / "conftest.py")
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
-api_server, ledger_rows = _fixtures.api_server, _fixtures.ledger_rows   # the same fixtures, reused
 
 #: No answer may take longer, nor be longer.
 SECONDS, BYTES = 10, 20_000

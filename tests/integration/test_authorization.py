@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import T0, token_for
+from api_fixtures import OTHER_ROOT, SERVER_ROOT, T0, token_for
 from helpers import get
 
 HIDDEN_DAG = "fiji_confidential"
@@ -56,7 +56,7 @@ def test_a_viewer_sees_only_the_runs_of_dags_it_may_read(api_server, hidden_run)
     assert "secret-project" not in summary["projects"] and "count_secret" not in summary["cost_per_image_by_macro"]
     assert {"alpha", "beta"} <= set(summary["projects"])
     status, page = get(base, "/sciops/dashboard", viewer)
-    assert status == 200 and "manual__api-1" in page
+    assert status == 200 and "manual__2026-11-21T00:00:00+00:00" in page   # manual__api-1, by Airflow's id
     assert "secret" not in page
     status, page = get(base, report, viewer)
     assert status == 403 and 'id="forbidden"' in page and "secret report" not in page
@@ -64,6 +64,10 @@ def test_a_viewer_sees_only_the_runs_of_dags_it_may_read(api_server, hidden_run)
     assert get(base, f"/sciops/runs/{HIDDEN_DAG}/manual__nope/report", viewer)[0] == 403
     assert get(base, "/sciops/runs/fiji_project/manual__2026-11-21T00:00:00+00:00/report", viewer) == \
         (200, "<html><body>report 1</body></html>")
+    # where fiji_project's runs keep projects: for whoever may read its runs (names only, no connection)
+    for who in (admin, viewer):
+        assert json.loads(get(base, "/sciops/api/storage", who)[1]) == {"storage_root": SERVER_ROOT,
+                                                                       "allowed_storage_roots": [OTHER_ROOT]}
     # the planner estimates only from runs the viewer may read
     assert get(base, "/sciops/api/planner?macro=count_secret&images=10&backend=local", viewer)[0] == 404
     assert get(base, "/sciops/api/tradeoff?macro=count_secret&images=10", viewer)[0] == 404

@@ -3,7 +3,9 @@
 A refused ``-p`` as one line naming the field (Airflow's own Param check), the hint while
 fiji_project is paused, a refused run's reason from the ledger route, ``status``'s whole links and
 durations, and ``--wait`` across an api-server restart (an api-server of this test's own,
-stopped and started again on the same port).
+stopped and started again on the same port). S3 from a laptop (issue 37, item 2): an AWS profile
+in a config and a credentials file of the test's own, against the testbed's signature-checking
+endpoint, the storage root and the allowed roots learned from the api-server.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from urllib.parse import quote
 
 import pytest
 
-USER, PASSWORD = "sciops-admin", "a-test-password"   # tests/integration/conftest.py's admin
+from api_fixtures import BUCKET, OTHER_ROOT, SERVER_ROOT
+
+USER, PASSWORD = "sciops-admin", "a-test-password"   # tests/api_fixtures.py's admin
 PAUSED = "paused: unpause fiji_project (or ask your admin)"
 
 
@@ -186,3 +190,70 @@ def test_wait_survives_an_api_server_restart(cli, api_server, airflow_db, tmp_pa
         server.terminate()
         server.wait(30)
         _delete_runs(base, token)
+
+
+def _aws_files(folder: Path, key: dict) -> dict[str, str]:
+    """An AWS config and credentials file as `aws configure` leaves them: profile `lab` with the auth endpoint's
+    key, `stale` with a secret it refuses; the endpoint in the profile, as AWS's SDKs read it."""
+    endpoint = key["extra"]["endpoint_url"]
+    (folder / "config").write_text("".join(f"[profile {p}]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
+                                           for p in ("lab", "stale")))
+    (folder / "credentials").write_text(f"[lab]\naws_access_key_id = {key['login']}\n"
+                                        f"aws_secret_access_key = {key['password']}\n"
+                                        f"[stale]\naws_access_key_id = {key['login']}\naws_secret_access_key = old\n")
+    return {"AWS_CONFIG_FILE": str(folder / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(folder / "credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def test_s3_with_an_aws_profile_learns_the_root_from_airflow(cli, api_server, s3_endpoint, tmp_path, monkeypatch,
+                                                             capsys):
+    """No storage root, no connection, no -p on this machine: the profile's keys and Airflow's root. A bucket that
+    is not there is named with its fix and not made; a refused key names the profile; a root Airflow allows goes to
+    the run as its storage_root. In this process (`main`), to spare five starts of the command."""
+    from sciops.cli.main import main
+    from sciops.storage.root import S3Storage
+
+    base, token = api_server
+    key = s3_endpoint["sciops_s3_auth"]
+    for name, value in {**cli.env, **_aws_files(tmp_path, key), "XDG_CACHE_HOME": str(tmp_path / "cache")}.items():
+        if name.startswith(("SCIOPS_", "AWS_", "XDG_")):
+            monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SCIOPS_STORAGE_ROOT", raising=False)
+    monkeypatch.delenv("SCIOPS_AWS_CONN_ID", raising=False)
+    lan = tmp_path / "cli_api_laptop"
+    (lan / "input").mkdir(parents=True)
+    (lan / "input" / "a.tif").write_bytes(b"II*\0" + b"\0" * 60)
+    admin = S3Storage(SERVER_ROOT, "sciops_s3_auth")
+    said = []
+
+    def sciops(*args):
+        code = main(list(args))
+        said.append(capsys.readouterr())
+        return code, said[-1].out, said[-1].err
+
+    code, _, err = sciops("sync", "up", str(lan), "--profile", "lab")
+    assert code == 2, err
+    assert (f"Airflow's storage root {SERVER_ROOT}: bucket '{BUCKET}' does not exist at {key['extra']['endpoint_url']}"
+            f"; SciOps creates none: create it (`aws s3 mb s3://{BUCKET} --profile lab`)") in err
+    assert BUCKET not in {b["Name"] for b in admin.client.boto.list_buckets()["Buckets"]}   # nothing made
+
+    admin.client.create_bucket()   # what the admin does
+    code, out, err = sciops("sync", "up", str(lan), "--profile", "lab", "-q")
+    assert code == 0 and out.startswith("up: 1 transferred"), out + err
+    assert admin.projects() == ["cli_api_laptop"]
+    code, _, err = sciops("ls", "--profile", "stale")
+    assert code == 2 and "--profile: the credentials of AWS profile 'stale' were refused" in err
+    assert "aws sso login --profile stale" in err
+
+    code, out, err = sciops("sync", "up", str(lan), "--profile", "lab", "--storage-root", OTHER_ROOT, "-q")
+    assert code == 0, out + err
+    code, out, err = sciops("run", "cli_api_laptop", "--profile", "lab", "--storage-root", OTHER_ROOT)
+    try:
+        assert code == 0, out + err
+        req = urllib.request.Request(f"{base}/api/v2/dags/fiji_project/dagRuns/{quote(out.split()[1], safe='')}",
+                                     headers={"Authorization": f"Bearer {token}"})
+        conf = json.loads(urllib.request.urlopen(req, timeout=30).read())["conf"]
+        assert conf == {"project": "cli_api_laptop", "storage_root": OTHER_ROOT}
+    finally:
+        _delete_runs(base, token)
+    assert not [s for s in said if key["password"] in s.out + s.err]

@@ -13,6 +13,7 @@ def test_endpoints_need_a_token(api_server, ledger_rows):
     base, _ = api_server
     assert get(base, "/sciops/api/runs")[0] in (401, 403)
     assert get(base, "/sciops/dashboard")[0] in (401, 403)
+    assert get(base, "/sciops/api/storage")[0] in (401, 403)
 
 
 def test_runs_and_summary_filtered_by_project(api_server, ledger_rows):
@@ -58,7 +59,9 @@ def test_dashboard_and_report_pages(api_server, ledger_rows):
     base, token = api_server
     status, page = get(base, "/sciops/dashboard?project=alpha", token)
     assert status == 200 and 'id="cost-chart"' in page and 'id="duration-chart"' in page
-    assert "manual__api-1" in page and "manual__api-2" not in page and 'id="planner"' in page
+    # runs by Airflow's id: manual__api-1 is there, manual__api-2 (project beta) is not
+    assert "manual__2026-11-21T00:00:00+00:00" in page and "manual__2026-11-22T00:00:00+00:00" not in page
+    assert 'id="planner"' in page
     status, report = get(base, "/sciops/runs/fiji_project/manual__2026-11-21T00:00:00+00:00/report", token)
     assert status == 200 and "report 1" in report
     assert get(base, "/sciops/runs/fiji_project/manual__nope/report", token)[0] == 404
@@ -90,7 +93,7 @@ def test_a_long_ledger_lists_the_newest_runs_and_still_serves_old_reports(api_se
     try:
         status, page = get(base, "/sciops/dashboard?project=many", token)
         assert status == 200 and 'id="runs-more"' in page and f"{n - 200:,} older runs" in page
-        assert "scheduled__many-05099" in page and "scheduled__many-04899" not in page
+        assert "scheduled__2026-01-01T05099" in page and "scheduled__2026-01-01T04899" not in page
         summary = json.loads(get(base, "/sciops/api/summary?project=many", token)[1])
         assert summary["runs"] == n and len(summary["per_run"]) == n
         assert summary["cost_per_image_by_macro"]["count_many"] == {"median_usd": pytest.approx(0.006), "runs": n}

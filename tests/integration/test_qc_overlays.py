@@ -65,6 +65,19 @@ def test_every_ok_image_has_an_overlay_whose_outlines_are_the_objects_counted(tm
         assert max(h, w) <= 384 and png.stat().st_size < 100_000
 
 
+def test_without_the_java_drawer_the_driver_draws_the_same_outlines_with_commands(tmp_path, imagej, monkeypatch):
+    """A node whose agent was built without ImageJ's jar (SciopsQc left out): driver.ijm's own commands."""
+    from sciops_node import chunk, jvm
+
+    monkeypatch.setattr(chunk, "dialog_agent", lambda java, **kw: jvm.dialog_agent(java, cache_dir=str(tmp_path)))
+    counts = make_images(tmp_path / "input", {"a.tif": 5}, size=256)
+    counts.update(make_images(tmp_path / "input", {"big.tif": 9}, size=700))
+    got = run_task(tmp_path, imagej, (MACRO_DIR / "count_nuclei.ijm").read_text(), sorted(counts))
+    for name, n in counts.items():
+        assert got[name]["qc"] == f"rois {n}" and outlines(overlay(tmp_path, name)) == n, name
+        assert max(imread(overlay(tmp_path, name)).shape[:2]) <= 384
+
+
 LAB_OWN_QC = """// @sciops outputs: summary.csv
 output = ""; lines = split(getArgument(), "\\n");
 for (i = 0; i < lines.length; i++) if (startsWith(lines[i], "output=")) output = substring(lines[i], 7);

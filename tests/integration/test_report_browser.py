@@ -25,7 +25,9 @@ def _run_dir(root, tasks):
 
 
 def _doc(**over):
-    doc = {"run_id": "manual__r1", "project": "cells", "status": "success", "macro": {"name": "count_nuclei"},
+    doc = {"run_id": "manual__2027-01-15T08-00-00-00-00", "airflow_run_id": "manual__2027-01-15T08:00:00+00:00",
+           "project": "cells", "dag_run_started": T0 - 10.0, "recorded_at": T0 + 140.0, "status": "success",
+           "macro": {"name": "count_nuclei"},
            "params": {"backend": "existing"}, "images": {"ok": 40, "failed": 1, "total": 41},
            "cost": {"kind": "hourly_rate", "hourly_rate_usd": 2.0,
                     "node_hours": {"task-hours on node-a": 0.02, "task-hours on node-b": 0.01},
@@ -40,12 +42,13 @@ def _ticks(page, chart: str) -> list[str]:
     return [t.strip() for t in page.locator(f'#{chart} g[id^="xtick"] text').all_text_contents()]
 
 
-@pytest.mark.parametrize("tasks,name", [
+@pytest.mark.parametrize("tasks,name,rows", [
     (((1, "node-a", 0, 40, 0, 1), (2, "node-b", 2, 35, 0, 1), (3, "node-a", 41, 30, 137, 1),
-      (3, "node-b", 80, 28, 0, 2)), "two-minutes"),
-    (((1, "node-a", 0, 1.1, 0, 1), (2, "node-a", 0.4, 1.9, 0, 1)), "two-seconds"),  # ticks once read "0 s 1 s 1 s 2 s"
+      (3, "node-b", 80, 28, 0, 2)), "two-minutes", ["node-a", "node-b"]),
+    # ticks once read "0 s 1 s 1 s 2 s"; the second of two tasks at once on a node once read "-"
+    (((1, "node-a", 0, 1.1, 0, 1), (2, "node-a", 0.4, 1.9, 0, 1)), "two-seconds", ["node-a, slot 1", "node-a, slot 2"]),
 ])
-def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, tasks, name):
+def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, tasks, name, rows):
     from sciops.reporting import report
 
     run_dir = _run_dir(tmp_path / "run", tasks)
@@ -63,16 +66,33 @@ def test_report_renders_in_headless_chromium(tmp_path, browser, screenshot, task
     ticks = _ticks(page, "timeline")
     values = [float(t.replace("\u2212", "-")) for t in ticks]
     assert len(ticks) >= 3 and len(set(ticks)) == len(ticks) and values == sorted(values), ticks
-    # phases in the order they ran, not alphabetically
+    # titled with Airflow's own run id, not the folder's name
+    assert page.locator("h1").inner_text() == "SciOps run manual__2027-01-15T08:00:00+00:00 — cells"
+    # phases in the order they ran, not alphabetically, and with Airflow's time between them they make the wall time
     phases = page.locator("table.phases tbody tr td:first-child").all_text_contents()
     assert phases == sorted(PHASES, key=PHASES.get), phases
+    assert page.locator("table.phases tbody tr td:nth-child(3)").all_text_contents() == ["1.5 s"] * len(PHASES)
+    foot = [r.locator("th, td").all_text_contents() for r in page.locator("table.phases tfoot tr").all()]
+    # 150 s from the DAG run's start to record's; six phases of 1.5 s, stage_in, plan and run_array overlapping by
+    # 0.5 s twice: 8 s in phases, 142 s Airflow's
+    assert foot == [["Airflow, outside the phases (grey above)", "2 min 22 s"],
+                    ["wall time, from when Airflow's DAG run started to this report", "2 min 30 s"]], foot
+    assert "overlap by 1.0 s" in page.locator("#phases-overlap").inner_text()
+    # a bar a phase, and one a gap: before validate, after it, after run_array, after collate, after record
+    assert int(page.locator("svg#phases-chart").get_attribute("data-marks")) == len(PHASES) + 5
+    # every row of the task timeline labelled
+    labels = [t.strip() for t in page.locator('#timeline g[id^="ytick"] text').all_text_contents()]
+    assert labels == rows, labels
     # no empty cell anywhere: an hourly rate prices each host's task-hours
     cells = page.locator("td").all_text_contents()
     assert cells and all(c.strip() for c in cells), cells
     usd = page.locator("table.cost tbody tr td:last-child").all_text_contents()
     assert usd == ["0.04", "0.02"], usd
+    # one cost table: the items, then what they add up to
+    assert page.locator("table.cost").count() == 1 and page.locator("table.cost-totals").count() == 0
+    totals = [r.locator("th, td").all_text_contents() for r in page.locator("table.cost tfoot tr").all()]
+    assert totals == [["compute", "0.06"], ["storage", "0.0"], ["total", "0.06"], ["per image (ok)", "0.0015"]], totals
     assert page.get_by_text("Unsupported format").count() == 1
-    assert page.locator("#timeline").get_by_text("node-a").count() == 1  # one label per host, not per lane
     screenshot(page, name)
     page.close()
 

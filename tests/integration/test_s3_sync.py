@@ -321,8 +321,8 @@ def test_expiring_credentials_are_renewed_before_signing(s3_endpoint, s3_root, m
 
     from botocore.credentials import RefreshableCredentials
 
+    from sciops.storage.credentials import connection_credentials
     from sciops.storage.s3 import Credentials, S3Client
-    from sciops.storage.root import connection_credentials
 
     good = s3_endpoint["sciops_s3_auth"]
     renewals = []

@@ -186,6 +186,58 @@ def test_refused_run_on_dashboard_and_in_its_report_tab(page, api_server, screen
     assert status == 404 and "<h1>No report for run manual__never</h1>" in body and '"detail"' not in body
 
 
+def test_a_runs_report_tab_and_dashboard_row_as_a_scientist_reads_them(page, api_server, tmp_path, screenshot):
+    """Issue 37, item 4: Airflow's own run id, every timeline row labelled, one cost table, phases that make the
+    wall time; the dashboard in Airflow's fonts, with readable durations and whole reasons."""
+    from test_report_browser import _doc, _run_dir
+
+    from sciops.accounting import ledger
+    from sciops.reporting import report
+    from sciops.run.project import safe_run_id
+
+    base, token = api_server
+    status, run = _api(base, token, "POST", "/api/v2/dags/fiji_project/dagRuns",
+                       {"logical_date": None, "conf": {"project": "polished"}})
+    assert status == 200, run
+    run_id = run["dag_run_id"]
+    # two tasks at once on node-a: its second row once read "-"
+    run_dir = _run_dir(tmp_path / "run", ((1, "node-a", 0, 30, 0, 1), (2, "node-a", 5, 30, 0, 1),
+                                          (3, "node-b", 1, 20, 0, 1)))
+    doc = _doc(run_id=safe_run_id(run_id), airflow_run_id=run_id, dag_id="fiji_project", project="polished",
+               report=str(run_dir / "report.html"), started_at=T0 + 5 * 86400, ended_at=T0 + 5 * 86400 + 83)
+    report.write(run_dir, doc)
+    ledger.write(doc)
+    reason = ("collate: " + "; ".join(f"image plate1_{i:03d}.tif: the macro left no Results table" for i in range(12))
+              + "; see failures.csv")
+    ledger.write({**doc, "run_id": "manual__polished-failed", "airflow_run_id": "manual__polished-failed",
+                  "status": "failed", "reason": reason, "started_at": T0 + 4 * 86400,
+                  "ended_at": T0 + 4 * 86400 + 45.2, "report": None})
+    page.goto(f"{base}/")
+    page.get_by_test_id("nav-sidebar").wait_for()   # Airflow's UI drawn, its styles applied
+    airflow_font = page.evaluate("getComputedStyle(document.body).fontFamily")
+    page.goto(f"{base}/sciops/dashboard?project=polished")
+    assert page.evaluate("getComputedStyle(document.body).fontFamily").split(",")[0] == airflow_font.split(",")[0]
+    rows = page.locator("#runs tbody tr")
+    assert rows.nth(0).locator("td").nth(2).inner_text() == run_id   # Airflow's id, not the folder's
+    assert [rows.nth(i).locator("td").nth(5).inner_text() for i in range(2)] == ["1 min 23 s", "45 s"]
+    cell = rows.nth(1).locator("td.reason")
+    assert cell.get_attribute("title") == reason    # all of it on hover
+    cell.locator("summary").click()                  # and in place
+    assert cell.inner_text().split() == reason.split()
+    assert cell.evaluate("c => c.scrollWidth <= c.clientWidth")
+    screenshot(page, "dashboard")
+    page.goto(f"{base}/dags/fiji_project/runs/{quote(run_id, safe='')}")
+    page.get_by_text("Report", exact=True).first.click()
+    frame = page.frame_locator("iframe")
+    assert frame.locator("h1").inner_text() == f"SciOps run {run_id} — polished"
+    labels = [t.strip() for t in frame.locator('#timeline g[id^="ytick"] text').all_text_contents()]
+    assert labels == ["node-a, slot 1", "node-a, slot 2", "node-b"], labels
+    assert frame.locator("table.cost").count() == 1 and frame.locator("table.cost-totals").count() == 0
+    assert frame.locator("table.phases tfoot tr.total td").inner_text() == "2 min 30 s"
+    frame.locator("h2", has_text="Phases").scroll_into_view_if_needed()
+    screenshot(page, "report-tab")
+
+
 def test_navigation_label_is_whole(page, api_server):
     base, _ = api_server
     page.goto(f"{base}/")

@@ -164,3 +164,5 @@ def test_call_sites_keep_their_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("SCIOPS_ALLOWED_STORAGE_ROOTS", "s3://lab/x/, ")
     monkeypatch.setenv("SCIOPS_STORAGE_ROOT", "/data/projects/")
     assert allowed_storage_roots() == ["/data/projects", "s3://lab/x"]
+    monkeypatch.setenv("SCIOPS_ALLOWED_STORAGE_ROOTS", "file:///mnt/lab/")   # as a run's root is compared
+    assert allowed_storage_roots() == ["/data/projects", "/mnt/lab"]

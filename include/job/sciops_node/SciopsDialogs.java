@@ -49,6 +49,16 @@ public final class SciopsDialogs implements Runnable {
      * exists; a shown one (a window) races its list's painting against the next reset. This one is hidden and
      * global, so the ROIs a lab macro adds are still there for the driver's QC overlay. Returns "ok" or why not.
      */
+    /** "yes" when this jar holds the QC overlay drawer (SciopsQc, compiled against ImageJ's jar), else "no". */
+    public static String qcDrawer() {
+        try {
+            Class.forName("SciopsQc", false, SciopsDialogs.class.getClassLoader());
+            return "yes";
+        } catch (Throwable e) {
+            return "no";
+        }
+    }
+
     public static String shareRoiManager() {
         try {
             ClassLoader loader = Thread.currentThread().getContextClassLoader();

@@ -35,7 +35,7 @@ from .contract import (
     write_json,
 )
 from .hygiene import SCRATCH_PREFIX, lost_attempts, remove_stale_scratch
-from .jvm import Xvfb, dialog_agent
+from .jvm import Xvfb, dialog_agent, ij_jar_of, series_reader
 from .protocol import reason as input_reason
 from .session import JvmSession
 from .units import TableError, image_tables, keep_log, outputs_missing
@@ -79,6 +79,7 @@ class ChunkRunner(JvmSession):
         self.interrupted = False
         self.proc = None           # the JVM running now
         self.agent = None          # the dialog watcher's jar (sciops_node.jvm.dialog_agent), when ImageJ 1 runs
+        self.series_jars = None    # SciopsSeries and Bio-Formats (sciops_node.jvm.series_reader), for Bio-Formats units
         self.tables = {kind: ChunkTable(self.work, task_id, attempt, kind) for kind in ("results", "summary")}
         self.counts = {}           # final status per image of the chunk, for count.json
         self.counts_at = 0.0       # when count.json was last written
@@ -224,12 +225,20 @@ class ChunkRunner(JvmSession):
                 if self.m.launcher.get("kind", "imagej1") == "imagej1":
                     xvfb = Xvfb(self.m.launcher.get("xvfb", "Xvfb")).start()   # starts while run_jvm prepares
                     t0 = time.time()
-                    self.agent, why = dialog_agent(self.m.launcher.get("java", "java"))
+                    self.agent, why = dialog_agent(self.m.launcher.get("java", "java"),
+                                                   ij_jar=ij_jar_of(self.m.launcher))
                     if why:
                         self.note("no dialog watcher (%s): a dialog ImageJ shows is named from its X server "
                                   "(xwininfo), without its text", why)
                     elif time.time() - t0 > 0.1:
                         self.note("dialog watcher built in %.1f s: %s", time.time() - t0, self.agent)
+                    if self.m.bioformats_memo:   # files read through Bio-Formats: their metadata once a JVM
+                        t0 = time.time()
+                        self.series_jars, why = series_reader(self.m.launcher)
+                        if why:
+                            self.note("series opened with the Bio-Formats Importer (%s)", why)
+                        elif time.time() - t0 > 0.1:
+                            self.note("series reader built in %.1f s: %s", time.time() - t0, self.series_jars[0])
             while remaining:
                 finished = self.run_jvm(remaining, xvfb)
                 if self.interrupted:

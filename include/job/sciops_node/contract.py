@@ -119,6 +119,12 @@ def images_dir(work):
     return os.path.join(work, "images")
 
 
+def memo_dir(work):
+    """Bio-Formats' memo files of the run's files (``SciopsSeries.java`` says how they are kept and invalidated):
+    validate's probe writes them, the tasks that open the files read them."""
+    return os.path.join(work, "bfmemo")
+
+
 def image_output_dir(work, image):
     """An image's (a unit's) own output folder: the macro's ``output``."""
     return os.path.join(images_dir(work), image)
@@ -283,6 +289,8 @@ class Manifest:
     unreadable: dict = field(default_factory=dict)    #: unit -> why validate could not read it: recorded failed
     scratch_dir: str | None = None                    #: where the JVM's scratch goes (None: the system's temp dir)
     qc_images: str = "sample"                         #: QC overlays: all, sample or none (sciops_node.qc)
+    #: files read through Bio-Formats: the folder of their memo files (memo_dir); None: the run has no such unit
+    bioformats_memo: str | None = None
     # -- the Airflow side's (the node does not read these) --
     run_id: str = ""
     project: str = ""
@@ -297,7 +305,7 @@ class Manifest:
     extra: dict = field(default_factory=dict)
 
     #: Left out of :meth:`to_dict` when None: None means the same as absent, and plan never writes them.
-    _OMIT_WHEN_NONE = ("scratch_dir",)
+    _OMIT_WHEN_NONE = ("scratch_dir", "bioformats_memo")
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Manifest:

@@ -3,7 +3,8 @@
 ImageJ 1 needs a display even in batch mode: each task starts its own :class:`Xvfb`. The JVM is
 started by :func:`launcher_argv` (Debian's ``imagej`` jar with a JRE, or a Fiji installation) with
 a private home and temp folder so that several tasks share a node. :func:`bioformats_version`
-names the Bio-Formats jar an ImageJ 1 launch is given (the attempt summary records it; validate too).
+names the Bio-Formats jar an ImageJ 1 launch is given (the attempt summary records it; validate too);
+:func:`series_reader` builds ``SciopsSeries.java`` against it (files of many series: the metadata once).
 
 ImageJ 1 under Xvfb opens a modal dialog on a macro error and waits; its text is written nowhere. The
 JVM gets :func:`dialog_agent`, a Java agent that prints each dialog shown (``SciopsDialogs.java`` beside
@@ -89,46 +90,102 @@ class Xvfb:
 
 #: The dialog watcher's source (a Java agent: see its head comment), shipped with this package.
 AGENT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsDialogs.java")
+#: The QC overlay drawer (driver.ijm's saveQc calls it), compiled into the agent's jar against ImageJ's jar.
+QC_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsQc.java")
 #: A line the agent prints for each dialog ImageJ shows: ``SCIOPS_DIALOG <tab> title <tab> text``.
 DIALOG_TAG = "SCIOPS_DIALOG"
 #: Compiling the agent takes 1-2 s (once per node, user and java); never more than this.
 AGENT_COMPILE_S = 120
 
 
-def dialog_agent(java="java", cache_dir=None):
+def dialog_agent(java="java", cache_dir=None, ij_jar=None):
     """``(jar, None)``: the dialog watcher for ``java``, compiled on first use; ``(None, why)`` when it cannot be.
 
     The jar is cached in the temp folder (``sciops-dialogs-<uid>-<hash of source and java>.jar``), so one
-    node compiles it once per user; a cached jar is used only when it is this user's own regular file and
-    nobody else may write it. It is compiled with the JVM's own compiler module (``jdk.compiler``, which
-    Debian's headless JRE carries) to Java 8 class files.
+    node compiles it once per user (:func:`_compiled_jar`). With ``ij_jar`` (ImageJ 1's jar) it also holds
+    ``SciopsQc`` (the QC overlay drawer), compiled against it; when that does not compile, the watcher alone
+    (the driver then draws overlays with ImageJ commands).
+    """
+    manifest = "Premain-Class: SciopsDialogs\n"
+    if ij_jar and os.path.isfile(ij_jar):
+        jar, why = _compiled_jar(java, [AGENT_SOURCE, QC_SOURCE], [ij_jar], "sciops-dialogs", manifest, cache_dir)
+        if jar:
+            return jar, None
+    return _compiled_jar(java, [AGENT_SOURCE], [], "sciops-dialogs", manifest, cache_dir)
+
+
+#: The Bio-Formats series reader's source (``SciopsSeries.java``: see its head comment), shipped with this package.
+SERIES_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SciopsSeries.java")
+
+
+def ij_jar_of(launcher):
+    """ImageJ 1's jar a launch runs (Debian's ``imagej`` package's by default)."""
+    return launcher.get("ij_jar", "/usr/share/java/ij.jar")
+
+
+def bioformats_jar(launcher):
+    """The Bio-Formats jar an ImageJ 1 launch is given (``<plugins_dir>/plugins/bioformats_package.jar``), or None."""
+    if launcher.get("kind", "imagej1") != "imagej1" or not launcher.get("plugins_dir"):
+        return None
+    path = os.path.join(launcher["plugins_dir"], "plugins", "bioformats_package.jar")
+    return path if os.path.isfile(path) else None
+
+
+def series_reader(launcher, cache_dir=None):
+    """``(jars, None)``: what an ImageJ 1 JVM needs on its class path to read series through
+    ``SciopsSeries`` (the metadata once, a memo, the reader kept open); ``(None, why)`` when it cannot be built.
+
+    Compiled against the launcher's own ij.jar and Bio-Formats jar (their paths, sizes and mtimes are in the
+    cache key, so a new Bio-Formats gets a new build). Fiji and an ImageJ 1 without Bio-Formats get
+    ``(None, why)``: their JVMs open series with the Bio-Formats Importer, as before.
+    """
+    bf = bioformats_jar(launcher)
+    if bf is None:
+        return None, "no Bio-Formats jar of ImageJ 1's own (Fiji opens series with its Importer)"
+    ij_jar = ij_jar_of(launcher)
+    jar, why = _compiled_jar(launcher.get("java", "java"), [SERIES_SOURCE], [ij_jar, bf], "sciops-series", "",
+                             cache_dir)
+    return ([jar, bf], None) if jar else (None, why)
+
+
+def _compiled_jar(java, sources, classpath, prefix, manifest, cache_dir=None):
+    """``(jar, None)``: ``sources`` compiled with ``java``'s own compiler module (``jdk.compiler``, which
+    Debian's headless JRE carries) to Java 8 class files against ``classpath``, or ``(None, why)``.
+
+    Cached in the temp folder as ``<prefix>-<uid>-<hash>.jar`` (the hash of the source, the java and each
+    class-path jar's path, size and mtime), so one node compiles it once per user; a cached jar is used only
+    when it is this user's own regular file and nobody else may write it.
     """
     cache_dir = cache_dir or tempfile.gettempdir()
     java_path = os.path.realpath(shutil.which(java) or java)
     try:
-        with open(AGENT_SOURCE, "rb") as fh:
-            source = fh.read()
+        source = b""
+        for path in sources:
+            with open(path, "rb") as fh:
+                source += fh.read() + b"\0"
+        deps = "".join("%s:%d:%d;" % (p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in classpath)
     except OSError as exc:
-        return None, "no agent source: %s" % exc
-    digest = hashlib.sha256(source + b"\0" + java_path.encode()).hexdigest()[:16]
-    jar = os.path.join(cache_dir, "sciops-dialogs-%d-%s.jar" % (os.getuid(), digest))
+        return None, "no source or class path: %s" % exc
+    digest = hashlib.sha256(source + b"\0" + java_path.encode() + deps.encode()).hexdigest()[:16]
+    jar = os.path.join(cache_dir, "%s-%d-%s.jar" % (prefix, os.getuid(), digest))
     if _own_file(jar):
         return jar, None
-    build = tempfile.mkdtemp(prefix="sciops-dialogs-build-", dir=cache_dir)
+    build = tempfile.mkdtemp(prefix=prefix + "-build-", dir=cache_dir)
     try:
         classes = os.path.join(build, "classes")
+        cp = ["-cp", os.pathsep.join(classpath)] if classpath else []
         try:
             proc = subprocess.run([java, "-m", "jdk.compiler/com.sun.tools.javac.Main", "--release", "8", "-nowarn",
-                                   "-d", classes, AGENT_SOURCE], capture_output=True, text=True,
+                                   *cp, "-d", classes, *sources], capture_output=True, text=True,
                                   timeout=AGENT_COMPILE_S)
         except (OSError, subprocess.SubprocessError) as exc:
             return None, "could not compile it: %s" % exc
         if proc.returncode != 0:
             said = " ".join((proc.stderr or proc.stdout).split())[:300]
             return None, "could not compile it with %s (exit %d): %s" % (java, proc.returncode, said)
-        tmp = os.path.join(build, "agent.jar")
+        tmp = os.path.join(build, "built.jar")
         with zipfile.ZipFile(tmp, "w") as z:
-            z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nPremain-Class: SciopsDialogs\n\n")
+            z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n%s\n" % manifest)
             for name in sorted(os.listdir(classes)):
                 z.write(os.path.join(classes, name), name)
         os.chmod(tmp, 0o644)
@@ -171,12 +228,15 @@ def open_dialogs(display):
     return [t for t in titles if t.strip() and not QUIET_WINDOWS.match(t)]
 
 
-def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None):
+def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None, series=None, memo_dir=None):
     """The command that starts one JVM running ``driver`` over ``jobfile``.
 
     ``-port0`` turns off ImageJ's single-instance listener, and a private
     ``user.home`` / ``java.io.tmpdir`` per task keeps IJ_Prefs and temp files apart,
     so several tasks can share a node. ``agent``: the dialog watcher's jar (:func:`dialog_agent`; imagej1).
+    ``series``: the jars of :func:`series_reader` (imagej1), put on the class path with ImageJ's own
+    (``-cp``, main class ``ij.ImageJ``: what ``-jar ij.jar`` runs), ``-Dsciops.series=yes`` telling the
+    macros that ``SciopsSeries`` is there and ``-Dsciops.bfmemo`` where its memo files go (``memo_dir``).
     """
     props = ["-Duser.home=" + home, "-Djava.io.tmpdir=" + tmp]
     kind = launcher.get("kind", "imagej1")
@@ -194,8 +254,13 @@ def launcher_argv(launcher, xmx, home, tmp, driver, jobfile, agent=None):
         gc = ["-XX:+UseSerialGC"] if xmx <= SERIAL_GC_MAX_MB else []
         if agent:
             props += ["-javaagent:" + agent, "-Dsciops.agent=yes"]   # the driver asks it for a shared ROI Manager
-        return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + [
-            "-jar", launcher.get("ij_jar", "/usr/share/java/ij.jar"), "-port0", "-batch", driver, jobfile]
+        ij_jar = ij_jar_of(launcher)
+        main = ["-jar", ij_jar]
+        if series:
+            props += ["-Dsciops.series=yes", "-Dsciops.bfmemo=" + (memo_dir or "")]
+            main = ["-cp", os.pathsep.join([ij_jar, *series]), "ij.ImageJ"]
+        return [launcher.get("java", "java"), "-Xmx%dm" % xmx] + gc + props + main + [
+            "-port0", "-batch", driver, jobfile]
     raise ValueError("unknown launcher kind %r (use 'imagej1' or 'fiji')" % kind)
 
 

@@ -10,11 +10,11 @@ Which units: the run's ``qc_images``. ``all``: every unit. ``none``: none. ``sam
 one unit in :data:`SAMPLE_EVERY` (chosen by a hash of its name: the same units on every attempt and
 every backend), and every unit the driver finds unusual as it goes: no objects where the units before
 it had some, or log(1 + object count) beyond :data:`DRIVER_MADS` median absolute deviations of this
-JVM's units so far. Why not ``all``: an overlay costs ImageJ ~35-45 % of count_nuclei's own time (open
-the image again, stretch, scale, draw, PNG; bench/bench_qc.py: on BBBC002 and on 64 x 64 images alike)
-and 4-75 KB; at 100,000 images of 512 x 512 that is ~6 GB. The sample is ~2.5 % of the units plus the
-odd ones: ~1 % of the macro's time and ~150 MB at 100,000 images, and it still draws the images a
-scientist needs to see (the report's outliers, by count).
+JVM's units so far. Why not ``all``: an overlay costs ImageJ ~15-20 % of count_nuclei's own time (open
+the image again, stretch, scale, draw, PNG, in one Java call: SciopsQc.java; bench/bench_qc.py, on BBBC002
+and on 64 x 64 images alike) and 3-70 KB; at 100,000 images of 512 x 512 that is ~7 GB. The sample is
+~2.5 % of the units plus the odd ones: ~0.6-1.4 % of the macro's time and ~0.25 GB at 100,000 images, and
+it still draws the images a scientist needs to see (the report's outliers, by count).
 
 The driver's END line says what it drew, as its fifth field (:func:`parse_drawn`):
 ``rois <n>``, ``xy <n>``, ``plain``, ``own`` (the macro's own qc.png) or empty (no overlay).

@@ -196,14 +196,23 @@ class JvmSession:
         maker = threading.Thread(target=make_folders, args=(folders,), daemon=True)
         maker.start()
         xmx = heap_mb(int(self.m.memory_mb))
-        argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile, agent=self.agent)
+        memo = self.m.bioformats_memo if self.series_jars else None
+        if memo:
+            try:
+                os.makedirs(memo, exist_ok=True)
+            except OSError as exc:   # the series reader still keeps each file open: it only parses it a JVM
+                self.note("no memo files (%s): each JVM parses its files' metadata", exc)
+                memo = None
+        argv = launcher_argv(self.m.launcher, xmx, home, tmp, self.m.driver_path, jobfile, agent=self.agent,
+                             series=self.series_jars, memo_dir=memo)
         confine = self.m.launcher.get("sandbox")
         if confine:   # sciops_node.sandbox: what the JVM sees
             # the macro's and driver's folders (work/job): a shipped macro runMacro's its sibling (cell_death)
             readable = [self.m.input_dir, os.path.dirname(self.m.macro_path), os.path.dirname(self.m.driver_path),
-                        *confine.get("read", ()),
+                        *confine.get("read", ()), *(self.series_jars or ()),
                         *sandbox.launcher_paths(self.m.launcher, self.agent)]
-            argv = sandbox.wrap(confine, argv, readable, [self.scratch, images_dir(self.work)], self.scratch)
+            writable = [self.scratch, images_dir(self.work), *([memo] if memo else [])]
+            argv = sandbox.wrap(confine, argv, readable, writable, self.scratch)
         self.note("JVM %d on %d image(s): %s", self.jvm_starts, len(images), " ".join(argv))
         display = xvfb.wait() if xvfb else None
         env = macro_env(os.environ, home, tmp, display)

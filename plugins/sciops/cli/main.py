@@ -20,8 +20,10 @@ and the errors :mod:`sciops.cli.settings`, ``--wait`` :mod:`sciops.cli.follow`.
 
 Settings come from flags, else the environment (``SCIOPS_API_URL``, ``SCIOPS_USER``,
 ``SCIOPS_PASSWORD``, ``SCIOPS_STORAGE_ROOT``, ``SCIOPS_AWS_CONN_ID``), else
-``~/.config/sciops/config.toml`` or ``$SCIOPS_CONFIG`` (``api_url``, ``user``, ``storage_root``, ``conn_id``; never a
-password). Without ``SCIOPS_PASSWORD`` the password is asked for, not echoed, and never
+``~/.config/sciops/config.toml`` or ``$SCIOPS_CONFIG`` (``api_url``, ``user``, ``storage_root``, ``conn_id``,
+``profile``; never a password). Without a storage root the command asks Airflow for its own; S3 is reached
+with an AWS profile (``--profile``: the AWS credential chain) unless an Airflow connection is named
+(:mod:`sciops.cli.storage`). Without ``SCIOPS_PASSWORD`` the password is asked for, not echoed, and never
 written anywhere. Exit status: 0 done; 1 the run or a transfer failed; 2 bad input (a field,
 a storage root, project or run that does not exist; click's own usage errors); 3 Airflow cannot be reached or
 refused the login.
@@ -55,8 +57,12 @@ API_URL = typer.Option(None, "--api-url", help="Airflow's URL (default: $SCIOPS_
                                                "http://localhost:8080)")
 USER = typer.Option(None, "--user", help="Airflow user (default: $SCIOPS_USER, the config file, airflow)")
 ROOT = typer.Option(None, "--storage-root",
-                    help="s3://bucket, s3://bucket/prefix or a folder (default: $SCIOPS_STORAGE_ROOT)")
-CONN = typer.Option(None, "--conn-id", help="Airflow AWS connection for S3 (default: $SCIOPS_AWS_CONN_ID)")
+                    help="s3://bucket, s3://bucket/prefix or a folder (default: $SCIOPS_STORAGE_ROOT, the config "
+                         "file, else Airflow's own)")
+CONN = typer.Option(None, "--conn-id", help="an Airflow AWS connection for S3 (default: $SCIOPS_AWS_CONN_ID, the "
+                                            "config file; else the AWS credential chain)")
+PROFILE = typer.Option(None, "--profile", help="an AWS profile for S3, as the AWS CLI's (default: the config file's "
+                                               "profile, $AWS_PROFILE, the default profile)")
 WORKERS = typer.Option(16, "--workers", min=1, help="parallel transfers")
 QUIET = typer.Option(False, "--quiet", "-q", help="only the summary line (no progress lines on stderr)")
 INSECURE = typer.Option(False, "--insecure-http", help="allow a plain http --api-url to another machine (the "
@@ -101,8 +107,9 @@ def sync_up(folder: Path = typer.Argument(..., help="the project folder on this 
             project: Optional[str] = typer.Option(None, help="its name in the storage root (default: the folder's)"),
             delete: bool = typer.Option(False, help="delete files in the storage root that are not here"),
             verify: bool = typer.Option(False, help="list the bucket instead of trusting the last sync's manifest"),
-            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, workers: int = WORKERS,
-            quiet: bool = QUIET):
+            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, profile: Optional[str] = PROFILE,
+            workers: int = WORKERS, quiet: bool = QUIET, api_url: Optional[str] = API_URL, user: Optional[str] = USER,
+            insecure_http: bool = INSECURE):
     """Send the project folder to the storage root (output/ stays here); only what changed travels."""
     from sciops.run.names import SAFE_NAME
     from sciops.storage.sync import summary_lines, sync_up as run_sync_up
@@ -110,20 +117,24 @@ def sync_up(folder: Path = typer.Argument(..., help="the project folder on this 
     name = project or folder.expanduser().resolve().name
     if not SAFE_NAME.match(name):
         raise Stop(f"{name!r} cannot be a project name: use letters, digits, '.', '_' or '-' (give --project)")
-    stats = run_sync_up(_storage(storage_root, conn_id), folder, name, delete=delete, verify=verify, workers=workers,
+    storage = _storage(settings(api_url, user, storage_root, conn_id, insecure_http, profile))
+    stats = run_sync_up(storage, folder, name, delete=delete, verify=verify, workers=workers,
                         emit=_progress_lines(quiet))
     typer.echo(shown("\n".join(summary_lines(stats)), lines=True))
 
 
 @sync_app.command("down")
 def sync_down(project: str, run_id: str, folder: Path, storage_root: Optional[str] = ROOT,
-              conn_id: Optional[str] = CONN, workers: int = WORKERS, quiet: bool = QUIET):
+              conn_id: Optional[str] = CONN, profile: Optional[str] = PROFILE, workers: int = WORKERS,
+              quiet: bool = QUIET, api_url: Optional[str] = API_URL, user: Optional[str] = USER,
+              insecure_http: bool = INSECURE):
     """Fetch a run's output/<run_id>/ into FOLDER/output/<run_id>/ (nothing else there is touched).
     RUN_ID as `sciops status` prints it, or the run's folder name."""
     from sciops.cli.runs import missing_run, project_storage, run_folder
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
-    storage = project_storage(_storage(storage_root, conn_id), project)
+    storage = project_storage(_storage(settings(api_url, user, storage_root, conn_id, insecure_http, profile)),
+                              project)
     found = run_folder(storage, project, run_id)
     if found is None:
         raise missing_run(storage, project, run_id)
@@ -138,11 +149,12 @@ def _progress_lines(quiet: bool):
 
 @app.command("ls")
 def ls(project: Optional[str] = typer.Argument(None, help="list this project's runs instead of the projects"),
-       storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+       storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, profile: Optional[str] = PROFILE,
+       api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
     """The projects in the storage root, or the runs (output/<run_id>/) of PROJECT."""
     from sciops.cli.runs import project_storage
 
-    storage = _storage(storage_root, conn_id)
+    storage = _storage(settings(api_url, user, storage_root, conn_id, insecure_http, profile))
     if project:
         project_storage(storage, project)
     names = storage.runs(project) if project else storage.projects()
@@ -155,8 +167,10 @@ def run(project: str,
         param: list[str] = typer.Option([], "--param", "-p", help="key=value, e.g. -p images_per_task=10 "
                                                                   "(values as YAML: 10, true, '{a: 1}')"),
         wait: bool = typer.Option(False, help="follow the run: images, ETA, spend; exit 1 if it failed"),
+        storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, profile: Optional[str] = PROFILE,
         api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
-    """Trigger fiji_project for PROJECT (its project.yaml's settings, with -p over them)."""
+    """Trigger fiji_project for PROJECT (its project.yaml's settings, with -p over them). A storage root given
+    here (not Airflow's own) goes to the run as its storage_root when Airflow allows it."""
     conf: dict[str, Any] = {"project": project}
     for item in param:
         key, sep, value = item.partition("=")
@@ -167,13 +181,16 @@ def run(project: str,
             raise Stop(f"--param {shown(item)[:100]!r}: the project is the command's argument (sciops run PROJECT); "
                        "it cannot be given again with -p")
         conf[key] = _param_value(key, value)
-    s = settings(api_url, user, insecure_http=insecure_http)
-    if s.storage_root:   # known here: say so now rather than through a refused run
-        storage = _storage(None, None)
+    from sciops.cli.storage import run_root
+
+    s = settings(api_url, user, storage_root, conn_id, insecure_http, profile)
+    if s.storage_root and "storage_root" not in conf:   # known here: say so now rather than through a refused run
+        storage = _storage(s)
         if project not in storage.projects():
             raise Stop(f"no project {project!r} in {storage.url}; sync it up first (sciops sync up FOLDER) or fix "
                        "the name")
     af = Airflow(s)
+    run_root(af, s, conf)
     started = af.call("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
     run_id = started["dag_run_id"]
     typer.echo(f"started {shown(run_id)}\nreport: {shown(af.report_url(run_id))}")
@@ -215,7 +232,8 @@ def status(project: Optional[str] = typer.Argument(None),
     from rich.table import Table
     from rich.text import Text
 
-    from sciops.cli.runs import duration, status_rows
+    from sciops.cli.runs import status_rows
+    from sciops.reporting.durations import duration
 
     af = Airflow(settings(api_url, user, insecure_http=insecure_http))
     rows = status_rows(af, project, run_id, limit)
@@ -240,7 +258,8 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
             to: Path = typer.Option(Path("."), help="the project folder here: results land in TO/output/<run_id>/"),
             fetch: bool = typer.Option(True, help="copy the run's folder here (--no-fetch: only print its summary)"),
             open_report: bool = typer.Option(False, "--open", help="open the fetched report.html in a browser"),
-            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN):
+            storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, profile: Optional[str] = PROFILE,
+            api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
     """A run's results: what the macro measured (medians, outliers, warnings), and its folder fetched
     (output/<run_id>/: tables, overlays, run.json, report.html) from the storage root."""
     from sciops.cli import results as summary
@@ -248,7 +267,8 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
     from sciops.run.project import safe_run_id
     from sciops.storage.sync import summary_lines, sync_down as run_sync_down
 
-    storage = project_storage(_storage(storage_root, conn_id), project)
+    storage = project_storage(_storage(settings(api_url, user, storage_root, conn_id, insecure_http, profile)),
+                              project)
     runs = storage.runs(project)
     if run_id is None:
         done = [r for r in runs if storage.exists(project, "output", r, "run.json")]
@@ -272,7 +292,7 @@ def results(project: str, run_id: Optional[str] = typer.Argument(None, help="def
 
 @app.command()
 def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lines of each failed task's log"),
-         storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN,
+         storage_root: Optional[str] = ROOT, conn_id: Optional[str] = CONN, profile: Optional[str] = PROFILE,
          api_url: Optional[str] = API_URL, user: Optional[str] = USER, insecure_http: bool = INSECURE):
     """What failed in a run: why it was refused or failed, failures.csv, then the end of each failed task's logs.
     RUN_ID as `sciops status` prints it, or the run's folder name. A run refused before it had a folder: its
@@ -283,7 +303,8 @@ def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lin
     from sciops.cli.runs import ledger_row, missing_run, project_storage, run_folder
     from sciops.reporting.cells import plain
 
-    storage = project_storage(_storage(storage_root, conn_id), project)
+    storage = project_storage(_storage(settings(api_url, user, storage_root, conn_id, insecure_http, profile)),
+                              project)
     folder = run_folder(storage, project, run_id)
     doc = _run_json(storage, project, folder) if folder and storage.exists(project, "output", folder, "run.json") \
         else {}
@@ -317,11 +338,11 @@ def logs(project: str, run_id: str, lines: int = typer.Option(30, help="last lin
             typer.echo(f"\n== {name} (last {lines} lines) ==\n" + shown(tail, lines=True))
 
 
-def _storage(storage_root: str | None, conn_id: str | None):
-    from sciops.storage.root import get_storage
+def _storage(s):
+    """The storage root of these settings (else Airflow's own), reachable: sciops.cli.storage."""
+    from sciops.cli.storage import open_storage
 
-    s = settings(storage_root=storage_root, conn_id=conn_id)
-    return get_storage(s.storage_root, s.conn_id)
+    return open_storage(s)
 
 
 def _run_json(storage, project: str, run: str) -> dict[str, Any]:

@@ -60,18 +60,6 @@ def ledger_row(af: Airflow, project: str, run_id: str) -> dict[str, Any] | None:
                 None)
 
 
-def duration(seconds: float | None) -> str:
-    """``48 s``, ``1 min 06 s``, ``2 h 05 min``: readable at a glance, exact to the second under an hour."""
-    if seconds is None:
-        return ""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
 def run_seconds(dag_run: dict[str, Any] | None, row: dict[str, Any] | None = None) -> float | None:
     """The DAG run's true duration (its start to its end, or to now while it goes); the ledger's when Airflow
     no longer has the run."""

@@ -6,10 +6,15 @@ which holds series and channels ImageJ's own TIFF reader flattens, is read throu
 (``scripts/bioformats.sh`` puts its jar in ImageJ 1's plugins folder; Fiji has its own).
 
 ``validate`` reads each such file once through :func:`probe`: the task runner drives one JVM over
-the files with ``include/job/probe.ijm`` (Bio-Formats' macro extensions: the series, their names and
-dimensions, and the last plane of each, so a file cut short fails here and not in the run; a file
-Bio-Formats cannot read fails on its own, in Bio-Formats' words). The answer is kept in the run's
-``work/series.json``; ``plan`` turns it into units of work with :func:`expand`:
+the files with ``include/job/probe.ijm`` (``SciopsSeries.java`` beside the runner's package: the series,
+their names and dimensions from the file's metadata, in one pass, no pixels; a file Bio-Formats cannot
+read fails on its own, in Bio-Formats' words). A file cut short is found without its planes: a TIFF by
+its IFDs (every page's data within the file: ``sciops.imaging.imagej.image_problem``, before the probe),
+any other format by one corner of the last plane of its last series, where such a file ends. What
+Bio-Formats parsed is kept as a memo in the run's ``work/bfmemo`` (the manifest's ``bioformats_memo``),
+which the tasks open instead of parsing the file again; a task keeps the file open across its series.
+The answer is kept in the run's ``work/series.json``; ``plan`` turns it into units of work with
+:func:`expand`:
 
 * ``file#S``: series ``S`` (0-based, as Bio-Formats counts) of a file read through Bio-Formats, with
   the channel the ``channel`` parameter picks (all as a stack, or one);
@@ -63,11 +68,15 @@ def unit_parts(unit: str) -> tuple[str, int | None, int | None]:
     return contract.unit_parts(unit)
 
 
-def probe(files: list[str], input_dir: Path, launcher: dict[str, Any], memory_mb: int) -> dict[str, dict[str, Any]]:
-    """What Bio-Formats reads in each file: ``{file: {"series": [...]}}`` or ``{file: {"error": why}}``.
+def probe(files: list[str], input_dir: Path, launcher: dict[str, Any], memory_mb: int,
+          memo_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """What Bio-Formats reads in each file: ``{file: {"series": [...], "read": how}}`` or ``{file: {"error": why}}``.
 
     One JVM for all the files (restarted after a file that breaks it), through the task runner with
-    ``probe.ijm`` as the macro, with this launcher and memory grant.
+    ``probe.ijm`` as the macro, with this launcher and memory grant. Each file's metadata is read once and
+    no pixels (a non-TIFF file: one corner of its last plane); ``how`` says so: ``{"from": "parsed" or
+    "memo", "planes": planes read, "seconds": ...}``. ``memo_dir``: where the memo of what was parsed goes
+    (the run's ``work/bfmemo``), for the tasks that open the files.
     """
     if not files:
         return {}
@@ -75,7 +84,7 @@ def probe(files: list[str], input_dir: Path, launcher: dict[str, Any], memory_mb
         m = Manifest(work_dir=tmp, run_dir=tmp, input_dir=str(input_dir), macro_path=str(JOB_DIR / "probe.ijm"),
                      driver_path=str(JOB_DIR / "driver.ijm"), launcher=launcher, memory_mb=memory_mb,
                      expected_outputs=["series.tsv"], stall_seconds=PROBE_STALL_S, image_timeout_s=PROBE_TIMEOUT_S,
-                     chunks=[files])
+                     chunks=[files], bioformats_memo=str(memo_dir or contract.memo_dir(tmp)))
         mpath = m.dump(contract.manifest_path(tmp))
         status = Path(tmp, "probe.jsonl")
         argv = [sys.executable, str(JOB_DIR / "sciops_task.py"), "--manifest", str(mpath),
@@ -91,11 +100,24 @@ def probe(files: list[str], input_dir: Path, launcher: dict[str, Any], memory_mb
             rec = final.get(rel)
             table = Path(contract.image_output_dir(tmp, rel), "series.tsv")
             if rec and rec.get("status") == "ok" and table.is_file():
-                out[rel] = {"series": _parse(table.read_text(encoding="utf-8", errors="replace"))}
+                out[rel] = {"series": _parse(table.read_text(encoding="utf-8", errors="replace")),
+                            "read": _read(table.with_name("read.tsv"))}
+                log.info("Bio-Formats read %s once: %d series from its metadata (%s), %d plane(s) read, %.2f s",
+                         rel, len(out[rel]["series"]), out[rel]["read"].get("from"), out[rel]["read"].get("planes", -1),
+                         out[rel]["read"].get("seconds", 0))
             else:
                 why = (rec or {}).get("error") or f"the probe did not finish it ({proc.stderr.strip()[-300:]})"
                 out[rel] = {"error": f"Bio-Formats cannot read it: {why}"}
         return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """How the probe read a file (its ``read.tsv``: from, series, planes, milliseconds)."""
+    try:
+        cells = path.read_text(encoding="utf-8").strip().split("\t")
+        return {"from": cells[0], "planes": int(cells[2]), "seconds": int(cells[3]) / 1000}
+    except (OSError, IndexError, ValueError):
+        return {}
 
 
 def _parse(text: str) -> list[dict[str, Any]]:

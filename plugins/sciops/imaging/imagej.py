@@ -168,10 +168,6 @@ def image_problem(path: Path, heap_mb: int) -> tuple[str, str] | None:
     return None
 
 
-#: Pages whose data ends a header check reads at most (a few ms per thousand).
-TIFF_PAGES = 2000
-
-
 class _Capture(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -201,8 +197,14 @@ def _header(path: Path, head: bytes) -> tuple[int, int, int, int]:
                 width, height = int(page.imagewidth), int(page.imagelength)
                 spp = int(page.samplesperpixel)
                 bits = int(page.bitspersample)
-                # every page of a multi-page file (a series' planes, an OME-TIFF's series), up to TIFF_PAGES
-                pages = list(tif.pages[:TIFF_PAGES]) if _multi(path) else [page]
+                # every page of a file read through Bio-Formats (a series' planes, an OME-TIFF's series), as
+                # frames (only the IFD's offsets and sizes: 0.1 s for 2,000 pages here): this is what tells
+                # validate such a TIFF is whole, since Bio-Formats reads its metadata there, not its planes
+                if _multi(path):
+                    tif.pages.useframes = True
+                    pages = list(tif.pages)
+                else:
+                    pages = [page]
                 end = max((o + c for p in pages if hasattr(p, "dataoffsets")
                            for o, c in zip(p.dataoffsets, p.databytecounts)), default=0)
         finally:

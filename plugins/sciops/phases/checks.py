@@ -316,7 +316,7 @@ def read_series(info: RunInfo, cfg: config_mod.RunConfig, project: Project, imag
         if problem and problem[0] == "input":
             probed[rel] = {"error": problem[1]}
     probed.update(bioformats.probe([rel for rel in files if rel not in probed], project.input_dir, worker_launcher,
-                                   cfg.memory_mb))
+                                   cfg.memory_mb, memo_dir=Path(contract.memo_dir(str(Path(info.run_dir, "work"))))))
     bioformats.save(Path(info.run_dir, "work"), probed)
     units, unreadable = bioformats.check(images, probed, cfg, heap)
     n_series = sum(1 for u in units if "#" in u)
@@ -369,7 +369,9 @@ def validate(conf: dict[str, Any], airflow_run_id: str,
             with info.backend() as backend:
                 manifest = manifest_of(info, backend, project, job, chunks=[], expected=expected_outputs(macro),
                                        launcher=smoke_launcher, input_dir=str(project.input_dir),
-                                       macro_path=str(job["macro_run"]), driver_path=str(job["driver"]))
+                                       macro_path=str(job["macro_run"]), driver_path=str(job["driver"]),
+                                       **({"bioformats_memo": contract.memo_dir(str(run_dir / "work"))}
+                                          if any(unit_parts(u)[1] is not None for u in images) else {}))
             summary = smoke_run(manifest, smoke_candidates(project.input_dir, images, cfg.memory_mb))
             info = info.model_copy(update={"imagej_version": summary.get("imagej_version")})
         elif cfg.smoke_test:

@@ -41,6 +41,12 @@ def manifest_of(info: RunInfo, backend, project: Project, job: dict[str, Path], 
     })
 
 
+def bioformats_memo(work: str, bf: dict[str, Any] | None) -> str | None:
+    """The manifest's ``bioformats_memo`` when units are read through Bio-Formats (``bf``: their names):
+    where validate's probe left the files' memo (``work/bfmemo``), which the tasks read and add to."""
+    return contract.memo_dir(str(work)) if bf and bf.get("series_names") else None
+
+
 def _images(info: RunInfo, project: Project) -> tuple[list[str], dict[str, str], dict[str, Any]]:
     """The run's units of work (images, or series of files read through Bio-Formats), their content ids
     (a series: its file's), and what Bio-Formats adds to the manifest. The images are the ones validate
@@ -106,7 +112,10 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None,
         per_task = max(sizes, default=0)
         # The scheduler writes task logs here and the runners their statuses: both must exist
         # before submission (SGE leaves a task in Eqw forever when its -o folder is missing).
+        # (and the files' memo folder, which validate made: group-writable for a cluster's job user)
         dirs = [run_dir / "logs", work / "status", work / "images"]
+        if bf:
+            dirs.append(Path(contract.memo_dir(str(work))))
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
             if backend.group_writable:
@@ -115,7 +124,7 @@ def plan(info: RunInfo | dict[str, Any], cluster: dict[str, Any] | None = None,
         manifest = manifest_of(info, backend, project, job, chunks, expected_outputs(macro),
                                unreadable=bf.get("unreadable") or {}, budget=backend.budget_rates(run_dir),
                                plan_id=uuid.uuid4().hex[:8],  # in the job names: see arrays.job_name
-                               dag_id=dag_id)
+                               dag_id=dag_id, bioformats_memo=bioformats_memo(backend.cluster_path(work), bf))
         path = Path(manifest.dump(contract.manifest_path(str(work))))
         write_json(work / "images.json", ids)   # what record adds to the processed-images index
         if bf:   # the series names, for the tables' series_name column

@@ -87,7 +87,7 @@ def _say(exc: BaseException) -> str:
 
 def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | None = None, dag_id: str | None = None,
            trigger: str | None = None, synced_up: dict[str, Any] | None = None,
-           task_states: dict[str, str] | None = None) -> dict[str, Any]:
+           task_states: dict[str, str] | None = None, dag_run_started: float | None = None) -> dict[str, Any]:
     """Decide the run's verdict, once, and write it everywhere: run.json, report.html, the ledger, the
     storage root's and the LAN folder's copies, then the Slack end message.
 
@@ -104,7 +104,12 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
        handoff, not a failure).
 
     :func:`outcome` (the DAG's last task) fails the DAG run exactly when the verdict is not ``success``.
+
+    ``dag_run_started`` (epoch seconds: Airflow's start of the DAG run) and the time ``record`` began bound the
+    run's wall time (``started_at``, ``ended_at``): the report accounts for it as the phases and Airflow's time
+    between them.
     """
+    recorded_at = time.time()
     if not info:
         raise SciOpsError("validate did not pass: nothing was run and there is no run folder to record in "
                           "(see the sync_up and validate tasks' logs for the field to fix)")
@@ -123,8 +128,8 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
     collated = collated or {}
     attempts = json.loads((work / "attempts.json").read_text()) if (work / "attempts.json").exists() else []
     cpu_seconds = sum(a.get("seconds") or 0 for att in attempts for a in att["accounting"].values())
-    starts = [p["start"] for p in phases.values() if p.get("start")]
-    ends = [p.get("end") or time.time() for p in phases.values() if p.get("start")]
+    starts = [p["start"] for p in phases.values() if p.get("start")] + ([dag_run_started] if dag_run_started else [])
+    ends = [p.get("end") or recorded_at for p in phases.values() if p.get("start")] + [recorded_at]
     storage = info.storage()
     status = "failed" if failed_phases else "success"
     if any(BUDGET_EXCEEDED in (phases[p].get("error") or "") for p in failed_phases):
@@ -146,7 +151,8 @@ def record(info: RunInfo | dict[str, Any] | None, collated: dict[str, Any] | Non
         "status": status, "failed_phases": failed_phases,
         "reason": next((phases[p].get("error") for p in failed_phases if phases[p].get("error")), None),
         "param_sources": info.config_sources,
-        "started_at": min(starts) if starts else None, "ended_at": max(ends) if ends else None,
+        "started_at": min(starts) if starts else None, "ended_at": max(ends),
+        "dag_run_started": dag_run_started, "recorded_at": recorded_at,
         "phases": phases,
         "images": {"total": info.images, "ok": ok, "failed": collated.get("failed")},
         "array": {"attempts": len(attempts), "job_ids": [a["job_id"] for a in attempts],

@@ -55,6 +55,8 @@ def time_series(points: Iterable[tuple[float, float]], ylabel: str, element_id: 
         ax.plot(xs, ys, marker="o", markersize=4, color=PALETTE[0], linewidth=1)
     else:
         ax.plot(xs, ys, color=PALETTE[0], linewidth=0.6)
+    if xs and (xs[-1] - xs[0]) < dt.timedelta(hours=1):   # one run (or a burst): hours around it, not 2025-2029
+        ax.set_xlim(xs[0] - dt.timedelta(hours=3), xs[-1] + dt.timedelta(hours=3))
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -77,7 +79,9 @@ def timeline(tasks: list[dict[str, Any]], element_id: str = "timeline", width: i
                 host_lanes.append([t])
             else:
                 lane.append(t)
-        lanes += [(host if i == 0 else "", lane) for i, lane in enumerate(host_lanes)]
+        # every row labelled: a node running tasks at once gets a row per slot ("-" was all a second row read)
+        lanes += [(host if len(host_lanes) == 1 else f"{host[:18]}, slot {i + 1}", lane)
+                  for i, lane in enumerate(host_lanes)]
     fig, ax = _figure(width, 70 + 22 * len(lanes))
     for y, (_, lane) in enumerate(lanes):
         colors = [PALETTE[((t.get("attempt") or 1) - 1) % len(PALETTE)] if t.get("exit") == 0 else FAILED
@@ -87,9 +91,31 @@ def timeline(tasks: list[dict[str, Any]], element_id: str = "timeline", width: i
     ax.set_yticks(range(len(lanes)), [name[:24] for name, _ in lanes])
     ax.set_ylim(len(lanes) - 0.5, -0.5)
     ax.set_xlim(left=0)
-    ax.set_xlabel("seconds since the first task started (colour: attempt; red: failed)")
+    ax.set_xlabel("seconds since the first task started (a row per task running at once on a node; "
+                  "colour: attempt; red: failed)")
     ax.grid(axis="x", alpha=0.3)
     return to_svg(fig, element_id, len(tasks), "Array tasks per node")
+
+
+BETWEEN = "#b0b0b0"
+
+
+def phases(rows: list[tuple[str, float, float, bool]], gaps: list[tuple[float, float]], gap_label: str,
+           element_id: str = "phases-chart", width: int = 900) -> str:
+    """The run's wall time as Airflow's Gantt view draws it: a row per phase (label, start and seconds after the
+    run started, failed) and one row for the time outside them (``gaps``, grey), so nothing of it is unaccounted."""
+    labels = [r[0] for r in rows] + ([gap_label] if gaps else [])
+    fig, ax = _figure(width, 70 + 22 * len(labels))
+    for y, (_, start, secs, failed) in enumerate(rows):
+        ax.broken_barh([(start, max(secs, 1e-3))], (y - 0.4, 0.8), facecolors=FAILED if failed else PALETTE[0])
+    if gaps:
+        ax.broken_barh([(a, max(b, 1e-3)) for a, b in gaps], (len(rows) - 0.4, 0.8), facecolors=BETWEEN)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds since the DAG run started (red: failed; grey: Airflow, outside the phases)")
+    ax.grid(axis="x", alpha=0.3)
+    return to_svg(fig, element_id, len(rows) + len(gaps), "Phases over the run's wall time")
 
 
 #: More task attempts than this and the timeline is drawn per node and time bucket (a heat map)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sciops.connections import get_connection
+from sciops.reporting.durations import duration as duration_text
 from sciops.run.runinfo import RunInfo
 from sciops.settings import setting
 
@@ -112,14 +113,6 @@ def send(text: str, conn_id: str | None = None) -> bool:
     return deliver(text, conn_id) is None
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 def report_url(dag_id: str, run_id: str) -> str:
     base = os.environ.get("AIRFLOW__API__BASE_URL") or "http://localhost:8080"
     return f"{base.rstrip('/')}/sciops/runs/{dag_id}/{run_id}/report"
@@ -144,7 +137,7 @@ def run_ended(doc: dict[str, Any]) -> str | None:
     icon = ":white_check_mark:" if doc["status"] == "success" else ":x:"
     per_image = doc.get("cost_per_image_usd")
     text = (f"{icon} SciOps run {doc['status']}: project *{doc['project']}*, images ok {images.get('ok')}, "
-            f"failed {images.get('failed')} of {images.get('total')}; duration {_duration(duration)}; "
+            f"failed {images.get('failed')} of {images.get('total')}; duration {duration_text(duration) or '?'}; "
             f"cost {cost.get('total_usd', 0):.2f} USD"
             + (f" ({per_image:.4f} USD per image)" if per_image is not None else "")
             + (f"\nWhy: {str(doc['reason'])[:500]}" if doc["status"] != "success" and doc.get("reason") else "")

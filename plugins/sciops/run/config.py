@@ -156,7 +156,7 @@ class RunConfig(ValueChecks, BaseModel):
                            enum=LAUNCHERS)
     smoke_test: bool = _param(True, "Run the macro on a few images in validate first")
     qc_images: str = _param("sample", "QC overlays (qc.png: the image with the outlines of what the macro "
-                                      "measured) for: all images (~40 % more ImageJ time), a sample (1 in 40 and "
+                                      "measured) for: all images (~15-20 % more ImageJ time), a sample (1 in 40 and "
                                       "every unusual one: ~1 %) or none", enum=QC_MODES)
     only_new: bool = _param(False, "Only images this macro, with these macro_args, has not processed yet (new, or "
                                    "changed since): the nightly DAG sets it")
@@ -319,11 +319,12 @@ def build(conf: dict[str, Any], project_defaults: dict[str, Any] | None = None) 
 
 
 def allowed_storage_roots() -> list[str]:
-    """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings."""
+    """``SCIOPS_STORAGE_ROOT`` and ``SCIOPS_ALLOWED_STORAGE_ROOTS`` (comma-separated): deployment settings,
+    written as :func:`deployment_problems` compares a run's root (a folder's ``file://`` dropped)."""
     from sciops.settings import setting
 
     roots = [setting("SCIOPS_STORAGE_ROOT", "")] + setting("SCIOPS_ALLOWED_STORAGE_ROOTS")
-    return [r.strip().rstrip("/") for r in roots if r.strip()]
+    return [r.strip().removeprefix("file://").rstrip("/") for r in roots if r.strip()]
 
 
 def deployment_problems(values: dict[str, Any]) -> list[tuple[str, str]]:

@@ -5,27 +5,26 @@ One abstraction for the DAG and the ``sciops`` command (``sciops sync``, ``resul
 - ``LocalStorage``: a folder on this machine (the embedded default) or an NFS mount the
   cluster shares. Runs work in the project folder itself.
 - ``S3Storage``: a bucket (and prefix) reached through an Airflow AWS connection
-  (``aws_conn_id``; an ``endpoint_url`` in its extras reaches S3-compatible stores). Runs
-  work in a copy under the work root (``SCIOPS_WORK_ROOT``), staged in and out per run.
+  (``aws_conn_id``; an ``endpoint_url`` in its extras reaches S3-compatible stores), or, for the
+  ``sciops`` command on a laptop, through the AWS SDK's own credential chain (a profile, SSO...:
+  :mod:`sciops.storage.credentials`). Runs work in a copy under the work root
+  (``SCIOPS_WORK_ROOT``), staged in and out per run. Nothing here creates a bucket.
 
 Every key or path handed out is checked to stay inside the root; writes of a run are
 confined to its own ``<project>/output/<run_id>/`` prefix.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import posixpath
 import re
 import urllib.parse
 from pathlib import Path
-from typing import Any
-
 from sciops.errors import ConfigError, StorageError
 from sciops.run.names import SAFE_NAME
 from sciops.settings import setting
-from sciops.storage.s3 import CREDENTIAL_CODES, Credentials, EndpointError, S3Client, S3RequestError
+from sciops.storage.credentials import FromAwsChain, FromConnection
+from sciops.storage.s3 import CREDENTIAL_CODES, EndpointError, S3Client, S3RequestError
 from sciops.storage.trees import LocalTree, S3Tree
 
 log = logging.getLogger(__name__)
@@ -117,16 +116,18 @@ class LocalStorage:
 
 
 class S3Storage:
-    """``s3://bucket[/prefix]`` through an Airflow AWS connection.
+    """``s3://bucket[/prefix]`` through an Airflow AWS connection or the AWS credential chain.
 
-    :param conn_id: the Airflow connection (``aws`` type). Credentials are resolved on first
-        use and never logged.
+    :param conn_id: the Airflow connection (``aws`` type; default ``SCIOPS_AWS_CONN_ID``).
+    :param credentials: where the credentials come from instead (a
+        :class:`~sciops.storage.credentials.FromAwsChain`: the ``sciops`` command with an AWS profile).
+        Credentials are resolved on first use and never logged.
     """
 
     scheme = "s3"
     is_local = False
 
-    def __init__(self, url: str, conn_id: str | None = None):
+    def __init__(self, url: str, conn_id: str | None = None, credentials: FromConnection | FromAwsChain | None = None):
         u = urllib.parse.urlsplit(url)
         if u.scheme != "s3" or not u.netloc:
             raise StorageError(f"storage root {url!r}: write it as s3://bucket or s3://bucket/prefix")
@@ -136,16 +137,17 @@ class S3Storage:
         self.bucket = u.netloc
         self.prefix = check_key_part(u.path.strip("/"), "storage root prefix") if u.path.strip("/") else ""
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.conn_id = conn_id or setting("SCIOPS_AWS_CONN_ID")
+        self.source = credentials or FromConnection(conn_id or setting("SCIOPS_AWS_CONN_ID"))
+        self.conn_id = getattr(self.source, "conn_id", None)   # None: the AWS credential chain
         self._client = None
 
     def __repr__(self) -> str:
-        return f"S3Storage({self.url!r}, conn_id={self.conn_id!r})"
+        return f"S3Storage({self.url!r}, {self.source})"
 
     @property
     def client(self):
         if self._client is None:
-            creds, region, endpoint = connection_credentials(self.conn_id)
+            creds, region, endpoint = self.source.resolve()
             self._client = S3Client(self.bucket, creds, region, endpoint)
         return self._client
 
@@ -166,23 +168,28 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.key(*parts)}"
 
     def check(self) -> None:
-        """HEAD the bucket: reachable, exists, credentials accepted. Cheap; done in ``validate``."""
+        """One listing of nothing: reachable, the bucket exists, the credentials are accepted and may list it.
+        Cheap; done in ``validate`` and by the ``sciops`` command. Each failure is a ConfigError naming the
+        missing thing and its fix; nothing is created."""
+        src, bucket = self.source, self.bucket
         try:
             self.client.head_bucket()
         except EndpointError as exc:
-            raise ConfigError([("storage_root", f"{exc}; is the endpoint up? Check the endpoint_url in the "
-                                                f"extras of connection {self.conn_id!r}")]) from None
+            raise ConfigError([("storage_root", f"{exc}; is the endpoint up? {src.endpoint_fix()}")]) from None
         except S3RequestError as exc:
+            where = self.client.endpoint_url or f"S3 in {self.client.region}"
             if exc.status == 404:
-                raise ConfigError([("storage_root", f"bucket {self.bucket!r} does not exist at "
-                                                    f"{self.client.endpoint_url or 'S3 in ' + self.client.region}; create it or fix the storage "
-                                                    "root")]
-                                  ) from None
-            if exc.status in (401, 403) or exc.code in CREDENTIAL_CODES:
-                raise ConfigError([("aws_conn_id", f"the credentials of connection {self.conn_id!r} were refused "
-                                                   f"for bucket {self.bucket!r} ({exc.status} {exc.code}); fix the "
-                                                   "connection's access key/secret or the bucket's policy")]
-                                  ) from None
+                make = f"aws s3 mb s3://{bucket}{src.cli_flags()}"
+                raise ConfigError([("storage_root", f"bucket {bucket!r} does not exist at {where}; SciOps creates "
+                                                    f"none: create it (`{make}`) or fix the storage root")]) from None
+            if exc.code in CREDENTIAL_CODES or exc.status == 401:
+                raise ConfigError([(src.field, f"the credentials of {src} were refused for bucket {bucket!r} "
+                                               f"({exc.status} {exc.code}); {src.refused_fix()}")]) from None
+            if exc.status == 403:
+                raise ConfigError([(src.field, f"{src} may not list bucket {bucket!r} ({exc.status} {exc.code}): "
+                                               f"its identity needs s3:ListBucket on arn:aws:s3:::{bucket} and "
+                                               f"s3:GetObject, s3:PutObject on arn:aws:s3:::{self.uri('*')[5:]} "
+                                               "(ask the bucket's admin; deployment.md, \"A bucket\")")]) from None
             raise ConfigError([("storage_root", str(exc))]) from None
 
     def workspace(self, project: str) -> Path:
@@ -215,72 +222,11 @@ class S3Storage:
         return self.write_bytes(project, "output", run_id, name, data=data)
 
 
-def get_storage(url: str | None = None, conn_id: str | None = None) -> LocalStorage | S3Storage:
+def get_storage(url: str | None = None, conn_id: str | None = None,
+                credentials: FromConnection | FromAwsChain | None = None) -> LocalStorage | S3Storage:
     url = url or default_root()
     if url.startswith("s3://"):
-        return S3Storage(url, conn_id)
+        return S3Storage(url, conn_id, credentials)
     if "://" in url and not url.startswith("file://"):
         raise StorageError(f"storage root {url!r}: use s3://bucket[/prefix] or a local folder path")
     return LocalStorage(url)
-
-
-# -- credentials from an Airflow connection --------------------------------------------------
-def connection_credentials(conn_id: str):
-    """(Credentials, region, endpoint_url) of an Airflow AWS connection.
-
-    A connection given as ``AIRFLOW_CONN_<ID>`` with a key pair is read directly (the CLI
-    stays fast); anything else (a connection in the metadata DB or a secrets backend, a role
-    to assume, the instance profile) goes through the Amazon provider's ``AwsBaseHook``, and
-    the S3 client signs with ``Credentials.current()``, which renews expiring keys.
-    """
-    env = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
-    if env:
-        parsed = _parse_env_connection(env)
-        if parsed and parsed["login"] and parsed["password"] and not parsed["extra"].get("role_arn"):
-            extra = parsed["extra"]
-            return (Credentials(parsed["login"], parsed["password"], extra.get("aws_session_token")),
-                    extra.get("region_name") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-                    extra.get("endpoint_url"))
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    try:
-        hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
-        session = hook.get_session()
-        found = session.get_credentials()
-    except Exception as exc:  # noqa: BLE001 - the provider raises many kinds; the message says which
-        raise ConfigError([("aws_conn_id", f"connection {conn_id!r} cannot give AWS credentials "
-                                           f"({type(exc).__name__}); check it in Admin > Connections")]) from None
-    if found is None:
-        raise ConfigError([("aws_conn_id", f"no AWS credentials: connection {conn_id!r} has none and there are none "
-                                           "in the environment or instance profile; add a key pair to the "
-                                           "connection")])
-    frozen = found.get_frozen_credentials()
-    region = hook.conn_config.region_name or session.region_name or "us-east-1"
-    return (Credentials(frozen.access_key, frozen.secret_key, frozen.token, source=found), region,
-            hook.conn_config.endpoint_url)
-
-
-def _parse_env_connection(value: str) -> dict[str, Any] | None:
-    """The JSON or URI form of ``AIRFLOW_CONN_<ID>`` (as Airflow documents them)."""
-    value = value.strip()
-    if value.startswith("{"):
-        try:
-            data = json.loads(value)
-        except ValueError:
-            return None
-        extra = data.get("extra") or {}
-        if isinstance(extra, str):
-            try:
-                extra = json.loads(extra)
-            except ValueError:
-                extra = {}
-        return {"login": data.get("login"), "password": data.get("password"), "extra": extra}
-    u = urllib.parse.urlsplit(value)
-    extra = dict(urllib.parse.parse_qsl(u.query))
-    if "__extra__" in extra:
-        try:
-            extra = json.loads(extra["__extra__"])
-        except ValueError:
-            extra = {}
-    return {"login": urllib.parse.unquote(u.username or "") or None,
-            "password": urllib.parse.unquote(u.password or "") or None, "extra": extra}

@@ -18,7 +18,8 @@ region when S3 answers that it lives in another one (its ``S3RegionRedirector`` 
 
 Bucket names with dots are addressed path-style (a virtual host ``lab.images.s3...`` fails
 TLS: S3's certificate covers one label). Credentials are handed in by :mod:`sciops.storage.root`,
-which gets them from an Airflow connection; they are never logged nor put in a message.
+which gets them from :mod:`sciops.storage.credentials` (an Airflow connection, or the AWS
+credential chain); they are never logged nor put in a message.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterator
 
 from sciops.errors import StorageError
 from sciops.storage import s3_keys
+from sciops.storage.credentials import Credentials  # noqa: F401 - the S3Client's, named here too
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,6 @@ CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken
 POOL = 32
 #: Tries of one call (5xx, throttling, dropped connections are tried again).
 ATTEMPTS = 5
-#: How long a renewing credential's keys are used before the provider is asked again.
-RENEW_EVERY = dt.timedelta(minutes=5)
 #: The checksum each part of a multipart upload carries, as the AWS CLI sends them: S3 checks every
 #: part against it, over HTTPS botocore sends it as a trailer and leaves the body unsigned instead of
 #: SHA-256 hashing it (zlib's CRC32: ~3.9 GB/s here, SHA-256 1.7 GB/s, MD5 0.7 GB/s), and S3 (moto
@@ -61,49 +61,23 @@ def part_crc32(data: bytes) -> str:
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
-@dataclass(frozen=True)
-class Credentials:
-    access_key: str
-    secret_key: str = ""
-    token: str | None = None
-    #: botocore credentials that renew themselves (an assumed role, the instance profile): their
-    #: keys expire within hours, and a long sync must not fail with ExpiredToken half-way.
-    source: Any = field(default=None, compare=False)
-
-    def __repr__(self) -> str:  # never show the secret, even in a traceback's locals
-        return "Credentials(access_key=<hidden>, secret_key=<hidden>)"
-
-    def current(self) -> "Credentials":
-        """The keys to sign with now (``source`` refreshes them shortly before they expire)."""
-        if self.source is None:
-            return self
-        frozen = self.source.get_frozen_credentials()
-        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-
-    def botocore(self):
-        """These credentials as botocore's (the renewing ones as they are)."""
-        if self.source is not None:
-            return self.source
-        from botocore.credentials import Credentials as BotoCredentials
-
-        return BotoCredentials(self.access_key, self.secret_key, self.token)
-
-    def provider(self) -> Callable[[], dict[str, Any]]:
-        """obstore's credential provider: the current keys, asked for again after :data:`RENEW_EVERY`."""
-        def current() -> dict[str, Any]:
-            now = self.current()
-            return {"access_key_id": now.access_key, "secret_access_key": now.secret_key, "token": now.token,
-                    "expires_at": dt.datetime.now(dt.timezone.utc) + RENEW_EVERY}
-
-        return current
+#: The permission a call needs, by how its ``what`` begins (first match): named when S3 answers AccessDenied.
+PERMISSIONS = (("list parts", "s3:ListMultipartUploadParts"), ("list unfinished", "s3:ListBucketMultipartUploads"),
+               ("list", "s3:ListBucket"), ("bucket", "s3:ListBucket"), ("HEAD", "s3:GetObject"),
+               ("GET", "s3:GetObject"), ("DELETE", "s3:DeleteObject"), ("abort", "s3:AbortMultipartUpload"),
+               ("tag", "s3:PutObjectTagging"), ("read the tags", "s3:GetObjectTagging"),
+               ("create bucket", "s3:CreateBucket"), ("", "s3:PutObject"))
 
 
 class S3RequestError(StorageError):
-    """S3 answered with an error: ``status`` and ``code`` (e.g. 404 NoSuchBucket)."""
+    """S3 answered with an error: ``status`` and ``code`` (e.g. 404 NoSuchBucket); an AccessDenied names the
+    permission the call needed."""
 
     def __init__(self, status: int, code: str, message: str, what: str):
         self.status, self.code = status, code
-        super().__init__(f"{what}: S3 said {status} {code}: {message}")
+        need = next(perm for start, perm in PERMISSIONS if what.startswith(start)) if code == "AccessDenied" else ""
+        super().__init__(f"{what}: S3 said {status} {code}: {message}"
+                         + (f" (these credentials lack {need} there: ask the bucket's admin for it)" if need else ""))
 
 
 class EndpointError(StorageError):

@@ -11,6 +11,8 @@ manager lets them read (``is_authorized_dag(GET, RUN)``, the check Airflow's own
 - ``/sciops/api/runs``                  ledger rows (``?project=``, ``?limit=``)
 - ``/sciops/api/runs/{dag_id}/{run_id}/progress``  a run while it goes: phase, images done/failed,
                                         ETA, spend (``sciops run --wait``)
+- ``/sciops/api/storage``               the storage root runs use and the others they may name (what
+                                        the ``sciops`` command asks instead of the scientist repeating it)
 - ``/sciops/api/summary``               what the dashboard draws (``?project=``)
 - ``/sciops/api/planner``               N nodes of type X → duration and cost, from past runs
 - ``/sciops/api/tradeoff``              instance types × node counts → duration and cost, and the

@@ -22,6 +22,9 @@ from sciops.web.auth import Readable, User, authenticated, may_read_runs
 # Airflow process (scheduler, workers, triggerer, dag-processor); the ledger, charts and planner code load
 # only when a page or route is asked for.
 
+#: The DAG whose runs use the storage root: who may read its runs may read where they are.
+STORAGE_DAG = "fiji_project"
+
 app = FastAPI(title="SciOps", description="Runs, costs and the what-if planner", dependencies=[authenticated()])
 
 
@@ -101,6 +104,20 @@ def api_tradeoff(macro: str = Query(..., description="macro name or sha256"),
             "seconds_per_image": found["seconds_per_image"],
             **planner.tradeoff(images, found["seconds_per_image"], deadline_h, region, instance_types, nodes,
                                memory_mb, slots, task_hour_usd)}
+
+
+@app.get("/api/storage")
+def api_storage(user=User) -> dict[str, Any]:
+    """The storage root runs use and the others a run may name (``sciops`` asks this instead of making the
+    scientist repeat the server's settings). Names only: no connection, no credential. For users who may read
+    fiji_project's runs."""
+    from sciops.settings import setting
+
+    if not may_read_runs(user, {STORAGE_DAG}):
+        raise HTTPException(403, f"your Airflow role may not read the runs of DAG {STORAGE_DAG}")
+    root = setting("SCIOPS_STORAGE_ROOT").strip().rstrip("/")
+    others = [r.rstrip("/") for r in setting("SCIOPS_ALLOWED_STORAGE_ROOTS")]
+    return {"storage_root": root, "allowed_storage_roots": [r for r in dict.fromkeys(others) if r != root]}
 
 
 @app.get("/api/runs/{dag_id}/{run_id}/progress")

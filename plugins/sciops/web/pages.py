@@ -50,18 +50,34 @@ def day(epoch: float | None) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if epoch else "—"
 
 
+#: A reason longer than this shows its start, and the rest a click away (all of it on hover).
+REASON_SHOWN = 240
+
+
+def _run_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A ledger row as the runs table shows it: Airflow's own run id, a readable duration, the whole reason."""
+    from sciops.reporting.durations import duration
+
+    run_id = r.get("airflow_run_id") or r["run_id"]
+    reason = r.get("reason") or ""
+    long = len(reason) > REASON_SHOWN
+    cut = reason.rfind(" ", REASON_SHOWN // 2, REASON_SHOWN) if long else len(reason)   # at a word, if one is near
+    cut = cut if cut > 0 else REASON_SHOWN
+    ran = r["status"] != "refused" and r["duration_s"] is not None
+    return {"status": r["status"], "status_class": str(r["status"]).replace(" ", "-"), "started": day(r["started_at"]),
+            "project": r["project"], "run_id": run_id,
+            "report_href": f'runs/{quote(r.get("dag_id") or "fiji_project", safe="")}/{quote(run_id, safe="")}/report',
+            "images_ok": r["images_ok"] if r["images_ok"] is not None else "—",
+            "images_total": r["images_total"] or "—",
+            "duration": duration(r["duration_s"]) if ran else "—",
+            "duration_title": f'{r["duration_s"]:.1f} s' if ran else "", "cost": f'{(r["cost_usd"] or 0):.4f}',
+            "reason": reason, "reason_short": reason[:cut], "reason_more": reason[cut:].lstrip() if long else ""}
+
+
 def dashboard(s: dict[str, Any], project: str | None, q: dict[str, Any], readable: set[str]) -> str:
     """The dashboard of ``s`` (what :func:`sciops.web.api.summary` reads) with the planner form filled from ``q``."""
     runs = s["per_run"]
-    rows = [{"status": r["status"], "started": day(r["started_at"]), "project": r["project"],
-             "report_href": f'runs/{quote(r.get("dag_id") or "fiji_project", safe="")}/'
-                            f'{quote(r["airflow_run_id"] or r["run_id"], safe="")}/report',
-             "run_id": r["run_id"], "images_ok": r["images_ok"] if r["images_ok"] is not None else "—",
-             "images_total": r["images_total"] or "—",
-             "duration": hours(r["duration_s"]) if r["status"] != "refused" else "—",
-             "cost": f'{(r["cost_usd"] or 0):.4f}', "reason": r.get("reason"),
-             "reason_short": (r.get("reason") or "")[:160]}
-            for r in reversed(runs[-RUNS_LISTED:])]
+    rows = [_run_row(r) for r in reversed(runs[-RUNS_LISTED:])]
     by_macro = [{"macro": m, "median_usd": f"{v['median_usd']:.5f}", "runs": v["runs"]}
                 for m, v in s["cost_per_image_by_macro"].items()]
     older = f"{len(runs) - RUNS_LISTED:,}" if len(runs) > RUNS_LISTED else None
@@ -80,8 +96,10 @@ def charts(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not all(not r["cost_usd"] for r in ran):
         cost = Markup(charts.time_series([(r["started_at"], r["cost_usd"] or 0.0) for r in ran],
                                          "cost per run (USD)", "cost-chart"))
-    dur = charts.time_series([(r["started_at"], (r["duration_s"] or 0.0) / 60) for r in ran],
-                             "duration per run (minutes)", "duration-chart")
+    longest = max(r["duration_s"] or 0.0 for r in ran)   # the unit the runs are read in: 45 s is not "0.75 min"
+    unit, per = ("seconds", 1) if longest < 180 else ("minutes", 60) if longest < 3 * 3600 else ("hours", 3600)
+    dur = charts.time_series([(r["started_at"], (r["duration_s"] or 0.0) / per) for r in ran],
+                             f"duration per run ({unit})", "duration-chart")
     return {"ran": len(ran), "cost_chart": cost, "duration_chart": Markup(dur), "measure_charts": measures(ran)}
 
 
@@ -100,7 +118,7 @@ def measures(ran: list[dict[str, Any]]) -> list[dict[str, Any]]:
     newest = sorted(groups.items(), key=lambda kv: -max(r["started_at"] for r in kv[1]))[:MEASURE_CHARTS_MAX]
     return [{"project": project, "measure": key, "runs": len(rs),
              "chart": Markup(charts.time_series([(r["started_at"], r["key_median"]) for r in rs],
-                                                f"median {key} per image", f"measure-chart-{i}", height=200))}
+                                                f"median {key}", f"measure-chart-{i}", height=200))}
             for i, ((project, key), rs) in enumerate(sorted(newest))]
 
 

@@ -53,7 +53,7 @@ def one_line(err: str) -> str:
 
 # -- a stand-in for Airflow's api-server ---------------------------------------------------------------
 class FakeAirflow:
-    """``/auth/token`` for one user, fiji_project's runs, and the plugin's ledger and progress routes."""
+    """``/auth/token`` for one user, fiji_project's runs, and the plugin's ledger, progress and storage routes."""
 
     USER, PASSWORD, TOKEN = "lab", "s3cret", "tok-1"
 
@@ -66,6 +66,7 @@ class FakeAirflow:
         self.refuse: dict[tuple[str, str], tuple[int, object]] = {}
         self.paused = False
         self.run_doc: dict = {}          # more of GET dagRuns/<id>'s answer (start_date, end_date...)
+        self.storage: dict | None = None   # what /sciops/api/storage answers (None: 404, an older plugin)
 
     def answer(self, method: str, path: str, body, auth: str | None) -> tuple[int, object]:
         if (method, path) == ("POST", "/auth/token"):
@@ -89,6 +90,8 @@ class FakeAirflow:
             return 200, {"runs": self.ledger}
         if method == "GET" and path.endswith("/progress"):
             return 200, self.progress
+        if (method, path) == ("GET", "/sciops/api/storage") and self.storage is not None:
+            return 200, self.storage
         return 404, {"detail": "Not Found"}
 
 

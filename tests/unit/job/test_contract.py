@@ -63,6 +63,7 @@ PLANNED = {
     "driver_path": "/data/demo/output/20240501-1200-a1b2/work/job/driver.ijm",
     "macro_args": {"threshold": "Otsu", "watershed": "true"}, "macro_argument": None, "channel": "all",
     "expected_outputs": ["results.csv", "summary.csv"], "chunks": [["a.tif", "b.tif"], ["c.lif#0", "c.lif#1"]],
+    "bioformats_memo": "/data/demo/output/20240501-1200-a1b2/work/bfmemo",
     "memory_mb": 2048, "image_timeout_s": 600, "stall_seconds": 60, "qc_images": "sample", "max_attempts": 3, "backend": "existing",
     "backend_options": {"ssh_conn_id": "sciops_cluster", "scheduler": "sge", "python": "python3",
                         "scheduler_options": {"queue": None, "exclusive": False}},

@@ -24,6 +24,27 @@ def test_the_dialog_watcher_goes_into_the_imagej1_command_line():
     assert ij[ij.index("-jar") - 2:ij.index("-jar")] == ["-javaagent:/tmp/sciops-dialogs-0-ab.jar", "-Dsciops.agent=yes"] and ij[-5:-3] == ["/ij.jar", "-port0"]
 
 
+def test_the_series_reader_goes_on_the_imagej1_class_path():
+    ij = jvm.launcher_argv({"kind": "imagej1", "java": "java", "ij_jar": "/ij.jar"}, 700, "/h", "/t", "/d.ijm", "/j",
+                           series=["/tmp/sciops-series-0-ab.jar", "/p/plugins/bioformats_package.jar"],
+                           memo_dir="/w/bfmemo")
+    assert ij[ij.index("-cp"):] == ["-cp", "/ij.jar:/tmp/sciops-series-0-ab.jar:/p/plugins/bioformats_package.jar",
+                                    "ij.ImageJ", "-port0", "-batch", "/d.ijm", "/j"]
+    assert "-Dsciops.series=yes" in ij and "-Dsciops.bfmemo=/w/bfmemo" in ij and "-jar" not in ij
+
+
+def test_the_series_reader_is_built_against_the_launchers_bioformats(imagej, tmp_path):
+    """Compiled against ImageJ 1's own jars (scripts/bioformats.sh's), once; Fiji has none of its own here."""
+    import zipfile
+
+    jars, why = jvm.series_reader(imagej, cache_dir=str(tmp_path))
+    assert why is None and jars[1] == jvm.bioformats_jar(imagej), why
+    with zipfile.ZipFile(jars[0]) as z:
+        assert "SciopsSeries.class" in z.namelist()
+    assert jvm.series_reader(imagej, cache_dir=str(tmp_path)) == (jars, None)
+    assert jvm.series_reader({"kind": "fiji", "fiji": "/opt/Fiji.app/ImageJ-linux64"})[0] is None
+
+
 def test_the_dialog_watcher_is_compiled_once_and_only_a_private_jar_is_used(tmp_path):
     import os
     import zipfile

@@ -55,3 +55,14 @@ def test_a_bucket_in_another_region_is_found_there_and_asked_again():
     assert client.call("list s3://lab-images/", listing) == "listed"
     assert regions == ["us-east-1", "eu-west-1"] and client.region == "eu-west-1"
     assert len(sent) == 2 and "eu-west-1" in sent[1], sent
+
+
+def test_access_denied_names_the_permission_the_call_needed():
+    from sciops.storage.s3 import S3RequestError
+
+    for what, need in (("PUT s3://b/k", "s3:PutObject"), ("upload part 2 of k", "s3:PutObject"),
+                       ("list s3://b/p/", "s3:ListBucket"), ("list parts of k", "s3:ListMultipartUploadParts"),
+                       ("GET s3://b/k", "s3:GetObject"), ("DELETE s3://b/k", "s3:DeleteObject"),
+                       ("read the tags of s3://b/k", "s3:GetObjectTagging")):
+        assert f"these credentials lack {need} there" in str(S3RequestError(403, "AccessDenied", "Access Denied", what))
+    assert "lack" not in str(S3RequestError(403, "SignatureDoesNotMatch", "", "PUT s3://b/k"))

@@ -21,15 +21,16 @@ def _summary(runs):
 
 
 def test_ledger_values_are_escaped_and_links_quoted():
-    run = _run(project='<b>"p"</b>', run_id="<script>x</script>", airflow_run_id="manual__a&b/c",
+    run = _run(project='<b>"p"</b>', run_id="r-x", airflow_run_id="manual__<script>x</script>&b/c",
                status="refused", reason="bad <memory> 'lots'", images_ok=None, duration_s=None, cost_usd=None)
     page = pages.dashboard(_summary([run]), None, {}, set())
-    assert "<script>x" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
+    assert "<script>x" not in page and ">manual__&lt;script&gt;x&lt;/script&gt;&amp;b/c</a>" in page  # Airflow's id
     assert "<b>&#34;p&#34;" not in page and "&lt;b&gt;&#34;p&#34;&lt;/b&gt;" in page
-    assert 'title="bad &lt;memory&gt; &#39;lots&#39;"' in page
-    assert 'href="runs/fiji_project/manual__a%26b%2Fc/report"' in page
+    assert '<td class="reason">bad &lt;memory&gt; &#39;lots&#39;</td>' in page
+    assert 'href="runs/fiji_project/manual__%3Cscript%3Ex%3C%2Fscript%3E%26b%2Fc/report"' in page
     # a refused run: no duration, no images, 0 cost; no run that ran, so no charts
-    assert "<td>—/10</td><td>—</td><td>0.0000</td>" in page and 'id="no-runs"' in page
+    assert ('<td class="num">—/10</td>\n<td class="num" title="">—</td><td class="num">0.0000</td>' in page
+            and 'id="no-runs"' in page)
     assert "None" not in page
 
 
@@ -48,7 +49,7 @@ def test_only_the_newest_runs_are_listed():
     runs = [_run(i, status="failed") for i in range(pages.RUNS_LISTED + 1234)]
     page = pages.dashboard(_summary(runs), None, {}, set())
     assert 'id="runs-more"' in page and "1,234 older runs" in page
-    assert f">r{len(runs) - 1}<" in page and ">r1233<" not in page
+    assert f">manual__{len(runs) - 1}<" in page and ">manual__1233<" not in page
 
 
 @pytest.mark.parametrize("row,text", [
@@ -61,3 +62,22 @@ def test_report_stand_ins(row, text):
     assert 'Airflow role may not read the runs of DAG <b>d&lt;1&gt;</b>' in pages.forbidden("d<1>")
     refused = pages.refused("r1", {"project": "p", "started_at": T0, "reason": "memory: <lots>"})
     assert '<pre id="reason">memory: &lt;lots&gt;</pre>' in refused and "2027-01-15 08:00 UTC" in refused
+
+
+@pytest.mark.parametrize("seconds,shown", [(45.2, "45 s"), (0.8, "0.8 s"), (83.0, "1 min 23 s"),
+                                           (3700.0, "1 h 01 min")])
+def test_durations_read_as_people_say_them(seconds, shown):
+    """Not h:mm: a 45 s run once read "0:01"."""
+    page = pages.dashboard(_summary([_run(duration_s=seconds)]), None, {}, set())
+    assert f'<td class="num" title="{seconds:.1f} s">{shown}</td>' in page
+
+
+def test_a_long_reason_is_whole_on_the_page():
+    """Its start shown, the rest a click away in the same cell, all of it on hover; never cut off."""
+    reason = "macro: the smoke run failed: " + " ".join(f"word{i}" for i in range(200)) + " THE END"
+    page = pages.dashboard(_summary([_run(status="failed", reason=reason)]), None, {}, set())
+    shown = page[page.index('<td class="reason"'):]
+    shown = shown[:shown.index("</td>")]
+    assert f'title="{reason}"' in shown and "<details><summary>" in shown
+    summary, rest = shown.split("<details><summary>", 1)[1].split('<span class="more">… (all of it)</span></summary>')
+    assert f"{summary} {rest.replace('</details>', '')}" == reason

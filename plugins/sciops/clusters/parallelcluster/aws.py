@@ -12,7 +12,7 @@ from __future__ import annotations
 
 def aws_env(conn_id: str | None) -> dict[str, str]:
     """Credentials (and an S3-compatible endpoint, for tests) of an Airflow AWS connection, as env vars."""
-    from sciops.storage.root import connection_credentials
+    from sciops.storage.credentials import connection_credentials
 
     creds, region, endpoint = connection_credentials(conn_id or "aws_default")
     env = {"AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key}
@@ -27,7 +27,7 @@ def ec2_client(conn_id: str | None, region: str):
     """A boto3 EC2 client with the credentials (and endpoint, for tests) of an Airflow AWS connection."""
     import boto3
 
-    from sciops.storage.root import connection_credentials
+    from sciops.storage.credentials import connection_credentials
 
     creds, _, endpoint = connection_credentials(conn_id or "aws_default")
     return boto3.client("ec2", region_name=region, endpoint_url=endpoint, aws_access_key_id=creds.access_key,

@@ -1,8 +1,14 @@
-"""The integration tests' Airflow API server, its tokens and ledger rows.
+"""The Airflow API server of the integration and hostile tests, its tokens and ledger rows.
+
+One server for the whole session: tests/conftest.py imports these fixtures (a conftest of each folder
+would give each folder a server of its own: ~30 s more to start one).
 
 The server runs Airflow's simple auth manager with one admin and one viewer; the viewer is
 limited to reading ``fiji_project`` (``tests/fixtures/auth/dag_scoped_auth_manager.py``: the
-simple manager lets every role read every DAG, as FAB or Keycloak would not).
+simple manager lets every role read every DAG, as FAB or Keycloak would not). Its storage root
+is an S3 prefix on the testbed's auth-checking endpoint, in a bucket nobody has made yet
+(:data:`SERVER_ROOT`; test_cli_api.py makes it, as an admin would), and its runs may also name
+:data:`OTHER_ROOT`: what ``sciops`` learns from ``/sciops/api/storage``.
 """
 from __future__ import annotations
 
@@ -19,8 +25,11 @@ from pathlib import Path
 import pytest
 
 T0 = 1_800_000_000.0
+#: The api-server's storage root, and another its runs may name (SCIOPS_ALLOWED_STORAGE_ROOTS).
+BUCKET = f"sciops-laptop-{os.getpid()}-{int(time.time())}"
+SERVER_ROOT, OTHER_ROOT = f"s3://{BUCKET}/labroot", f"s3://{BUCKET}/other"
 USERS = {"sciops-admin": "a-test-password", "lab-viewer": "a-viewer-password"}
-AUTH = Path(__file__).resolve().parents[1] / "fixtures" / "auth"
+AUTH = Path(__file__).resolve().parent / "fixtures" / "auth"
 
 
 def _free_port() -> int:
@@ -42,7 +51,8 @@ def api_server(airflow_db):
            "PYTHONPATH": f"{AUTH}:{os.environ.get('PYTHONPATH', '')}",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
+           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+           "SCIOPS_STORAGE_ROOT": SERVER_ROOT, "SCIOPS_ALLOWED_STORAGE_ROOTS": f"{OTHER_ROOT}/"}
     # the UI's pages (the trigger form) need fiji_project in the database: what the dag-processor would do
     airflow = str(Path(sys.executable).with_name("airflow"))
     proc = subprocess.run([airflow, "dags", "reserialize"], env=env, capture_output=True, text=True)
