@@ -138,60 +138,6 @@ def test_status_prints_whole_links_and_durations(cli, api_server, ledger_rows):
     assert one.returncode == 0 and one.stdout.count("report manual__") == 1, one.stdout
 
 
-def _start_api_server(env, port, log) -> subprocess.Popen:
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "api-server", "--port", str(port),
-                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2)
-            return proc
-        except (urllib.error.URLError, ConnectionError, OSError):
-            assert proc.poll() is None, "the api-server exited"
-            time.sleep(1)
-    proc.kill()
-    raise AssertionError("the api-server did not start")
-
-
-def test_wait_survives_an_api_server_restart(cli, api_server, airflow_db, tmp_path):
-    """`sciops run --wait` against an api-server of its own: stopped while the run waits, started again on the
-    same port; the command says it lost Airflow, tries again, says it is back and follows on."""
-    import socket
-
-    base, token = api_server
-    _pause(base, token)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    passwords = Path(airflow_db) / "passwords.json"
-    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "sciops-admin:admin",
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
-    log = open(tmp_path / "api-server.log", "w")
-    server = _start_api_server(env, port, log)
-    proc = subprocess.Popen([*cli.command, "run", "cli_api_cells", "--wait"],
-                            env={**cli.env, "SCIOPS_API_URL": f"http://127.0.0.1:{port}"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, seen = _lines(proc), []
-    try:
-        _until(lines, PAUSED, 60, seen)
-        server.terminate()
-        server.wait(30)
-        _until(lines, "cannot reach Airflow", 30, seen)
-        assert "the run goes on" in seen[-1]
-        server = _start_api_server(env, port, log)
-        _until(lines, "Airflow is back after", 90, seen)
-        time.sleep(3)
-        assert proc.poll() is None, "".join(seen)   # still following the run
-    finally:
-        proc.kill()
-        proc.wait(10)
-        server.terminate()
-        server.wait(30)
-        _delete_runs(base, token)
-
-
 def _aws_files(folder: Path, key: dict) -> dict[str, str]:
     """An AWS config and credentials file as `aws configure` leaves them: profile `lab` with the auth endpoint's
     key, `stale` with a secret it refuses; the endpoint in the profile, as AWS's SDKs read it."""

@@ -105,8 +105,8 @@ def test_wait_says_when_the_dag_is_paused_and_counts_from_the_start(capsys, airf
 
 
 def test_wait_rides_out_an_api_server_restart(capsys, airflow):
-    """The stand-in api-server stops after the run's second poll and comes back on the same port 3 s later:
-    the command says so, reconnects, and follows the run to its end."""
+    """The stand-in api-server stops after the run's second poll and comes back on the same port 3 s later with
+    a new JWT secret (its tokens differ): the command says so, logs in again, and follows the run to its end."""
     from http.server import ThreadingHTTPServer
 
     airflow.states = ["running"]   # until the restart; then success
@@ -119,6 +119,7 @@ def test_wait_rides_out_an_api_server_restart(capsys, airflow):
         airflow.server.server_close()
         time.sleep(3)
         airflow.states = ["success"]
+        airflow.TOKEN = "tok-2"        # the old token is refused now
         airflow.server = ThreadingHTTPServer(("127.0.0.1", port), airflow.handler)
         threading.Thread(target=airflow.server.serve_forever, daemon=True).start()
 
@@ -126,6 +127,7 @@ def test_wait_rides_out_an_api_server_restart(capsys, airflow):
     code, out, err = run(capsys, "run", "cells", "--wait")
     assert code == 0 and "cannot reach Airflow" in out and "the run goes on" in out, out + err
     assert "Airflow is back after" in out and "success" in out
+    assert sum(r["path"] == "/auth/token" for r in airflow.requests) == 2   # the refused token renewed once
 
 
 def test_the_label_never_goes_back():
