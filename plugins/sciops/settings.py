@@ -30,8 +30,8 @@ Not declared here, because this module does not read them:
 - read on the compute node, see include/job (the task runner is stdlib-only and never
   imports ``sciops``; SciOps sets these for each task, nobody else does):
   ``SCIOPS_TASK_ID`` (the chunk, from ``localq``), ``SCIOPS_TASK_MAP`` (array index → chunk
-  for a resubmission of scattered chunks), ``SCIOPS_CHAIN`` (the tasks a local runner may
-  chain), ``SCIOPS_LOST`` (attempts whose node was lost), ``SCIOPS_ATTEMPT`` (the attempt
+  for a resubmission of scattered chunks), ``SCIOPS_CHAIN`` (the tasks a runner may
+  chain: local and Grid Engine), ``SCIOPS_LOST`` (attempts whose node was lost), ``SCIOPS_ATTEMPT`` (the attempt
   number); ``SCIOPS_JOB_ID`` is set by ``localq`` and passed on to macros;
 - read by shell scripts and docker compose, listed in docs/settings.md.
 

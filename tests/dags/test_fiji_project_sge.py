@@ -206,3 +206,32 @@ def test_sge_qdel_of_a_one_task_array_is_a_deletion(airflow_db, fiji_dag, griden
     # the runner wrote its end when told (SIGUSR2), so the task's time is in the cost
     summary_file = json.loads((run_dir / "work" / "status" / "task-0001.attempt-1.json").read_text())
     assert summary_file["exit"] == 140 and summary_file["end"] and run["cost"]["total_usd"] > 0
+
+
+def test_sge_a_chained_array_processes_each_image_exactly_once(airflow_db, fiji_dag, gridengine, shared_storage,
+                                                                make_project):
+    """Chaining on Grid Engine: the two slots' runners go on with the array's chunks no task has begun in their warm
+    JVMs (claims on the shared filesystem); the chunks' own tasks, started when a slot frees, find their images
+    done. Every image begins once, ends once, and is in results exactly once."""
+    counts = {f"plate/c{k:02d}.tif": 3 + k % 7 for k in range(36)}
+    root = make_project("chained", counts=counts, size=128)
+    dr = fiji_dag.test(run_conf=sge_conf("chained", images_per_task=4, smoke_test=False))
+    assert dr.state == "success", task_states(dr)
+    run_dir = only_run(root)
+    status = run_dir / "work" / "status"
+    lines = [json.loads(line) for p in sorted(status.glob("task-*.jsonl")) for line in p.read_text().splitlines()]
+    begins = [r["image"] for r in lines if r["status"] == "begin"]
+    ends = [r["image"] for r in lines if r["status"] != "begin"]
+    assert sorted(begins) == sorted(ends) == sorted(counts)              # each began and ended exactly once
+    attempts = {a["task"]: a for a in (json.loads(p.read_text()) for p in status.glob("task-*.attempt-1.json"))}
+    assert sorted(attempts) == list(range(1, 10)) and all(a["exit"] == 0 for a in attempts.values())
+    chained = sorted(t for a in attempts.values() for t in a.get("chained") or [])
+    assert chained, attempts                                              # some runner went on in its JVM
+    assert sum(a["jvm_starts"] for a in attempts.values()) <= 9 - len(chained)
+    assert {r.get("by") for r in lines if r["task"] in chained} - {None}  # their lines name the JVM's runner
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert sorted(summary["image"]) == sorted(counts) and summary["image"].is_unique
+    assert dict(zip(summary["image"], summary["count"].astype(int))) == counts
+    assert len(pd.read_csv(run_dir / "failures.csv")) == 0
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["array"]["attempts"] == 1

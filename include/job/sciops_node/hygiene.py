@@ -99,10 +99,11 @@ def task_id_from_env(environ=None):
 
 
 def chain_from_env(task_id, environ=None):
-    """The array's tasks after ``task_id`` this runner may chain (``SCIOPS_CHAIN=1,2,3``, set by the local
-    backend: one machine, where a claim file's holder can be seen alive), or None: chaining off."""
+    """The array's tasks after ``task_id`` this runner may chain (``SCIOPS_CHAIN=1,2,3``, or ``1:2:3`` from Grid
+    Engine, whose ``qsub -v`` splits values at commas; set by the local and the SGE schedulers: see
+    ``sciops_node.claims`` for how a claim's holder is known alive), or None: chaining off."""
     environ = os.environ if environ is None else environ
-    tasks = [int(t) for t in environ.get("SCIOPS_CHAIN", "").split(",") if t.strip().isdigit()]
+    tasks = [int(t) for t in environ.get("SCIOPS_CHAIN", "").replace(":", ",").split(",") if t.strip().isdigit()]
     if not tasks or task_id not in tasks:
         return None
     return tasks[tasks.index(task_id) + 1:]

@@ -116,7 +116,10 @@ class SGEScheduler(Scheduler):
         self.vmem_overhead_mb = vmem_overhead_mb
 
     def submit_argv(self, spec: ArraySpec) -> list[str]:
-        env = {**spec.env, **task_map_env(spec.task_ids)}
+        # chaining (sciops_node.claims): a task's runner goes on with the array's chunks that no task has begun
+        # in its warm JVM; the claims are files on the shared filesystem, a holder on another node is seen alive
+        # by its heartbeat (colons: -v splits at commas)
+        env = {**spec.env, **task_map_env(spec.task_ids), "SCIOPS_CHAIN": ":".join(map(str, spec.task_ids))}
         argv = ["qsub", "-terse", "-notify", "-N", spec.name, "-t", f"1-{len(spec.task_ids)}",
                 "-o", spec.log_dir.rstrip("/") + "/", "-e", spec.log_dir.rstrip("/") + "/", "-wd", spec.workdir]
         for key, value in sorted(env.items()):

@@ -26,6 +26,7 @@ def test_submit_argv_with_resources_and_task_map():
     assert argv[:7] == ["qsub", "-terse", "-notify", "-N", "sciops-run1", "-t", "1-3"]
     assert ["-v", "SCIOPS_ATTEMPT=2"] == argv[argv.index("-v"):argv.index("-v") + 2]
     assert "SCIOPS_TASK_MAP=2:5:9" in argv
+    assert "SCIOPS_CHAIN=2:5:9" in argv    # chaining (sciops_node.claims): the chunks a runner may go on with
     assert ["-pe", "smp", "2"] == argv[argv.index("-pe"):argv.index("-pe") + 3]
     assert "h_vmem=1792M" in argv          # (1024 + 2560) / 2 slots
     assert "h_rt=3600" in argv and "fiji=1" in argv and "exclusive=true" not in argv
