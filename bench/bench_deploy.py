@@ -9,7 +9,8 @@ shape to warm up (DAG parsed, JVM files cached), then ``--runs`` more of each, t
 alternating, each timed from the REST trigger to the run's ``success``; also the array phase
 (run.json) and the ``record`` task (start to end, from Airflow); per task, its running seconds and
 the hop before it (from its last upstream's end to its start, split at Airflow's ``scheduled_when``
-and ``queued_when``), and per run the seconds in which no task was running (``idle_s``).
+and ``queued_when``), per run the seconds in which no task was running (``idle_s``), and at the end the
+scheduler's CPU share over 20 s with no run going (what its idle loop costs).
 
 The shapes: today's ``fiji_project`` and, as ``fiji_project_before``, the DAG file of ``--before``
 (a git ref; default ``main``), so a change of shape is measured against what it replaces in the
@@ -119,6 +120,20 @@ def timed_run(stack: Stack, root: Path, dag_id: str, warmup: bool, ups: dict[str
             "idle_s": idle(tis, t0, t0 + wall), "per_task": per_task}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (/proc: its own, not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_share(stack: Stack, seconds: float = 20) -> float:
+    """The scheduler's CPU share (of one core) with no run going: what its idle loop costs."""
+    pid = stack.procs["scheduler"].pid
+    c0, t0 = cpu_seconds(pid), time.time()
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - c0) / (time.time() - t0), 4)
+
+
 def summary(rows: list[dict]) -> dict:
     warm = [r for r in rows if not r["warmup"]]
     return {"median_wall_s": statistics.median(r["wall_s"] for r in warm),
@@ -160,13 +175,15 @@ def main() -> None:
                 row = timed_run(stack, root, dag_id, warmup=i == 0, ups=ups[dag_id])
                 print(json.dumps({k: v for k, v in row.items() if k != "per_task"}), flush=True)
                 rows.append(row)
+        scheduler_idle = idle_cpu_share(stack)
     finally:
         stack.stop()
         for db in ("meta", "ledger"):
             subprocess.run(["bash", str(REPO / "scripts" / "testbed" / "postgres.sh"), "drop-db", f"{own}_{db}"],
                            capture_output=True)
     out = {"benchmark": "deploy", "machine": {"cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]},
-           "goal_s": 20, "before": args.before,
+           "goal_s": 20, "before": args.before, "scheduler_idle_cpu_share": scheduler_idle,
+           "scheduler_idle_sleep_time": stack.env.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "1 (default)"),
            "shapes": {dag_id: summary([r for r in rows if r["dag"] == dag_id]) for dag_id in shapes},
            "all_first_try": all(r["retries"] == 0 and r["state"] == "success" for r in rows), "runs": rows}
     if len(shapes) == 2:
