@@ -72,7 +72,7 @@ def cost_foot(cost: dict[str, Any], per_image: float | None) -> str:
 #: What the run's time outside its phases is: Airflow's own work before the first task and from one to the next.
 BETWEEN = "Airflow, outside the phases"
 BETWEEN_WHAT = ("starting the DAG run, queueing and scheduling each task, starting its process, and the tasks "
-                "with nothing to do (skipped)")
+                "with nothing to do (create_cluster and delete_cluster on a backend without a cluster)")
 
 
 def phase_account(doc: dict[str, Any]) -> dict[str, Any]:
